@@ -1,0 +1,119 @@
+//! Command-line interface. Every setting of the config file has a flag that
+//! overrides it.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+use ipnet::IpNet;
+
+use crate::config::{Config, ConfigError, Mode, Overrides, Span};
+
+#[derive(Debug, Parser)]
+#[command(name = "flowtally", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the collector until SIGINT or SIGTERM.
+    Run(RunArgs),
+    /// Validate the configuration and print it with all flags applied.
+    CheckConfig(RunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// TOML configuration file; flags override its values.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Interface to attach the XDP program to (repeatable).
+    #[arg(long = "iface", value_name = "IF")]
+    pub interfaces: Vec<String>,
+    /// UDP address receiving NetFlow/IPFIX (repeatable; port 0 = any free port).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub netflow: Vec<SocketAddr>,
+    /// UDP address of the RADIUS accounting server.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub radius: Option<SocketAddr>,
+    /// One RADIUS secret for any client.
+    #[arg(long, value_name = "SECRET")]
+    pub radius_secret: Option<String>,
+    /// SQLite database file (the default sink).
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+    /// ClickHouse HTTP URL, to write there instead of SQLite.
+    #[arg(long, value_name = "URL")]
+    pub clickhouse: Option<String>,
+    /// Address of the Prometheus /metrics endpoint.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<SocketAddr>,
+    /// auto: XDP where it loads, else sockets; xdp: XDP or fail; socket: no eBPF.
+    #[arg(long, value_enum)]
+    pub mode: Option<Mode>,
+    /// Subscriber network (repeatable; replaces the configured list).
+    #[arg(long = "subscriber-net", value_name = "CIDR")]
+    pub subscriber_networks: Vec<IpNet>,
+    /// How often aggregates are drained and written, e.g. 5s.
+    #[arg(long, value_name = "DURATION")]
+    pub flush_interval: Option<Span>,
+    /// How long an aggregate without an owner waits for a late session, e.g. 30s.
+    #[arg(long, value_name = "DURATION")]
+    pub late_window: Option<Span>,
+}
+
+impl RunArgs {
+    pub fn load(self) -> Result<Config, ConfigError> {
+        let overrides = Overrides {
+            interfaces: self.interfaces,
+            mode: self.mode,
+            netflow: self.netflow,
+            metrics: self.metrics,
+            db: self.db,
+            clickhouse: self.clickhouse,
+            flush_interval: self.flush_interval,
+            late_window: self.late_window,
+            subscriber_networks: self.subscriber_networks,
+            radius: self.radius,
+            radius_secret: self.radius_secret,
+        };
+        Config::load(self.config.as_deref(), overrides)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeatable_flags_collect_in_order() {
+        let cli = Cli::try_parse_from([
+            "flowtally",
+            "run",
+            "--iface",
+            "lo",
+            "--iface",
+            "eth0",
+            "--netflow",
+            "127.0.0.1:0",
+            "--flush-interval",
+            "2s",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("parsed {cli:?}")
+        };
+        let config = args.load().unwrap();
+        assert_eq!(config.interfaces, ["lo", "eth0"]);
+        assert_eq!(config.netflow, ["127.0.0.1:0".parse().unwrap()]);
+        assert_eq!(config.flush_interval.to_string(), "2s");
+    }
+
+    #[test]
+    fn a_bad_flag_value_is_a_usage_error_naming_the_flag() {
+        let err = Cli::try_parse_from(["flowtally", "run", "--late-window", "later"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("--late-window"), "{err}");
+    }
+}

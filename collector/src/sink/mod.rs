@@ -1,0 +1,3 @@
+//! Where usage and sessions are stored.
+
+pub mod sqlite;

@@ -1,0 +1,244 @@
+//! Loading the embedded XDP program and attaching it to interfaces.
+//!
+//! Attachments are bpf_links held by this process only (never pinned), so
+//! the kernel detaches them when the process exits, even after a crash.
+
+mod stats;
+
+use std::{collections::BTreeSet, fmt, io};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::HashMap,
+    programs::{Xdp, XdpMode, links::FdLink},
+};
+use flowtally_common::{COLLECTOR_PORTS_MAP, STATS_MAP};
+use tokio::io::{Interest, unix::AsyncFd};
+
+pub use self::stats::XdpStatsCollector;
+
+/// The object `collector/build.rs` compiled from `collector-ebpf`.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flowtally"));
+const PROGRAM: &str = "flowtally";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachMode {
+    /// In the driver (XDP_FLAGS_DRV_MODE).
+    Native,
+    /// In the generic receive path (XDP_FLAGS_SKB_MODE), for any interface.
+    Generic,
+}
+
+impl AttachMode {
+    fn xdp_mode(self) -> XdpMode {
+        match self {
+            Self::Native => XdpMode::Driver,
+            Self::Generic => XdpMode::Skb,
+        }
+    }
+}
+
+impl fmt::Display for AttachMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Native => "native",
+            Self::Generic => "generic",
+        })
+    }
+}
+
+/// Why the XDP data plane could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum XdpError {
+    #[error("loading the eBPF object failed: {0}{hint}", hint = privilege_hint(.0))]
+    Load(#[source] aya::EbpfError),
+    #[error("the kernel rejected the XDP program: {0}{hint}", hint = privilege_hint(.0))]
+    Verify(#[source] aya::programs::ProgramError),
+    #[error("the eBPF object lacks {0}")]
+    Missing(&'static str),
+    #[error("cannot configure map {map}: {source}")]
+    Map {
+        map: &'static str,
+        source: aya::maps::MapError,
+    },
+    #[error("cannot attach to {iface}: native: {native}; generic: {generic}")]
+    Attach {
+        iface: String,
+        native: String,
+        generic: String,
+    },
+    #[error(
+        "{iface} was attached through netlink, not a bpf_link (kernel older than 5.9?); \
+         refusing, since such an attachment outlives a crash"
+    )]
+    NotALink { iface: String },
+}
+
+/// Adds what to do when the cause is missing privileges.
+fn privilege_hint(err: &(dyn std::error::Error + 'static)) -> &'static str {
+    let mut source = Some(err);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<io::Error>()
+            && matches!(io.raw_os_error(), Some(libc::EPERM | libc::EACCES))
+        {
+            return " (needs root, or CAP_BPF + CAP_NET_ADMIN + CAP_PERFMON)";
+        }
+        source = err.source();
+    }
+    ""
+}
+
+/// One interface the program is attached to. Dropping it detaches.
+#[derive(Debug)]
+pub struct Attachment {
+    pub iface: String,
+    pub mode: AttachMode,
+    _link: FdLink,
+}
+
+/// The loaded program, its maps and its attachments.
+pub struct DataPlane {
+    ebpf: Ebpf,
+    attachments: Vec<Attachment>,
+}
+
+impl DataPlane {
+    /// Loads the program with `collector_ports` in its port map and attaches
+    /// it to every interface, native mode first, then generic.
+    pub fn start(interfaces: &[String], collector_ports: &BTreeSet<u16>) -> Result<Self, XdpError> {
+        let log_level = kernel_log_level();
+        let mut ebpf = EbpfLoader::new()
+            .override_global(aya_log::LEVEL, &log_level, true)
+            .load(OBJECT)
+            .map_err(XdpError::Load)?;
+
+        let mut ports: HashMap<_, u16, u8> = ebpf
+            .map_mut(COLLECTOR_PORTS_MAP)
+            .ok_or(XdpError::Missing(COLLECTOR_PORTS_MAP))?
+            .try_into()
+            .map_err(|source| XdpError::Map {
+                map: COLLECTOR_PORTS_MAP,
+                source,
+            })?;
+        for &port in collector_ports {
+            ports.insert(port, 1, 0).map_err(|source| XdpError::Map {
+                map: COLLECTOR_PORTS_MAP,
+                source,
+            })?;
+        }
+
+        let program: &mut Xdp = ebpf
+            .program_mut(PROGRAM)
+            .ok_or(XdpError::Missing("the XDP program"))?
+            .try_into()
+            .map_err(XdpError::Verify)?;
+        program.load().map_err(XdpError::Verify)?;
+
+        let mut attachments = Vec::with_capacity(interfaces.len());
+        for iface in interfaces {
+            attachments.push(attach(program, iface)?);
+        }
+        Ok(Self { ebpf, attachments })
+    }
+
+    pub fn attachments(&self) -> &[Attachment] {
+        &self.attachments
+    }
+
+    /// Takes the per-CPU stats map for `/metrics`.
+    pub fn stats_collector(&mut self) -> Result<XdpStatsCollector, XdpError> {
+        let map = self
+            .ebpf
+            .take_map(STATS_MAP)
+            .ok_or(XdpError::Missing(STATS_MAP))?;
+        XdpStatsCollector::new(map).map_err(|source| XdpError::Map {
+            map: STATS_MAP,
+            source,
+        })
+    }
+
+    /// Forwards the kernel's aya-log records to `tracing` until dropped.
+    pub async fn forward_kernel_logs(&mut self) {
+        let logger = match aya_log::EbpfLogger::init(&mut self.ebpf) {
+            Ok(logger) => logger,
+            Err(err) => {
+                tracing::warn!("kernel log forwarding unavailable: {err}");
+                return;
+            }
+        };
+        // SAFETY: the logger owns its ring buffer fd, open until the logger
+        // (and so this `AsyncFd`) is dropped.
+        let mut logger =
+            match unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) } {
+                Ok(logger) => logger,
+                Err(err) => {
+                    tracing::warn!("kernel log forwarding unavailable: {err}");
+                    return;
+                }
+            };
+        loop {
+            let Ok(mut guard) = logger.readable_mut().await else {
+                return;
+            };
+            guard.get_inner_mut().flush();
+            guard.clear_ready();
+        }
+    }
+}
+
+fn attach(program: &mut Xdp, iface: &str) -> Result<Attachment, XdpError> {
+    let mut errors = Vec::new();
+    for mode in [AttachMode::Native, AttachMode::Generic] {
+        match program.attach(iface, mode.xdp_mode()) {
+            Ok(id) => {
+                let link = program.take_link(id).map_err(|err| XdpError::Attach {
+                    iface: iface.into(),
+                    native: err.to_string(),
+                    generic: String::new(),
+                })?;
+                let link = FdLink::try_from(link).map_err(|_| XdpError::NotALink {
+                    iface: iface.into(),
+                })?;
+                return Ok(Attachment {
+                    iface: iface.into(),
+                    mode,
+                    _link: link,
+                });
+            }
+            Err(err) => errors.push(error_chain(&err)),
+        }
+    }
+    let [native, generic] = <[String; 2]>::try_from(errors).expect("two modes tried");
+    Err(XdpError::Attach {
+        iface: iface.into(),
+        native,
+        generic,
+    })
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(err) = source {
+        text.push_str(": ");
+        text.push_str(&err.to_string());
+        source = err.source();
+    }
+    text
+}
+
+/// The aya-log level matching what `tracing` will print, so that kernel log
+/// statements below it cost one comparison and emit nothing.
+fn kernel_log_level() -> u8 {
+    use aya_log::Level;
+    use tracing::level_filters::LevelFilter;
+    let level = match LevelFilter::current() {
+        LevelFilter::OFF => return 0,
+        LevelFilter::ERROR => Level::Error,
+        LevelFilter::WARN => Level::Warn,
+        LevelFilter::INFO => Level::Info,
+        LevelFilter::DEBUG => Level::Debug,
+        LevelFilter::TRACE => Level::Trace,
+    };
+    level as u8
+}
