@@ -14,15 +14,15 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("config file {path}: {source}")]
+    #[error("config file {path}: {error}")]
     Parse {
         path: PathBuf,
-        source: Box<toml::de::Error>,
+        error: Box<toml::de::Error>,
     },
     #[error("invalid `{key}` ({flag}): {message}")]
     Invalid {
@@ -143,13 +143,13 @@ impl Config {
     pub fn load(path: Option<&Path>, overrides: Overrides) -> Result<Self, ConfigError> {
         let mut config = match path {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
                     path: path.to_owned(),
-                    source,
+                    error,
                 })?;
-                Self::from_toml(&text).map_err(|source| ConfigError::Parse {
+                Self::from_toml(&text).map_err(|error| ConfigError::Parse {
                     path: path.to_owned(),
-                    source: Box::new(source),
+                    error: Box::new(error),
                 })?
             }
             None => Self::default(),

@@ -51,10 +51,10 @@ CREATE INDEX IF NOT EXISTS usage_by_user ON usage (user_name, bucket_start_ms);
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    #[error("cannot open SQLite database {path}: {source}")]
+    #[error("cannot open SQLite database {path}: {error}")]
     Sqlite {
         path: String,
-        source: rusqlite::Error,
+        error: rusqlite::Error,
     },
     #[error(
         "SQLite database {path} has schema version {found}, this flowtally knows {SCHEMA_VERSION}"
@@ -65,9 +65,9 @@ pub enum OpenError {
 /// Opens (creating if needed) the database at `path` in WAL mode.
 pub fn open(path: &Path) -> Result<Connection, OpenError> {
     let name = path.display().to_string();
-    let sqlite = |source| OpenError::Sqlite {
+    let sqlite = |error| OpenError::Sqlite {
         path: name.clone(),
-        source,
+        error,
     };
     let conn = Connection::open(path).map_err(sqlite)?;
     // WAL lets `flowtally report` read while the daemon writes.

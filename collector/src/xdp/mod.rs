@@ -50,16 +50,16 @@ impl fmt::Display for AttachMode {
 /// Why the XDP data plane could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum XdpError {
-    #[error("loading the eBPF object failed: {0}{hint}", hint = privilege_hint(.0))]
-    Load(#[source] aya::EbpfError),
-    #[error("the kernel rejected the XDP program: {0}{hint}", hint = privilege_hint(.0))]
-    Verify(#[source] aya::programs::ProgramError),
+    #[error("loading the eBPF object failed: {}{}", error_chain(.0), privilege_hint(.0))]
+    Load(aya::EbpfError),
+    #[error("the kernel rejected the XDP program: {}{}", error_chain(.0), privilege_hint(.0))]
+    Verify(aya::programs::ProgramError),
     #[error("the eBPF object lacks {0}")]
     Missing(&'static str),
-    #[error("cannot configure map {map}: {source}")]
+    #[error("cannot configure map {map}: {error}")]
     Map {
         map: &'static str,
-        source: aya::maps::MapError,
+        error: aya::maps::MapError,
     },
     #[error("cannot attach to {iface}: native: {native}; generic: {generic}")]
     Attach {
@@ -116,14 +116,14 @@ impl DataPlane {
             .map_mut(COLLECTOR_PORTS_MAP)
             .ok_or(XdpError::Missing(COLLECTOR_PORTS_MAP))?
             .try_into()
-            .map_err(|source| XdpError::Map {
+            .map_err(|error| XdpError::Map {
                 map: COLLECTOR_PORTS_MAP,
-                source,
+                error,
             })?;
         for &port in collector_ports {
-            ports.insert(port, 1, 0).map_err(|source| XdpError::Map {
+            ports.insert(port, 1, 0).map_err(|error| XdpError::Map {
                 map: COLLECTOR_PORTS_MAP,
-                source,
+                error,
             })?;
         }
 
@@ -151,9 +151,9 @@ impl DataPlane {
             .ebpf
             .take_map(STATS_MAP)
             .ok_or(XdpError::Missing(STATS_MAP))?;
-        XdpStatsCollector::new(map).map_err(|source| XdpError::Map {
+        XdpStatsCollector::new(map).map_err(|error| XdpError::Map {
             map: STATS_MAP,
-            source,
+            error,
         })
     }
 

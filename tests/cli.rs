@@ -1,0 +1,131 @@
+//! The command-line contract: exit codes 0/1/2, errors that name the key or
+//! flag, flags over file, and a socket-mode daemon that needs no privileges.
+
+mod support;
+
+use std::{net::UdpSocket, process::Command};
+
+use support::{BIN, Flowtally, TempDir, eventually, path_str, scrape};
+
+fn flowtally(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn an_unknown_config_key_exits_2_naming_it() {
+    let tmp = TempDir::new();
+    let file = tmp.path("flowtally.toml");
+    std::fs::write(&file, "mode = \"socket\"\n[radius]\nsecrett = \"x\"\n").unwrap();
+    let (code, _, stderr) = flowtally(&["check-config", "--config", path_str(&file)]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("secrett"), "{stderr}");
+}
+
+#[test]
+fn a_missing_config_file_exits_2_naming_it() {
+    let (code, _, stderr) = flowtally(&["run", "--config", "/nonexistent/flowtally.toml"]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("/nonexistent/flowtally.toml"), "{stderr}");
+}
+
+#[test]
+fn a_bad_flag_value_exits_2_naming_the_flag() {
+    let (code, _, stderr) = flowtally(&["run", "--netflow", "2055"]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("--netflow"), "{stderr}");
+}
+
+#[test]
+fn xdp_mode_without_an_interface_exits_2_naming_iface() {
+    let (code, _, stderr) = flowtally(&["check-config", "--mode", "xdp"]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("--iface"), "{stderr}");
+}
+
+#[test]
+fn check_config_prints_the_file_with_flags_applied() {
+    let tmp = TempDir::new();
+    let file = tmp.path("flowtally.toml");
+    std::fs::write(
+        &file,
+        "interfaces = [\"eth0\"]\nflush_interval = \"1m\"\nlate_window = \"10s\"\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = flowtally(&[
+        "check-config",
+        "--config",
+        path_str(&file),
+        "--flush-interval",
+        "500ms",
+        "--iface",
+        "eth1",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("flush_interval = \"500ms\""), "{stdout}");
+    assert!(stdout.contains("late_window = \"10s\""), "{stdout}");
+    assert!(stdout.contains("interfaces = [\"eth1\"]"), "{stdout}");
+}
+
+#[test]
+fn an_unopenable_database_is_a_runtime_failure_exit_1() {
+    let (code, _, stderr) = flowtally(&[
+        "run",
+        "--mode",
+        "socket",
+        "--db",
+        "/nonexistent/dir/flowtally.db",
+        "--netflow",
+        "127.0.0.1:0",
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("/nonexistent/dir/flowtally.db"), "{stderr}");
+}
+
+#[test]
+fn socket_mode_counts_datagrams_and_stops_cleanly_on_sigterm() {
+    let tmp = TempDir::new();
+    let db = tmp.path("flowtally.db");
+    let mut flowtally = Flowtally::start(
+        None,
+        &[
+            "--mode",
+            "socket",
+            "--netflow",
+            "127.0.0.1:0",
+            "--netflow",
+            "127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:0",
+            "--db",
+            path_str(&db),
+        ],
+    );
+    assert_eq!(flowtally.ready.netflow.len(), 2);
+    assert!(flowtally.ready.xdp.is_empty());
+    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for target in &flowtally.ready.netflow {
+        for _ in 0..5 {
+            sender.send_to(&[0; 24], target).unwrap();
+        }
+    }
+    let packets = r#"flowtally_packets_total{path="socket"}"#;
+    eventually("10 datagrams on the socket path", || {
+        scrape(flowtally.metrics_addr()).get(packets) == Some(&10.0)
+    });
+    let metrics = scrape(flowtally.metrics_addr());
+    assert_eq!(
+        metrics[r#"flowtally_packet_bytes_total{path="socket"}"#],
+        240.0
+    );
+    assert!(db.exists(), "the SQLite database is created");
+
+    flowtally.signal(libc::SIGTERM);
+    assert!(flowtally.wait().success(), "{}", flowtally.stderr());
+}

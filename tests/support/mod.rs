@@ -1,0 +1,316 @@
+//! Shared by the integration tests: the real `flowtally` binary as a child
+//! process, network namespaces, a `/metrics` scraper, temporary dirs.
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::{SocketAddr, TcpStream},
+    os::fd::AsRawFd as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU32, Ordering},
+        mpsc,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_flowtally");
+
+/// How long any polled condition may take before the test fails.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// Fails loudly when a privileged test runs without root, so that it can
+/// never pass by doing nothing. `cargo xtask test` runs these (they are
+/// `#[ignore]`d otherwise) only as root.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "this test attaches XDP and creates network namespaces: it needs root"
+    );
+}
+
+/// A unique, short name for per-test kernel objects.
+pub fn unique(prefix: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}{}x{}",
+        std::process::id() % 100_000,
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Runs a command and panics with its output if it fails.
+pub fn sh(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run {program}: {err}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A network namespace, deleted (with its interfaces) on drop.
+pub struct NetNs {
+    pub name: String,
+}
+
+impl NetNs {
+    pub fn new() -> Self {
+        let name = unique("ft");
+        sh("ip", &["netns", "add", &name]);
+        let ns = Self { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// `ip -n <ns> <args>`.
+    pub fn ip(&self, args: &[&str]) -> String {
+        let mut all = vec!["-n", &self.name];
+        all.extend_from_slice(args);
+        sh("ip", &all)
+    }
+
+    /// Runs `f` on a thread that lives in this namespace: sockets it opens
+    /// belong to the namespace.
+    pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let file = fs::File::open(format!("/run/netns/{}", self.name)).expect("netns file");
+        thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    // SAFETY: setns on this thread only; the fd is valid.
+                    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+                    f()
+                })
+                .join()
+                .expect("netns thread panicked")
+        })
+    }
+
+    /// The XDP program id attached to `iface`, if any.
+    pub fn xdp_prog(&self, iface: &str) -> Option<String> {
+        let out = self.ip(&["-d", "link", "show", "dev", iface]);
+        out.split_whitespace()
+            .skip_while(|word| *word != "prog/xdp")
+            .nth(2)
+            .map(str::to_owned)
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// A veth pair with one end in each namespace, addressed from 198.18.0.0/15.
+pub fn veth_pair(a: &NetNs, a_addr: &str, b: &NetNs, b_addr: &str) -> (String, String) {
+    let (a_if, b_if) = ("fta", "ftb");
+    sh(
+        "ip",
+        &[
+            "link", "add", a_if, "netns", &a.name, "type", "veth", "peer", "name", b_if, "netns",
+            &b.name,
+        ],
+    );
+    for (ns, iface, addr) in [(a, a_if, a_addr), (b, b_if, b_addr)] {
+        ns.ip(&["addr", "add", addr, "dev", iface]);
+        ns.ip(&["link", "set", iface, "up"]);
+    }
+    (a_if.into(), b_if.into())
+}
+
+/// A directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> Self {
+        let dir = std::env::temp_dir().join(unique("flowtally-test-"));
+        fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// What a running `flowtally run` printed before `ready`.
+#[derive(Debug, Default)]
+pub struct Ready {
+    pub netflow: Vec<SocketAddr>,
+    pub metrics: Option<SocketAddr>,
+    /// `(iface, mode)` per XDP attachment.
+    pub xdp: Vec<(String, String)>,
+}
+
+/// The real binary, killed on drop if still running.
+pub struct Flowtally {
+    child: Child,
+    stderr: Arc<Mutex<String>>,
+    pub ready: Ready,
+}
+
+impl Flowtally {
+    /// Starts `flowtally run <args>` (inside `netns` if given) and waits for
+    /// its `ready` line.
+    pub fn start(netns: Option<&NetNs>, args: &[&str]) -> Self {
+        let mut command = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &ns.name, BIN]);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        Self::spawn(command.arg("run").args(args))
+    }
+
+    pub fn spawn(command: &mut Command) -> Self {
+        let mut child = command
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("flowtally starts");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut err_pipe = child.stderr.take().unwrap();
+        let sink = Arc::clone(&stderr);
+        thread::spawn(move || {
+            let mut buf = [0; 4096];
+            while let Ok(n) = err_pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let (tx, rx) = mpsc::channel();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        thread::spawn(move || {
+            for line in out.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut this = Self {
+            child,
+            stderr,
+            ready: Ready::default(),
+        };
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx.recv_timeout(left).unwrap_or_else(|_| {
+                panic!("flowtally never became ready; stderr:\n{}", this.stderr())
+            });
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                ["ready"] => break,
+                ["listen", "netflow", "udp", addr] => {
+                    this.ready.netflow.push(addr.parse().unwrap())
+                }
+                ["listen", "metrics", url] => {
+                    let addr = url
+                        .trim_start_matches("http://")
+                        .trim_end_matches("/metrics");
+                    this.ready.metrics = Some(addr.parse().unwrap());
+                }
+                ["xdp", iface, mode] => this.ready.xdp.push((iface.to_string(), mode.to_string())),
+                _ => {}
+            }
+        }
+        this
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: signalling our own child.
+        assert_eq!(unsafe { libc::kill(self.pid(), signal) }, 0);
+    }
+
+    /// Waits for the process to exit after a signal.
+    pub fn wait(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "flowtally did not exit");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.ready.metrics.expect("metrics address announced")
+    }
+}
+
+impl Drop for Flowtally {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Scrapes `/metrics` into `name{labels}` → value.
+pub fn scrape(addr: SocketAddr) -> BTreeMap<String, f64> {
+    let mut stream = TcpStream::connect_timeout(&addr, PATIENCE).expect("connect to /metrics");
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    write!(stream, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .map(|line| {
+            let (name, value) = line.rsplit_once(' ').expect("sample line");
+            (name.to_owned(), value.parse().expect("numeric sample"))
+        })
+        .collect()
+}
+
+/// Polls `condition` until it holds or `PATIENCE` runs out.
+pub fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn path_str(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 temp path")
+}

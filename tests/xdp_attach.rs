@@ -1,0 +1,219 @@
+//! The real binary attaches its XDP program, counts exactly the flow exports
+//! sent to it, and leaves nothing attached however it exits.
+
+mod support;
+
+use std::{collections::BTreeMap, net::UdpSocket};
+
+use support::{Flowtally, NetNs, TempDir, eventually, path_str, require_root, scrape, veth_pair};
+
+const EXPORTS: u64 = 100;
+const OTHER_DATAGRAMS: u64 = 7;
+const FLOW_EXPORT_FRAMES: &str =
+    r#"flowtally_xdp_frames_total{verdict="pass",class="flow_export"}"#;
+const SOCKET_PACKETS: &str = r#"flowtally_packets_total{path="socket"}"#;
+
+fn value(metrics: &BTreeMap<String, f64>, name: &str) -> u64 {
+    metrics.get(name).copied().unwrap_or(0.0) as u64
+}
+
+/// Sends `EXPORTS` datagrams to the collector and `OTHER_DATAGRAMS` to a
+/// port it does not listen on, then checks both counters moved by exactly
+/// `EXPORTS` — neither more (other traffic) nor less.
+fn sends_are_counted_exactly(ns: &NetNs, sender: &NetNs, flowtally: &Flowtally) {
+    let target = flowtally.ready.netflow[0];
+    let metrics = flowtally.metrics_addr();
+    let before = ns.enter(|| scrape(metrics));
+    sender.enter(|| {
+        let socket = UdpSocket::bind((target.ip(), 0)).or_else(|_| UdpSocket::bind("0.0.0.0:0"));
+        let socket = socket.unwrap();
+        let mut other = target;
+        other.set_port(target.port() ^ 1);
+        for i in 0..EXPORTS + OTHER_DATAGRAMS {
+            let to = if i < EXPORTS { target } else { other };
+            socket.send_to(&[0x00, 0x05, i as u8], to).unwrap();
+        }
+    });
+    eventually("the socket path to receive every export", || {
+        let now = ns.enter(|| scrape(metrics));
+        value(&now, SOCKET_PACKETS) - value(&before, SOCKET_PACKETS) >= EXPORTS
+    });
+    let after = ns.enter(|| scrape(metrics));
+    assert_eq!(
+        value(&after, SOCKET_PACKETS) - value(&before, SOCKET_PACKETS),
+        EXPORTS
+    );
+    assert_eq!(
+        value(&after, FLOW_EXPORT_FRAMES) - value(&before, FLOW_EXPORT_FRAMES),
+        EXPORTS,
+        "XDP counted flow exports: {after:#?}"
+    );
+}
+
+#[test]
+#[ignore = "needs root: run `cargo xtask test`"]
+fn native_xdp_on_a_veth_counts_every_export_and_detaches_on_sigterm() {
+    require_root();
+    let (sender, collector) = (NetNs::new(), NetNs::new());
+    let (_, iface) = veth_pair(&sender, "198.18.0.1/30", &collector, "198.18.0.2/30");
+    let tmp = TempDir::new();
+    let mut flowtally = Flowtally::start(
+        Some(&collector),
+        &[
+            "--iface",
+            &iface,
+            "--mode",
+            "xdp",
+            "--netflow",
+            "198.18.0.2:2055",
+            "--metrics",
+            "127.0.0.1:0",
+            "--db",
+            path_str(&tmp.path("ft.db")),
+        ],
+    );
+    assert_eq!(flowtally.ready.xdp, [(iface.clone(), "native".to_owned())]);
+    assert!(
+        collector.xdp_prog(&iface).is_some(),
+        "attached per `ip link`"
+    );
+
+    sends_are_counted_exactly(&collector, &sender, &flowtally);
+
+    flowtally.signal(libc::SIGTERM);
+    assert!(flowtally.wait().success(), "{}", flowtally.stderr());
+    assert_eq!(collector.xdp_prog(&iface), None, "detached after SIGTERM");
+}
+
+#[test]
+#[ignore = "needs root: run `cargo xtask test`"]
+fn generic_xdp_on_loopback_counts_every_export_and_detaches_on_sigint() {
+    require_root();
+    let ns = NetNs::new();
+    let tmp = TempDir::new();
+    let mut flowtally = Flowtally::start(
+        Some(&ns),
+        &[
+            "--iface",
+            "lo",
+            "--mode",
+            "xdp",
+            "--netflow",
+            "127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:0",
+            "--db",
+            path_str(&tmp.path("ft.db")),
+        ],
+    );
+    assert_eq!(
+        flowtally.ready.xdp,
+        [("lo".to_owned(), "generic".to_owned())]
+    );
+
+    sends_are_counted_exactly(&ns, &ns, &flowtally);
+
+    flowtally.signal(libc::SIGINT);
+    assert!(flowtally.wait().success(), "{}", flowtally.stderr());
+    assert_eq!(ns.xdp_prog("lo"), None, "detached after SIGINT");
+}
+
+#[test]
+#[ignore = "needs root: run `cargo xtask test`"]
+fn a_killed_flowtally_leaves_nothing_attached() {
+    require_root();
+    let ns = NetNs::new();
+    let tmp = TempDir::new();
+    let mut flowtally = Flowtally::start(
+        Some(&ns),
+        &[
+            "--iface",
+            "lo",
+            "--mode",
+            "xdp",
+            "--netflow",
+            "127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:0",
+            "--db",
+            path_str(&tmp.path("ft.db")),
+        ],
+    );
+    assert!(ns.xdp_prog("lo").is_some());
+    flowtally.signal(libc::SIGKILL);
+    flowtally.wait();
+    eventually("the kernel to release the link", || {
+        ns.xdp_prog("lo").is_none()
+    });
+}
+
+#[test]
+#[ignore = "needs root: run `cargo xtask test`"]
+fn auto_mode_without_privileges_falls_back_to_sockets_with_one_warning() {
+    require_root();
+    let tmp = TempDir::new();
+    std::fs::set_permissions(&tmp.0, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let db = tmp.path("ft.db");
+    let flowtally = Flowtally::spawn(
+        std::process::Command::new("setpriv")
+            .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+            .args([
+                "--inh-caps=-all",
+                "--bounding-set=-all",
+                support::BIN,
+                "run",
+            ])
+            .args([
+                "--iface",
+                "lo",
+                "--mode",
+                "auto",
+                "--netflow",
+                "127.0.0.1:0",
+            ])
+            .args(["--metrics", "127.0.0.1:0", "--db", path_str(&db)]),
+    );
+    assert!(flowtally.ready.xdp.is_empty());
+    let stderr = flowtally.stderr();
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("WARN")).collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    assert!(warnings[0].contains("falling back to sockets"), "{stderr}");
+    assert!(warnings[0].contains("needs root"), "says why: {stderr}");
+
+    let target = flowtally.ready.netflow[0];
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .send_to(b"x", target)
+        .unwrap();
+    eventually("the socket path to receive it", || {
+        value(&scrape(flowtally.metrics_addr()), SOCKET_PACKETS) == 1
+    });
+}
+
+#[test]
+#[ignore = "needs root: run `cargo xtask test`"]
+fn xdp_mode_without_privileges_fails_with_exit_code_1() {
+    require_root();
+    let tmp = TempDir::new();
+    std::fs::set_permissions(&tmp.0, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+        .args([
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            support::BIN,
+            "run",
+        ])
+        .args(["--iface", "lo", "--mode", "xdp", "--netflow", "127.0.0.1:0"])
+        .args([
+            "--metrics",
+            "127.0.0.1:0",
+            "--db",
+            path_str(&tmp.path("ft.db")),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("needs root"), "{stderr}");
+}
