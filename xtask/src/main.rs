@@ -1,0 +1,107 @@
+//! Development tasks for flowtally: `cargo xtask <task>`.
+
+mod cmd;
+mod setup;
+mod test;
+
+use std::env;
+use std::ffi::OsString;
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context as _, Result};
+use clap::{Parser, Subcommand};
+
+use crate::cmd::Workspace;
+
+#[derive(Parser)]
+#[command(about = "Development tasks for flowtally; each runs `setup` first")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building the eBPF program needs (nightly rust-src, bpf-linker)
+    Setup,
+    /// Build the collector together with its eBPF program
+    Build {
+        /// Use the release profile
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build, then run the collector on loopback with local ports and ./flowtally.db
+    Run {
+        /// Use the release profile
+        #[arg(long)]
+        release: bool,
+        /// Arguments for `flowtally run`, replacing the defaults
+        #[arg(last = true)]
+        args: Vec<OsString>,
+    },
+    /// Check formatting and clippy, then run all tests (privileged ones as root)
+    Test {
+        /// Arguments for `cargo test`
+        #[arg(last = true)]
+        args: Vec<OsString>,
+    },
+}
+
+/// `flowtally run` flags for local use. They are replaced, not extended, by
+/// user arguments, because the repeatable flags would otherwise accumulate.
+const DEFAULT_RUN_ARGS: &str = "--iface lo --netflow 127.0.0.1:2055 --netflow 127.0.0.1:4739 \
+    --radius 127.0.0.1:1813 --metrics 127.0.0.1:9725 --db ./flowtally.db";
+
+/// Prints the error chain without anyhow's backtrace: with RUST_BACKTRACE=1,
+/// common among Rust developers, it would bury the message in xtask internals.
+fn main() -> ExitCode {
+    let Err(err) = try_main() else {
+        return ExitCode::SUCCESS;
+    };
+    eprintln!("error: {err}");
+    for cause in err.chain().skip(1) {
+        eprintln!("  caused by: {cause}");
+    }
+    ExitCode::FAILURE
+}
+
+fn try_main() -> Result<()> {
+    let cli = Cli::parse();
+    let ws = Workspace::locate()?;
+    setup::run(&ws)?;
+    match cli.task {
+        Task::Setup => Ok(()),
+        Task::Build { release } => build(&ws, release),
+        Task::Run { release, args } => {
+            build(&ws, release)?;
+            run_collector(&ws, release, &args)
+        }
+        Task::Test { args } => test::run(&ws, &args),
+    }
+}
+
+fn build(ws: &Workspace, release: bool) -> Result<()> {
+    let mut cargo = ws.cargo();
+    cargo.args(["build", "-p", "flowtally"]);
+    if release {
+        cargo.arg("--release");
+    }
+    cmd::run(&mut cargo).context("building flowtally failed; see the compiler output above")
+}
+
+/// Runs the built collector from the user's directory, so that the default
+/// ./flowtally.db lands where they ran the task.
+fn run_collector(ws: &Workspace, release: bool, args: &[OsString]) -> Result<()> {
+    // Relative CARGO_TARGET_DIR is relative to the root, where cargo ran.
+    let target_dir = env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| ws.root.join("target"), |dir| ws.root.join(dir));
+    let profile = if release { "release" } else { "debug" };
+    let mut flowtally = Command::new(target_dir.join(profile).join("flowtally"));
+    flowtally.arg("run");
+    if args.is_empty() {
+        flowtally.args(DEFAULT_RUN_ARGS.split_whitespace());
+    } else {
+        flowtally.args(args);
+    }
+    Err(cmd::exec(&mut flowtally))
+}
