@@ -5,7 +5,10 @@ mod support;
 
 use std::{collections::BTreeMap, net::UdpSocket};
 
-use support::{Flowtally, NetNs, TempDir, eventually, path_str, require_root, scrape, veth_pair};
+use support::{
+    BIN, Flowtally, NetNs, TempDir, eventually, path_str, require_root, scrape, send_raw_frame,
+    veth_pair,
+};
 
 const EXPORTS: u64 = 100;
 const OTHER_DATAGRAMS: u64 = 7;
@@ -216,4 +219,32 @@ fn xdp_mode_without_privileges_fails_with_exit_code_1() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("needs root"), "{stderr}");
+}
+
+#[test]
+#[ignore = "needs root: run `cargo xtask test`"]
+fn a_malformed_frame_is_counted_and_the_kernel_log_reaches_stderr() {
+    require_root();
+    let ns = NetNs::new();
+    let tmp = TempDir::new();
+    let flowtally = Flowtally::spawn(
+        std::process::Command::new("ip")
+            .args([
+                "netns", "exec", &ns.name, BIN, "run", "--iface", "lo", "--mode", "xdp",
+            ])
+            .args(["--netflow", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
+            .args(["--db", path_str(&tmp.path("ft.db"))])
+            .env("RUST_LOG", "debug"),
+    );
+    // An IPv4 ethertype followed by 3 bytes of a 20-byte header.
+    let frame = [&[0; 12][..], &[0x08, 0x00, 0x45, 0x00, 0x00]].concat();
+    ns.enter(|| send_raw_frame("lo", &frame));
+    let malformed = r#"flowtally_xdp_frames_total{verdict="pass",class="malformed"}"#;
+    eventually("the malformed counter to move", || {
+        ns.enter(|| value(&scrape(flowtally.metrics_addr()), malformed)) == 1
+    });
+    let line = format!("malformed frame of {} bytes", frame.len());
+    eventually("the kernel's log line on stderr", || {
+        flowtally.stderr().contains(&line)
+    });
 }

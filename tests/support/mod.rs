@@ -117,6 +117,40 @@ impl Drop for NetNs {
     }
 }
 
+/// Sends one raw Ethernet frame out of `iface` (AF_PACKET), whatever it
+/// contains: the way to put malformed frames in front of the XDP program.
+pub fn send_raw_frame(iface: &str, frame: &[u8]) {
+    let name = std::ffi::CString::new(iface).unwrap();
+    // SAFETY: plain socket calls on a socket we own; `addr` outlives sendto.
+    unsafe {
+        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+        assert!(
+            fd >= 0,
+            "AF_PACKET socket: {}",
+            std::io::Error::last_os_error()
+        );
+        let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_ifindex = libc::if_nametoindex(name.as_ptr()) as i32;
+        addr.sll_halen = 6;
+        let sent = libc::sendto(
+            fd,
+            frame.as_ptr().cast(),
+            frame.len(),
+            0,
+            (&raw const addr).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        );
+        libc::close(fd);
+        assert_eq!(
+            sent,
+            frame.len() as isize,
+            "{}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 /// A veth pair with one end in each namespace, addressed from 198.18.0.0/15.
 pub fn veth_pair(a: &NetNs, a_addr: &str, b: &NetNs, b_addr: &str) -> (String, String) {
     let (a_if, b_if) = ("fta", "ftb");
@@ -187,8 +221,10 @@ impl Flowtally {
     }
 
     pub fn spawn(command: &mut Command) -> Self {
+        if !command.get_envs().any(|(key, _)| key == "RUST_LOG") {
+            command.env("RUST_LOG", "info");
+        }
         let mut child = command
-            .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

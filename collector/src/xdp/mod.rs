@@ -10,7 +10,7 @@ use std::{collections::BTreeSet, fmt, io};
 use aya::{
     Ebpf, EbpfLoader,
     maps::HashMap,
-    programs::{Xdp, XdpMode, links::FdLink},
+    programs::{ProgramError, TestRun as _, TestRunOptions, Xdp, XdpMode, links::FdLink},
 };
 use flowtally_common::{COLLECTOR_PORTS_MAP, STATS_MAP};
 use tokio::io::{Interest, unix::AsyncFd};
@@ -143,6 +143,22 @@ impl DataPlane {
 
     pub fn attachments(&self) -> &[Attachment] {
         &self.attachments
+    }
+
+    /// Runs the program once on `frame` in the kernel (BPF_PROG_TEST_RUN),
+    /// as if it had arrived on an interface; returns the XDP action. Used by
+    /// the fixture tests and benchmarks.
+    pub fn run_frame(&self, frame: &[u8]) -> Result<u32, ProgramError> {
+        let program: &Xdp = self
+            .ebpf
+            .program(PROGRAM)
+            .expect("loaded in start()")
+            .try_into()?;
+        let result = program.test_run(TestRunOptions {
+            data_in: Some(frame),
+            ..TestRunOptions::default()
+        })?;
+        Ok(result.return_value)
     }
 
     /// Takes the per-CPU stats map for `/metrics`.
