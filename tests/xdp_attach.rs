@@ -248,3 +248,63 @@ fn a_malformed_frame_is_counted_and_the_kernel_log_reaches_stderr() {
         flowtally.stderr().contains(&line)
     });
 }
+
+/// Runs flowtally as `nobody` with exactly `caps` (ambient), `--mode xdp`.
+fn run_with_caps(caps: &str) -> (Option<i32>, String) {
+    let tmp = TempDir::new();
+    std::fs::set_permissions(&tmp.0, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let ns = NetNs::new();
+    let mut child = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            "setpriv",
+            "--reuid=nobody",
+            "--regid=nogroup",
+        ])
+        .args(["--clear-groups", &format!("--inh-caps=-all,{caps}")])
+        .args([
+            &format!("--ambient-caps={caps}"),
+            BIN,
+            "run",
+            "--mode",
+            "xdp",
+        ])
+        .args([
+            "--iface",
+            "lo",
+            "--netflow",
+            "127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:0",
+        ])
+        .args(["--db", path_str(&tmp.path("ft.db"))])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let ready = stdout.map_while(Result::ok).any(|line| line == "ready");
+    if ready {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    let code = if ready { Some(0) } else { out.status.code() };
+    (code, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+#[ignore = "needs root: run `cargo xtask test`"]
+fn cap_bpf_net_admin_and_perfmon_suffice_and_perfmon_is_needed() {
+    require_root();
+    let (code, stderr) = run_with_caps("+bpf,+net_admin,+perfmon");
+    assert_eq!(
+        code,
+        Some(0),
+        "attaches with the three capabilities: {stderr}"
+    );
+    let (code, stderr) = run_with_caps("+bpf,+net_admin");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("prohibited for !root"), "{stderr}");
+}
