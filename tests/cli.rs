@@ -120,9 +120,10 @@ fn socket_mode_counts_datagrams_and_stops_cleanly_on_sigterm() {
         scrape(flowtally.metrics_addr()).get(packets) == Some(&10.0)
     });
     let metrics = scrape(flowtally.metrics_addr());
+    let rejected = r#"flowtally_rejected_packets_total{reason="unsupported_version"}"#;
     assert_eq!(
-        metrics[r#"flowtally_packet_bytes_total{path="socket"}"#],
-        240.0
+        metrics[rejected], 10.0,
+        "24 zero bytes are no export we decode"
     );
     assert!(db.exists(), "the SQLite database is created");
 

@@ -20,9 +20,10 @@ fn value(metrics: &BTreeMap<String, f64>, name: &str) -> u64 {
     metrics.get(name).copied().unwrap_or(0.0) as u64
 }
 
-/// Sends `EXPORTS` datagrams to the collector and `OTHER_DATAGRAMS` to a
-/// port it does not listen on, then checks both counters moved by exactly
-/// `EXPORTS` — neither more (other traffic) nor less.
+/// Sends `EXPORTS` datagrams (NetFlow v9 headers, which XDP passes up) to
+/// the collector and `OTHER_DATAGRAMS` to a port it does not listen on, then
+/// checks both counters moved by exactly `EXPORTS` — neither more (other
+/// traffic) nor less.
 fn sends_are_counted_exactly(ns: &NetNs, sender: &NetNs, flowtally: &Flowtally) {
     let target = flowtally.ready.netflow[0];
     let metrics = flowtally.metrics_addr();
@@ -34,7 +35,7 @@ fn sends_are_counted_exactly(ns: &NetNs, sender: &NetNs, flowtally: &Flowtally) 
         other.set_port(target.port() ^ 1);
         for i in 0..EXPORTS + OTHER_DATAGRAMS {
             let to = if i < EXPORTS { target } else { other };
-            socket.send_to(&[0x00, 0x05, i as u8], to).unwrap();
+            socket.send_to(&[0x00, 0x09, 0x00, i as u8], to).unwrap();
         }
     });
     eventually("the socket path to receive every export", || {

@@ -3,12 +3,14 @@
 
 mod support;
 
-use std::collections::BTreeSet;
-
-use flowtally::xdp::DataPlane;
-use flowtally_common::XdpStat;
+use flowtally::{
+    netflow::v5::{Record, encode},
+    xdp::DataPlane,
+};
+use flowtally_common::{XdpStat, v5::Header};
 use support::require_root;
 
+const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 const COLLECTOR_PORTS: [u16; 2] = [2055, 4739];
 
@@ -46,11 +48,45 @@ fn ipv6(next_header: u8, payload: &[u8]) -> Vec<u8> {
     packet
 }
 
+/// A UDP datagram carrying the start of a NetFlow v9 header, which the XDP
+/// program passes up to the socket path.
 fn udp(dst_port: u16) -> Vec<u8> {
+    udp_with(dst_port, &[0, 9, 0, 1])
+}
+
+fn udp_with(dst_port: u16, payload: &[u8]) -> Vec<u8> {
     let mut datagram = vec![0x30, 0x39];
     datagram.extend_from_slice(&dst_port.to_be_bytes());
-    datagram.extend_from_slice(&[0, 12, 0, 0, 0, 5, 0, 1]);
+    datagram.extend_from_slice(&(8 + payload.len() as u16).to_be_bytes());
+    datagram.extend_from_slice(&[0, 0]);
+    datagram.extend_from_slice(payload);
     datagram
+}
+
+/// A NetFlow v5 export of `records` records, with its count field set to
+/// `count` (lying when they differ).
+fn v5_export(records: usize, count: u16) -> Vec<u8> {
+    let header = Header {
+        version: 5,
+        sys_uptime: 5_000,
+        unix_secs: 1_700_000_000,
+        ..Header::default()
+    };
+    let record = Record {
+        src: [198, 18, 100, 1],
+        dst: [198, 19, 0, 1],
+        packets: 1,
+        octets: 100,
+        last: 4_000,
+        ..Record::default()
+    };
+    let mut export = encode(&header, &vec![record; records]);
+    export[2..4].copy_from_slice(&count.to_be_bytes());
+    export
+}
+
+fn v5_frame(payload: &[u8]) -> Vec<u8> {
+    ethernet(&[], V4, &ipv4(UDP, 0, 0, &udp_with(2055, payload)))
 }
 
 const V4: u16 = 0x0800;
@@ -150,6 +186,62 @@ fn fixtures() -> Vec<(&'static str, Vec<u8>, XdpStat)> {
             ethernet(&[], 0x8100, &[0x00]),
             PassMalformed,
         ),
+        (
+            "v5 with 2 records",
+            v5_frame(&v5_export(2, 2)),
+            DropV5Aggregated,
+        ),
+        (
+            "v5 with 30 records",
+            v5_frame(&v5_export(30, 30)),
+            DropV5Aggregated,
+        ),
+        (
+            "v5 on vlan",
+            ethernet(
+                &[0x8100],
+                V4,
+                &ipv4(UDP, 0, 0, &udp_with(2055, &v5_export(1, 1))),
+            ),
+            DropV5Aggregated,
+        ),
+        (
+            "v5 over v6",
+            ethernet(&[], V6, &ipv6(UDP, &udp_with(4739, &v5_export(3, 3)))),
+            DropV5Aggregated,
+        ),
+        ("v5 count 0", v5_frame(&v5_export(0, 0)), PassV5Invalid),
+        ("v5 count 31", v5_frame(&v5_export(31, 31)), PassV5Invalid),
+        (
+            "v5 count above records",
+            v5_frame(&v5_export(2, 3)),
+            PassV5Invalid,
+        ),
+        (
+            "v5 count below records",
+            v5_frame(&v5_export(3, 2)),
+            PassV5Invalid,
+        ),
+        (
+            "v5 header cut short",
+            v5_frame(&v5_export(1, 1)[..20]),
+            PassV5Invalid,
+        ),
+        (
+            "v5 record cut short",
+            v5_frame(&v5_export(2, 2)[..100]),
+            PassV5Invalid,
+        ),
+        (
+            "udp length past the frame",
+            {
+                let mut frame = v5_frame(&v5_export(1, 1));
+                let len = frame.len();
+                frame.truncate(len - 10);
+                frame
+            },
+            PassMalformed,
+        ),
     ]
 }
 
@@ -157,24 +249,25 @@ fn fixtures() -> Vec<(&'static str, Vec<u8>, XdpStat)> {
 #[ignore = "needs root: run `cargo xtask test`"]
 fn every_fixture_gets_its_verdict_and_moves_exactly_its_counter() {
     require_root();
-    let ports: BTreeSet<u16> = COLLECTOR_PORTS.into();
-    let mut plane = DataPlane::start(&[], &ports).expect("the program loads");
-    let stats = plane.stats_collector().unwrap();
+    let config = support::kernel_config(&COLLECTOR_PORTS, &[]);
+    let mut plane = DataPlane::start(&[], &config).expect("the program loads");
+    let stats = plane.take_stats().unwrap();
+    let totals = || XdpStat::ALL.map(|stat| (stat, stats.frames(stat)));
     for (name, frame, expected) in fixtures() {
-        let before = stats.totals();
-        assert_eq!(plane.run_frame(&frame).unwrap(), XDP_PASS, "{name}");
-        let after = stats.totals();
-        for ((stat, was), (_, now)) in before.iter().zip(&after) {
-            let (packets, bytes) = if *stat == expected {
+        let before = totals();
+        let verdict = if expected.verdict() == "drop" {
+            XDP_DROP
+        } else {
+            XDP_PASS
+        };
+        assert_eq!(plane.run_frame(&frame).unwrap(), verdict, "{name}");
+        for ((stat, was), (_, now)) in before.iter().zip(&totals()) {
+            let (count, bytes) = if *stat == expected {
                 (1, frame.len() as u64)
             } else {
                 (0, 0)
             };
-            assert_eq!(
-                now.packets - was.packets,
-                packets,
-                "{name}: {stat:?} packets"
-            );
+            assert_eq!(now.count - was.count, count, "{name}: {stat:?} frames");
             assert_eq!(now.bytes - was.bytes, bytes, "{name}: {stat:?} bytes");
         }
     }

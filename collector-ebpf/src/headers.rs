@@ -3,6 +3,7 @@
 //! the verifier demands.
 
 use aya_ebpf::programs::XdpContext;
+use flowtally_common::agg::{Ip, ip_from_v4};
 
 const ETH_HLEN: usize = 14;
 const VLAN_HLEN: usize = 4;
@@ -20,7 +21,11 @@ const IPV4_FRAG_MASK: u16 = 0x3fff;
 /// What the frame carries at the transport layer, as far as we care.
 pub enum Transport {
     Udp {
+        src: Ip,
         dst_port: u16,
+        /// Offset and length of the UDP payload, both inside the frame.
+        payload: usize,
+        len: usize,
     },
     Fragment,
     /// A header runs past the end of the frame.
@@ -70,10 +75,19 @@ impl Frame {
         Some((ethertype, offset))
     }
 
+    // Each field is checked on its own: LLVM folds a tuple of `Option`s into
+    // bitwise ORs over packet pointers, which the verifier rejects.
     fn ipv4(&self, l3: usize) -> Transport {
-        let (Some(version_ihl), Some(frag), Some(protocol)) =
-            (self.u8_at(l3), self.u16_at(l3 + 6), self.u8_at(l3 + 9))
-        else {
+        let Some(version_ihl) = self.u8_at(l3) else {
+            return Transport::Truncated;
+        };
+        let Some(frag) = self.u16_at(l3 + 6) else {
+            return Transport::Truncated;
+        };
+        let Some(protocol) = self.u8_at(l3 + 9) else {
+            return Transport::Truncated;
+        };
+        let Some(src) = self.array::<4>(l3 + 12) else {
             return Transport::Truncated;
         };
         let ihl = usize::from(version_ihl & 0x0f) * 4;
@@ -86,28 +100,55 @@ impl Frame {
         if protocol != IPPROTO_UDP {
             return Transport::Other;
         }
-        self.udp(l3 + ihl)
+        self.udp(l3 + ihl, ip_from_v4(src))
     }
 
     /// Extension headers other than a fragment header are not walked: such
     /// datagrams reach the socket path as `Other`.
     fn ipv6(&self, l3: usize) -> Transport {
-        match self.u8_at(l3 + 6) {
-            None => Transport::Truncated,
-            Some(IPV6_NEXT_FRAGMENT) => Transport::Fragment,
-            Some(IPPROTO_UDP) => self.udp(l3 + IPV6_HLEN),
-            Some(_) => Transport::Other,
+        let Some(next_header) = self.u8_at(l3 + 6) else {
+            return Transport::Truncated;
+        };
+        let Some(src) = self.array::<16>(l3 + 8) else {
+            return Transport::Truncated;
+        };
+        match next_header {
+            IPV6_NEXT_FRAGMENT => Transport::Fragment,
+            IPPROTO_UDP => self.udp(l3 + IPV6_HLEN, src),
+            _ => Transport::Other,
         }
     }
 
-    fn udp(&self, l4: usize) -> Transport {
-        if self.start + l4 + UDP_HLEN > self.end {
+    fn udp(&self, l4: usize, src: Ip) -> Transport {
+        let Some(dst_port) = self.u16_at(l4 + 2) else {
+            return Transport::Truncated;
+        };
+        let Some(udp_len) = self.u16_at(l4 + 4) else {
+            return Transport::Truncated;
+        };
+        let udp_len = usize::from(udp_len);
+        // The length field, not the frame, bounds the payload: frames may
+        // carry Ethernet padding after it.
+        if udp_len < UDP_HLEN || self.start + l4 + udp_len > self.end {
             return Transport::Truncated;
         }
-        match self.u16_at(l4 + 2) {
-            Some(dst_port) => Transport::Udp { dst_port },
-            None => Transport::Truncated,
+        Transport::Udp {
+            src,
+            dst_port,
+            payload: l4 + UDP_HLEN,
+            len: udp_len - UDP_HLEN,
         }
+    }
+
+    /// `N` bytes at `offset`, copied out of the frame.
+    #[inline(always)]
+    pub fn array<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
+        let ptr = self.start + offset;
+        if ptr + N > self.end {
+            return None;
+        }
+        // SAFETY: all `N` bytes are within [data, data_end), checked above.
+        Some(unsafe { *(ptr as *const [u8; N]) })
     }
 
     #[inline(always)]

@@ -1,45 +1,90 @@
 //! The XDP program: finds flow exports (UDP to a collector port) among the
-//! frames of an interface and counts every frame by verdict. It never drops
-//! or rewrites anything yet; flow exports continue to the socket path.
+//! frames of an interface, parses NetFlow v5 exports and aggregates their
+//! records in the kernel, and passes everything else up unchanged. Every
+//! frame is counted by verdict and class.
 #![no_std]
 #![no_main]
 
+mod aggregate;
 mod headers;
+mod v5;
 
 use aya_ebpf::{
+    Global,
     bindings::xdp_action,
     macros::{map, xdp},
-    maps::{HashMap, PerCpuArray},
+    maps::{HashMap, LpmTrie, PerCpuArray},
     programs::XdpContext,
 };
 use aya_log_ebpf::debug;
-use flowtally_common::{Counter, MAX_COLLECTOR_PORTS, XdpStat};
+use flowtally_common::{
+    Counter, MAX_COLLECTOR_PORTS, MAX_EXPORTERS, MAX_SUBSCRIBER_NETS, RecordStat, XdpStat,
+    agg::{FLAG_EXPORTER_ALLOWLIST, Ip, KEEP_ALL},
+    v5::VERSION as V5,
+};
 
 use crate::headers::{Frame, Transport};
+
+/// Time bucket width in ms; set by userspace at load.
+#[unsafe(no_mangle)]
+static BUCKET_MS: Global<u64> = Global::new(60_000);
+/// `agg::KEEP_*` bits of the aggregation profile.
+#[unsafe(no_mangle)]
+static KEEP_FIELDS: Global<u32> = Global::new(KEEP_ALL);
+/// `agg::FLAG_*` bits.
+#[unsafe(no_mangle)]
+static FLAGS: Global<u32> = Global::new(0);
 
 #[map(name = "STATS")]
 static STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(XdpStat::COUNT, 0);
 
+#[map(name = "RECORD_STATS")]
+static RECORD_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(RecordStat::COUNT, 0);
+
 #[map(name = "COLLECTOR_PORTS")]
 static COLLECTOR_PORTS: HashMap<u16, u8> = HashMap::with_max_entries(MAX_COLLECTOR_PORTS, 0);
+
+#[map(name = "EXPORTERS")]
+static EXPORTERS: HashMap<Ip, u8> = HashMap::with_max_entries(MAX_EXPORTERS, 0);
+
+/// LPM tries must not be preallocated.
+const BPF_F_NO_PREALLOC: u32 = 1;
+
+#[map(name = "SUBSCRIBER_NETS")]
+static SUBSCRIBER_NETS: LpmTrie<Ip, u8> =
+    LpmTrie::with_max_entries(MAX_SUBSCRIBER_NETS, BPF_F_NO_PREALLOC);
 
 #[xdp]
 pub fn flowtally(ctx: XdpContext) -> u32 {
     let frame = Frame::new(&ctx);
     let stat = classify(&ctx, &frame);
-    count(stat, frame.len());
-    xdp_action::XDP_PASS
+    count(&STATS, stat as u32, 1, frame.len() as u64);
+    match stat.verdict() {
+        "drop" => xdp_action::XDP_DROP,
+        _ => xdp_action::XDP_PASS,
+    }
 }
 
 fn classify(ctx: &XdpContext, frame: &Frame) -> XdpStat {
     match frame.transport() {
-        Transport::Udp { dst_port } => {
-            // SAFETY: the map is only read here; a concurrent update replaces
-            // a `u8` flag we do not dereference beyond `is_some`.
-            if unsafe { COLLECTOR_PORTS.get(dst_port) }.is_some() {
-                XdpStat::PassFlowExport
-            } else {
-                XdpStat::PassOther
+        Transport::Udp {
+            src,
+            dst_port,
+            payload,
+            len,
+        } => {
+            // SAFETY (both lookups): only tested for presence, never dereferenced.
+            if unsafe { COLLECTOR_PORTS.get(dst_port) }.is_none() {
+                return XdpStat::PassOther;
+            }
+            if FLAGS.load() & FLAG_EXPORTER_ALLOWLIST != 0
+                && unsafe { EXPORTERS.get(src) }.is_none()
+            {
+                return XdpStat::DropUnknownExporter;
+            }
+            match frame.array::<2>(payload).map(u16::from_be_bytes) {
+                Some(V5) => v5::aggregate(ctx, payload, len, &src),
+                _ => XdpStat::PassFlowExport,
             }
         }
         Transport::Fragment => XdpStat::PassFragment,
@@ -52,12 +97,12 @@ fn classify(ctx: &XdpContext, frame: &Frame) -> XdpStat {
 }
 
 #[inline(always)]
-fn count(stat: XdpStat, len: usize) {
-    if let Some(counter) = STATS.get_ptr_mut(stat as u32) {
+fn count(counters: &PerCpuArray<Counter>, index: u32, count: u64, bytes: u64) {
+    if let Some(counter) = counters.get_ptr_mut(index) {
         // SAFETY: per-CPU slot, so nothing else writes it while we run.
         unsafe {
-            (*counter).packets += 1;
-            (*counter).bytes += len as u64;
+            (*counter).count += count;
+            (*counter).bytes += bytes;
         }
     }
 }

@@ -55,6 +55,9 @@ pub struct RunArgs {
     /// Subscriber network (repeatable; replaces the configured list).
     #[arg(long = "subscriber-net", value_name = "CIDR")]
     pub subscriber_networks: Vec<IpNet>,
+    /// Exporter allowed to send flows (repeatable; default: any).
+    #[arg(long = "exporter", value_name = "IP")]
+    pub exporters: Vec<std::net::IpAddr>,
     /// How often aggregates are drained and written, e.g. 5s.
     #[arg(long, value_name = "DURATION")]
     pub flush_interval: Option<Span>,
@@ -75,6 +78,7 @@ impl RunArgs {
             flush_interval: self.flush_interval,
             late_window: self.late_window,
             subscriber_networks: self.subscriber_networks,
+            exporters: self.exporters,
             radius: self.radius,
             radius_secret: self.radius_secret,
         };

@@ -3,7 +3,7 @@
 
 use std::{
     fmt,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     str::FromStr,
     time::Duration,
@@ -61,7 +61,134 @@ pub struct Config {
     pub late_window: Span,
     /// Networks whose addresses are subscribers (the billed side of a flow).
     pub subscriber_networks: Vec<IpNet>,
+    /// Exporters allowed to send flows; empty means any.
+    pub exporters: Vec<IpAddr>,
+    pub aggregation: AggregationConfig,
+    pub maps: MapsConfig,
     pub radius: RadiusConfig,
+}
+
+/// How flow records fold into aggregates (identical in XDP and sockets).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AggregationConfig {
+    /// `detail`, `subscriber`, or a list of the key fields to keep.
+    pub profile: ProfileSpec,
+    /// Width of a time bucket.
+    pub bucket: Span,
+    /// Which record time places a record in a bucket.
+    pub time: RecordTime,
+    /// Multiply bytes and packets by the exporter's sampling interval.
+    pub scale_sampling: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum ProfileSpec {
+    Named(NamedProfile),
+    Fields(Vec<KeyField>),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NamedProfile {
+    /// Every key field.
+    Detail,
+    /// Subscriber IP and direction only.
+    Subscriber,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyField {
+    PeerIp,
+    SubscriberPort,
+    PeerPort,
+    Protocol,
+    Exporter,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordTime {
+    /// Last-switched time (the default: when the traffic was last seen).
+    End,
+    /// First-switched time.
+    Start,
+}
+
+/// Kernel map sizes.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MapsConfig {
+    /// Entries of each of the two aggregate maps.
+    pub aggregate_entries: u32,
+    /// Bytes of the overflow ring (a power of two, at least 4096).
+    pub overflow_ring_bytes: u32,
+}
+
+impl ProfileSpec {
+    /// The `agg::KEEP_*` bits of this profile.
+    pub fn keep_bits(&self) -> u32 {
+        use flowtally_common::agg::*;
+        match self {
+            Self::Named(NamedProfile::Detail) => KEEP_ALL,
+            Self::Named(NamedProfile::Subscriber) => 0,
+            Self::Fields(fields) => fields
+                .iter()
+                .map(|field| match field {
+                    KeyField::PeerIp => KEEP_PEER_IP,
+                    KeyField::SubscriberPort => KEEP_SUBSCRIBER_PORT,
+                    KeyField::PeerPort => KEEP_PEER_PORT,
+                    KeyField::Protocol => KEEP_PROTOCOL,
+                    KeyField::Exporter => KEEP_EXPORTER,
+                })
+                .fold(0, |bits, bit| bits | bit),
+        }
+    }
+}
+
+impl AggregationConfig {
+    /// The profile as both data paths apply it.
+    pub fn profile(&self) -> flowtally_common::agg::Profile {
+        flowtally_common::agg::Profile {
+            keep: self.profile.keep_bits(),
+            bucket_ms: self.bucket.0.as_millis() as u64,
+        }
+    }
+
+    /// The `agg::FLAG_*` bits other than the exporter allow-list.
+    pub fn flags(&self) -> u32 {
+        use flowtally_common::agg::{FLAG_SCALE_SAMPLING, FLAG_TIME_FROM_START};
+        let mut flags = 0;
+        if self.time == RecordTime::Start {
+            flags |= FLAG_TIME_FROM_START;
+        }
+        if self.scale_sampling {
+            flags |= FLAG_SCALE_SAMPLING;
+        }
+        flags
+    }
+}
+
+impl Default for AggregationConfig {
+    fn default() -> Self {
+        Self {
+            profile: ProfileSpec::Named(NamedProfile::Detail),
+            bucket: Span(Duration::from_secs(60)),
+            time: RecordTime::End,
+            scale_sampling: true,
+        }
+    }
+}
+
+impl Default for MapsConfig {
+    fn default() -> Self {
+        Self {
+            aggregate_entries: flowtally_common::DEFAULT_AGGREGATE_ENTRIES,
+            overflow_ring_bytes: flowtally_common::DEFAULT_OVERFLOW_RING_BYTES,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
@@ -106,6 +233,9 @@ impl Default for Config {
             .iter()
             .map(|net| net.parse().expect("literal CIDR"))
             .collect(),
+            exporters: Vec::new(),
+            aggregation: AggregationConfig::default(),
+            maps: MapsConfig::default(),
             radius: RadiusConfig::default(),
         }
     }
@@ -133,6 +263,7 @@ pub struct Overrides {
     pub flush_interval: Option<Span>,
     pub late_window: Option<Span>,
     pub subscriber_networks: Vec<IpNet>,
+    pub exporters: Vec<IpAddr>,
     pub radius: Option<SocketAddr>,
     pub radius_secret: Option<String>,
 }
@@ -176,6 +307,7 @@ impl Config {
         replace(&mut self.interfaces, o.interfaces);
         replace(&mut self.netflow, o.netflow);
         replace(&mut self.subscriber_networks, o.subscriber_networks);
+        replace(&mut self.exporters, o.exporters);
         self.mode = o.mode.unwrap_or(self.mode);
         self.metrics = o.metrics.unwrap_or(self.metrics);
         self.db = o.db.unwrap_or(std::mem::take(&mut self.db));
@@ -212,6 +344,39 @@ impl Config {
                 "flush_interval",
                 "--flush-interval",
                 "must be at least 100ms",
+            );
+        }
+        let bucket = self.aggregation.bucket.0;
+        if bucket < Duration::from_millis(1) || bucket > Duration::from_secs(86_400) {
+            return invalid("aggregation.bucket", "-", "must be between 1ms and 24h");
+        }
+        if !(1..=1 << 24).contains(&self.maps.aggregate_entries) {
+            return invalid(
+                "maps.aggregate_entries",
+                "-",
+                "must be between 1 and 16777216",
+            );
+        }
+        let ring = self.maps.overflow_ring_bytes;
+        if ring < 4096 || !ring.is_power_of_two() {
+            return invalid(
+                "maps.overflow_ring_bytes",
+                "-",
+                "must be a power of two, at least 4096",
+            );
+        }
+        if self.subscriber_networks.len() > flowtally_common::MAX_SUBSCRIBER_NETS as usize {
+            return invalid(
+                "subscriber_networks",
+                "--subscriber-net",
+                &format!("at most {} networks", flowtally_common::MAX_SUBSCRIBER_NETS),
+            );
+        }
+        if self.exporters.len() > flowtally_common::MAX_EXPORTERS as usize {
+            return invalid(
+                "exporters",
+                "--exporter",
+                &format!("at most {} exporters", flowtally_common::MAX_EXPORTERS),
             );
         }
         if self.db.as_os_str().is_empty() {
@@ -321,6 +486,32 @@ mod tests {
         };
         let err = config.validate().unwrap_err();
         assert!(err.to_string().contains("`interfaces` (--iface)"), "{err}");
+    }
+
+    #[test]
+    fn profiles_are_named_or_listed() {
+        use flowtally_common::agg::{KEEP_ALL, KEEP_PEER_IP, KEEP_PROTOCOL};
+        let config = Config::from_toml("[aggregation]\nprofile = \"subscriber\"\n").unwrap();
+        assert_eq!(config.aggregation.profile.keep_bits(), 0);
+        let config =
+            Config::from_toml("[aggregation]\nprofile = [\"peer_ip\", \"protocol\"]\n").unwrap();
+        assert_eq!(
+            config.aggregation.profile.keep_bits(),
+            KEEP_PEER_IP | KEEP_PROTOCOL
+        );
+        assert_eq!(Config::default().aggregation.profile.keep_bits(), KEEP_ALL);
+        assert!(Config::from_toml("[aggregation]\nprofile = \"everything\"\n").is_err());
+    }
+
+    #[test]
+    fn a_ring_that_is_not_a_power_of_two_is_invalid() {
+        let mut config = Config::default();
+        config.maps.overflow_ring_bytes = 5000;
+        let err = config.validate().unwrap_err();
+        assert!(
+            err.to_string().contains("maps.overflow_ring_bytes"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,22 +1,26 @@
-//! `flowtally run`: binds the sockets, starts the XDP data plane, serves
-//! metrics, and shuts everything down on SIGINT/SIGTERM.
+//! `flowtally run`: binds the sockets, starts the XDP data plane, flushes
+//! aggregates to SQLite every interval, serves metrics, and on SIGINT or
+//! SIGTERM stops receiving, flushes everything, and exits.
 
-use std::{collections::BTreeSet, sync::Arc};
+use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context as _;
-use prometheus_client::collector::Collector;
 use tokio::{
     net::TcpListener,
     signal::unix::{SignalKind, signal},
-    task::JoinSet,
+    task::{JoinSet, block_in_place},
+    time::{MissedTickBehavior, interval},
 };
 
 use crate::{
+    aggregate::Aggregator,
     config::{Config, Mode},
-    flow_socket,
+    flow_socket::{self, SocketPath},
+    flush::Flusher,
     metrics::{self, Metrics},
     sink,
-    xdp::DataPlane,
+    subscribers::SubscriberNets,
+    xdp::{self, DataPlane, KernelConfig},
 };
 
 pub fn run(config: Config) -> anyhow::Result<()> {
@@ -30,41 +34,70 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let metrics = Metrics::default();
-    let _db = sink::sqlite::open(&config.db)?;
+    let db = sink::sqlite::open(&config.db)?;
 
     let sockets = flow_socket::bind(&config.netflow).await?;
-    let mut netflow_addrs = Vec::with_capacity(sockets.len());
-    for socket in &sockets {
-        netflow_addrs.push(socket.local_addr()?);
-    }
-    let ports: BTreeSet<u16> = netflow_addrs.iter().map(|addr| addr.port()).collect();
+    let netflow_addrs = sockets
+        .iter()
+        .map(|socket| socket.local_addr())
+        .collect::<Result<Vec<SocketAddr>, _>>()?;
 
-    let mut data_plane = start_data_plane(&config, &ports)?;
-    let mut collectors: Vec<Box<dyn Collector>> = Vec::new();
-    if let Some(plane) = data_plane.as_mut() {
-        collectors.push(Box::new(plane.stats_collector()?));
-        for attachment in plane.attachments() {
+    let profile = config.aggregation.profile();
+    let flags = config.aggregation.flags();
+    let kernel_config = KernelConfig {
+        collector_ports: netflow_addrs.iter().map(SocketAddr::port).collect(),
+        subscriber_networks: config.subscriber_networks.clone(),
+        exporters: config.exporters.clone(),
+        profile,
+        flags,
+        aggregate_entries: config.maps.aggregate_entries,
+        overflow_ring_bytes: config.maps.overflow_ring_bytes,
+    };
+    let mut data_plane = start_data_plane(&config, &kernel_config)?;
+    let mut tasks = JoinSet::new();
+    let (kernel_stats, drainer) = match data_plane.as_mut() {
+        Some(plane) => {
+            for attachment in plane.attachments() {
+                metrics
+                    .xdp_attached
+                    .get_or_create(&[
+                        ("iface", attachment.iface.clone()),
+                        ("mode", attachment.mode.to_string()),
+                    ])
+                    .set(1);
+            }
             metrics
-                .xdp_attached
-                .get_or_create(&[
-                    ("iface", attachment.iface.clone()),
-                    ("mode", attachment.mode.to_string()),
-                ])
-                .set(1);
+                .aggregate_map_capacity
+                .set(i64::from(config.maps.aggregate_entries));
+            if let Some(logger) = plane.take_logger() {
+                tasks.spawn(xdp::forward_kernel_logs(logger));
+            }
+            (Some(plane.take_stats()?), Some(plane.take_drainer()?))
         }
-    }
-    let registry = Arc::new(metrics.registry(collectors));
+        None => (None, None),
+    };
+    let registry = Arc::new(metrics.registry(kernel_stats));
 
     let metrics_listener = TcpListener::bind(config.metrics)
         .await
         .with_context(|| format!("metrics {}", config.metrics))?;
     let metrics_addr = metrics_listener.local_addr()?;
-
-    let mut tasks = JoinSet::new();
-    for socket in sockets {
-        tasks.spawn(flow_socket::receive(socket, metrics.clone()));
-    }
     tasks.spawn(metrics::http::serve(metrics_listener, registry));
+
+    let aggregator = Aggregator::new(
+        profile,
+        flags,
+        SubscriberNets::new(&config.subscriber_networks),
+    );
+    let socket_path = Arc::new(SocketPath::new(
+        aggregator,
+        &config.exporters,
+        metrics.clone(),
+    ));
+    let mut receivers = JoinSet::new();
+    for socket in sockets {
+        receivers.spawn(flow_socket::receive(socket, Arc::clone(&socket_path)));
+    }
 
     // What we listen on, for people and for scripts (one item per line).
     for addr in &netflow_addrs {
@@ -77,32 +110,47 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     println!("sink sqlite {}", config.db.display());
     println!("ready");
 
+    let mut flusher = Flusher::new(drainer, socket_path, db, metrics, profile);
+    let mut ticks = interval(config.flush_interval.0);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    ticks.tick().await;
     let signal = wait_for_signal();
-    match data_plane.as_mut() {
-        Some(plane) => {
-            tokio::select! {
-                signal = signal => tracing::info!("{}: shutting down", signal?),
-                () = plane.forward_kernel_logs() => unreachable!("forwards until dropped"),
+    tokio::pin!(signal);
+    let signal = loop {
+        tokio::select! {
+            signal = &mut signal => break signal?,
+            _ = ticks.tick() => {
+                if let Err(err) = block_in_place(|| flusher.flush()) {
+                    tracing::error!("flush: {err:#}");
+                }
             }
         }
-        None => tracing::info!("{}: shutting down", signal.await?),
-    }
-    tasks.shutdown().await;
-    // Dropping the data plane closes the link fds: the kernel detaches.
+    };
+    tracing::info!("{signal}: stopping intake, flushing");
+    // Stop all intake first so that the last flush sees everything: the
+    // links detach with the data plane, the sockets close with their tasks.
     drop(data_plane);
+    receivers.shutdown().await;
+    let flushed = block_in_place(|| flusher.flush()).context("final flush")?;
+    tracing::info!(
+        "final flush: {} usage rows, {} bytes",
+        flushed.rows,
+        flushed.bytes
+    );
+    tasks.shutdown().await;
     Ok(())
 }
 
 /// The XDP data plane as `mode` asks: required, optional, or none.
-fn start_data_plane(config: &Config, ports: &BTreeSet<u16>) -> anyhow::Result<Option<DataPlane>> {
+fn start_data_plane(config: &Config, kernel: &KernelConfig) -> anyhow::Result<Option<DataPlane>> {
     match config.mode {
         Mode::Socket => Ok(None),
         Mode::Auto if config.interfaces.is_empty() => {
             tracing::info!("no --iface given: receiving flow exports on sockets only");
             Ok(None)
         }
-        Mode::Xdp => Ok(Some(DataPlane::start(&config.interfaces, ports)?)),
-        Mode::Auto => match DataPlane::start(&config.interfaces, ports) {
+        Mode::Xdp => Ok(Some(DataPlane::start(&config.interfaces, kernel)?)),
+        Mode::Auto => match DataPlane::start(&config.interfaces, kernel) {
             Ok(plane) => Ok(Some(plane)),
             Err(err) => {
                 tracing::warn!("XDP unavailable, falling back to sockets only: {err}");

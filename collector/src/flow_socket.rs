@@ -1,12 +1,18 @@
 //! The socket path: UDP sockets on the `--netflow` addresses. Every flow
 //! export the XDP program passes up (or all of them, without XDP) arrives
-//! here.
+//! here and is decoded and aggregated with the same rules as in the kernel.
 
-use std::{io, net::SocketAddr};
+use std::{
+    collections::HashSet,
+    io,
+    net::{IpAddr, SocketAddr},
+    sync::{Arc, Mutex},
+};
 
+use flowtally_common::{agg::Ip, v5};
 use tokio::net::UdpSocket;
 
-use crate::metrics::{Metrics, SOCKET_PATH};
+use crate::{aggregate::Aggregator, ip::to_ip, metrics::Metrics};
 
 /// Largest UDP payload; exports are never larger.
 const MAX_DATAGRAM: usize = 65_535;
@@ -23,18 +29,71 @@ pub async fn bind(addrs: &[SocketAddr]) -> io::Result<Vec<UdpSocket>> {
     Ok(sockets)
 }
 
+/// Decoding state shared by all sockets.
+#[derive(Debug)]
+pub struct SocketPath {
+    pub aggregator: Mutex<Aggregator>,
+    /// Allowed exporters; `None` allows any.
+    exporters: Option<HashSet<Ip>>,
+    metrics: Metrics,
+}
+
+impl SocketPath {
+    pub fn new(aggregator: Aggregator, exporters: &[IpAddr], metrics: Metrics) -> Self {
+        Self {
+            aggregator: Mutex::new(aggregator),
+            exporters: (!exporters.is_empty())
+                .then(|| exporters.iter().copied().map(to_ip).collect()),
+            metrics,
+        }
+    }
+
+    /// Decodes and aggregates one datagram, counting it either way.
+    pub fn handle(&self, from: IpAddr, datagram: &[u8]) {
+        self.metrics.socket.packets.inc();
+        let exporter = to_ip(from);
+        if let Some(allowed) = &self.exporters
+            && !allowed.contains(&exporter)
+        {
+            return self.reject("unknown_exporter");
+        }
+        let version = datagram.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+        if version != Some(v5::VERSION) {
+            // NetFlow v9 and IPFIX are not decoded yet.
+            return self.reject(if version.is_none() {
+                v5::Invalid::Truncated.as_str()
+            } else {
+                "unsupported_version"
+            });
+        }
+        let added = self
+            .aggregator
+            .lock()
+            .expect("aggregator lock poisoned")
+            .add_v5(&exporter, datagram);
+        match added {
+            Ok(added) => {
+                self.metrics.socket.records.inc_by(added.records);
+                self.metrics.socket.record_bytes.inc_by(added.bytes);
+            }
+            Err(invalid) => self.reject(invalid.as_str()),
+        }
+    }
+
+    fn reject(&self, reason: &'static str) {
+        self.metrics
+            .rejected_packets
+            .get_or_create(&[("reason", reason)])
+            .inc();
+    }
+}
+
 /// Receives datagrams until the task is dropped.
-pub async fn receive(socket: UdpSocket, metrics: Metrics) {
+pub async fn receive(socket: UdpSocket, path: Arc<SocketPath>) {
     let mut buf = vec![0; MAX_DATAGRAM];
     loop {
         match socket.recv_from(&mut buf).await {
-            Ok((len, _exporter)) => {
-                metrics.packets.get_or_create(&SOCKET_PATH).inc();
-                metrics
-                    .packet_bytes
-                    .get_or_create(&SOCKET_PATH)
-                    .inc_by(len as u64);
-            }
+            Ok((len, from)) => path.handle(from.ip(), &buf[..len]),
             // ICMP errors surface on UDP sockets as transient errors; keep going.
             Err(err) => tracing::debug!("netflow socket: {err}"),
         }

@@ -1,10 +1,16 @@
 //! flowtally: per-user network usage from flow exports parsed in XDP and
 //! RADIUS accounting.
 
+pub mod aggregate;
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod flow_socket;
+pub mod flush;
+pub mod ip;
 pub mod metrics;
+pub mod netflow;
 pub mod sink;
+pub mod subscribers;
+pub mod usage;
 pub mod xdp;

@@ -1,76 +1,49 @@
-//! Plain data shared by the XDP program and userspace: map names, map
-//! layouts and the bounds the verifier needs. Nothing here allocates.
+//! Plain data and pure logic shared by the XDP program and userspace: map
+//! names and layouts, the bounds the verifier needs, and the aggregation
+//! rules both data paths apply, so that their results cannot drift apart.
 #![no_std]
 
-/// Per-CPU counters of the XDP program (`PerCpuArray<Counter>`), indexed by
-/// [`XdpStat`].
+pub mod agg;
+pub mod stats;
+pub mod v5;
+
+pub use stats::{Counter, RecordStat, XdpStat};
+
+/// Per-CPU frame counters (`PerCpuArray<Counter>`), indexed by [`XdpStat`].
 pub const STATS_MAP: &str = "STATS";
+/// Per-CPU flow record counters (`PerCpuArray<Counter>`), indexed by [`RecordStat`].
+pub const RECORD_STATS_MAP: &str = "RECORD_STATS";
 
 /// UDP destination ports (host byte order) that carry flow exports to us
 /// (`HashMap<u16, u8>`). Userspace fills it from the bound `--netflow`
 /// sockets before attaching.
 pub const COLLECTOR_PORTS_MAP: &str = "COLLECTOR_PORTS";
-
 /// Upper bound of distinct collector ports; sizes `COLLECTOR_PORTS`.
 pub const MAX_COLLECTOR_PORTS: u32 = 64;
 
-/// Packets and bytes (whole frames) seen for one [`XdpStat`] on one CPU.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Counter {
-    pub packets: u64,
-    pub bytes: u64,
-}
+/// Exporters allowed to send to us (`HashMap<[u8; 16], u8>`, addresses as
+/// in [`agg::ip_from_v4`]), consulted only when [`agg::FLAG_EXPORTER_ALLOWLIST`] is set.
+pub const EXPORTERS_MAP: &str = "EXPORTERS";
+pub const MAX_EXPORTERS: u32 = 4096;
 
-/// What the XDP program did with a frame, and why. The discriminant is the
-/// index into `STATS`.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum XdpStat {
-    /// Not addressed to a collector port: passed on untouched.
-    PassOther = 0,
-    /// A UDP datagram to a collector port: passed up to the socket path.
-    PassFlowExport = 1,
-    /// An IPv4 fragment: passed up so the kernel reassembles it; the
-    /// reassembled datagram reaches the socket path.
-    PassFragment = 2,
-    /// Shorter than the headers it announces: passed on for the stack to judge.
-    PassMalformed = 3,
-}
+/// Subscriber networks (`LpmTrie<[u8; 16], u8>`, IPv4 as IPv4-mapped IPv6).
+pub const SUBSCRIBER_NETS_MAP: &str = "SUBSCRIBER_NETS";
+pub const MAX_SUBSCRIBER_NETS: u32 = 16_384;
 
-impl XdpStat {
-    pub const ALL: [Self; 4] = [
-        Self::PassOther,
-        Self::PassFlowExport,
-        Self::PassFragment,
-        Self::PassMalformed,
-    ];
+/// The two aggregate maps (`PerCpuHashMap<AggKey, AggValue>`) the XDP
+/// program alternates between; `ACTIVE` (`Array<u32>`, one entry) says
+/// which one it writes.
+pub const AGGREGATE_MAPS: [&str; 2] = ["AGGREGATE_0", "AGGREGATE_1"];
+pub const ACTIVE_MAP: &str = "ACTIVE";
+/// Default size of each aggregate map; `maps.aggregate_entries` overrides it.
+pub const DEFAULT_AGGREGATE_ENTRIES: u32 = 65_536;
 
-    /// Number of `STATS` entries.
-    pub const COUNT: u32 = Self::ALL.len() as u32;
+/// Ring buffer of [`agg::Overflow`] records that did not fit an aggregate map.
+pub const OVERFLOW_RING: &str = "OVERFLOW";
+/// Default ring size in bytes (a power of two, a multiple of the page size).
+pub const DEFAULT_OVERFLOW_RING_BYTES: u32 = 1 << 22;
 
-    /// The XDP verdict this stat records, as a metric label.
-    pub const fn verdict(self) -> &'static str {
-        match self {
-            Self::PassOther | Self::PassFlowExport | Self::PassFragment | Self::PassMalformed => {
-                "pass"
-            }
-        }
-    }
-
-    /// What kind of frame it was, as a metric label.
-    pub const fn class(self) -> &'static str {
-        match self {
-            Self::PassOther => "other",
-            Self::PassFlowExport => "flow_export",
-            Self::PassFragment => "fragment",
-            Self::PassMalformed => "malformed",
-        }
-    }
-}
-
-#[cfg(feature = "user")]
-mod pod {
-    // SAFETY: `Counter` is `repr(C)`, has no padding and is valid for any bit pattern.
-    unsafe impl aya::Pod for super::Counter {}
-}
+/// Globals set at load time (`EbpfLoader::override_global`).
+pub const GLOBAL_BUCKET_MS: &str = "BUCKET_MS";
+pub const GLOBAL_KEEP_FIELDS: &str = "KEEP_FIELDS";
+pub const GLOBAL_FLAGS: &str = "FLAGS";

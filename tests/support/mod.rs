@@ -36,6 +36,24 @@ pub fn require_root() {
     );
 }
 
+/// A kernel configuration for programs loaded without attaching, as the
+/// fixture tests do: the `detail` profile, 1-minute buckets, sampling scaled.
+pub fn kernel_config(ports: &[u16], subscriber_nets: &[&str]) -> flowtally::xdp::KernelConfig {
+    use flowtally_common::agg::{FLAG_SCALE_SAMPLING, KEEP_ALL, Profile};
+    flowtally::xdp::KernelConfig {
+        collector_ports: ports.iter().copied().collect(),
+        subscriber_networks: subscriber_nets.iter().map(|n| n.parse().unwrap()).collect(),
+        exporters: Vec::new(),
+        profile: Profile {
+            keep: KEEP_ALL,
+            bucket_ms: 60_000,
+        },
+        flags: FLAG_SCALE_SAMPLING,
+        aggregate_entries: flowtally_common::DEFAULT_AGGREGATE_ENTRIES,
+        overflow_ring_bytes: flowtally_common::DEFAULT_OVERFLOW_RING_BYTES,
+    }
+}
+
 /// A unique, short name for per-test kernel objects.
 pub fn unique(prefix: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);

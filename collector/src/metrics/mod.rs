@@ -2,52 +2,216 @@
 
 pub mod http;
 
+use std::sync::Arc;
+
+use flowtally_common::{Counter as KernelCounter, RecordStat, XdpStat};
 use prometheus_client::{
     collector::Collector,
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
-    registry::Registry,
+    encoding::{DescriptorEncoder, EncodeMetric as _},
+    metrics::{
+        counter::{ConstCounter, Counter},
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::{Registry, Unit},
 };
 
-/// Labels `path="xdp"|"socket"`: which data path handled a flow export.
-pub type PathLabels = [(&'static str, &'static str); 1];
+use crate::xdp::KernelStats;
+
+pub type ReasonLabels = [(&'static str, &'static str); 1];
 
 /// Metrics updated by the daemon's tasks. Cheap to clone: every metric is
 /// an `Arc` inside.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Metrics {
-    /// Flow export datagrams received, by path.
-    pub packets: Family<PathLabels, Counter>,
-    /// UDP payload bytes of those datagrams, by path.
-    pub packet_bytes: Family<PathLabels, Counter>,
+    /// The socket path's counters; the XDP path's live in kernel maps.
+    pub socket: PathCounters,
+    /// Datagrams rejected whole by the socket path, by reason.
+    pub rejected_packets: Family<ReasonLabels, Counter>,
     /// 1 per interface the XDP program is attached to, labelled with the mode.
     pub xdp_attached: Family<[(&'static str, String); 2], Gauge>,
+    /// Entries found in the aggregate map at the last drain, and its size.
+    pub aggregate_map_entries: Gauge,
+    pub aggregate_map_capacity: Gauge,
+    /// Aggregates received through the overflow ring.
+    pub overflow_records: Counter,
+    pub drain_duration: Histogram,
+    pub usage_rows: Counter,
+    /// Bytes written to usage rows, by direction.
+    pub usage_bytes: Family<[(&'static str, &'static str); 1], Counter>,
 }
 
-pub const SOCKET_PATH: PathLabels = [("path", "socket")];
+/// Packets, records and record bytes of one data path.
+#[derive(Clone, Debug, Default)]
+pub struct PathCounters {
+    pub packets: Counter,
+    pub records: Counter,
+    pub record_bytes: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            socket: PathCounters::default(),
+            rejected_packets: Family::default(),
+            xdp_attached: Family::default(),
+            aggregate_map_entries: Gauge::default(),
+            aggregate_map_capacity: Gauge::default(),
+            overflow_records: Counter::default(),
+            // 100 µs to ~6.5 s.
+            drain_duration: Histogram::new(exponential_buckets(0.0001, 4.0, 9)),
+            usage_rows: Counter::default(),
+            usage_bytes: Family::default(),
+        }
+    }
+}
 
 impl Metrics {
-    /// A registry holding these metrics plus `collectors` that read their
-    /// values at scrape time (e.g. from BPF maps).
-    pub fn registry(&self, collectors: Vec<Box<dyn Collector>>) -> Registry {
-        let mut registry = Registry::with_prefix("flowtally");
-        registry.register(
-            "packets",
-            "Flow export datagrams received, by data path",
-            self.packets.clone(),
+    /// A registry holding these metrics plus the kernel's counters, read at
+    /// scrape time.
+    pub fn registry(&self, kernel: Option<KernelStats>) -> Registry {
+        let mut r = Registry::with_prefix("flowtally");
+        r.register(
+            "rejected_packets",
+            "Flow export datagrams rejected whole by the socket path, by reason",
+            self.rejected_packets.clone(),
         );
-        registry.register(
-            "packet_bytes",
-            "UDP payload bytes of flow export datagrams received, by data path",
-            self.packet_bytes.clone(),
-        );
-        registry.register(
+        r.register(
             "xdp_attached",
             "1 for each interface the XDP program is attached to, by mode (native or generic)",
             self.xdp_attached.clone(),
         );
-        for collector in collectors {
-            registry.register_collector(collector);
+        r.register(
+            "aggregate_map_entries",
+            "Entries in the kernel aggregate map at the last drain",
+            self.aggregate_map_entries.clone(),
+        );
+        r.register(
+            "aggregate_map_capacity",
+            "Entries each kernel aggregate map can hold",
+            self.aggregate_map_capacity.clone(),
+        );
+        r.register(
+            "overflow_records",
+            "Aggregates that found the kernel map full and came through the overflow ring",
+            self.overflow_records.clone(),
+        );
+        r.register_with_unit(
+            "drain_duration",
+            "Time to swap and drain the kernel maps and write one flush",
+            Unit::Seconds,
+            self.drain_duration.clone(),
+        );
+        r.register(
+            "usage_rows",
+            "Rows written to `usage`",
+            self.usage_rows.clone(),
+        );
+        r.register_with_unit(
+            "usage",
+            "Bytes written to `usage` rows, by direction",
+            Unit::Bytes,
+            self.usage_bytes.clone(),
+        );
+        r.register_collector(Box::new(FlowStats {
+            socket: self.socket.clone(),
+            kernel: kernel.map(Arc::new),
+        }));
+        r
+    }
+}
+
+/// Encodes the per-path and kernel counters at scrape time: the socket
+/// path's from its counters, the XDP path's from the kernel maps, in one
+/// family each.
+#[derive(Debug)]
+struct FlowStats {
+    socket: PathCounters,
+    kernel: Option<Arc<KernelStats>>,
+}
+
+type Sample = (Vec<(&'static str, &'static str)>, u64);
+
+impl FlowStats {
+    fn path_samples(&self, socket: &Counter, xdp: impl Fn(&KernelStats) -> u64) -> Vec<Sample> {
+        let mut samples = vec![(vec![("path", "socket")], socket.get())];
+        if let Some(kernel) = &self.kernel {
+            samples.push((vec![("path", "xdp")], xdp(kernel)));
         }
-        registry
+        samples
+    }
+
+    fn families(&self) -> Vec<(&'static str, &'static str, Vec<Sample>)> {
+        let mut families = vec![
+            (
+                "packets",
+                "Flow export datagrams whose records were counted, by data path",
+                self.path_samples(&self.socket.packets, |k| {
+                    k.frames(XdpStat::DropV5Aggregated).count
+                }),
+            ),
+            (
+                "records",
+                "Flow records parsed from valid exports, by data path",
+                self.path_samples(&self.socket.records, |k| {
+                    k.records(RecordStat::Parsed).count
+                }),
+            ),
+            (
+                "record_bytes",
+                "Bytes (sampling-scaled) carried by those records, by data path",
+                self.path_samples(&self.socket.record_bytes, |k| {
+                    k.records(RecordStat::Parsed).bytes
+                }),
+            ),
+        ];
+        let Some(kernel) = &self.kernel else {
+            return families;
+        };
+        let ring_full = kernel.records(RecordStat::Dropped);
+        families.push((
+            "dropped_records",
+            "Aggregate contributions lost, by reason (ring_full: map and overflow ring both full)",
+            vec![(vec![("reason", "ring_full")], ring_full.count)],
+        ));
+        families.push((
+            "dropped_bytes",
+            "Bytes of those lost contributions, by reason",
+            vec![(vec![("reason", "ring_full")], ring_full.bytes)],
+        ));
+        let frames = |f: fn(KernelCounter) -> u64| {
+            XdpStat::ALL
+                .iter()
+                .map(|&stat| {
+                    let labels = vec![("verdict", stat.verdict()), ("class", stat.class())];
+                    (labels, f(kernel.frames(stat)))
+                })
+                .collect()
+        };
+        families.push((
+            "xdp_frames",
+            "Frames seen by the XDP program, by verdict and class",
+            frames(|c| c.count),
+        ));
+        families.push((
+            "xdp_frame_bytes",
+            "Bytes of frames seen by the XDP program, by verdict and class",
+            frames(|c| c.bytes),
+        ));
+        families
+    }
+}
+
+impl Collector for FlowStats {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for (name, help, samples) in self.families() {
+            let metric_type = ConstCounter::new(0u64).metric_type();
+            let mut family = encoder.encode_descriptor(name, help, None, metric_type)?;
+            for (labels, value) in samples {
+                ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
     }
 }

@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use rusqlite::Connection;
+use rusqlite::{Connection, params};
+
+use crate::usage::UsageRow;
 
 /// Schema version stored in `PRAGMA user_version`.
 const SCHEMA_VERSION: i64 = 1;
@@ -38,7 +40,7 @@ CREATE TABLE IF NOT EXISTS usage (
     protocol         INTEGER,
     subscriber_port  INTEGER,
     peer_port        INTEGER,
-    exporter         TEXT NOT NULL,
+    exporter         TEXT,
     bytes            INTEGER NOT NULL,
     packets          INTEGER NOT NULL,
     flows            INTEGER NOT NULL,
@@ -87,9 +89,77 @@ pub fn open(path: &Path) -> Result<Connection, OpenError> {
     Ok(conn)
 }
 
+/// Appends `rows` in one transaction: a flush is written whole or not at all.
+pub fn write_usage(conn: &mut Connection, rows: &[UsageRow]) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO usage (bucket_start_ms, bucket_width_ms, user_name, session_id,
+                subscriber_ip, direction, peer_ip, protocol, subscriber_port, peer_port,
+                exporter, bytes, packets, flows, first_ms, last_ms)
+             VALUES (?1, ?2, NULL, NULL, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+        )?;
+        for row in rows {
+            insert.execute(params![
+                row.bucket_start_ms as i64,
+                row.bucket_width_ms as i64,
+                row.subscriber_ip.to_string(),
+                row.direction.as_str(),
+                row.peer_ip.map(|ip| ip.to_string()),
+                row.protocol,
+                row.subscriber_port,
+                row.peer_port,
+                row.exporter.map(|ip| ip.to_string()),
+                // SQLite integers are i64; counters beyond 2^63 are not real.
+                row.bytes as i64,
+                row.packets as i64,
+                row.flows as i64,
+                row.first_ms as i64,
+                row.last_ms as i64,
+            ])?;
+        }
+    }
+    tx.commit()
+}
+
 #[cfg(test)]
 mod tests {
+    use flowtally_common::agg::Direction;
+
     use super::*;
+
+    #[test]
+    fn usage_rows_are_written_with_nulls_for_masked_fields() {
+        let path = temp_db("usage");
+        let mut conn = open(&path).unwrap();
+        let row = UsageRow {
+            bucket_start_ms: 60_000,
+            bucket_width_ms: 60_000,
+            subscriber_ip: "198.18.100.1".parse().unwrap(),
+            direction: Direction::Down,
+            peer_ip: None,
+            protocol: Some(6),
+            subscriber_port: None,
+            peer_port: Some(443),
+            exporter: None,
+            bytes: 1500,
+            packets: 1,
+            flows: 1,
+            first_ms: 60_001,
+            last_ms: 60_002,
+        };
+        write_usage(&mut conn, &[row.clone(), row]).unwrap();
+        let (n, bytes, peer, user): (i64, i64, Option<String>, Option<String>) = conn
+            .query_row(
+                "SELECT count(*), sum(bytes), max(peer_ip), max(user_name) FROM usage
+                 WHERE subscriber_ip = '198.18.100.1' AND direction = 'down' AND peer_port = 443",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .unwrap();
+        assert_eq!((n, bytes, peer, user), (2, 3000, None, None));
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
 
     fn temp_db(name: &str) -> std::path::PathBuf {
         let dir =

@@ -3,19 +3,31 @@
 //! Attachments are bpf_links held by this process only (never pinned), so
 //! the kernel detaches them when the process exits, even after a crash.
 
+mod drain;
+mod rcu_barrier;
 mod stats;
 
-use std::{collections::BTreeSet, fmt, io};
+use std::{collections::BTreeSet, fmt, io, net::IpAddr, os::fd::AsFd as _};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::HashMap,
+    maps::{HashMap, LpmTrie, Map, lpm_trie::Key},
     programs::{ProgramError, TestRun as _, TestRunOptions, Xdp, XdpMode, links::FdLink},
 };
-use flowtally_common::{COLLECTOR_PORTS_MAP, STATS_MAP};
+use flowtally_common::{
+    ACTIVE_MAP, AGGREGATE_MAPS, COLLECTOR_PORTS_MAP, EXPORTERS_MAP, GLOBAL_BUCKET_MS, GLOBAL_FLAGS,
+    GLOBAL_KEEP_FIELDS, OVERFLOW_RING, RECORD_STATS_MAP, STATS_MAP, SUBSCRIBER_NETS_MAP,
+    agg::{FLAG_EXPORTER_ALLOWLIST, Ip, Profile},
+};
+use ipnet::IpNet;
 use tokio::io::{Interest, unix::AsyncFd};
 
-pub use self::stats::XdpStatsCollector;
+use self::rcu_barrier::RcuBarrier;
+pub use self::{
+    drain::{DrainError, Drained, Drainer},
+    stats::KernelStats,
+};
+use crate::ip::{to_ip, to_prefix};
 
 /// The object `collector/build.rs` compiled from `collector-ebpf`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flowtally"));
@@ -67,6 +79,10 @@ pub enum XdpError {
         native: String,
         generic: String,
     },
+    #[error("cannot set up draining: {0}")]
+    Barrier(io::Error),
+    #[error("cannot set up draining: {0}")]
+    Drain(DrainError),
     #[error(
         "{iface} was attached through netlink, not a bpf_link (kernel older than 5.9?); \
          refusing, since such an attachment outlives a crash"
@@ -96,6 +112,20 @@ pub struct Attachment {
     _link: FdLink,
 }
 
+/// What the kernel side is told at load time.
+#[derive(Clone, Debug)]
+pub struct KernelConfig {
+    pub collector_ports: BTreeSet<u16>,
+    pub subscriber_networks: Vec<IpNet>,
+    /// Allowed exporters; empty means any.
+    pub exporters: Vec<IpAddr>,
+    pub profile: Profile,
+    /// `agg::FLAG_*` bits except the allow-list, which `exporters` implies.
+    pub flags: u32,
+    pub aggregate_entries: u32,
+    pub overflow_ring_bytes: u32,
+}
+
 /// The loaded program, its maps and its attachments.
 pub struct DataPlane {
     ebpf: Ebpf,
@@ -103,29 +133,26 @@ pub struct DataPlane {
 }
 
 impl DataPlane {
-    /// Loads the program with `collector_ports` in its port map and attaches
-    /// it to every interface, native mode first, then generic.
-    pub fn start(interfaces: &[String], collector_ports: &BTreeSet<u16>) -> Result<Self, XdpError> {
+    /// Loads the program configured by `config` and attaches it to every
+    /// interface, native mode first, then generic.
+    pub fn start(interfaces: &[String], config: &KernelConfig) -> Result<Self, XdpError> {
         let log_level = kernel_log_level();
-        let mut ebpf = EbpfLoader::new()
-            .override_global(aya_log::LEVEL, &log_level, true)
-            .load(OBJECT)
-            .map_err(XdpError::Load)?;
-
-        let mut ports: HashMap<_, u16, u8> = ebpf
-            .map_mut(COLLECTOR_PORTS_MAP)
-            .ok_or(XdpError::Missing(COLLECTOR_PORTS_MAP))?
-            .try_into()
-            .map_err(|error| XdpError::Map {
-                map: COLLECTOR_PORTS_MAP,
-                error,
-            })?;
-        for &port in collector_ports {
-            ports.insert(port, 1, 0).map_err(|error| XdpError::Map {
-                map: COLLECTOR_PORTS_MAP,
-                error,
-            })?;
+        let mut flags = config.flags;
+        if !config.exporters.is_empty() {
+            flags |= FLAG_EXPORTER_ALLOWLIST;
         }
+        let mut loader = EbpfLoader::new();
+        loader
+            .override_global(aya_log::LEVEL, &log_level, true)
+            .override_global(GLOBAL_BUCKET_MS, &config.profile.bucket_ms, true)
+            .override_global(GLOBAL_KEEP_FIELDS, &config.profile.keep, true)
+            .override_global(GLOBAL_FLAGS, &flags, true)
+            .map_max_entries(OVERFLOW_RING, config.overflow_ring_bytes);
+        for name in AGGREGATE_MAPS {
+            loader.map_max_entries(name, config.aggregate_entries);
+        }
+        let mut ebpf = loader.load(OBJECT).map_err(XdpError::Load)?;
+        fill_maps(&mut ebpf, config)?;
 
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM)
@@ -161,45 +188,103 @@ impl DataPlane {
         Ok(result.return_value)
     }
 
-    /// Takes the per-CPU stats map for `/metrics`.
-    pub fn stats_collector(&mut self) -> Result<XdpStatsCollector, XdpError> {
-        let map = self
-            .ebpf
-            .take_map(STATS_MAP)
-            .ok_or(XdpError::Missing(STATS_MAP))?;
-        XdpStatsCollector::new(map).map_err(|error| XdpError::Map {
+    /// Takes the per-CPU counter maps, for `/metrics`.
+    pub fn take_stats(&mut self) -> Result<KernelStats, XdpError> {
+        let frames = self.take(STATS_MAP)?;
+        let records = self.take(RECORD_STATS_MAP)?;
+        KernelStats::new(frames, records).map_err(|error| XdpError::Map {
             map: STATS_MAP,
             error,
         })
     }
 
-    /// Forwards the kernel's aya-log records to `tracing` until dropped.
-    pub async fn forward_kernel_logs(&mut self) {
-        let logger = match aya_log::EbpfLogger::init(&mut self.ebpf) {
-            Ok(logger) => logger,
-            Err(err) => {
-                tracing::warn!("kernel log forwarding unavailable: {err}");
-                return;
-            }
+    /// Takes the aggregate maps, `ACTIVE` and the overflow ring, for draining.
+    pub fn take_drainer(&mut self) -> Result<Drainer, XdpError> {
+        let map_error = |map| move |error| XdpError::Map { map, error };
+        let aggregate = |plane: &mut Self, i: usize| -> Result<_, XdpError> {
+            let name = AGGREGATE_MAPS[i];
+            plane.take(name)?.try_into().map_err(map_error(name))
         };
-        // SAFETY: the logger owns its ring buffer fd, open until the logger
-        // (and so this `AsyncFd`) is dropped.
-        let mut logger =
-            match unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) } {
-                Ok(logger) => logger,
-                Err(err) => {
-                    tracing::warn!("kernel log forwarding unavailable: {err}");
-                    return;
-                }
-            };
-        loop {
-            let Ok(mut guard) = logger.readable_mut().await else {
-                return;
-            };
-            guard.get_inner_mut().flush();
-            guard.clear_ready();
-        }
+        let maps = [aggregate(self, 0)?, aggregate(self, 1)?];
+        let Map::Array(active) = self.take(ACTIVE_MAP)? else {
+            return Err(XdpError::Missing(ACTIVE_MAP));
+        };
+        let barrier = RcuBarrier::new(active.fd().as_fd()).map_err(XdpError::Barrier)?;
+        let active = Map::Array(active)
+            .try_into()
+            .map_err(map_error(ACTIVE_MAP))?;
+        let overflow = self
+            .take(OVERFLOW_RING)?
+            .try_into()
+            .map_err(map_error(OVERFLOW_RING))?;
+        Drainer::new(maps, active, barrier, overflow).map_err(XdpError::Drain)
     }
+
+    /// The reader of the kernel's aya-log records, if the object logs.
+    pub fn take_logger(&mut self) -> Option<aya_log::EbpfLogger<&'static dyn log::Log>> {
+        aya_log::EbpfLogger::init(&mut self.ebpf)
+            .inspect_err(|err| tracing::warn!("kernel log forwarding unavailable: {err}"))
+            .ok()
+    }
+
+    fn take(&mut self, name: &'static str) -> Result<Map, XdpError> {
+        self.ebpf.take_map(name).ok_or(XdpError::Missing(name))
+    }
+}
+
+/// Forwards the kernel's aya-log records to `tracing` until dropped.
+pub async fn forward_kernel_logs(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
+    // SAFETY: the logger owns its ring buffer fd, open until the logger
+    // (and so this `AsyncFd`) is dropped.
+    let mut logger = match unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) } {
+        Ok(logger) => logger,
+        Err(err) => {
+            tracing::warn!("kernel log forwarding unavailable: {err}");
+            return;
+        }
+    };
+    loop {
+        let Ok(mut guard) = logger.readable_mut().await else {
+            return;
+        };
+        guard.get_inner_mut().flush();
+        guard.clear_ready();
+    }
+}
+
+fn fill_maps(ebpf: &mut Ebpf, config: &KernelConfig) -> Result<(), XdpError> {
+    fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Map, XdpError> {
+        ebpf.map_mut(name).ok_or(XdpError::Missing(name))
+    }
+    let map_error = |map| move |error| XdpError::Map { map, error };
+
+    let mut ports: HashMap<_, u16, u8> = map_mut(ebpf, COLLECTOR_PORTS_MAP)?
+        .try_into()
+        .map_err(map_error(COLLECTOR_PORTS_MAP))?;
+    for &port in &config.collector_ports {
+        ports
+            .insert(port, 1, 0)
+            .map_err(map_error(COLLECTOR_PORTS_MAP))?;
+    }
+
+    let mut exporters: HashMap<_, Ip, u8> = map_mut(ebpf, EXPORTERS_MAP)?
+        .try_into()
+        .map_err(map_error(EXPORTERS_MAP))?;
+    for &exporter in &config.exporters {
+        exporters
+            .insert(to_ip(exporter), 1, 0)
+            .map_err(map_error(EXPORTERS_MAP))?;
+    }
+
+    let mut nets: LpmTrie<_, Ip, u8> = map_mut(ebpf, SUBSCRIBER_NETS_MAP)?
+        .try_into()
+        .map_err(map_error(SUBSCRIBER_NETS_MAP))?;
+    for net in &config.subscriber_networks {
+        let (ip, len) = to_prefix(net);
+        nets.insert(&Key::new(u32::from(len), ip), 1, 0)
+            .map_err(map_error(SUBSCRIBER_NETS_MAP))?;
+    }
+    Ok(())
 }
 
 fn attach(program: &mut Xdp, iface: &str) -> Result<Attachment, XdpError> {

@@ -1,0 +1,177 @@
+//! The socket path's aggregation, and the table that both paths' aggregates
+//! meet in before they are written. Sans-IO: no sockets, no clock.
+
+use std::collections::HashMap;
+
+use flowtally_common::{
+    agg::{AggKey, AggValue, Ip, Profile, directions},
+    v5::Invalid,
+};
+
+use crate::{netflow::v5::Export, subscribers::SubscriberNets};
+
+/// Aggregates keyed as the kernel keys them.
+pub type Table = HashMap<AggKey, AggValue>;
+
+/// What one export contributed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Added {
+    pub records: u64,
+    pub bytes: u64,
+}
+
+/// Folds decoded records into a [`Table`] with the same rules as the XDP
+/// program (`flowtally_common::agg`).
+#[derive(Debug)]
+pub struct Aggregator {
+    profile: Profile,
+    flags: u32,
+    subscribers: SubscriberNets,
+    table: Table,
+}
+
+impl Aggregator {
+    pub fn new(profile: Profile, flags: u32, subscribers: SubscriberNets) -> Self {
+        Self {
+            profile,
+            flags,
+            subscribers,
+            table: Table::new(),
+        }
+    }
+
+    /// Decodes a NetFlow v5 datagram from `exporter` and aggregates all of
+    /// its records, or none of them.
+    pub fn add_v5(&mut self, exporter: &Ip, datagram: &[u8]) -> Result<Added, Invalid> {
+        let export = Export::decode(datagram)?;
+        let mut added = Added::default();
+        for raw in export.records() {
+            let record = export.header.record(&raw, self.flags);
+            added.records += 1;
+            added.bytes += record.bytes;
+            let value = record.value();
+            let inside = |ip| self.subscribers.contains(ip);
+            let [first, second] = directions(inside(&record.src), inside(&record.dst));
+            for dir in [first, second].into_iter().flatten() {
+                let key = self.profile.key(&record, dir, exporter);
+                merge(&mut self.table, key, &value);
+            }
+        }
+        Ok(added)
+    }
+
+    /// Everything aggregated since the last call.
+    pub fn take(&mut self) -> Table {
+        std::mem::take(&mut self.table)
+    }
+}
+
+pub fn merge(table: &mut Table, key: AggKey, value: &AggValue) {
+    table.entry(key).or_default().merge(value);
+}
+
+#[cfg(test)]
+mod tests {
+    use flowtally_common::{
+        agg::{Direction, FLAG_SCALE_SAMPLING, KEEP_ALL},
+        v5::Header,
+    };
+
+    use super::*;
+    use crate::{
+        ip::to_ip,
+        netflow::v5::{Record, encode},
+    };
+
+    fn aggregator(keep: u32) -> Aggregator {
+        Aggregator::new(
+            Profile {
+                keep,
+                bucket_ms: 60_000,
+            },
+            FLAG_SCALE_SAMPLING,
+            SubscriberNets::new(&["198.18.100.0/24".parse().unwrap()]),
+        )
+    }
+
+    fn export(records: &[Record]) -> Vec<u8> {
+        let header = Header {
+            version: 5,
+            sys_uptime: 10_000,
+            unix_secs: 1_700_000_000,
+            ..Header::default()
+        };
+        encode(&header, records)
+    }
+
+    fn flow(src: [u8; 4], dst: [u8; 4], octets: u32) -> Record {
+        Record {
+            src,
+            dst,
+            octets,
+            packets: 1,
+            last: 10_000,
+            ..Record::default()
+        }
+    }
+
+    #[test]
+    fn records_split_into_up_down_and_transit() {
+        let mut agg = aggregator(0);
+        let exporter = to_ip("198.18.0.1".parse().unwrap());
+        let datagram = export(&[
+            flow([198, 18, 100, 1], [198, 19, 0, 1], 100), // up for .1
+            flow([198, 19, 0, 1], [198, 18, 100, 1], 1000), // down for .1
+            flow([198, 18, 100, 1], [198, 18, 100, 2], 10), // up .1 and down .2
+            flow([198, 19, 0, 1], [198, 19, 0, 2], 7),     // transit
+        ]);
+        let added = agg.add_v5(&exporter, &datagram).unwrap();
+        assert_eq!(
+            added,
+            Added {
+                records: 4,
+                bytes: 1117
+            }
+        );
+        let table = agg.take();
+        let bytes = |ip: &str, dir: Direction| {
+            table
+                .iter()
+                .filter(|(k, _)| {
+                    k.subscriber == to_ip(ip.parse().unwrap()) && k.direction == dir as u8
+                })
+                .map(|(_, v)| v.bytes)
+                .sum::<u64>()
+        };
+        assert_eq!(bytes("198.18.100.1", Direction::Up), 110);
+        assert_eq!(bytes("198.18.100.1", Direction::Down), 1000);
+        assert_eq!(bytes("198.18.100.2", Direction::Down), 10);
+        assert_eq!(bytes("198.19.0.1", Direction::Transit), 7);
+        assert!(agg.take().is_empty(), "take empties the table");
+    }
+
+    #[test]
+    fn the_same_key_adds_up() {
+        let mut agg = aggregator(KEEP_ALL);
+        let exporter = to_ip("198.18.0.1".parse().unwrap());
+        let datagram = export(&[flow([198, 18, 100, 1], [198, 19, 0, 1], 100)]);
+        agg.add_v5(&exporter, &datagram).unwrap();
+        agg.add_v5(&exporter, &datagram).unwrap();
+        let table = agg.take();
+        assert_eq!(table.len(), 1);
+        let value = table.values().next().unwrap();
+        assert_eq!((value.bytes, value.packets, value.flows), (200, 2, 2));
+    }
+
+    #[test]
+    fn an_invalid_export_adds_nothing() {
+        let mut agg = aggregator(KEEP_ALL);
+        let mut datagram = export(&[flow([198, 18, 100, 1], [198, 19, 0, 1], 100)]);
+        datagram.push(0);
+        assert_eq!(
+            agg.add_v5(&[0; 16], &datagram),
+            Err(Invalid::LengthMismatch)
+        );
+        assert!(agg.take().is_empty());
+    }
+}

@@ -1,0 +1,53 @@
+//! Usage rows: aggregates in the shape of the `usage` table, with masked
+//! key fields as NULL rather than zero.
+
+use std::net::IpAddr;
+
+use flowtally_common::agg::{
+    AggKey, AggValue, Direction, KEEP_EXPORTER, KEEP_PEER_IP, KEEP_PEER_PORT, KEEP_PROTOCOL,
+    KEEP_SUBSCRIBER_PORT, Profile,
+};
+
+use crate::ip::to_addr;
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct UsageRow {
+    pub bucket_start_ms: u64,
+    pub bucket_width_ms: u64,
+    pub subscriber_ip: IpAddr,
+    pub direction: Direction,
+    pub peer_ip: Option<IpAddr>,
+    pub protocol: Option<u8>,
+    pub subscriber_port: Option<u16>,
+    pub peer_port: Option<u16>,
+    pub exporter: Option<IpAddr>,
+    pub bytes: u64,
+    pub packets: u64,
+    pub flows: u64,
+    pub first_ms: u64,
+    pub last_ms: u64,
+}
+
+impl UsageRow {
+    /// `None` for a key whose direction byte is corrupt (never written by
+    /// either data path).
+    pub fn new(key: &AggKey, value: &AggValue, profile: &Profile) -> Option<Self> {
+        let kept = |bit| profile.keep & bit != 0;
+        Some(Self {
+            bucket_start_ms: key.bucket_start_ms,
+            bucket_width_ms: profile.bucket_ms,
+            subscriber_ip: to_addr(&key.subscriber),
+            direction: Direction::from_u8(key.direction)?,
+            peer_ip: kept(KEEP_PEER_IP).then(|| to_addr(&key.peer)),
+            protocol: kept(KEEP_PROTOCOL).then_some(key.protocol),
+            subscriber_port: kept(KEEP_SUBSCRIBER_PORT).then_some(key.subscriber_port),
+            peer_port: kept(KEEP_PEER_PORT).then_some(key.peer_port),
+            exporter: kept(KEEP_EXPORTER).then(|| to_addr(&key.exporter)),
+            bytes: value.bytes,
+            packets: value.packets,
+            flows: value.flows,
+            first_ms: value.first_ms,
+            last_ms: value.last_ms,
+        })
+    }
+}

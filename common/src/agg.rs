@@ -1,0 +1,336 @@
+//! Aggregation: which aggregate(s) a flow record belongs to and what it adds
+//! there. Both data paths call these functions, so XDP and the socket path
+//! cannot disagree about a key.
+
+/// Addresses are 16 bytes; IPv4 is stored IPv4-mapped (`::ffff:a.b.c.d`).
+pub type Ip = [u8; 16];
+
+pub const fn ip_from_v4(v4: [u8; 4]) -> Ip {
+    [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, v4[0], v4[1], v4[2], v4[3],
+    ]
+}
+
+/// Which side of a flow is the subscriber.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Direction {
+    /// The source is a subscriber: it sent these bytes.
+    Up = 0,
+    /// The destination is a subscriber: it received these bytes.
+    Down = 1,
+    /// Neither end is a subscriber; keyed by the source.
+    Transit = 2,
+}
+
+impl Direction {
+    pub const fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            0 => Some(Self::Up),
+            1 => Some(Self::Down),
+            2 => Some(Self::Transit),
+            _ => None,
+        }
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Up => "up",
+            Self::Down => "down",
+            Self::Transit => "transit",
+        }
+    }
+}
+
+/// Key fields an aggregation profile may keep (bits of `KEEP_FIELDS`).
+/// Subscriber IP, direction and time bucket are always kept.
+pub const KEEP_PEER_IP: u32 = 1 << 0;
+pub const KEEP_SUBSCRIBER_PORT: u32 = 1 << 1;
+pub const KEEP_PEER_PORT: u32 = 1 << 2;
+pub const KEEP_PROTOCOL: u32 = 1 << 3;
+pub const KEEP_EXPORTER: u32 = 1 << 4;
+pub const KEEP_ALL: u32 =
+    KEEP_PEER_IP | KEEP_SUBSCRIBER_PORT | KEEP_PEER_PORT | KEEP_PROTOCOL | KEEP_EXPORTER;
+
+/// Bits of `FLAGS`.
+/// Time a record by its first-switched time instead of its last.
+pub const FLAG_TIME_FROM_START: u32 = 1 << 0;
+/// Multiply bytes and packets by the export's sampling interval.
+pub const FLAG_SCALE_SAMPLING: u32 = 1 << 1;
+/// Accept exports only from the `EXPORTERS` map.
+pub const FLAG_EXPORTER_ALLOWLIST: u32 = 1 << 2;
+
+/// One aggregate's identity. `repr(C)` with explicit padding: the kernel
+/// hashes all 64 bytes, so padding must be zero, never uninitialised.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AggKey {
+    pub subscriber: Ip,
+    pub peer: Ip,
+    pub exporter: Ip,
+    /// Unix ms at the start of the record's time bucket.
+    pub bucket_start_ms: u64,
+    pub subscriber_port: u16,
+    pub peer_port: u16,
+    pub protocol: u8,
+    /// A [`Direction`].
+    pub direction: u8,
+    pub _pad: [u8; 2],
+}
+
+/// What an aggregate holds. Per-CPU partials merge with [`AggValue::merge`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AggValue {
+    pub bytes: u64,
+    pub packets: u64,
+    pub flows: u64,
+    /// Earliest and latest record time (Unix ms) seen; meaningless while
+    /// `flows` is 0 (an untouched per-CPU slot).
+    pub first_ms: u64,
+    pub last_ms: u64,
+}
+
+impl AggValue {
+    /// Adds `other` into `self`; empty values (`flows == 0`) are neutral.
+    pub fn merge(&mut self, other: &Self) {
+        if other.flows == 0 {
+            return;
+        }
+        if self.flows == 0 {
+            *self = *other;
+            return;
+        }
+        self.bytes += other.bytes;
+        self.packets += other.packets;
+        self.flows += other.flows;
+        self.first_ms = min(self.first_ms, other.first_ms);
+        self.last_ms = max(self.last_ms, other.last_ms);
+    }
+}
+
+// `core::cmp::{min, max}` on u64 compile to branches the BPF backend handles;
+// spelled out to keep the kernel build free of generic trait calls.
+const fn min(a: u64, b: u64) -> u64 {
+    if a < b { a } else { b }
+}
+const fn max(a: u64, b: u64) -> u64 {
+    if a > b { a } else { b }
+}
+
+/// An aggregate that did not fit the map, as sent through the overflow ring.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Overflow {
+    pub key: AggKey,
+    pub value: AggValue,
+}
+
+/// The parts of a flow record that aggregation uses, whatever its format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowRecord {
+    pub src: Ip,
+    pub dst: Ip,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub protocol: u8,
+    /// Already scaled by sampling, if that applies.
+    pub bytes: u64,
+    pub packets: u64,
+    /// Unix ms by which the record is timed (end or start, per `FLAGS`).
+    pub time_ms: u64,
+}
+
+/// How aggregation folds records: which key fields survive and how wide a
+/// time bucket is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Profile {
+    pub keep: u32,
+    pub bucket_ms: u64,
+}
+
+impl Profile {
+    /// The aggregate `record` adds to when its subscriber side is `dir`.
+    #[inline(always)]
+    pub fn key(&self, record: &FlowRecord, dir: Direction, exporter: &Ip) -> AggKey {
+        let (subscriber, peer, subscriber_port, peer_port) = match dir {
+            Direction::Up | Direction::Transit => {
+                (record.src, record.dst, record.src_port, record.dst_port)
+            }
+            Direction::Down => (record.dst, record.src, record.dst_port, record.src_port),
+        };
+        let keep = |bit: u32| self.keep & bit != 0;
+        // A zero bucket width would divide by zero; treat it as 1 ms.
+        let width = if self.bucket_ms == 0 {
+            1
+        } else {
+            self.bucket_ms
+        };
+        AggKey {
+            subscriber,
+            peer: if keep(KEEP_PEER_IP) { peer } else { [0; 16] },
+            exporter: if keep(KEEP_EXPORTER) {
+                *exporter
+            } else {
+                [0; 16]
+            },
+            bucket_start_ms: record.time_ms - record.time_ms % width,
+            subscriber_port: if keep(KEEP_SUBSCRIBER_PORT) {
+                subscriber_port
+            } else {
+                0
+            },
+            peer_port: if keep(KEEP_PEER_PORT) { peer_port } else { 0 },
+            protocol: if keep(KEEP_PROTOCOL) {
+                record.protocol
+            } else {
+                0
+            },
+            direction: dir as u8,
+            _pad: [0; 2],
+        }
+    }
+}
+
+impl FlowRecord {
+    /// What this record adds to its aggregate(s).
+    #[inline(always)]
+    pub fn value(&self) -> AggValue {
+        AggValue {
+            bytes: self.bytes,
+            packets: self.packets,
+            flows: 1,
+            first_ms: self.time_ms,
+            last_ms: self.time_ms,
+        }
+    }
+}
+
+/// The aggregates a record goes to, given whether its source and its
+/// destination are subscribers: up for the source, down for the
+/// destination, both for traffic between subscribers, transit otherwise.
+#[inline(always)]
+pub fn directions(src_inside: bool, dst_inside: bool) -> [Option<Direction>; 2] {
+    match (src_inside, dst_inside) {
+        (true, true) => [Some(Direction::Up), Some(Direction::Down)],
+        (true, false) => [Some(Direction::Up), None],
+        (false, true) => [Some(Direction::Down), None],
+        (false, false) => [Some(Direction::Transit), None],
+    }
+}
+
+/// Scales a counter by a sampling interval (1 in `interval`), saturating.
+/// Written without `saturating_mul`, whose overflow intrinsic the BPF
+/// backend cannot lower.
+#[inline(always)]
+pub fn scale(value: u64, interval: u64) -> u64 {
+    if interval <= 1 {
+        value
+    } else if value > u64::MAX / interval {
+        u64::MAX
+    } else {
+        value * interval
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all three are `repr(C)` with explicit padding fields, so no
+    // implicit padding, and every bit pattern is a valid value.
+    unsafe impl aya::Pod for super::AggKey {}
+    unsafe impl aya::Pod for super::AggValue {}
+    unsafe impl aya::Pod for super::Overflow {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_has_no_implicit_padding() {
+        assert_eq!(
+            core::mem::size_of::<AggKey>(),
+            16 * 3 + 8 + 2 + 2 + 1 + 1 + 2
+        );
+        assert_eq!(core::mem::size_of::<AggValue>(), 40);
+    }
+
+    #[test]
+    fn merging_ignores_untouched_per_cpu_slots() {
+        let mut sum = AggValue::default();
+        let a = AggValue {
+            bytes: 10,
+            packets: 1,
+            flows: 1,
+            first_ms: 50,
+            last_ms: 60,
+        };
+        let b = AggValue {
+            bytes: 5,
+            packets: 2,
+            flows: 1,
+            first_ms: 40,
+            last_ms: 55,
+        };
+        for v in [AggValue::default(), a, AggValue::default(), b] {
+            sum.merge(&v);
+        }
+        assert_eq!(
+            sum,
+            AggValue {
+                bytes: 15,
+                packets: 3,
+                flows: 2,
+                first_ms: 40,
+                last_ms: 60
+            }
+        );
+    }
+
+    #[test]
+    fn down_swaps_sides_and_profiles_mask_fields() {
+        let record = FlowRecord {
+            src: ip_from_v4([198, 19, 0, 1]),
+            dst: ip_from_v4([198, 18, 100, 7]),
+            src_port: 443,
+            dst_port: 50_000,
+            protocol: 6,
+            bytes: 1500,
+            packets: 1,
+            time_ms: 61_234,
+        };
+        let exporter = ip_from_v4([198, 18, 0, 1]);
+        let detail = Profile {
+            keep: KEEP_ALL,
+            bucket_ms: 60_000,
+        };
+        let key = detail.key(&record, Direction::Down, &exporter);
+        assert_eq!(key.subscriber, record.dst);
+        assert_eq!(key.peer, record.src);
+        assert_eq!((key.subscriber_port, key.peer_port), (50_000, 443));
+        assert_eq!(key.bucket_start_ms, 60_000);
+        let subscriber = Profile {
+            keep: 0,
+            bucket_ms: 60_000,
+        };
+        let key = subscriber.key(&record, Direction::Down, &exporter);
+        assert_eq!(
+            key,
+            AggKey {
+                subscriber: record.dst,
+                bucket_start_ms: 60_000,
+                direction: Direction::Down as u8,
+                ..AggKey::default()
+            }
+        );
+    }
+
+    #[test]
+    fn directions_follow_subscriber_membership() {
+        use Direction::*;
+        assert_eq!(directions(true, true), [Some(Up), Some(Down)]);
+        assert_eq!(directions(true, false), [Some(Up), None]);
+        assert_eq!(directions(false, true), [Some(Down), None]);
+        assert_eq!(directions(false, false), [Some(Transit), None]);
+    }
+}

@@ -1,0 +1,113 @@
+//! Counters the XDP program keeps per CPU and userspace sums at scrape time.
+
+/// A count and the bytes it stands for, on one CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub count: u64,
+    pub bytes: u64,
+}
+
+impl core::ops::Add for Counter {
+    type Output = Self;
+
+    fn add(self, other: Self) -> Self {
+        Self {
+            count: self.count + other.count,
+            bytes: self.bytes + other.bytes,
+        }
+    }
+}
+
+/// What the XDP program did with a frame, and why. The discriminant is the
+/// index into `STATS`; `count` is frames and `bytes` their length.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XdpStat {
+    /// Not addressed to a collector port: passed on untouched.
+    PassOther = 0,
+    /// A flow export the kernel does not parse (v9, IPFIX): passed to the
+    /// socket path.
+    PassFlowExport = 1,
+    /// An IPv4 or IPv6 fragment: passed up so the kernel reassembles it; the
+    /// reassembled datagram reaches the socket path.
+    PassFragment = 2,
+    /// Shorter than the headers it announces: passed on for the stack to judge.
+    PassMalformed = 3,
+    /// A NetFlow v5 export fully aggregated in the kernel, then dropped.
+    DropV5Aggregated = 4,
+    /// A NetFlow v5 export that fails validation (truncated, bad count,
+    /// length mismatch): passed to the socket path, which rejects and counts it.
+    PassV5Invalid = 5,
+    /// From an exporter not on the allow-list: dropped.
+    DropUnknownExporter = 6,
+}
+
+impl XdpStat {
+    pub const ALL: [Self; 7] = [
+        Self::PassOther,
+        Self::PassFlowExport,
+        Self::PassFragment,
+        Self::PassMalformed,
+        Self::DropV5Aggregated,
+        Self::PassV5Invalid,
+        Self::DropUnknownExporter,
+    ];
+
+    /// Number of `STATS` entries.
+    pub const COUNT: u32 = Self::ALL.len() as u32;
+
+    /// The XDP verdict this stat records, as a metric label.
+    pub const fn verdict(self) -> &'static str {
+        match self {
+            Self::DropV5Aggregated | Self::DropUnknownExporter => "drop",
+            _ => "pass",
+        }
+    }
+
+    /// What kind of frame it was, as a metric label.
+    pub const fn class(self) -> &'static str {
+        match self {
+            Self::PassOther => "other",
+            Self::PassFlowExport => "flow_export",
+            Self::PassFragment => "fragment",
+            Self::PassMalformed => "malformed",
+            Self::DropV5Aggregated => "v5_aggregated",
+            Self::PassV5Invalid => "v5_invalid",
+            Self::DropUnknownExporter => "unknown_exporter",
+        }
+    }
+}
+
+/// What became of the flow records the XDP program parsed. The
+/// discriminant indexes `RECORD_STATS`; `count` is records and `bytes` the
+/// (sampling-scaled) octets they carry.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordStat {
+    /// Parsed from a valid export; every one ends in exactly one of the
+    /// outcomes below, per direction it is aggregated in.
+    Parsed = 0,
+    /// Added to the active aggregate map.
+    Aggregated = 1,
+    /// The map was full or busy: sent through the overflow ring instead.
+    Overflowed = 2,
+    /// The ring was full too: lost, and counted here.
+    Dropped = 3,
+}
+
+impl RecordStat {
+    pub const ALL: [Self; 4] = [
+        Self::Parsed,
+        Self::Aggregated,
+        Self::Overflowed,
+        Self::Dropped,
+    ];
+    pub const COUNT: u32 = Self::ALL.len() as u32;
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: `Counter` is `repr(C)`, two u64s, no padding, any bit pattern valid.
+    unsafe impl aya::Pod for super::Counter {}
+}
