@@ -8,59 +8,19 @@ use flowtally::{
     xdp::DataPlane,
 };
 use flowtally_common::{XdpStat, v5::Header};
-use support::require_root;
+use support::{
+    frames::{V4, V6, ethernet, ipv4, ipv6, udp_with},
+    require_root,
+};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 const COLLECTOR_PORTS: [u16; 2] = [2055, 4739];
 
-fn ethernet(tags: &[u16], ethertype: u16, payload: &[u8]) -> Vec<u8> {
-    let mut frame = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2];
-    for &tpid in tags {
-        frame.extend_from_slice(&tpid.to_be_bytes());
-        frame.extend_from_slice(&[0x00, 0x64]); // VLAN 100
-    }
-    frame.extend_from_slice(&ethertype.to_be_bytes());
-    frame.extend_from_slice(payload);
-    frame
-}
-
-/// An IPv4 header with `options_words` 32-bit words of options.
-fn ipv4(protocol: u8, frag: u16, options_words: u8, payload: &[u8]) -> Vec<u8> {
-    let ihl = 5 + options_words;
-    let total = u16::from(ihl) * 4 + payload.len() as u16;
-    let mut packet = vec![0x40 | ihl, 0];
-    packet.extend_from_slice(&total.to_be_bytes());
-    packet.extend_from_slice(&[0, 1]);
-    packet.extend_from_slice(&frag.to_be_bytes());
-    packet.extend_from_slice(&[64, protocol, 0, 0, 198, 18, 0, 1, 198, 18, 0, 2]);
-    packet.extend(std::iter::repeat_n(1, usize::from(options_words) * 4)); // NOPs
-    packet.extend_from_slice(payload);
-    packet
-}
-
-fn ipv6(next_header: u8, payload: &[u8]) -> Vec<u8> {
-    let mut packet = vec![0x60, 0, 0, 0];
-    packet.extend_from_slice(&(payload.len() as u16).to_be_bytes());
-    packet.extend_from_slice(&[next_header, 64]);
-    packet.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8].repeat(8)); // source + destination
-    packet.extend_from_slice(payload);
-    packet
-}
-
 /// A UDP datagram carrying the start of a NetFlow v9 header, which the XDP
 /// program passes up to the socket path.
 fn udp(dst_port: u16) -> Vec<u8> {
     udp_with(dst_port, &[0, 9, 0, 1])
-}
-
-fn udp_with(dst_port: u16, payload: &[u8]) -> Vec<u8> {
-    let mut datagram = vec![0x30, 0x39];
-    datagram.extend_from_slice(&dst_port.to_be_bytes());
-    datagram.extend_from_slice(&(8 + payload.len() as u16).to_be_bytes());
-    datagram.extend_from_slice(&[0, 0]);
-    datagram.extend_from_slice(payload);
-    datagram
 }
 
 /// A NetFlow v5 export of `records` records, with its count field set to
@@ -89,8 +49,6 @@ fn v5_frame(payload: &[u8]) -> Vec<u8> {
     ethernet(&[], V4, &ipv4(UDP, 0, 0, &udp_with(2055, payload)))
 }
 
-const V4: u16 = 0x0800;
-const V6: u16 = 0x86dd;
 const UDP: u8 = 17;
 
 fn fixtures() -> Vec<(&'static str, Vec<u8>, XdpStat)> {

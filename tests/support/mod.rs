@@ -2,6 +2,9 @@
 //! process, network namespaces, a `/metrics` scraper, temporary dirs.
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod frames;
+pub mod v5gen;
+
 use std::{
     collections::BTreeMap,
     fs,

@@ -1,0 +1,153 @@
+//! NetFlow v5 through the real XDP program (BPF_PROG_TEST_RUN) and through
+//! the socket path: the same exports give identical aggregates, and every
+//! byte ends up aggregated, overflowed or counted as dropped.
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use flowtally::{
+    aggregate::{Aggregator, Table, merge},
+    ip::to_ip,
+    subscribers::SubscriberNets,
+    xdp::{DataPlane, KernelConfig},
+};
+use flowtally_common::{
+    RecordStat,
+    agg::{Direction, FLAG_SCALE_SAMPLING, FLAG_TIME_FROM_START, KEEP_ALL},
+};
+use support::{
+    frames::udp_v4_frame,
+    kernel_config, require_root,
+    v5gen::{Export, expected_bytes, exports},
+};
+
+const XDP_DROP: u32 = 1;
+const SUBSCRIBERS: &str = support::v5gen::SUBSCRIBERS;
+
+/// What the kernel made of `exports`: the drained aggregates and its
+/// record counters.
+fn through_xdp(
+    config: &KernelConfig,
+    exports: &[Export],
+) -> (Table, BTreeMap<&'static str, (u64, u64)>) {
+    let mut plane = DataPlane::start(&[], config).expect("the program loads");
+    for export in exports {
+        let frame = udp_v4_frame(export.exporter, 2055, &export.bytes());
+        assert_eq!(
+            plane.run_frame(&frame).unwrap(),
+            XDP_DROP,
+            "aggregated in the kernel"
+        );
+    }
+    let stats = plane.take_stats().unwrap();
+    let mut drainer = plane.take_drainer().unwrap();
+    let mut table = Table::new();
+    drainer
+        .drain(|key, value| merge(&mut table, key, value))
+        .unwrap();
+    let records = [
+        ("parsed", RecordStat::Parsed),
+        ("aggregated", RecordStat::Aggregated),
+        ("overflowed", RecordStat::Overflowed),
+        ("dropped", RecordStat::Dropped),
+    ]
+    .into_iter()
+    .map(|(name, stat)| {
+        let c = stats.records(stat);
+        (name, (c.count, c.bytes))
+    })
+    .collect();
+    (table, records)
+}
+
+fn through_socket(config: &KernelConfig, exports: &[Export]) -> Table {
+    let mut aggregator = Aggregator::new(
+        config.profile,
+        config.flags,
+        SubscriberNets::new(&config.subscriber_networks),
+    );
+    for export in exports {
+        aggregator
+            .add_v5(&to_ip(export.exporter.into()), &export.bytes())
+            .unwrap();
+    }
+    aggregator.take()
+}
+
+fn bytes_by_direction(table: &Table) -> BTreeMap<Direction, u64> {
+    let mut bytes = BTreeMap::new();
+    for (key, value) in table {
+        let dir = Direction::from_u8(key.direction).expect("valid direction");
+        *bytes.entry(dir).or_default() += value.bytes;
+    }
+    bytes
+}
+
+#[test]
+#[ignore = "needs root: run `cargo xtask test`"]
+fn xdp_and_socket_paths_give_identical_aggregates_for_every_profile() {
+    require_root();
+    let exports = exports(200, 0x5eed);
+    for (keep, flags) in [
+        (KEEP_ALL, FLAG_SCALE_SAMPLING),
+        (0, FLAG_SCALE_SAMPLING),
+        (KEEP_ALL, FLAG_TIME_FROM_START),
+        (
+            KEEP_ALL & !flowtally_common::agg::KEEP_EXPORTER,
+            FLAG_SCALE_SAMPLING,
+        ),
+    ] {
+        let mut config = kernel_config(&[2055], &[SUBSCRIBERS]);
+        config.profile.keep = keep;
+        config.flags = flags;
+        let (xdp, _) = through_xdp(&config, &exports);
+        let socket = through_socket(&config, &exports);
+        assert!(!xdp.is_empty());
+        assert_eq!(xdp.len(), socket.len(), "keep {keep:#x} flags {flags:#x}");
+        assert!(
+            xdp == socket,
+            "keep {keep:#x} flags {flags:#x}: tables differ"
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs root: run `cargo xtask test`"]
+fn with_a_tiny_map_the_overflow_ring_keeps_every_byte() {
+    require_root();
+    let exports = exports(100, 0xc0ffee);
+    let mut config = kernel_config(&[2055], &[SUBSCRIBERS]);
+    config.aggregate_entries = 4;
+    let (table, records) = through_xdp(&config, &exports);
+    assert!(
+        records["overflowed"].0 > 0,
+        "the ring was used: {records:?}"
+    );
+    assert_eq!(records["dropped"], (0, 0), "{records:?}");
+    assert_eq!(bytes_by_direction(&table), expected_bytes(&exports));
+    let record_count: usize = exports.iter().map(|e| e.records.len()).sum();
+    assert_eq!(records["parsed"].0, record_count as u64);
+}
+
+#[test]
+#[ignore = "needs root: run `cargo xtask test`"]
+fn with_map_and_ring_full_every_lost_byte_is_counted() {
+    require_root();
+    let exports = exports(100, 0xdecaf);
+    let mut config = kernel_config(&[2055], &[SUBSCRIBERS]);
+    config.aggregate_entries = 4;
+    config.overflow_ring_bytes = 4096;
+    let (table, records) = through_xdp(&config, &exports);
+    let (dropped, dropped_bytes) = records["dropped"];
+    assert!(dropped > 0, "the ring filled up: {records:?}");
+    let written: u64 = bytes_by_direction(&table).values().sum();
+    let expected: u64 = expected_bytes(&exports).values().sum();
+    assert_eq!(written + dropped_bytes, expected, "{records:?}");
+    let (aggregated, overflowed) = (records["aggregated"], records["overflowed"]);
+    assert_eq!(
+        aggregated.1 + overflowed.1 + dropped_bytes,
+        expected,
+        "the kernel's own counters balance"
+    );
+}
