@@ -13,7 +13,7 @@ use flowtally::{
     xdp::{DataPlane, KernelConfig},
 };
 use flowtally_common::{
-    RecordStat,
+    RecordStat, XdpStat,
     agg::{Direction, FLAG_SCALE_SAMPLING, FLAG_TIME_FROM_START, KEEP_ALL},
 };
 use support::{
@@ -149,5 +149,28 @@ fn with_map_and_ring_full_every_lost_byte_is_counted() {
         aggregated.1 + overflowed.1 + dropped_bytes,
         expected,
         "the kernel's own counters balance"
+    );
+}
+
+#[test]
+#[ignore = "needs root: run `cargo xtask test`"]
+fn exports_from_exporters_off_the_allow_list_are_dropped_and_counted() {
+    require_root();
+    let [allowed, other] = support::v5gen::EXPORTERS;
+    let mut config = kernel_config(&[2055], &[SUBSCRIBERS]);
+    config.exporters = vec![allowed.into()];
+    let mut plane = DataPlane::start(&[], &config).expect("the program loads");
+    let export = &exports(1, 7)[0];
+    for (exporter, verdict) in [(allowed, XDP_DROP), (other, XDP_DROP), (other, XDP_DROP)] {
+        let frame = udp_v4_frame(exporter, 2055, &export.bytes());
+        assert_eq!(plane.run_frame(&frame).unwrap(), verdict);
+    }
+    let stats = plane.take_stats().unwrap();
+    assert_eq!(stats.frames(XdpStat::DropV5Aggregated).count, 1);
+    assert_eq!(stats.frames(XdpStat::DropUnknownExporter).count, 2);
+    assert_eq!(
+        stats.records(RecordStat::Parsed).count,
+        export.records.len() as u64,
+        "only the allowed exporter's records"
     );
 }

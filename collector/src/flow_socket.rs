@@ -99,3 +99,59 @@ pub async fn receive(socket: UdpSocket, path: Arc<SocketPath>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use flowtally_common::{agg::Profile, v5::Header};
+
+    use super::*;
+    use crate::{
+        netflow::v5::{Record, encode},
+        subscribers::SubscriberNets,
+    };
+
+    fn path(exporters: &[IpAddr]) -> (SocketPath, Metrics) {
+        let metrics = Metrics::default();
+        let aggregator = Aggregator::new(
+            Profile {
+                keep: 0,
+                bucket_ms: 60_000,
+            },
+            0,
+            SubscriberNets::new(&[]),
+        );
+        (
+            SocketPath::new(aggregator, exporters, metrics.clone()),
+            metrics,
+        )
+    }
+
+    fn rejected(metrics: &Metrics, reason: &'static str) -> u64 {
+        metrics
+            .rejected_packets
+            .get_or_create(&[("reason", reason)])
+            .get()
+    }
+
+    #[test]
+    fn every_datagram_is_either_aggregated_or_rejected_by_reason() {
+        let allowed: IpAddr = "198.18.0.1".parse().unwrap();
+        let (path, metrics) = path(&[allowed]);
+        let header = Header {
+            version: 5,
+            ..Header::default()
+        };
+        let export = encode(&header, &[Record::default(); 3]);
+        path.handle(allowed, &export);
+        path.handle("198.18.0.9".parse().unwrap(), &export);
+        path.handle(allowed, &export[..30]);
+        path.handle(allowed, &[0, 10, 0, 0]);
+        path.handle(allowed, &[5]);
+        assert_eq!(metrics.socket.packets.get(), 5);
+        assert_eq!(metrics.socket.records.get(), 3);
+        assert_eq!(rejected(&metrics, "unknown_exporter"), 1);
+        assert_eq!(rejected(&metrics, "v5_length_mismatch"), 1);
+        assert_eq!(rejected(&metrics, "unsupported_version"), 1);
+        assert_eq!(rejected(&metrics, "v5_truncated"), 1);
+    }
+}
