@@ -270,11 +270,11 @@ fn export_synthetic_capture(lab: &Lab) -> Exported {
         "a real-clock replay of {span:?} took {took:?}"
     );
     softflowd.drain(lab, packets.len() as u64);
+    let tracked = softflowd.ctl("dump-flows");
     assert_eq!(
         softflowd.expire_all(),
         bidirectional.len() as u64,
-        "{}",
-        softflowd.ctl("dump-flows")
+        "softflowd tracked other flows than the pcap's:\n{tracked}"
     );
     let stats = softflowd.statistics();
     let total = pcap::total(&flows);
@@ -290,6 +290,7 @@ fn export_synthetic_capture(lab: &Lab) -> Exported {
         (flows.len() as u64, 0),
         "{stats:?}"
     );
+    // Everything is sent: dropping softflowd here kills it.
     Exported { flows, stats }
 }
 
