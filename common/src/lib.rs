@@ -5,6 +5,7 @@
 
 pub mod agg;
 pub mod stats;
+pub mod template;
 pub mod v5;
 
 pub use stats::{Counter, RecordStat, XdpStat};

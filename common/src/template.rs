@@ -1,0 +1,323 @@
+//! NetFlow v9 / IPFIX templates compiled for the XDP program: where in a
+//! fixed-length data record each field that aggregation needs sits. Userspace
+//! learns templates (`collector/src/netflow/template.rs`) and compiles those
+//! whose needed fields are all at fixed offsets; the kernel and the socket
+//! path then read records through the same [`CompiledTemplate::record_into`],
+//! so they cannot disagree.
+
+use crate::agg::{FLAG_SCALE_SAMPLING, FLAG_TIME_FROM_START, FlowRecord, Ip, ip_from_v4, scale};
+
+/// Compiled templates (`HashMap<TemplateKey, CompiledTemplate>`).
+pub const TEMPLATES_MAP: &str = "TEMPLATES";
+/// Compiled templates the kernel holds at most; beyond it exports of further
+/// templates take the socket path.
+pub const MAX_COMPILED_TEMPLATES: u32 = 8192;
+/// Longest data record the kernel parses.
+pub const MAX_RECORD_LEN: usize = 512;
+
+/// Information element ids (RFC 3954 field types, which IPFIX shares for ids
+/// below 128, and the IANA IPFIX registry above).
+pub mod ie {
+    pub const OCTET_DELTA_COUNT: u16 = 1;
+    pub const PACKET_DELTA_COUNT: u16 = 2;
+    pub const PROTOCOL: u16 = 4;
+    pub const SOURCE_TRANSPORT_PORT: u16 = 7;
+    pub const SOURCE_IPV4_ADDRESS: u16 = 8;
+    pub const INGRESS_INTERFACE: u16 = 10;
+    pub const DESTINATION_TRANSPORT_PORT: u16 = 11;
+    pub const DESTINATION_IPV4_ADDRESS: u16 = 12;
+    pub const EGRESS_INTERFACE: u16 = 14;
+    /// v9 LAST_SWITCHED.
+    pub const FLOW_END_SYS_UP_TIME: u16 = 21;
+    /// v9 FIRST_SWITCHED.
+    pub const FLOW_START_SYS_UP_TIME: u16 = 22;
+    pub const SOURCE_IPV6_ADDRESS: u16 = 27;
+    pub const DESTINATION_IPV6_ADDRESS: u16 = 28;
+    /// v9 SAMPLING_INTERVAL (options).
+    pub const SAMPLING_INTERVAL: u16 = 34;
+    pub const SAMPLING_ALGORITHM: u16 = 35;
+    /// v9 FLOW_SAMPLER_ID.
+    pub const SAMPLER_ID: u16 = 48;
+    pub const SAMPLER_MODE: u16 = 49;
+    pub const SAMPLER_RANDOM_INTERVAL: u16 = 50;
+    pub const FLOW_START_SECONDS: u16 = 150;
+    pub const FLOW_END_SECONDS: u16 = 151;
+    pub const FLOW_START_MILLISECONDS: u16 = 152;
+    pub const FLOW_END_MILLISECONDS: u16 = 153;
+    pub const FLOW_START_MICROSECONDS: u16 = 154;
+    pub const FLOW_END_MICROSECONDS: u16 = 155;
+    pub const FLOW_START_NANOSECONDS: u16 = 156;
+    pub const FLOW_END_NANOSECONDS: u16 = 157;
+    pub const SYSTEM_INIT_TIME_MILLISECONDS: u16 = 160;
+    pub const SELECTOR_ID: u16 = 302;
+    pub const SAMPLING_PACKET_INTERVAL: u16 = 305;
+    pub const SAMPLING_PACKET_SPACE: u16 = 306;
+}
+
+/// How a time field is encoded.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TimeKind {
+    #[default]
+    Absent = 0,
+    /// Milliseconds of exporter uptime (IEs 21/22), 4 bytes.
+    UptimeMs = 1,
+    /// Seconds since the Unix epoch (IEs 150/151), 4 bytes.
+    Seconds = 2,
+    /// Milliseconds since the Unix epoch (IEs 152/153), 8 bytes.
+    Millis = 3,
+    /// NTP timestamp, 32.32 fixed point since 1900 (IEs 154–157), 8 bytes.
+    Ntp = 4,
+}
+
+/// One field's place in a record; `size == 0` means the template lacks it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Slot {
+    pub offset: u16,
+    pub size: u8,
+    /// A [`TimeKind`] for time slots; 0 otherwise.
+    pub kind: u8,
+}
+
+impl Slot {
+    pub const fn present(&self) -> bool {
+        self.size != 0
+    }
+}
+
+/// Identifies a template: exporter, source id (v9) or observation domain
+/// (IPFIX), template id and protocol version (RFC 3954 §5, RFC 7011 §8).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TemplateKey {
+    pub exporter: Ip,
+    pub domain: u32,
+    pub template_id: u16,
+    /// 9 or 10.
+    pub version: u16,
+}
+
+/// A template reduced to what aggregation reads, with every field at a
+/// fixed offset inside a `record_len`-byte record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CompiledTemplate {
+    pub record_len: u16,
+    pub _pad: u16,
+    /// Sampling interval (1 in N) that applies to every record; 0 or 1 for
+    /// unsampled.
+    pub sampling: u32,
+    /// Unix ms at which exporter uptime was 0, for IPFIX uptime times; 0 when
+    /// unknown or not needed.
+    pub uptime_base_ms: u64,
+    /// Source and destination address: 4 bytes (IPv4) or 16 (IPv6).
+    pub src: Slot,
+    pub dst: Slot,
+    pub src_port: Slot,
+    pub dst_port: Slot,
+    pub protocol: Slot,
+    /// 1 to 8 bytes each.
+    pub octets: Slot,
+    pub packets: Slot,
+    pub start: Slot,
+    pub end: Slot,
+    pub _pad2: u32,
+}
+
+/// Times from the export's header that record times are relative to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExportTime {
+    /// Export time, Unix seconds (v9 and IPFIX headers).
+    pub unix_secs: u32,
+    /// v9: exporter uptime (ms) at export; IPFIX: unused.
+    pub sys_uptime_ms: u32,
+    pub version: u16,
+}
+
+/// Seconds from the NTP era (1900) to the Unix epoch.
+const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
+
+impl CompiledTemplate {
+    /// Reads record `rec` (at least `record_len` bytes) into `out`. A field
+    /// the template lacks reads as zero; a record without a time is timed
+    /// at export.
+    #[inline(always)]
+    pub fn record_into(&self, rec: &[u8], time: &ExportTime, flags: u32, out: &mut FlowRecord) {
+        out.src = read_ip(rec, &self.src);
+        out.dst = read_ip(rec, &self.dst);
+        out.src_port = read_uint(rec, &self.src_port) as u16;
+        out.dst_port = read_uint(rec, &self.dst_port) as u16;
+        out.protocol = read_uint(rec, &self.protocol) as u8;
+        let interval = if flags & FLAG_SCALE_SAMPLING != 0 {
+            self.sampling as u64
+        } else {
+            1
+        };
+        out.bytes = scale(read_uint(rec, &self.octets), interval);
+        out.packets = scale(read_uint(rec, &self.packets), interval);
+        let (first, second) = if flags & FLAG_TIME_FROM_START != 0 {
+            (&self.start, &self.end)
+        } else {
+            (&self.end, &self.start)
+        };
+        let slot = if first.present() { first } else { second };
+        out.time_ms = self.time_ms(rec, slot, time);
+    }
+
+    #[inline(always)]
+    fn time_ms(&self, rec: &[u8], slot: &Slot, time: &ExportTime) -> u64 {
+        let export_ms = time.unix_secs as u64 * 1000;
+        let value = read_uint(rec, slot);
+        match slot.kind {
+            k if k == TimeKind::UptimeMs as u8 => {
+                if time.version == 9 {
+                    // Signed and modulo 2^32, as in v5.
+                    let age = time.sys_uptime_ms.wrapping_sub(value as u32) as i32 as i64;
+                    let ms = export_ms as i64 - age;
+                    if ms < 0 { 0 } else { ms as u64 }
+                } else {
+                    self.uptime_base_ms + value
+                }
+            }
+            k if k == TimeKind::Seconds as u8 => value * 1000,
+            k if k == TimeKind::Millis as u8 => value,
+            k if k == TimeKind::Ntp as u8 => {
+                let secs = (value >> 32).saturating_sub(NTP_UNIX_OFFSET);
+                secs * 1000 + ((value & 0xffff_ffff) * 1000 >> 32)
+            }
+            _ => export_ms,
+        }
+    }
+}
+
+/// An unsigned big-endian integer of `slot.size` (1 to 8) bytes; 0 if absent
+/// or out of `rec`.
+#[inline(always)]
+pub fn read_uint(rec: &[u8], slot: &Slot) -> u64 {
+    let mut value = 0u64;
+    let start = slot.offset as usize;
+    let mut i = 0;
+    while i < 8 {
+        if i >= slot.size as usize {
+            break;
+        }
+        match rec.get(start + i) {
+            Some(&b) => value = value << 8 | b as u64,
+            None => return 0,
+        }
+        i += 1;
+    }
+    value
+}
+
+/// A 4-byte address IPv4-mapped, a 16-byte one as is; zeros otherwise.
+#[inline(always)]
+pub fn read_ip(rec: &[u8], slot: &Slot) -> Ip {
+    let start = slot.offset as usize;
+    match slot.size {
+        4 => match rec.get(start..start + 4) {
+            Some(b) => ip_from_v4([b[0], b[1], b[2], b[3]]),
+            None => [0; 16],
+        },
+        16 => match rec.get(start..start + 16) {
+            Some(b) => {
+                let mut ip = [0; 16];
+                ip.copy_from_slice(b);
+                ip
+            }
+            None => [0; 16],
+        },
+        _ => [0; 16],
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: `repr(C)` with explicit padding; any bit pattern is valid.
+    unsafe impl aya::Pod for super::TemplateKey {}
+    unsafe impl aya::Pod for super::CompiledTemplate {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot(offset: u16, size: u8) -> Slot {
+        Slot {
+            offset,
+            size,
+            kind: 0,
+        }
+    }
+
+    #[test]
+    fn uints_of_every_size_read_big_endian() {
+        let rec = [1, 2, 3, 4, 5, 6, 7, 8, 9];
+        assert_eq!(read_uint(&rec, &slot(0, 1)), 1);
+        assert_eq!(read_uint(&rec, &slot(1, 3)), 0x02_03_04);
+        assert_eq!(read_uint(&rec, &slot(1, 8)), 0x0203_0405_0607_0809);
+        assert_eq!(read_uint(&rec, &slot(2, 8)), 0, "past the record");
+        assert_eq!(read_uint(&rec, &slot(0, 0)), 0, "absent");
+    }
+
+    #[test]
+    fn layout_has_no_implicit_padding() {
+        assert_eq!(core::mem::size_of::<TemplateKey>(), 16 + 4 + 2 + 2);
+        assert_eq!(
+            core::mem::size_of::<CompiledTemplate>(),
+            2 + 2 + 4 + 8 + 9 * 4 + 4
+        );
+    }
+
+    #[test]
+    fn times_convert_from_every_encoding() {
+        let t = CompiledTemplate::default();
+        let v9 = ExportTime {
+            unix_secs: 1_700_000_000,
+            sys_uptime_ms: 10_000,
+            version: 9,
+        };
+        let up = |v: u32| v.to_be_bytes();
+        let s = Slot {
+            offset: 0,
+            size: 4,
+            kind: TimeKind::UptimeMs as u8,
+        };
+        assert_eq!(t.time_ms(&up(9_000), &s, &v9), 1_700_000_000_000 - 1_000);
+        let ipfix = ExportTime { version: 10, ..v9 };
+        let based = CompiledTemplate {
+            uptime_base_ms: 1_600_000_000_000,
+            ..t
+        };
+        assert_eq!(based.time_ms(&up(9_000), &s, &ipfix), 1_600_000_009_000);
+        let s = Slot {
+            offset: 0,
+            size: 4,
+            kind: TimeKind::Seconds as u8,
+        };
+        assert_eq!(t.time_ms(&up(1_700_000_123), &s, &v9), 1_700_000_123_000);
+        let s = Slot {
+            offset: 0,
+            size: 8,
+            kind: TimeKind::Millis as u8,
+        };
+        assert_eq!(
+            t.time_ms(&1_700_000_123_456u64.to_be_bytes(), &s, &v9),
+            1_700_000_123_456
+        );
+        let ntp = ((1_700_000_000u64 + NTP_UNIX_OFFSET) << 32) | (1u64 << 31); // +0.5 s
+        let s = Slot {
+            offset: 0,
+            size: 8,
+            kind: TimeKind::Ntp as u8,
+        };
+        assert_eq!(t.time_ms(&ntp.to_be_bytes(), &s, &v9), 1_700_000_000_500);
+        let absent = Slot::default();
+        assert_eq!(
+            t.time_ms(&[], &absent, &v9),
+            1_700_000_000_000,
+            "export time"
+        );
+    }
+}
