@@ -17,10 +17,10 @@ const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 const COLLECTOR_PORTS: [u16; 2] = [2055, 4739];
 
-/// A UDP datagram carrying the start of a NetFlow v9 header, which the XDP
+/// A UDP datagram carrying the start of an sFlow v5 header, which the XDP
 /// program passes up to the socket path.
 fn udp(dst_port: u16) -> Vec<u8> {
-    udp_with(dst_port, &[0, 9, 0, 1])
+    udp_with(dst_port, &[0, 0, 0, 5])
 }
 
 /// A NetFlow v5 export of `records` records, with its count field set to

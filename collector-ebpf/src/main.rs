@@ -6,7 +6,9 @@
 #![no_main]
 
 mod aggregate;
+mod flow;
 mod headers;
+mod templated;
 mod v5;
 
 use aya_ebpf::{
@@ -84,6 +86,7 @@ fn classify(ctx: &XdpContext, frame: &Frame) -> XdpStat {
             }
             match frame.array::<2>(payload).map(u16::from_be_bytes) {
                 Some(V5) => v5::aggregate(ctx, payload, len, &src),
+                Some(version @ (9 | 10)) => templated::aggregate(ctx, payload, len, &src, version),
                 _ => XdpStat::PassFlowExport,
             }
         }

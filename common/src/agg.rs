@@ -220,17 +220,22 @@ pub fn directions(src_inside: bool, dst_inside: bool) -> [Option<Direction>; 2] 
 }
 
 /// Scales a counter by a sampling interval (1 in `interval`), saturating.
-/// Written without `saturating_mul`, whose overflow intrinsic the BPF
-/// backend cannot lower.
+/// Built from 32×32-bit products: `saturating_mul`, and even `a > MAX / b`,
+/// become a 128-bit multiply the BPF backend cannot lower.
 #[inline(always)]
-pub fn scale(value: u64, interval: u64) -> u64 {
+pub fn scale(value: u64, interval: u32) -> u64 {
     if interval <= 1 {
-        value
-    } else if value > u64::MAX / interval {
-        u64::MAX
-    } else {
-        value * interval
+        return value;
     }
+    let interval = interval as u64;
+    let high = (value >> 32) * interval;
+    let low = (value & 0xffff_ffff) * interval;
+    if high >> 32 != 0 {
+        return u64::MAX;
+    }
+    let high = high << 32;
+    let sum = high.wrapping_add(low);
+    if sum < high { u64::MAX } else { sum }
 }
 
 #[cfg(feature = "user")]
@@ -322,6 +327,20 @@ mod tests {
                 direction: Direction::Down as u8,
                 ..AggKey::default()
             }
+        );
+    }
+
+    #[test]
+    fn scaling_multiplies_and_saturates() {
+        assert_eq!(scale(1500, 0), 1500);
+        assert_eq!(scale(1500, 1), 1500);
+        assert_eq!(scale(1500, 100), 150_000);
+        assert_eq!(scale(u64::MAX / 3, 3), u64::MAX / 3 * 3);
+        assert_eq!(scale(u64::MAX / 3 + 1, 3), u64::MAX);
+        assert_eq!(scale(1 << 40, 1 << 30), u64::MAX);
+        assert_eq!(
+            scale((1 << 32) - 1, u32::MAX),
+            ((1u64 << 32) - 1) * u32::MAX as u64
         );
     }
 

@@ -41,10 +41,21 @@ pub enum XdpStat {
     PassV5Invalid = 5,
     /// From an exporter not on the allow-list: dropped.
     DropUnknownExporter = 6,
+    /// A NetFlow v9 or IPFIX export whose data sets all have compiled
+    /// templates, fully aggregated in the kernel, then dropped.
+    DropTemplatedAggregated = 7,
+    /// A v9/IPFIX export carrying (options) templates, or data sets whose
+    /// template the kernel lacks: passed to the socket path, which learns
+    /// and decodes it.
+    PassTemplatedToUser = 8,
+    /// A v9/IPFIX export the kernel will not parse (malformed set structure,
+    /// longer than its buffer, too many sets or records): passed to the
+    /// socket path, which decodes or rejects and counts it.
+    PassTemplatedInvalid = 9,
 }
 
 impl XdpStat {
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 10] = [
         Self::PassOther,
         Self::PassFlowExport,
         Self::PassFragment,
@@ -52,6 +63,9 @@ impl XdpStat {
         Self::DropV5Aggregated,
         Self::PassV5Invalid,
         Self::DropUnknownExporter,
+        Self::DropTemplatedAggregated,
+        Self::PassTemplatedToUser,
+        Self::PassTemplatedInvalid,
     ];
 
     /// Number of `STATS` entries.
@@ -60,7 +74,9 @@ impl XdpStat {
     /// The XDP verdict this stat records, as a metric label.
     pub const fn verdict(self) -> &'static str {
         match self {
-            Self::DropV5Aggregated | Self::DropUnknownExporter => "drop",
+            Self::DropV5Aggregated | Self::DropUnknownExporter | Self::DropTemplatedAggregated => {
+                "drop"
+            }
             _ => "pass",
         }
     }
@@ -75,6 +91,9 @@ impl XdpStat {
             Self::DropV5Aggregated => "v5_aggregated",
             Self::PassV5Invalid => "v5_invalid",
             Self::DropUnknownExporter => "unknown_exporter",
+            Self::DropTemplatedAggregated => "templated_aggregated",
+            Self::PassTemplatedToUser => "templated_to_user",
+            Self::PassTemplatedInvalid => "templated_invalid",
         }
     }
 }

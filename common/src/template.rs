@@ -12,8 +12,19 @@ pub const TEMPLATES_MAP: &str = "TEMPLATES";
 /// Compiled templates the kernel holds at most; beyond it exports of further
 /// templates take the socket path.
 pub const MAX_COMPILED_TEMPLATES: u32 = 8192;
-/// Longest data record the kernel parses.
+/// Longest data record the kernel parses (a power of two: the kernel masks
+/// with `MAX_RECORD_LEN - 1`).
 pub const MAX_RECORD_LEN: usize = 512;
+/// Longest v9/IPFIX export the kernel parses (a power of two, as above);
+/// longer ones take the socket path.
+pub const MAX_EXPORT_LEN: usize = 8192;
+/// Most sets per export the kernel parses.
+pub const MAX_SETS: usize = 16;
+/// Most data records per export the kernel parses.
+pub const MAX_EXPORT_RECORDS: u32 = 1024;
+/// Shortest data record the kernel parses: shorter templates take the
+/// socket path (bounding records per export).
+pub const MIN_RECORD_LEN: u16 = 8;
 
 /// Information element ids (RFC 3954 field types, which IPFIX shares for ids
 /// below 128, and the IANA IPFIX registry above).
@@ -139,9 +150,10 @@ pub struct ExportTime {
 const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
 
 impl CompiledTemplate {
-    /// Reads record `rec` (at least `record_len` bytes) into `out`. A field
-    /// the template lacks reads as zero; a record without a time is timed
-    /// at export.
+    /// Reads a record into `out`. `rec` starts at the record and its length
+    /// is a power of two at least `record_len`: offsets are masked with it,
+    /// which is what lets the verifier bound every read. A field the template
+    /// lacks reads as zero; a record without a time is timed at export.
     #[inline(always)]
     pub fn record_into(&self, rec: &[u8], time: &ExportTime, flags: u32, out: &mut FlowRecord) {
         out.src = read_ip(rec, &self.src);
@@ -150,7 +162,7 @@ impl CompiledTemplate {
         out.dst_port = read_uint(rec, &self.dst_port) as u16;
         out.protocol = read_uint(rec, &self.protocol) as u8;
         let interval = if flags & FLAG_SCALE_SAMPLING != 0 {
-            self.sampling as u64
+            self.sampling
         } else {
             1
         };
@@ -192,17 +204,21 @@ impl CompiledTemplate {
 }
 
 /// An unsigned big-endian integer of `slot.size` (1 to 8) bytes; 0 if absent
-/// or out of `rec`.
+/// or out of `rec` (whose length is a power of two, see `record_into`).
 #[inline(always)]
 pub fn read_uint(rec: &[u8], slot: &Slot) -> u64 {
-    let mut value = 0u64;
+    let mask = rec.len().wrapping_sub(1);
     let start = slot.offset as usize;
+    if start + slot.size as usize > rec.len() {
+        return 0;
+    }
+    let mut value = 0u64;
     let mut i = 0;
     while i < 8 {
         if i >= slot.size as usize {
             break;
         }
-        match rec.get(start + i) {
+        match rec.get((start + i) & mask) {
             Some(&b) => value = value << 8 | b as u64,
             None => return 0,
         }
@@ -214,7 +230,7 @@ pub fn read_uint(rec: &[u8], slot: &Slot) -> u64 {
 /// A 4-byte address IPv4-mapped, a 16-byte one as is; zeros otherwise.
 #[inline(always)]
 pub fn read_ip(rec: &[u8], slot: &Slot) -> Ip {
-    let start = slot.offset as usize;
+    let start = slot.offset as usize & rec.len().wrapping_sub(1);
     match slot.size {
         4 => match rec.get(start..start + 4) {
             Some(b) => ip_from_v4([b[0], b[1], b[2], b[3]]),
@@ -253,11 +269,11 @@ mod tests {
 
     #[test]
     fn uints_of_every_size_read_big_endian() {
-        let rec = [1, 2, 3, 4, 5, 6, 7, 8, 9];
+        let rec = [1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 0, 0, 0, 0, 0, 0];
         assert_eq!(read_uint(&rec, &slot(0, 1)), 1);
         assert_eq!(read_uint(&rec, &slot(1, 3)), 0x02_03_04);
         assert_eq!(read_uint(&rec, &slot(1, 8)), 0x0203_0405_0607_0809);
-        assert_eq!(read_uint(&rec, &slot(2, 8)), 0, "past the record");
+        assert_eq!(read_uint(&rec, &slot(12, 8)), 0, "past the record");
         assert_eq!(read_uint(&rec, &slot(0, 0)), 0, "absent");
     }
 
@@ -279,6 +295,11 @@ mod tests {
             version: 9,
         };
         let up = |v: u32| v.to_be_bytes();
+        let up = |v: u32| {
+            let mut rec = [0; 8];
+            rec[..4].copy_from_slice(&up(v));
+            rec
+        };
         let s = Slot {
             offset: 0,
             size: 4,

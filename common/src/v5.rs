@@ -119,8 +119,8 @@ impl Header {
 
     /// The sampling interval (1 in N); 0 and 1 both mean unsampled.
     #[inline(always)]
-    pub fn sampling_interval(&self) -> u64 {
-        (self.sampling & 0x3fff) as u64
+    pub fn sampling_interval(&self) -> u32 {
+        (self.sampling & 0x3fff) as u32
     }
 
     /// Unix ms of a moment given in exporter uptime ms. The difference to
