@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use flowtally_common::{
-    agg::{AggKey, AggValue, Ip, Profile, directions},
+    agg::{AggKey, AggValue, FlowRecord, Ip, Profile, directions},
     v5::Invalid,
 };
 
@@ -49,15 +49,26 @@ impl Aggregator {
             let record = export.header.record(&raw, self.flags);
             added.records += 1;
             added.bytes += record.bytes;
-            let value = record.value();
-            let inside = |ip| self.subscribers.contains(ip);
-            let [first, second] = directions(inside(&record.src), inside(&record.dst));
-            for dir in [first, second].into_iter().flatten() {
-                let key = self.profile.key(&record, dir, exporter);
-                merge(&mut self.table, key, &value);
-            }
+            self.add(exporter, &record);
         }
         Ok(added)
+    }
+
+    /// The flags records are decoded with (sampling, record time).
+    pub fn flags(&self) -> u32 {
+        self.flags
+    }
+
+    /// Aggregates one decoded record from `exporter` in every direction it
+    /// belongs to.
+    pub fn add(&mut self, exporter: &Ip, record: &FlowRecord) {
+        let value = record.value();
+        let inside = |ip| self.subscribers.contains(ip);
+        let [first, second] = directions(inside(&record.src), inside(&record.dst));
+        for dir in [first, second].into_iter().flatten() {
+            let key = self.profile.key(record, dir, exporter);
+            merge(&mut self.table, key, &value);
+        }
     }
 
     /// Everything aggregated since the last call.

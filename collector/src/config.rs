@@ -65,7 +65,46 @@ pub struct Config {
     pub exporters: Vec<IpAddr>,
     pub aggregation: AggregationConfig,
     pub maps: MapsConfig,
+    pub templates: TemplatesConfig,
     pub radius: RadiusConfig,
+}
+
+/// NetFlow v9 / IPFIX template handling.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TemplatesConfig {
+    /// Where learned templates persist across restarts; default: the
+    /// database path with `.templates` appended.
+    pub file: Option<PathBuf>,
+    /// A template not refreshed for this long expires.
+    pub timeout: Span,
+    pub max_per_exporter: usize,
+    pub max_fields: usize,
+    /// Longest fixed record length a template may declare.
+    pub max_record_bytes: usize,
+}
+
+impl Default for TemplatesConfig {
+    fn default() -> Self {
+        Self {
+            file: None,
+            timeout: Span(Duration::from_secs(30 * 60)),
+            max_per_exporter: 1024,
+            max_fields: 128,
+            max_record_bytes: 1024,
+        }
+    }
+}
+
+impl Config {
+    /// Where templates persist.
+    pub fn templates_file(&self) -> PathBuf {
+        self.templates.file.clone().unwrap_or_else(|| {
+            let mut path = self.db.clone().into_os_string();
+            path.push(".templates");
+            PathBuf::from(path)
+        })
+    }
 }
 
 /// How flow records fold into aggregates (identical in XDP and sockets).
@@ -236,6 +275,7 @@ impl Default for Config {
             exporters: Vec::new(),
             aggregation: AggregationConfig::default(),
             maps: MapsConfig::default(),
+            templates: TemplatesConfig::default(),
             radius: RadiusConfig::default(),
         }
     }
@@ -378,6 +418,15 @@ impl Config {
                 "--exporter",
                 &format!("at most {} exporters", flowtally_common::MAX_EXPORTERS),
             );
+        }
+        for (key, value) in [
+            ("templates.max_per_exporter", self.templates.max_per_exporter),
+            ("templates.max_fields", self.templates.max_fields),
+            ("templates.max_record_bytes", self.templates.max_record_bytes),
+        ] {
+            if value == 0 {
+                return invalid(key, "-", "must be at least 1");
+            }
         }
         if self.db.as_os_str().is_empty() {
             return invalid("db", "--db", "must not be empty");

@@ -11,13 +11,16 @@ use std::{collections::BTreeSet, fmt, io, net::IpAddr, os::fd::AsFd as _};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, LpmTrie, Map, lpm_trie::Key},
+    maps::{HashMap, LpmTrie, Map, MapData, lpm_trie::Key},
     programs::{ProgramError, TestRun as _, TestRunOptions, Xdp, XdpMode, links::FdLink},
 };
 use flowtally_common::{
     ACTIVE_MAP, AGGREGATE_MAPS, COLLECTOR_PORTS_MAP, EXPORTERS_MAP, GLOBAL_BUCKET_MS, GLOBAL_FLAGS,
     GLOBAL_KEEP_FIELDS, OVERFLOW_RING, RECORD_STATS_MAP, STATS_MAP, SUBSCRIBER_NETS_MAP,
     agg::{FLAG_EXPORTER_ALLOWLIST, Ip, Profile},
+    template::{
+        CompiledTemplate, MAX_RECORD_LEN, MIN_RECORD_LEN, TEMPLATES_MAP, TemplateKey,
+    },
 };
 use ipnet::IpNet;
 use tokio::io::{Interest, unix::AsyncFd};
@@ -220,6 +223,18 @@ impl DataPlane {
         Drainer::new(maps, active, barrier, overflow).map_err(XdpError::Drain)
     }
 
+    /// Takes the compiled-template map, for installing what the socket path
+    /// learns.
+    pub fn take_templates(&mut self) -> Result<KernelTemplates, XdpError> {
+        let map = self.take(TEMPLATES_MAP)?;
+        Ok(KernelTemplates {
+            map: map.try_into().map_err(|error| XdpError::Map {
+                map: TEMPLATES_MAP,
+                error,
+            })?,
+        })
+    }
+
     /// The reader of the kernel's aya-log records, if the object logs.
     pub fn take_logger(&mut self) -> Option<aya_log::EbpfLogger<&'static dyn log::Log>> {
         aya_log::EbpfLogger::init(&mut self.ebpf)
@@ -229,6 +244,36 @@ impl DataPlane {
 
     fn take(&mut self, name: &'static str) -> Result<Map, XdpError> {
         self.ebpf.take_map(name).ok_or(XdpError::Missing(name))
+    }
+}
+
+/// The kernel's compiled templates.
+pub struct KernelTemplates {
+    map: HashMap<MapData, TemplateKey, CompiledTemplate>,
+}
+
+impl KernelTemplates {
+    /// Makes the kernel parse exports with `key` through `template`, or
+    /// leave them to the socket path if the kernel cannot (record length
+    /// outside its bounds).
+    pub fn install(
+        &mut self,
+        key: &TemplateKey,
+        template: &CompiledTemplate,
+    ) -> Result<(), aya::maps::MapError> {
+        let len = usize::from(template.record_len);
+        if len < usize::from(MIN_RECORD_LEN) || len > MAX_RECORD_LEN {
+            return self.remove(key);
+        }
+        self.map.insert(key, template, 0)
+    }
+
+    /// Leaves exports with `key` to the socket path.
+    pub fn remove(&mut self, key: &TemplateKey) -> Result<(), aya::maps::MapError> {
+        match self.map.remove(key) {
+            Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            other => other,
+        }
     }
 }
 
