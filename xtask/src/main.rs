@@ -39,6 +39,12 @@ enum Task {
         #[arg(last = true)]
         args: Vec<OsString>,
     },
+    /// Run the data path benchmarks (needs root); BENCHMARKS.md explains them
+    Bench {
+        /// Arguments for the benchmark binary
+        #[arg(last = true)]
+        args: Vec<OsString>,
+    },
     /// Check formatting and clippy, then run all tests (privileged ones as root)
     Test {
         /// Arguments for `cargo test`
@@ -77,6 +83,12 @@ fn try_main() -> Result<()> {
             run_collector(&ws, release, &args)
         }
         Task::Test { args } => test::run(&ws, &args),
+        Task::Bench { args } => cmd::run(
+            ws.cargo()
+                .args(["bench", "-p", "flowtally", "--bench", "datapath", "--"])
+                .args(&args),
+        )
+        .context("the benchmarks failed; see the output above"),
     }
 }
 

@@ -179,6 +179,17 @@ impl DataPlane {
     /// as if it had arrived on an interface; returns the XDP action. Used by
     /// the fixture tests and benchmarks.
     pub fn run_frame(&self, frame: &[u8]) -> Result<u32, ProgramError> {
+        self.time_frame(frame, 1).map(|(verdict, _)| verdict)
+    }
+
+    /// Runs the program `repeat` times on `frame` in the kernel and returns
+    /// its verdict and the kernel's mean time per run (BPF_PROG_TEST_RUN);
+    /// for benchmarks.
+    pub fn time_frame(
+        &self,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<(u32, std::time::Duration), ProgramError> {
         let program: &Xdp = self
             .ebpf
             .program(PROGRAM)
@@ -186,9 +197,10 @@ impl DataPlane {
             .try_into()?;
         let result = program.test_run(TestRunOptions {
             data_in: Some(frame),
+            repeat,
             ..TestRunOptions::default()
         })?;
-        Ok(result.return_value)
+        Ok((result.return_value, result.duration))
     }
 
     /// Takes the per-CPU counter maps, for `/metrics`.

@@ -1,0 +1,136 @@
+//! Data path micro-benchmarks (`cargo xtask bench`): the XDP program's cost
+//! per export in the kernel (BPF_PROG_TEST_RUN, the kernel's own clock) and
+//! the socket path's decode + aggregate rate, measured side by side in one
+//! run. Prints a Markdown table; BENCHMARKS.md explains the method.
+
+use std::{
+    hint::black_box,
+    time::{Duration, Instant},
+};
+
+use flowtally::{
+    aggregate::Aggregator,
+    ip::to_ip,
+    netflow::v5::{Record, encode},
+    subscribers::SubscriberNets,
+    xdp::{DataPlane, KernelConfig},
+};
+use flowtally_common::{
+    DEFAULT_AGGREGATE_ENTRIES, DEFAULT_OVERFLOW_RING_BYTES,
+    agg::{FLAG_SCALE_SAMPLING, KEEP_ALL, Profile},
+    v5::Header,
+};
+
+const XDP_DROP: u32 = 1;
+const EXPORTER: [u8; 4] = [198, 18, 0, 1];
+const SUBSCRIBERS: &str = "198.18.100.0/24";
+/// Kernel runs per measurement, and measurements (the median is reported).
+const REPEAT: u32 = 20_000;
+const ROUNDS: usize = 5;
+
+fn main() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("datapath bench: the XDP figures need root (BPF_PROG_TEST_RUN)");
+        std::process::exit(1);
+    }
+    let config = KernelConfig {
+        collector_ports: [2055].into(),
+        subscriber_networks: vec![SUBSCRIBERS.parse().unwrap()],
+        exporters: Vec::new(),
+        profile: Profile {
+            keep: KEEP_ALL,
+            bucket_ms: 60_000,
+        },
+        flags: FLAG_SCALE_SAMPLING,
+        aggregate_entries: DEFAULT_AGGREGATE_ENTRIES,
+        overflow_ring_bytes: DEFAULT_OVERFLOW_RING_BYTES,
+    };
+    let plane = DataPlane::start(&[], &config).expect("the XDP program loads");
+    println!("| measurement | records/export | per export | per record | records/s |");
+    println!("|---|---:|---:|---:|---:|");
+    for records in [1, 30] {
+        let export = v5_export(records);
+        let frame = udp_frame(&export);
+        let per_export = median(|| {
+            let (verdict, mean) = plane.time_frame(&frame, REPEAT).unwrap();
+            assert_eq!(verdict, XDP_DROP, "aggregated in the kernel");
+            mean
+        });
+        row("XDP, NetFlow v5", records, per_export);
+
+        let mut aggregator = Aggregator::new(
+            config.profile,
+            config.flags,
+            SubscriberNets::new(&config.subscriber_networks),
+        );
+        let exporter = to_ip(EXPORTER.into());
+        let per_export = median(|| {
+            let started = Instant::now();
+            for _ in 0..REPEAT {
+                black_box(aggregator.add_v5(&exporter, black_box(&export)).unwrap());
+            }
+            started.elapsed() / REPEAT
+        });
+        row("socket path, NetFlow v5", records, per_export);
+    }
+}
+
+fn row(what: &str, records: usize, per_export: Duration) {
+    let per_record = per_export / records as u32;
+    let rate = 1e9 / per_record.as_nanos().max(1) as f64;
+    println!(
+        "| {what} | {records} | {} ns | {} ns | {:.2} M |",
+        per_export.as_nanos(),
+        per_record.as_nanos(),
+        rate / 1e6
+    );
+}
+
+fn median(mut measure: impl FnMut() -> Duration) -> Duration {
+    let mut samples: Vec<Duration> = (0..ROUNDS).map(|_| measure()).collect();
+    samples.sort();
+    samples[ROUNDS / 2]
+}
+
+/// An export whose records belong to distinct subscribers and peers, so
+/// that each updates its own aggregate.
+fn v5_export(records: usize) -> Vec<u8> {
+    let header = Header {
+        version: 5,
+        sys_uptime: 100_000,
+        unix_secs: 1_700_000_000,
+        ..Header::default()
+    };
+    let records: Vec<Record> = (0..records)
+        .map(|i| Record {
+            src: [198, 18, 100, i as u8],
+            dst: [198, 19, 0, i as u8],
+            packets: 10,
+            octets: 15_000,
+            first: 90_000,
+            last: 99_000,
+            src_port: 40_000 + i as u16,
+            dst_port: 443,
+            protocol: 6,
+            ..Record::default()
+        })
+        .collect();
+    encode(&header, &records)
+}
+
+/// `payload` in UDP to port 2055 from `EXPORTER`, in IPv4 in Ethernet.
+fn udp_frame(payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x08, 0x00];
+    let total = (20 + 8 + payload.len()) as u16;
+    frame.extend_from_slice(&[0x45, 0]);
+    frame.extend_from_slice(&total.to_be_bytes());
+    frame.extend_from_slice(&[0, 1, 0, 0, 64, 17, 0, 0]);
+    frame.extend_from_slice(&EXPORTER);
+    frame.extend_from_slice(&[198, 18, 0, 2]);
+    frame.extend_from_slice(&[0x30, 0x39, 0x08, 0x07]);
+    frame.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    frame.extend_from_slice(&[0, 0]);
+    frame.extend_from_slice(payload);
+    frame
+}
