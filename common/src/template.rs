@@ -196,7 +196,7 @@ impl CompiledTemplate {
             k if k == TimeKind::Millis as u8 => value,
             k if k == TimeKind::Ntp as u8 => {
                 let secs = (value >> 32).saturating_sub(NTP_UNIX_OFFSET);
-                secs * 1000 + ((value & 0xffff_ffff) * 1000 >> 32)
+                secs * 1000 + (((value & 0xffff_ffff) * 1000) >> 32)
             }
             _ => export_ms,
         }
