@@ -420,9 +420,15 @@ impl Config {
             );
         }
         for (key, value) in [
-            ("templates.max_per_exporter", self.templates.max_per_exporter),
+            (
+                "templates.max_per_exporter",
+                self.templates.max_per_exporter,
+            ),
             ("templates.max_fields", self.templates.max_fields),
-            ("templates.max_record_bytes", self.templates.max_record_bytes),
+            (
+                "templates.max_record_bytes",
+                self.templates.max_record_bytes,
+            ),
         ] {
             if value == 0 {
                 return invalid(key, "-", "must be at least 1");

@@ -18,9 +18,7 @@ use flowtally_common::{
     ACTIVE_MAP, AGGREGATE_MAPS, COLLECTOR_PORTS_MAP, EXPORTERS_MAP, GLOBAL_BUCKET_MS, GLOBAL_FLAGS,
     GLOBAL_KEEP_FIELDS, OVERFLOW_RING, RECORD_STATS_MAP, STATS_MAP, SUBSCRIBER_NETS_MAP,
     agg::{FLAG_EXPORTER_ALLOWLIST, Ip, Profile},
-    template::{
-        CompiledTemplate, MAX_RECORD_LEN, MIN_RECORD_LEN, TEMPLATES_MAP, TemplateKey,
-    },
+    template::{CompiledTemplate, MAX_RECORD_LEN, MIN_RECORD_LEN, TEMPLATES_MAP, TemplateKey},
 };
 use ipnet::IpNet;
 use tokio::io::{Interest, unix::AsyncFd};
