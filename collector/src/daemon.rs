@@ -7,7 +7,7 @@ use std::{net::SocketAddr, sync::Arc};
 use anyhow::Context as _;
 use tokio::{
     net::TcpListener,
-    signal::unix::{SignalKind, signal},
+    signal::unix::{Signal, SignalKind, signal},
     task::{JoinSet, block_in_place},
     time::{MissedTickBehavior, interval},
 };
@@ -99,6 +99,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         receivers.spawn(flow_socket::receive(socket, Arc::clone(&socket_path)));
     }
 
+    // Handlers go in before `ready`: a signal right after it must not find
+    // the default action (terminate without flushing).
+    let signal = wait_for_signal(
+        signal(SignalKind::interrupt())?,
+        signal(SignalKind::terminate())?,
+    );
+
     // What we listen on, for people and for scripts (one item per line).
     for addr in &netflow_addrs {
         println!("listen netflow udp {addr}");
@@ -114,11 +121,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let mut ticks = interval(config.flush_interval.0);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     ticks.tick().await;
-    let signal = wait_for_signal();
     tokio::pin!(signal);
     let signal = loop {
         tokio::select! {
-            signal = &mut signal => break signal?,
+            signal = &mut signal => break signal,
             _ = ticks.tick() => {
                 if let Err(err) = block_in_place(|| flusher.flush()) {
                     tracing::error!("flush: {err:#}");
@@ -161,11 +167,9 @@ fn start_data_plane(config: &Config, kernel: &KernelConfig) -> anyhow::Result<Op
 }
 
 /// Resolves on SIGINT or SIGTERM, naming the signal.
-async fn wait_for_signal() -> anyhow::Result<&'static str> {
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut terminate = signal(SignalKind::terminate())?;
-    Ok(tokio::select! {
+async fn wait_for_signal(mut interrupt: Signal, mut terminate: Signal) -> &'static str {
+    tokio::select! {
         _ = interrupt.recv() => "SIGINT",
         _ = terminate.recv() => "SIGTERM",
-    })
+    }
 }
