@@ -1,3 +1,17 @@
 //! Flow export codecs (sans-IO): bytes in, records or a precise error out.
 
+pub mod encode;
+mod layout;
+mod options;
+mod persist;
+pub mod sets;
+pub mod template;
 pub mod v5;
+
+#[cfg(test)]
+mod oracle_tests;
+
+pub use template::{
+    DecodeError, Expired, Limits, PendingCounts, Rejected, Rejection, Report, RestoreError,
+    TemplateCache, TemplateChange, TemplateCounts,
+};
