@@ -179,7 +179,9 @@ fn auto_mode_without_privileges_falls_back_to_sockets_with_one_warning() {
     );
     assert!(flowtally.ready.xdp.is_empty());
     // stderr is read by another thread: wait for the line, then count.
-    eventually("the warning on stderr", || flowtally.stderr().contains("WARN"));
+    eventually("the warning on stderr", || {
+        flowtally.stderr().contains("WARN")
+    });
     let stderr = flowtally.stderr();
     let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("WARN")).collect();
     assert_eq!(warnings.len(), 1, "{stderr}");
