@@ -18,8 +18,10 @@ use crate::{
     flow_socket::{self, SocketPath},
     flush::Flusher,
     metrics::{self, Metrics},
+    netflow::Limits,
     sink,
     subscribers::SubscriberNets,
+    templates_file,
     xdp::{self, DataPlane, KernelConfig},
 };
 
@@ -55,7 +57,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let mut data_plane = start_data_plane(&config, &kernel_config)?;
     let mut tasks = JoinSet::new();
-    let (kernel_stats, drainer) = match data_plane.as_mut() {
+    let (kernel_stats, drainer, kernel_templates) = match data_plane.as_mut() {
         Some(plane) => {
             for attachment in plane.attachments() {
                 metrics
@@ -72,9 +74,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             if let Some(logger) = plane.take_logger() {
                 tasks.spawn(xdp::forward_kernel_logs(logger));
             }
-            (Some(plane.take_stats()?), Some(plane.take_drainer()?))
+            (
+                Some(plane.take_stats()?),
+                Some(plane.take_drainer()?),
+                Some(plane.take_templates()?),
+            )
         }
-        None => (None, None),
+        None => (None, None, None),
     };
     let registry = Arc::new(metrics.registry(kernel_stats));
 
@@ -89,8 +95,19 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         flags,
         SubscriberNets::new(&config.subscriber_networks),
     );
+    let templates_file = config.templates_file();
+    let limits = Limits {
+        max_templates_per_exporter: config.templates.max_per_exporter,
+        max_fields_per_template: config.templates.max_fields,
+        max_template_bytes: config.templates.max_record_bytes,
+        template_timeout_ms: config.templates.timeout.0.as_millis() as u64,
+        ..Limits::default()
+    };
+    let cache = templates_file::restore(&templates_file, limits, templates_file::unix_ms())?;
     let socket_path = Arc::new(SocketPath::new(
         aggregator,
+        cache,
+        kernel_templates,
         &config.exporters,
         metrics.clone(),
     ));
@@ -117,7 +134,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     println!("sink sqlite {}", config.db.display());
     println!("ready");
 
-    let mut flusher = Flusher::new(drainer, socket_path, db, metrics, profile);
+    let mut flusher = Flusher::new(drainer, templates_file, socket_path, db, metrics, profile);
     let mut ticks = interval(config.flush_interval.0);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     ticks.tick().await;

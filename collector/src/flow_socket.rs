@@ -9,10 +9,20 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use flowtally_common::{agg::Ip, v5};
+use flowtally_common::{
+    agg::{FlowRecord, Ip},
+    v5,
+};
 use tokio::net::UdpSocket;
 
-use crate::{aggregate::Aggregator, ip::to_ip, metrics::Metrics};
+use crate::{
+    aggregate::Aggregator,
+    ip::to_ip,
+    metrics::Metrics,
+    netflow::{TemplateCache, TemplateChange},
+    templates_file::unix_ms,
+    xdp::KernelTemplates,
+};
 
 /// Largest UDP payload; exports are never larger.
 const MAX_DATAGRAM: usize = 65_535;
@@ -30,22 +40,61 @@ pub async fn bind(addrs: &[SocketAddr]) -> io::Result<Vec<UdpSocket>> {
 }
 
 /// Decoding state shared by all sockets.
-#[derive(Debug)]
 pub struct SocketPath {
     pub aggregator: Mutex<Aggregator>,
+    templates: Mutex<Templates>,
     /// Allowed exporters; `None` allows any.
     exporters: Option<HashSet<Ip>>,
     metrics: Metrics,
 }
 
+/// The v9/IPFIX template cache, and the kernel map it keeps in step.
+struct Templates {
+    cache: TemplateCache,
+    kernel: Option<KernelTemplates>,
+    /// Reused between datagrams.
+    records: Vec<FlowRecord>,
+}
+
 impl SocketPath {
-    pub fn new(aggregator: Aggregator, exporters: &[IpAddr], metrics: Metrics) -> Self {
+    /// `cache` may come restored from disk: its compiled templates go into
+    /// the kernel at once.
+    pub fn new(
+        aggregator: Aggregator,
+        cache: TemplateCache,
+        kernel: Option<KernelTemplates>,
+        exporters: &[IpAddr],
+        metrics: Metrics,
+    ) -> Self {
+        let mut templates = Templates {
+            cache,
+            kernel,
+            records: Vec::new(),
+        };
+        let all = templates
+            .cache
+            .compiled()
+            .map(|(key, template)| TemplateChange::Install(key, template))
+            .collect();
+        templates.apply(all, &metrics);
         Self {
             aggregator: Mutex::new(aggregator),
+            templates: Mutex::new(templates),
             exporters: (!exporters.is_empty())
                 .then(|| exporters.iter().copied().map(to_ip).collect()),
             metrics,
         }
+    }
+
+    /// Expires templates and pending data at `now_ms` and returns the cache
+    /// in its saved form, for persisting.
+    pub fn maintain(&self, now_ms: u64) -> Vec<u8> {
+        let mut templates = self.templates.lock().expect("templates lock poisoned");
+        let expired = templates.cache.expire(now_ms);
+        self.metrics.templates.expired(&expired);
+        let changes = templates.cache.take_changes();
+        templates.apply(changes, &self.metrics);
+        templates.cache.save()
     }
 
     /// Decodes and aggregates one datagram, counting it either way.
@@ -57,20 +106,20 @@ impl SocketPath {
         {
             return self.reject("unknown_exporter");
         }
-        let version = datagram.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]));
-        if version != Some(v5::VERSION) {
-            // NetFlow v9 and IPFIX are not decoded yet.
-            return self.reject(if version.is_none() {
-                v5::Invalid::Truncated.as_str()
-            } else {
-                "unsupported_version"
-            });
+        match datagram.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]])) {
+            Some(v5::VERSION) => self.handle_v5(&exporter, datagram),
+            Some(9 | 10) => self.handle_templated(&exporter, datagram),
+            Some(_) => self.reject("unsupported_version"),
+            None => self.reject("truncated"),
         }
+    }
+
+    fn handle_v5(&self, exporter: &Ip, datagram: &[u8]) {
         let added = self
             .aggregator
             .lock()
             .expect("aggregator lock poisoned")
-            .add_v5(&exporter, datagram);
+            .add_v5(exporter, datagram);
         match added {
             Ok(added) => {
                 self.metrics.socket.records.inc_by(added.records);
@@ -80,11 +129,68 @@ impl SocketPath {
         }
     }
 
+    fn handle_templated(&self, exporter: &Ip, datagram: &[u8]) {
+        let mut guard = self.templates.lock().expect("templates lock poisoned");
+        let templates = &mut *guard;
+        templates.records.clear();
+        let mut aggregator = self.aggregator.lock().expect("aggregator lock poisoned");
+        let decoded = templates.cache.decode(
+            exporter,
+            datagram,
+            unix_ms(),
+            aggregator.flags(),
+            &mut templates.records,
+        );
+        match decoded {
+            Ok(report) => {
+                for record in &templates.records {
+                    aggregator.add(exporter, record);
+                }
+                drop(aggregator);
+                self.metrics.socket.records.inc_by(report.records);
+                self.metrics.socket.record_bytes.inc_by(report.bytes);
+                self.metrics.templates.observe(&report);
+                let changes = templates.cache.take_changes();
+                templates.apply(changes, &self.metrics);
+            }
+            Err(err) => self.reject(err.as_str()),
+        }
+    }
+
     fn reject(&self, reason: &'static str) {
         self.metrics
             .rejected_packets
             .get_or_create(&[("reason", reason)])
             .inc();
+    }
+}
+
+impl Templates {
+    /// Applies template changes to the kernel map, if there is one. A failed
+    /// update only means the kernel passes those exports up: logged, never
+    /// fatal.
+    fn apply(&mut self, changes: Vec<TemplateChange>, metrics: &Metrics) {
+        if let Some(kernel) = &mut self.kernel {
+            for change in changes {
+                let result = match &change {
+                    TemplateChange::Install(key, template) => kernel.install(key, template),
+                    TemplateChange::Remove(key) => kernel.remove(key),
+                };
+                if let Err(err) = result {
+                    tracing::warn!("kernel template map: {change:?}: {err}");
+                }
+            }
+        }
+        metrics
+            .templates
+            .compiled
+            .set(self.cache.compiled().count() as i64);
+    }
+}
+
+impl std::fmt::Debug for SocketPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SocketPath").finish_non_exhaustive()
     }
 }
 
@@ -106,7 +212,10 @@ mod tests {
 
     use super::*;
     use crate::{
-        netflow::v5::{Record, encode},
+        netflow::{
+            DecodeError,
+            v5::{Record, encode},
+        },
         subscribers::SubscriberNets,
     };
 
@@ -120,10 +229,9 @@ mod tests {
             0,
             SubscriberNets::new(&[]),
         );
-        (
-            SocketPath::new(aggregator, exporters, metrics.clone()),
-            metrics,
-        )
+        let cache = TemplateCache::new(crate::netflow::Limits::default());
+        let path = SocketPath::new(aggregator, cache, None, exporters, metrics.clone());
+        (path, metrics)
     }
 
     fn rejected(metrics: &Metrics, reason: &'static str) -> u64 {
@@ -146,12 +254,18 @@ mod tests {
         path.handle("198.18.0.9".parse().unwrap(), &export);
         path.handle(allowed, &export[..30]);
         path.handle(allowed, &[0, 10, 0, 0]);
+        path.handle(allowed, &[0, 7, 0, 0]);
         path.handle(allowed, &[5]);
-        assert_eq!(metrics.socket.packets.get(), 5);
+        assert_eq!(metrics.socket.packets.get(), 6);
         assert_eq!(metrics.socket.records.get(), 3);
         assert_eq!(rejected(&metrics, "unknown_exporter"), 1);
         assert_eq!(rejected(&metrics, "v5_length_mismatch"), 1);
         assert_eq!(rejected(&metrics, "unsupported_version"), 1);
-        assert_eq!(rejected(&metrics, "v5_truncated"), 1);
+        assert_eq!(rejected(&metrics, "truncated"), 1);
+        assert_eq!(
+            rejected(&metrics, DecodeError::Truncated.as_str()),
+            1,
+            "IPFIX"
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! One flush: swap and drain the kernel maps, take the socket path's
 //! aggregates, and write them all as `usage` rows in one transaction.
 
-use std::{sync::Arc, time::Instant};
+use std::{path::PathBuf, sync::Arc, time::Instant};
 
 use flowtally_common::agg::Profile;
 use rusqlite::Connection;
@@ -11,12 +11,15 @@ use crate::{
     flow_socket::SocketPath,
     metrics::Metrics,
     sink::sqlite,
+    templates_file,
     usage::UsageRow,
     xdp::Drainer,
 };
 
 pub struct Flusher {
     pub drainer: Option<Drainer>,
+    /// Where the template cache is saved after each flush.
+    pub templates_file: PathBuf,
     pub socket: Arc<SocketPath>,
     pub db: Connection,
     pub metrics: Metrics,
@@ -35,6 +38,7 @@ pub struct Flushed {
 impl Flusher {
     pub fn new(
         drainer: Option<Drainer>,
+        templates_file: PathBuf,
         socket: Arc<SocketPath>,
         db: Connection,
         metrics: Metrics,
@@ -42,6 +46,7 @@ impl Flusher {
     ) -> Self {
         Self {
             drainer,
+            templates_file,
             socket,
             db,
             metrics,
@@ -92,6 +97,13 @@ impl Flusher {
                 .inc_by(row.bytes);
         }
         self.metrics.usage_rows.inc_by(rows.len() as u64);
+        let saved = self.socket.maintain(templates_file::unix_ms());
+        if let Err(err) = templates_file::save(&self.templates_file, &saved) {
+            tracing::warn!(
+                "saving templates to {}: {err}",
+                self.templates_file.display()
+            );
+        }
         self.metrics
             .drain_duration
             .observe(started.elapsed().as_secs_f64());

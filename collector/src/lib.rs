@@ -12,5 +12,6 @@ pub mod metrics;
 pub mod netflow;
 pub mod sink;
 pub mod subscribers;
+pub mod templates_file;
 pub mod usage;
 pub mod xdp;

@@ -1,6 +1,9 @@
 //! Prometheus metrics, all prefixed `flowtally_`.
 
 pub mod http;
+mod templates;
+
+pub use templates::TemplateMetrics;
 
 use std::sync::Arc;
 
@@ -40,6 +43,7 @@ pub struct Metrics {
     pub usage_rows: Counter,
     /// Bytes written to usage rows, by direction.
     pub usage_bytes: Family<[(&'static str, &'static str); 1], Counter>,
+    pub templates: TemplateMetrics,
 }
 
 /// Packets, records and record bytes of one data path.
@@ -63,6 +67,7 @@ impl Default for Metrics {
             drain_duration: Histogram::new(exponential_buckets(0.0001, 4.0, 9)),
             usage_rows: Counter::default(),
             usage_bytes: Family::default(),
+            templates: TemplateMetrics::default(),
         }
     }
 }
@@ -114,6 +119,7 @@ impl Metrics {
             Unit::Bytes,
             self.usage_bytes.clone(),
         );
+        self.templates.register(&mut r);
         r.register_collector(Box::new(FlowStats {
             socket: self.socket.clone(),
             kernel: kernel.map(Arc::new),
