@@ -10,7 +10,7 @@ pub const SUBSCRIBERS: &str = "198.18.100.0/24";
 pub const EXPORTERS: [[u8; 4]; 2] = [[198, 18, 0, 1], [198, 18, 0, 5]];
 
 /// A deterministic xorshift generator: varied but reproducible exports.
-pub struct Rng(u64);
+pub struct Rng(pub u64);
 
 impl Rng {
     pub fn next(&mut self) -> u64 {
