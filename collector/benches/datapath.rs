@@ -11,7 +11,12 @@ use std::{
 use flowtally::{
     aggregate::Aggregator,
     ip::to_ip,
-    netflow::v5::{Record, encode},
+    netflow::{
+        Limits, TemplateCache, TemplateChange,
+        encode::{Set, Template, export},
+        sets::{FieldSpec, Header as SetsHeader, IPFIX},
+        v5::{Record, encode},
+    },
     subscribers::SubscriberNets,
     xdp::{DataPlane, KernelConfig},
 };
@@ -24,6 +29,9 @@ use flowtally_common::{
 const XDP_DROP: u32 = 1;
 const EXPORTER: [u8; 4] = [198, 18, 0, 1];
 const SUBSCRIBERS: &str = "198.18.100.0/24";
+const SUBSCRIBERS_V6: &str = "2001:db8:100::/48";
+const IPFIX_TEMPLATE: u16 = 256;
+const UNIX_SECS: u32 = 1_700_000_000;
 /// Kernel runs per measurement, and measurements (the median is reported).
 const REPEAT: u32 = 20_000;
 const ROUNDS: usize = 5;
@@ -36,7 +44,10 @@ fn main() {
     }
     let config = KernelConfig {
         collector_ports: [2055].into(),
-        subscriber_networks: vec![SUBSCRIBERS.parse().unwrap()],
+        subscriber_networks: vec![
+            SUBSCRIBERS.parse().unwrap(),
+            SUBSCRIBERS_V6.parse().unwrap(),
+        ],
         exporters: Vec::new(),
         profile: Profile {
             keep: KEEP_ALL,
@@ -46,7 +57,8 @@ fn main() {
         aggregate_entries: DEFAULT_AGGREGATE_ENTRIES,
         overflow_ring_bytes: DEFAULT_OVERFLOW_RING_BYTES,
     };
-    let plane = DataPlane::start(&[], &config).expect("the XDP program loads");
+    let mut plane = DataPlane::start(&[], &config).expect("the XDP program loads");
+    let mut kernel_templates = plane.take_templates().expect("template map");
     println!("| measurement | records/export | per export | per record | records/s |");
     println!("|---|---:|---:|---:|---:|");
     for records in [1, 30] {
@@ -74,6 +86,129 @@ fn main() {
         });
         row("socket path, NetFlow v5", records, per_export);
     }
+
+    let exporter = to_ip(EXPORTER.into());
+    for (name, v6, records) in [("IPFIX, IPv4", false, 30), ("IPFIX, IPv6", true, 20)] {
+        let mut cache = TemplateCache::new(Limits::default());
+        let mut out = Vec::new();
+        let now_ms = u64::from(UNIX_SECS) * 1000;
+        cache
+            .decode(
+                &exporter,
+                &ipfix_template(v6),
+                now_ms,
+                config.flags,
+                &mut out,
+            )
+            .unwrap();
+        for change in cache.take_changes() {
+            if let TemplateChange::Install(key, template) = change {
+                kernel_templates.install(&key, &template).unwrap();
+            }
+        }
+        let export = ipfix_data(v6, records);
+        let frame = udp_frame(&export);
+        let per_export = median(|| {
+            let (verdict, mean) = plane.time_frame(&frame, REPEAT).unwrap();
+            assert_eq!(verdict, XDP_DROP, "aggregated in the kernel");
+            mean
+        });
+        row(&format!("XDP, {name}"), records, per_export);
+
+        let mut aggregator = Aggregator::new(
+            config.profile,
+            config.flags,
+            SubscriberNets::new(&config.subscriber_networks),
+        );
+        let per_export = median(|| {
+            let started = Instant::now();
+            for _ in 0..REPEAT {
+                out.clear();
+                cache
+                    .decode(
+                        &exporter,
+                        black_box(&export),
+                        now_ms,
+                        config.flags,
+                        &mut out,
+                    )
+                    .unwrap();
+                for record in &out {
+                    aggregator.add(&exporter, record);
+                }
+            }
+            started.elapsed() / REPEAT
+        });
+        row(&format!("socket path, {name}"), records, per_export);
+    }
+}
+
+/// The layout softflowd uses, with 8-byte counters and millisecond times.
+fn ipfix_fields(v6: bool) -> Vec<FieldSpec> {
+    let (src, dst, len) = if v6 { (27, 28, 16) } else { (8, 12, 4) };
+    [
+        (src, len),
+        (dst, len),
+        (7, 2),
+        (11, 2),
+        (4, 1),
+        (1, 8),
+        (2, 8),
+        (152, 8),
+        (153, 8),
+    ]
+    .iter()
+    .map(|&(ie, len)| FieldSpec::iana(ie, len))
+    .collect()
+}
+
+fn ipfix_header() -> SetsHeader {
+    SetsHeader {
+        version: IPFIX,
+        unix_secs: UNIX_SECS,
+        sys_uptime_ms: 0,
+        sequence: 0,
+        domain: 1,
+    }
+}
+
+fn ipfix_template(v6: bool) -> Vec<u8> {
+    let template = Template {
+        id: IPFIX_TEMPLATE + u16::from(v6),
+        fields: ipfix_fields(v6),
+    };
+    export(&ipfix_header(), &[Set::Templates(vec![template])], false)
+}
+
+/// `records` records from distinct subscribers, each to its own aggregate.
+fn ipfix_data(v6: bool, records: usize) -> Vec<u8> {
+    let records = (0..records)
+        .map(|i| {
+            let i = i as u8;
+            let mut r = if v6 {
+                let mut src = vec![0x20, 0x01, 0x0d, 0xb8, 0x01, 0x00];
+                src.extend_from_slice(&[0; 9]);
+                src.push(i);
+                let mut dst = vec![0x20, 0x01, 0x0d, 0xb8, 0x02, 0x00];
+                dst.extend_from_slice(&[0; 9]);
+                dst.push(i);
+                [src, dst].concat()
+            } else {
+                vec![198, 18, 100, i, 198, 19, 0, i]
+            };
+            r.extend_from_slice(&(40_000 + u16::from(i)).to_be_bytes());
+            r.extend_from_slice(&443u16.to_be_bytes());
+            r.push(6);
+            r.extend_from_slice(&15_000u64.to_be_bytes());
+            r.extend_from_slice(&10u64.to_be_bytes());
+            let end = u64::from(UNIX_SECS) * 1000 - 1_000;
+            r.extend_from_slice(&(end - 9_000).to_be_bytes());
+            r.extend_from_slice(&end.to_be_bytes());
+            r
+        })
+        .collect();
+    let id = IPFIX_TEMPLATE + u16::from(v6);
+    export(&ipfix_header(), &[Set::Data { id, records }], false)
 }
 
 fn row(what: &str, records: usize, per_export: Duration) {
