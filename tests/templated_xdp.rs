@@ -316,6 +316,15 @@ fn xdp_and_socket_paths_agree_for_every_template_shape() {
                     kernel.install(&key, &template).unwrap();
                 }
             }
+            // As the daemon does once the changes are in: lift the hold the
+            // template export put on the domain.
+            let domain = flowtally_common::template::TemplateKey {
+                exporter,
+                domain: 7,
+                template_id: 0,
+                version: shape.version,
+            };
+            kernel.release(&domain).unwrap();
 
             let mut aggregator = Aggregator::new(
                 config.profile,
@@ -374,11 +383,6 @@ fn data_without_a_compiled_template_and_malformed_exports_go_up_whole() {
             XdpStat::PassTemplatedToUser,
         ),
         (
-            "template set",
-            template_export(shape),
-            XdpStat::PassTemplatedToUser,
-        ),
-        (
             "header cut short",
             data[..12].to_vec(),
             XdpStat::PassTemplatedInvalid,
@@ -394,6 +398,9 @@ fn data_without_a_compiled_template_and_malformed_exports_go_up_whole() {
         ipfix,
         XdpStat::PassTemplatedInvalid,
     ));
+    // Last: it holds the domain's data back until userspace has seen it.
+    let teach = template_export(shape);
+    cases.push(("template set", teach, XdpStat::PassTemplatedToUser));
     let mut stats = plane;
     let counters = stats.take_stats().unwrap();
     for (name, payload, expected) in cases {
@@ -402,4 +409,65 @@ fn data_without_a_compiled_template_and_malformed_exports_go_up_whole() {
         assert_eq!(stats.run_frame(&frame).unwrap(), XDP_PASS, "{name}");
         assert_eq!(counters.frames(expected).count, before + 1, "{name}");
     }
+}
+
+#[test]
+#[ignore = "needs root: run `cargo xtask test`"]
+fn a_template_export_holds_its_domain_back_until_userspace_has_applied_it() {
+    require_root();
+    let config = kernel_config(&[2055], &["198.18.100.0/24"]);
+    let mut plane = DataPlane::start(&[], &config).expect("the program loads");
+    let mut kernel = plane.take_templates().unwrap();
+    let shape = &SHAPES[0];
+    let exporter = to_ip(EXPORTER.into());
+    let mut cache = TemplateCache::new(Limits::default());
+    let teach = template_export(shape);
+    cache
+        .decode(&exporter, &teach, 0, 0, &mut Vec::new())
+        .unwrap();
+    for change in cache.take_changes() {
+        if let TemplateChange::Install(key, template) = change {
+            kernel.install(&key, &template).unwrap();
+        }
+    }
+    let data = udp_v4_frame(EXPORTER, 2055, &data_export(shape, 3, 1, &mut Rng(5)));
+    let teach = udp_v4_frame(EXPORTER, 2055, &teach);
+    let domain = flowtally_common::template::TemplateKey {
+        exporter,
+        domain: 7,
+        template_id: 0,
+        version: shape.version,
+    };
+    assert_eq!(plane.run_frame(&data).unwrap(), XDP_DROP, "compiled");
+
+    assert_eq!(plane.run_frame(&teach).unwrap(), XDP_PASS);
+    assert_eq!(
+        plane.run_frame(&data).unwrap(),
+        XDP_PASS,
+        "held: the template may change"
+    );
+    kernel.release(&domain).unwrap();
+    assert_eq!(plane.run_frame(&data).unwrap(), XDP_DROP, "released");
+
+    assert_eq!(plane.run_frame(&teach).unwrap(), XDP_PASS);
+    kernel.release_stale(1_000).unwrap();
+    kernel.release_stale(4_000).unwrap();
+    assert_eq!(
+        plane.run_frame(&data).unwrap(),
+        XDP_PASS,
+        "still held after 3 s"
+    );
+    kernel.release_stale(7_000).unwrap();
+    assert_eq!(
+        plane.run_frame(&data).unwrap(),
+        XDP_DROP,
+        "a lost export's hold lapses"
+    );
+    kernel.release(&domain).unwrap();
+    assert_eq!(plane.run_frame(&teach).unwrap(), XDP_PASS);
+    assert_eq!(
+        plane.run_frame(&data).unwrap(),
+        XDP_PASS,
+        "a late release never runs ahead of what the kernel saw"
+    );
 }

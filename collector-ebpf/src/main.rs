@@ -4,6 +4,9 @@
 //! frame is counted by verdict and class.
 #![no_std]
 #![no_main]
+// An atomic add on map values: core's atomic types have no RMW on bpfel.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod aggregate;
 mod flow;

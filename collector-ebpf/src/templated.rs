@@ -5,7 +5,10 @@
 //! templates, malformed or oversized exports) goes up to the socket path
 //! untouched, which learns from it and decodes it fully.
 
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
 use aya_ebpf::{
+    bindings::BPF_NOEXIST,
     cty::c_void,
     helpers::generated::{bpf_loop, bpf_xdp_load_bytes},
     macros::map,
@@ -17,7 +20,7 @@ use flowtally_common::{
     agg::Ip,
     template::{
         CompiledTemplate, ExportTime, MAX_COMPILED_TEMPLATES, MAX_EXPORT_LEN, MAX_EXPORT_RECORDS,
-        MAX_RECORD_LEN, MAX_SETS, MIN_RECORD_LEN, TemplateKey,
+        MAX_RECORD_LEN, MAX_SETS, MAX_TEMPLATE_DOMAINS, MIN_RECORD_LEN, TemplateKey,
     },
 };
 
@@ -26,6 +29,12 @@ use crate::flow;
 #[map(name = "TEMPLATES")]
 static TEMPLATES: HashMap<TemplateKey, CompiledTemplate> =
     HashMap::with_max_entries(MAX_COMPILED_TEMPLATES, 0);
+
+#[map(name = "TEMPLATE_SETS_SEEN")]
+static SEEN: HashMap<TemplateKey, u64> = HashMap::with_max_entries(MAX_TEMPLATE_DOMAINS, 0);
+
+#[map(name = "TEMPLATE_SETS_DONE")]
+static DONE: HashMap<TemplateKey, u64> = HashMap::with_max_entries(MAX_TEMPLATE_DOMAINS, 0);
 
 const V9_HEADER_LEN: usize = 20;
 const IPFIX_HEADER_LEN: usize = 16;
@@ -36,6 +45,8 @@ const FIRST_DATA_SET_ID: u16 = 256;
 const OK: u32 = 0;
 const TO_USER: u32 = 1;
 const INVALID: u32 = 2;
+/// Up to userspace because it carries a template set.
+const TEMPLATES_TO_USER: u32 = 3;
 
 /// One data set: where its records are and how to read them.
 #[repr(C)]
@@ -119,6 +130,10 @@ pub fn aggregate(
         };
         e.key.domain = be32(&e.buf, 12);
     }
+    e.key.template_id = 0;
+    if held(&e.key) {
+        return XdpStat::PassTemplatedToUser;
+    }
     e.cursor = header_len as u32;
     e.verdict = OK;
     e.records = 0;
@@ -135,6 +150,11 @@ pub fn aggregate(
     match e.verdict {
         OK if e.cursor == e.len && e.set_count > 0 => {}
         TO_USER => return XdpStat::PassTemplatedToUser,
+        TEMPLATES_TO_USER => {
+            e.key.template_id = 0;
+            hold(&e.key);
+            return XdpStat::PassTemplatedToUser;
+        }
         _ => return XdpStat::PassTemplatedInvalid,
     }
     if flow::begin(exporter).is_none() {
@@ -168,7 +188,7 @@ extern "C" fn walk_set(_index: u64, _ctx: *mut c_void) -> i64 {
         return conclude(e, INVALID);
     }
     if id < FIRST_DATA_SET_ID {
-        return conclude(e, TO_USER);
+        return conclude(e, TEMPLATES_TO_USER);
     }
     e.key.template_id = id;
     // SAFETY: the value is copied out at once; a concurrent update from
@@ -225,6 +245,32 @@ extern "C" fn walk_record(_index: u64, _ctx: *mut c_void) -> i64 {
     flow.aggregate();
     e.cursor = (cursor + record_len) as u32;
     0
+}
+
+/// Whether template sets from this exporter's domain are still on their way
+/// through userspace.
+#[inline(always)]
+fn held(domain: &TemplateKey) -> bool {
+    // SAFETY (both): plain counters, copied out at once.
+    let seen = unsafe { SEEN.get(domain) }.copied().unwrap_or(0);
+    let done = unsafe { DONE.get(domain) }.copied().unwrap_or(0);
+    seen > done
+}
+
+/// Counts an export with template sets passed up for `domain`.
+#[inline(always)]
+fn hold(domain: &TemplateKey) {
+    // SAFETY (both adds): a live map value; other CPUs add to it too, hence
+    // an atomic add (core's atomics lack RMW on the BPF target).
+    if let Some(seen) = SEEN.get_ptr_mut(domain) {
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(seen, 1) };
+    } else if SEEN.insert(domain, 1, u64::from(BPF_NOEXIST)).is_err() {
+        // Another CPU created it meanwhile (or the map is full, and then
+        // the data of this domain is parsed without the hold, as before it).
+        if let Some(seen) = SEEN.get_ptr_mut(domain) {
+            unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(seen, 1) };
+        }
+    }
 }
 
 /// Big-endian reads at an offset masked into the buffer (callers check

@@ -11,6 +11,7 @@ use std::{
 
 use flowtally_common::{
     agg::{FlowRecord, Ip},
+    template::TemplateKey,
     v5,
 };
 use tokio::net::UdpSocket;
@@ -90,6 +91,11 @@ impl SocketPath {
     /// in its saved form, for persisting.
     pub fn maintain(&self, now_ms: u64) -> Vec<u8> {
         let mut templates = self.templates.lock().expect("templates lock poisoned");
+        if let Some(kernel) = &mut templates.kernel
+            && let Err(err) = kernel.release_stale(now_ms)
+        {
+            tracing::warn!("kernel template holds: {err}");
+        }
         let expired = templates.cache.expire(now_ms);
         self.metrics.templates.expired(&expired);
         let changes = templates.cache.take_changes();
@@ -155,6 +161,14 @@ impl SocketPath {
             }
             Err(err) => self.reject(err.as_str()),
         }
+        // After the changes are in the kernel map: lift the kernel's hold on
+        // this exporter's data that this export's template sets caused.
+        if let (Some(kernel), Some(domain)) =
+            (&mut templates.kernel, template_domain(exporter, datagram))
+            && let Err(err) = kernel.release(&domain)
+        {
+            tracing::warn!("kernel template hold: {err}");
+        }
     }
 
     fn reject(&self, reason: &'static str) {
@@ -163,6 +177,43 @@ impl SocketPath {
             .get_or_create(&[("reason", reason)])
             .inc();
     }
+}
+
+/// The exporter domain (`template_id` 0) of a v9/IPFIX datagram that
+/// carries a template or options template set, found the way the XDP program
+/// walks sets (which holds back that domain's data until this is processed).
+fn template_domain(exporter: &Ip, datagram: &[u8]) -> Option<TemplateKey> {
+    let be16 = |at: usize| {
+        datagram
+            .get(at..at + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]))
+    };
+    let be32 = |at: usize| {
+        datagram
+            .get(at..at + 4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let version = be16(0)?;
+    let (mut cursor, domain) = match version {
+        9 => (20, be32(16)?),
+        10 => (16, be32(12)?),
+        _ => return None,
+    };
+    while let (Some(id), Some(len)) = (be16(cursor), be16(cursor + 2)) {
+        if id < 256 {
+            return Some(TemplateKey {
+                exporter: *exporter,
+                domain,
+                template_id: 0,
+                version,
+            });
+        }
+        if len < 4 {
+            return None;
+        }
+        cursor += usize::from(len);
+    }
+    None
 }
 
 impl Templates {

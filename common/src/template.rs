@@ -12,6 +12,18 @@ pub const TEMPLATES_MAP: &str = "TEMPLATES";
 /// Compiled templates the kernel holds at most; beyond it exports of further
 /// templates take the socket path.
 pub const MAX_COMPILED_TEMPLATES: u32 = 8192;
+/// Exports with template sets the XDP program has passed up, per exporter
+/// and domain (`HashMap<TemplateKey, u64>`, `template_id` 0; the kernel adds
+/// atomically), and how many of them userspace has processed
+/// (`HashMap<TemplateKey, u64>`, written by userspace only). While the first
+/// exceeds the second, a template change may still be on its way into
+/// `TEMPLATES`, so the kernel passes that exporter's data up rather than read
+/// it through a template that may be stale.
+pub const TEMPLATE_SETS_SEEN_MAP: &str = "TEMPLATE_SETS_SEEN";
+pub const TEMPLATE_SETS_DONE_MAP: &str = "TEMPLATE_SETS_DONE";
+/// Exporter domains tracked by the two maps above.
+pub const MAX_TEMPLATE_DOMAINS: u32 = 4096;
+
 /// Longest data record the kernel parses (a power of two: the kernel masks
 /// with `MAX_RECORD_LEN - 1`).
 pub const MAX_RECORD_LEN: usize = 512;

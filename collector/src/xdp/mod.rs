@@ -18,7 +18,10 @@ use flowtally_common::{
     ACTIVE_MAP, AGGREGATE_MAPS, COLLECTOR_PORTS_MAP, EXPORTERS_MAP, GLOBAL_BUCKET_MS, GLOBAL_FLAGS,
     GLOBAL_KEEP_FIELDS, OVERFLOW_RING, RECORD_STATS_MAP, STATS_MAP, SUBSCRIBER_NETS_MAP,
     agg::{FLAG_EXPORTER_ALLOWLIST, Ip, Profile},
-    template::{CompiledTemplate, MAX_RECORD_LEN, MIN_RECORD_LEN, TEMPLATES_MAP, TemplateKey},
+    template::{
+        CompiledTemplate, MAX_RECORD_LEN, MIN_RECORD_LEN, TEMPLATE_SETS_DONE_MAP,
+        TEMPLATE_SETS_SEEN_MAP, TEMPLATES_MAP, TemplateKey,
+    },
 };
 use ipnet::IpNet;
 use tokio::io::{Interest, unix::AsyncFd};
@@ -236,12 +239,19 @@ impl DataPlane {
     /// Takes the compiled-template map, for installing what the socket path
     /// learns.
     pub fn take_templates(&mut self) -> Result<KernelTemplates, XdpError> {
-        let map = self.take(TEMPLATES_MAP)?;
+        let mut take = |name: &'static str| -> Result<Map, XdpError> { self.take(name) };
+        let map_error = |map| move |error| XdpError::Map { map, error };
         Ok(KernelTemplates {
-            map: map.try_into().map_err(|error| XdpError::Map {
-                map: TEMPLATES_MAP,
-                error,
-            })?,
+            map: take(TEMPLATES_MAP)?
+                .try_into()
+                .map_err(map_error(TEMPLATES_MAP))?,
+            seen: take(TEMPLATE_SETS_SEEN_MAP)?
+                .try_into()
+                .map_err(map_error(TEMPLATE_SETS_SEEN_MAP))?,
+            done: take(TEMPLATE_SETS_DONE_MAP)?
+                .try_into()
+                .map_err(map_error(TEMPLATE_SETS_DONE_MAP))?,
+            waiting_since: std::collections::HashMap::new(),
         })
     }
 
@@ -257,10 +267,20 @@ impl DataPlane {
     }
 }
 
-/// The kernel's compiled templates.
+/// The kernel's compiled templates, and the hold on data of exporters whose
+/// template sets are still on their way through userspace (see
+/// `TEMPLATE_SETS_SEEN_MAP`).
 pub struct KernelTemplates {
     map: HashMap<MapData, TemplateKey, CompiledTemplate>,
+    seen: HashMap<MapData, TemplateKey, u64>,
+    done: HashMap<MapData, TemplateKey, u64>,
+    /// Domains held since when (Unix ms), to lift holds whose export never
+    /// reached userspace (a full socket buffer).
+    waiting_since: std::collections::HashMap<TemplateKey, u64>,
 }
+
+/// How long a hold may wait for its export before it is lifted.
+const STALE_HOLD_MS: u64 = 5_000;
 
 impl KernelTemplates {
     /// Makes the kernel parse exports with `key` through `template`, or
@@ -284,6 +304,41 @@ impl KernelTemplates {
             Err(aya::maps::MapError::KeyNotFound) => Ok(()),
             other => other,
         }
+    }
+
+    /// Userspace has processed (and applied) one export with template sets
+    /// from `domain` (`template_id` 0). Never counts past what the kernel
+    /// saw: exports that came another way must not lift a later hold.
+    pub fn release(&mut self, domain: &TemplateKey) -> Result<(), aya::maps::MapError> {
+        let seen = self.seen.get(domain, 0).unwrap_or(0);
+        let done = self.done.get(domain, 0).unwrap_or(0);
+        let done = (done + 1).min(seen);
+        if done >= seen {
+            self.waiting_since.remove(domain);
+        }
+        self.done.insert(domain, done, 0)
+    }
+
+    /// Lifts holds that have waited more than 5 s for their export: it was
+    /// lost before userspace (and counted there as a socket drop), so the
+    /// templates in the kernel are as current as they will get.
+    pub fn release_stale(&mut self, now_ms: u64) -> Result<(), aya::maps::MapError> {
+        let held: Vec<(TemplateKey, u64)> = self
+            .seen
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(key, seen)| self.done.get(key, 0).unwrap_or(0) < *seen)
+            .collect();
+        self.waiting_since
+            .retain(|key, _| held.iter().any(|(held, _)| held == key));
+        for (key, seen) in held {
+            let since = *self.waiting_since.entry(key).or_insert(now_ms);
+            if now_ms.saturating_sub(since) > STALE_HOLD_MS {
+                self.done.insert(key, seen, 0)?;
+                self.waiting_since.remove(&key);
+            }
+        }
+        Ok(())
     }
 }
 
