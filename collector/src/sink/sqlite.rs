@@ -8,7 +8,7 @@ use rusqlite::{Connection, params};
 use crate::usage::UsageRow;
 
 /// Schema version stored in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS sessions (
@@ -27,7 +27,15 @@ CREATE TABLE IF NOT EXISTS sessions (
     input_octets       INTEGER,
     output_octets      INTEGER,
     terminate_cause    TEXT,
+    interim_interval_s INTEGER,
     UNIQUE (nas, session_id, start_ms)
+);
+CREATE TABLE IF NOT EXISTS session_addresses (
+    session  INTEGER NOT NULL REFERENCES sessions (id),
+    net      TEXT NOT NULL,
+    from_ms  INTEGER NOT NULL,
+    to_ms    INTEGER,
+    PRIMARY KEY (session, net, from_ms)
 );
 CREATE TABLE IF NOT EXISTS usage (
     bucket_start_ms  INTEGER NOT NULL,
@@ -50,6 +58,9 @@ CREATE TABLE IF NOT EXISTS usage (
 CREATE INDEX IF NOT EXISTS usage_by_time ON usage (bucket_start_ms);
 CREATE INDEX IF NOT EXISTS usage_by_user ON usage (user_name, bucket_start_ms);
 ";
+
+/// Version 1 lacked the interim interval and the address history.
+const MIGRATE_1_TO_2: &str = "ALTER TABLE sessions ADD COLUMN interim_interval_s INTEGER;";
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -77,11 +88,17 @@ pub fn open(path: &Path) -> Result<Connection, OpenError> {
         .map_err(sqlite)?;
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(sqlite)?;
+    // The usage flusher and the RADIUS writer share the file.
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(sqlite)?;
     let found: i64 = conn
         .pragma_query_value(None, "user_version", |row| row.get(0))
         .map_err(sqlite)?;
     if found > SCHEMA_VERSION {
         return Err(OpenError::NewerSchema { path: name, found });
+    }
+    if found == 1 {
+        conn.execute_batch(MIGRATE_1_TO_2).map_err(sqlite)?;
     }
     conn.execute_batch(SCHEMA).map_err(sqlite)?;
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)
@@ -188,6 +205,32 @@ mod tests {
         }
         drop(conn);
         open(&path).expect("reopening an existing database works");
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_version_1_database_is_migrated() {
+        let path = temp_db("migrate");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE sessions (id INTEGER PRIMARY KEY, user_name TEXT NOT NULL,
+                nas TEXT NOT NULL, session_id TEXT NOT NULL, framed_ip TEXT, framed_prefix TEXT,
+                start_ms INTEGER NOT NULL, stop_ms INTEGER, last_update_ms INTEGER NOT NULL,
+                nas_port_id TEXT, calling_station_id TEXT, class BLOB, input_octets INTEGER,
+                output_octets INTEGER, terminate_cause TEXT, UNIQUE (nas, session_id, start_ms));
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+        drop(conn);
+        let conn = open(&path).unwrap();
+        let n: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM pragma_table_info('sessions') WHERE name = 'interim_interval_s'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(n, 1);
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 
