@@ -13,5 +13,6 @@ pub mod netflow;
 pub mod sink;
 pub mod subscribers;
 pub mod templates_file;
+pub mod timestamp;
 pub mod usage;
 pub mod xdp;
