@@ -21,6 +21,20 @@ pub enum Command {
     Run(RunArgs),
     /// Validate the configuration and print it with all flags applied.
     CheckConfig(RunArgs),
+    /// Who held an address at a moment, from the session history.
+    Whois(WhoisArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WhoisArgs {
+    /// The IPv4 or IPv6 address.
+    pub ip: std::net::IpAddr,
+    /// The moment: RFC 3339 (2026-11-21T15:00:00Z) or Unix seconds.
+    #[arg(long, value_name = "TIME")]
+    pub at: crate::timestamp::Timestamp,
+    /// The SQLite database `flowtally run` writes.
+    #[arg(long, value_name = "PATH")]
+    pub db: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -237,6 +237,14 @@ pub struct RadiusConfig {
     /// One secret for any client; `clients` entries take precedence.
     pub secret: Option<String>,
     pub clients: Vec<RadiusClient>,
+    /// Accounting requests per second accepted from one client; more are
+    /// dropped (the NAS retransmits) and counted.
+    pub rate_limit: u32,
+    /// A session silent for this many interim intervals is closed at its
+    /// last update.
+    pub silence_multiple: u32,
+    /// The interim interval assumed for sessions that announce none.
+    pub default_interim: Span,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
@@ -287,6 +295,9 @@ impl Default for RadiusConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 1813)),
             secret: None,
             clients: Vec::new(),
+            rate_limit: 1000,
+            silence_multiple: 3,
+            default_interim: Span(Duration::from_secs(600)),
         }
     }
 }
@@ -439,6 +450,15 @@ impl Config {
         }
         if self.radius.secret.as_deref() == Some("") {
             return invalid("radius.secret", "--radius-secret", "must not be empty");
+        }
+        if self.radius.rate_limit == 0 {
+            return invalid("radius.rate_limit", "-", "must be at least 1");
+        }
+        if self.radius.silence_multiple == 0 {
+            return invalid("radius.silence_multiple", "-", "must be at least 1");
+        }
+        if self.radius.default_interim.0 < Duration::from_secs(1) {
+            return invalid("radius.default_interim", "-", "must be at least 1s");
         }
         if self.radius.clients.iter().any(|c| c.secret.is_empty()) {
             return invalid("radius.clients.secret", "-", "must not be empty");

@@ -2,11 +2,14 @@
 //! aggregates to SQLite every interval, serves metrics, and on SIGINT or
 //! SIGTERM stops receiving, flushes everything, and exits.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
 
 use anyhow::Context as _;
 use tokio::{
-    net::TcpListener,
+    net::{TcpListener, UdpSocket},
     signal::unix::{Signal, SignalKind, signal},
     task::{JoinSet, block_in_place},
     time::{MissedTickBehavior, interval},
@@ -19,6 +22,8 @@ use crate::{
     flush::Flusher,
     metrics::{self, Metrics},
     netflow::Limits,
+    radius::{self, clients::Clients, dedup::Dedup, limiter::Limiter},
+    sessions::History,
     sink,
     subscribers::SubscriberNets,
     templates_file,
@@ -37,6 +42,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 async fn serve(config: Config) -> anyhow::Result<()> {
     let metrics = Metrics::default();
     let db = sink::sqlite::open(&config.db)?;
+    let (sessions, addresses) = sink::session_store::read(&db)
+        .with_context(|| format!("cannot read the session history of {}", config.db.display()))?;
+    let history = Arc::new(Mutex::new(History::from_rows(sessions, addresses)));
 
     let sockets = flow_socket::bind(&config.netflow).await?;
     let netflow_addrs = sockets
@@ -111,6 +119,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         &config.exporters,
         metrics.clone(),
     ));
+    let radius_addr = start_radius(&config, &history, &metrics, &mut tasks).await?;
+
     let mut receivers = JoinSet::new();
     for socket in sockets {
         receivers.spawn(flow_socket::receive(socket, Arc::clone(&socket_path)));
@@ -126,6 +136,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // What we listen on, for people and for scripts (one item per line).
     for addr in &netflow_addrs {
         println!("listen netflow udp {addr}");
+    }
+    if let Some(addr) = radius_addr {
+        println!("listen radius udp {addr}");
     }
     println!("listen metrics http://{metrics_addr}/metrics");
     for attachment in data_plane.iter().flat_map(|plane| plane.attachments()) {
@@ -162,6 +175,47 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     );
     tasks.shutdown().await;
     Ok(())
+}
+
+/// The RADIUS accounting server, when some client can be trusted.
+async fn start_radius(
+    config: &Config,
+    history: &Arc<Mutex<History>>,
+    metrics: &Metrics,
+    tasks: &mut JoinSet<()>,
+) -> anyhow::Result<Option<SocketAddr>> {
+    let clients = Clients::new(&config.radius);
+    if clients.is_empty() {
+        tracing::info!("RADIUS accounting off: no secret (--radius-secret or [[radius.clients]])");
+        return Ok(None);
+    }
+    let listen = config.radius.listen;
+    let socket = UdpSocket::bind(listen)
+        .await
+        .with_context(|| format!("radius {listen}"))?;
+    let addr = socket.local_addr()?;
+    let db = sink::sqlite::open(&config.db)?;
+    // An Accounting-Response promises the record is on disk (RFC 2866 §2).
+    db.pragma_update(None, "synchronous", "FULL")?;
+    metrics.radius.sessions_open.set(
+        history
+            .lock()
+            .expect("history lock poisoned")
+            .open_sessions() as i64,
+    );
+    let server = radius::server::Server {
+        socket,
+        clients,
+        history: Arc::clone(history),
+        db,
+        metrics: metrics.radius.clone(),
+        limiter: Limiter::new(config.radius.rate_limit),
+        silence_multiple: config.radius.silence_multiple,
+        default_interim_s: config.radius.default_interim.0.as_secs() as u32,
+        dedup: Dedup::default(),
+    };
+    tasks.spawn(server.serve());
+    Ok(Some(addr))
 }
 
 /// The XDP data plane as `mode` asks: required, optional, or none.

@@ -22,6 +22,18 @@ fn main() -> ExitCode {
     let (args, check_only) = match cli.command {
         Command::Run(args) => (args, false),
         Command::CheckConfig(args) => (args, true),
+        Command::Whois(args) => {
+            return match flowtally::whois::whois(&args.db, args.ip, args.at) {
+                Ok(answer) => {
+                    println!("{answer}");
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("flowtally: {err:#}");
+                    ExitCode::from(1)
+                }
+            };
+        }
     };
     let config = match args.load() {
         Ok(config) => config,

@@ -3,7 +3,10 @@
 
 use std::{fmt, str::FromStr, time::UNIX_EPOCH};
 
-/// A moment as Unix milliseconds.
+/// The last moment RFC 3339 can write: 9999-12-31T23:59:59.999Z.
+const MAX_MS: u64 = 253_402_300_799_999;
+
+/// A moment as Unix milliseconds, at most [`MAX_MS`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Timestamp(pub u64);
 
@@ -14,7 +17,11 @@ impl FromStr for Timestamp {
         let bad = || format!("{s:?} is neither RFC 3339 (2026-11-21T15:00:00Z) nor Unix seconds");
         if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
             let secs: u64 = s.parse().map_err(|_| bad())?;
-            return secs.checked_mul(1000).map(Timestamp).ok_or_else(bad);
+            return secs
+                .checked_mul(1000)
+                .filter(|&ms| ms <= MAX_MS)
+                .map(Timestamp)
+                .ok_or_else(bad);
         }
         // humantime reads UTC only: apply a numeric offset ourselves.
         let (local, offset_s) = match s.len().checked_sub(6).map(|i| s.split_at(i)) {
@@ -77,7 +84,14 @@ mod tests {
 
     #[test]
     fn anything_else_is_an_error_that_quotes_it() {
-        for bad in ["", "yesterday", "2026-11-21", "2026-11-21T15:00:00", "-5"] {
+        for bad in [
+            "",
+            "yesterday",
+            "2026-11-21",
+            "2026-11-21T15:00:00",
+            "-5",
+            "253402300800",
+        ] {
             let err = bad.parse::<Timestamp>().unwrap_err();
             assert!(err.contains(&format!("{bad:?}")), "{err}");
         }

@@ -214,6 +214,7 @@ impl Drop for TempDir {
 #[derive(Debug, Default)]
 pub struct Ready {
     pub netflow: Vec<SocketAddr>,
+    pub radius: Option<SocketAddr>,
     pub metrics: Option<SocketAddr>,
     /// `(iface, mode)` per XDP attachment.
     pub xdp: Vec<(String, String)>,
@@ -290,6 +291,9 @@ impl Flowtally {
                 ["ready"] => break,
                 ["listen", "netflow", "udp", addr] => {
                     this.ready.netflow.push(addr.parse().unwrap())
+                }
+                ["listen", "radius", "udp", addr] => {
+                    this.ready.radius = Some(addr.parse().unwrap())
                 }
                 ["listen", "metrics", url] => {
                     let addr = url

@@ -56,7 +56,7 @@ enum Task {
 /// `flowtally run` flags for local use. They are replaced, not extended, by
 /// user arguments, because the repeatable flags would otherwise accumulate.
 const DEFAULT_RUN_ARGS: &str = "--iface lo --netflow 127.0.0.1:2055 --netflow 127.0.0.1:4739 \
-    --radius 127.0.0.1:1813 --metrics 127.0.0.1:9725 --db ./flowtally.db";
+    --radius 127.0.0.1:1813 --radius-secret testing123 --metrics 127.0.0.1:9725 --db ./flowtally.db";
 
 /// Prints the error chain without anyhow's backtrace: with RUST_BACKTRACE=1,
 /// common among Rust developers, it would bury the message in xtask internals.

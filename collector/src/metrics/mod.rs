@@ -44,6 +44,40 @@ pub struct Metrics {
     /// Bytes written to usage rows, by direction.
     pub usage_bytes: Family<[(&'static str, &'static str); 1], Counter>,
     pub templates: TemplateMetrics,
+    pub radius: RadiusMetrics,
+}
+
+/// RADIUS accounting requests and the sessions they keep open.
+#[derive(Clone, Debug, Default)]
+pub struct RadiusMetrics {
+    /// By `status` (start, stop, interim_update, accounting_on,
+    /// accounting_off, other; unknown before the request is trusted) and
+    /// `result`.
+    requests: Family<[(&'static str, &'static str); 2], Counter>,
+    pub sessions_open: Gauge,
+}
+
+impl RadiusMetrics {
+    pub fn count(&self, status: &'static str, result: &'static str) {
+        self.requests
+            .get_or_create(&[("status", status), ("result", result)])
+            .inc();
+    }
+
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "radius_requests",
+            "RADIUS accounting requests by status type and result (accepted, duplicate, \
+             bad_authenticator, unknown_client, malformed, rate_limited, unsupported_code, \
+             store_failed)",
+            self.requests.clone(),
+        );
+        r.register(
+            "sessions_open",
+            "Sessions open in the history",
+            self.sessions_open.clone(),
+        );
+    }
 }
 
 /// Packets, records and record bytes of one data path.
@@ -68,6 +102,7 @@ impl Default for Metrics {
             usage_rows: Counter::default(),
             usage_bytes: Family::default(),
             templates: TemplateMetrics::default(),
+            radius: RadiusMetrics::default(),
         }
     }
 }
@@ -120,6 +155,7 @@ impl Metrics {
             self.usage_bytes.clone(),
         );
         self.templates.register(&mut r);
+        self.radius.register(&mut r);
         r.register_collector(Box::new(FlowStats {
             socket: self.socket.clone(),
             kernel: kernel.map(Arc::new),

@@ -1,0 +1,22 @@
+//! RADIUS accounting codec (sans-IO): datagrams in, packets, verdicts on
+//! their authenticators and typed Accounting-Requests out; responses and,
+//! for tests and load generation, requests back to bytes.
+
+pub mod accounting;
+pub mod attributes;
+pub mod auth;
+pub mod clients;
+pub mod codec;
+pub mod dedup;
+mod fuzz;
+pub mod limiter;
+mod reader;
+pub mod server;
+
+#[cfg(test)]
+mod radclient_tests;
+
+pub use accounting::{AccountingError, AccountingRequest, StatusType, VendorSpecific};
+pub use auth::AuthError;
+pub use codec::{Attribute, Code, DecodeError, EncodeError, Packet};
+pub use fuzz::fuzz_decode;

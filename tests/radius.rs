@@ -1,0 +1,352 @@
+//! The RADIUS accounting server against a real client (radclient, from
+//! freeradius-utils): session history, whois, wrong secrets,
+//! retransmissions, durability across a kill, malformed packets.
+
+mod support;
+
+use std::{
+    io::Write as _,
+    net::{SocketAddr, UdpSocket},
+    path::Path,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use flowtally::radius::{AccountingRequest, StatusType};
+use support::{BIN, Flowtally, TempDir, eventually, path_str, scrape};
+
+const SECRET: &str = "testing123";
+/// Event times are given explicitly (Event-Timestamp), so the history does
+/// not depend on when the test runs.
+const T0: u64 = 1_700_000_000;
+
+fn start(db: &Path) -> Flowtally {
+    Flowtally::start(
+        None,
+        &[
+            "--mode",
+            "socket",
+            "--netflow",
+            "127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:0",
+            "--radius",
+            "127.0.0.1:0",
+            "--radius-secret",
+            SECRET,
+            "--db",
+            path_str(db),
+        ],
+    )
+}
+
+/// Sends one request with radclient; true if it was answered.
+fn radclient(server: SocketAddr, secret: &str, attributes: &str) -> bool {
+    let mut child = Command::new("radclient")
+        .args(["-r", "1", "-t", "2", &server.to_string(), "acct", secret])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("radclient (freeradius-utils) is installed");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(attributes.as_bytes())
+        .unwrap();
+    child.wait().unwrap().success()
+}
+
+fn account(server: SocketAddr, nas: &str, status: &str, at: u64, rest: &str) {
+    let attributes = format!(
+        "Acct-Status-Type = {status}, NAS-IP-Address = {nas}, Event-Timestamp = {}{rest}",
+        T0 + at
+    );
+    assert!(
+        radclient(server, SECRET, &attributes),
+        "answered: {attributes}"
+    );
+}
+
+fn whois(db: &Path, ip: &str, at: u64) -> String {
+    let out = Command::new(BIN)
+        .args([
+            "whois",
+            ip,
+            "--at",
+            &(T0 + at).to_string(),
+            "--db",
+            path_str(db),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn holder(db: &Path, ip: &str, at: u64) -> Option<String> {
+    let answer = whois(db, ip, at);
+    if answer.contains("nobody held") {
+        return None;
+    }
+    let (_, rest) = answer.split_once(": ").expect("an answer line");
+    Some(rest.split_whitespace().next().unwrap().to_owned())
+}
+
+#[test]
+fn radclient_sessions_make_a_history_that_whois_and_the_table_answer_from() {
+    let tmp = TempDir::new();
+    let db = tmp.path("ft.db");
+    let mut flowtally = start(&db);
+    let radius = flowtally.ready.radius.expect("radius listens");
+    let ip = ", Framed-IP-Address = ";
+    // alice on NAS 1: start, interim, stop; then bob reuses her address.
+    account(
+        radius,
+        "198.18.0.1",
+        "Start",
+        1000,
+        &format!(", User-Name = alice, Acct-Session-Id = a1{ip}198.18.100.7"),
+    );
+    account(
+        radius,
+        "198.18.0.1",
+        "Interim-Update",
+        1600,
+        &format!(
+            ", User-Name = alice, Acct-Session-Id = a1{ip}198.18.100.7, Acct-Session-Time = 600"
+        ),
+    );
+    account(
+        radius,
+        "198.18.0.1",
+        "Stop",
+        2000,
+        &format!(
+            ", User-Name = alice, Acct-Session-Id = a1{ip}198.18.100.7, Acct-Session-Time = 1000, Acct-Terminate-Cause = User-Request"
+        ),
+    );
+    account(
+        radius,
+        "198.18.0.1",
+        "Start",
+        2500,
+        &format!(", User-Name = bob, Acct-Session-Id = b1{ip}198.18.100.7"),
+    );
+    // carol on NAS 2, until NAS 2 reboots (Accounting-On).
+    account(
+        radius,
+        "198.18.0.2",
+        "Start",
+        1200,
+        &format!(", User-Name = carol, Acct-Session-Id = c1{ip}198.18.100.8"),
+    );
+    account(radius, "198.18.0.2", "Accounting-On", 3000, "");
+    // dave: an interim update without a start opens at event − session time.
+    account(
+        radius,
+        "198.18.0.2",
+        "Interim-Update",
+        5000,
+        &format!(
+            ", User-Name = dave, Acct-Session-Id = d1{ip}198.18.100.9, Acct-Session-Time = 600"
+        ),
+    );
+    // erin: IPv6, a delegated prefix.
+    account(
+        radius,
+        "198.18.0.1",
+        "Start",
+        1000,
+        ", User-Name = erin, Acct-Session-Id = e1, Delegated-IPv6-Prefix = 2001:db8:100:ab00::/56",
+    );
+
+    flowtally.signal(libc::SIGTERM);
+    assert!(flowtally.wait().success(), "{}", flowtally.stderr());
+
+    let cases = [
+        ("198.18.100.7", 999, None),
+        ("198.18.100.7", 1000, Some("alice")),
+        ("198.18.100.7", 1999, Some("alice")),
+        ("198.18.100.7", 2000, None),
+        ("198.18.100.7", 2499, None),
+        ("198.18.100.7", 2500, Some("bob")),
+        ("198.18.100.7", 9999, Some("bob")),
+        ("198.18.100.8", 2999, Some("carol")),
+        ("198.18.100.8", 3000, None),
+        ("198.18.100.9", 4399, None),
+        ("198.18.100.9", 4400, Some("dave")),
+        ("2001:db8:100:abcd::1", 1500, Some("erin")),
+        ("2001:db8:100:ac00::1", 1500, None),
+    ];
+    for (ip, at, expected) in cases {
+        assert_eq!(holder(&db, ip, at).as_deref(), expected, "{ip} at T0+{at}");
+    }
+    assert!(whois(&db, "198.18.100.7", 1500).contains("session a1 on NAS 198.18.0.1"));
+
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let rows: Vec<(String, i64, Option<i64>, Option<String>)> = conn
+        .prepare(
+            "SELECT user_name, start_ms, stop_ms, terminate_cause FROM sessions ORDER BY user_name",
+        )
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let ms = |at: u64| ((T0 + at) * 1000) as i64;
+    assert_eq!(rows.len(), 5, "{rows:?}");
+    assert_eq!(
+        rows[0],
+        (
+            "alice".into(),
+            ms(1000),
+            Some(ms(2000)),
+            Some("User-Request".into())
+        )
+    );
+    assert_eq!((rows[1].0.as_str(), rows[1].2), ("bob", None));
+    assert_eq!(rows[2].0, "carol");
+    assert_eq!(rows[2].2, Some(ms(3000)));
+    assert_eq!((rows[3].0.as_str(), rows[3].1), ("dave", ms(4400)));
+}
+
+#[test]
+fn a_wrong_secret_gets_no_answer_and_records_nothing() {
+    let tmp = TempDir::new();
+    let db = tmp.path("ft.db");
+    let flowtally = start(&db);
+    let radius = flowtally.ready.radius.unwrap();
+    let attributes = "Acct-Status-Type = Start, User-Name = mallory, Acct-Session-Id = m1, Framed-IP-Address = 198.18.100.66";
+    assert!(
+        !radclient(radius, "not-the-secret", attributes),
+        "no answer"
+    );
+    let bad = r#"flowtally_radius_requests_total{status="unknown",result="bad_authenticator"}"#;
+    eventually("the discard to be counted", || {
+        scrape(flowtally.metrics_addr())
+            .get(bad)
+            .copied()
+            .unwrap_or(0.0)
+            >= 1.0
+    });
+    assert_eq!(holder(&db, "198.18.100.66", 10_000_000), None);
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let n: i64 = conn
+        .query_row("SELECT count(*) FROM sessions", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 0);
+}
+
+#[test]
+fn a_retransmission_is_answered_each_time_and_recorded_once() {
+    let tmp = TempDir::new();
+    let db = tmp.path("ft.db");
+    let flowtally = start(&db);
+    let radius = flowtally.ready.radius.unwrap();
+    let mut request = AccountingRequest::new(StatusType::Start);
+    request.user_name = Some("alice".into());
+    request.session_id = Some("r1".into());
+    request.framed_ip = Some("198.18.100.7".parse().unwrap());
+    request.event_timestamp = Some(T0 as u32);
+    let bytes = request.encode(42, SECRET.as_bytes()).unwrap();
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        socket.send_to(&bytes, radius).unwrap();
+        let mut buf = [0; 64];
+        let (len, _) = socket.recv_from(&mut buf).expect("answered");
+        answers.push(buf[..len].to_vec());
+    }
+    assert!(answers.iter().all(|a| a == &answers[0]), "the same answer");
+    assert_eq!(answers[0][0], 5, "Accounting-Response");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let n: i64 = conn
+        .query_row("SELECT count(*) FROM sessions", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 1);
+    let duplicates = r#"flowtally_radius_requests_total{status="unknown",result="duplicate"}"#;
+    assert_eq!(scrape(flowtally.metrics_addr())[duplicates], 2.0);
+}
+
+#[test]
+fn an_answered_session_survives_a_kill() {
+    let tmp = TempDir::new();
+    let db = tmp.path("ft.db");
+    let mut flowtally = start(&db);
+    let radius = flowtally.ready.radius.unwrap();
+    account(
+        radius,
+        "198.18.0.1",
+        "Start",
+        100,
+        ", User-Name = alice, Acct-Session-Id = k1, Framed-IP-Address = 198.18.100.7",
+    );
+    flowtally.signal(libc::SIGKILL);
+    flowtally.wait();
+    assert_eq!(holder(&db, "198.18.100.7", 200).as_deref(), Some("alice"));
+    let restarted = start(&db);
+    let open = scrape(restarted.metrics_addr())["flowtally_sessions_open"];
+    assert_eq!(open, 1.0, "rebuilt from SQLite at start");
+}
+
+#[test]
+fn malformed_packets_are_counted_and_the_server_goes_on() {
+    let tmp = TempDir::new();
+    let db = tmp.path("ft.db");
+    let flowtally = start(&db);
+    let radius = flowtally.ready.radius.unwrap();
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let header = |code: u8, len: u16| {
+        let mut p = vec![code, 1];
+        p.extend_from_slice(&len.to_be_bytes());
+        p.extend_from_slice(&[0; 16]);
+        p
+    };
+    let mut attr_len_0 = header(4, 23);
+    attr_len_0.extend_from_slice(&[40, 0, 0]);
+    let mut attr_len_1 = header(4, 23);
+    attr_len_1.extend_from_slice(&[40, 1, 0]);
+    let mut too_many = header(4, 20 + 300 * 2);
+    for _ in 0..300 {
+        too_many.extend_from_slice(&[1, 2]);
+    }
+    let malformed = [
+        vec![4, 1, 0],
+        header(4, 400),
+        attr_len_0,
+        attr_len_1,
+        too_many,
+        header(4, 19),
+    ];
+    for packet in &malformed {
+        socket.send_to(packet, radius).unwrap();
+    }
+    socket.send_to(&header(99, 20), radius).unwrap();
+    let counted = |result: &str| {
+        let name =
+            format!(r#"flowtally_radius_requests_total{{status="unknown",result="{result}"}}"#);
+        scrape(flowtally.metrics_addr())
+            .get(&name)
+            .copied()
+            .unwrap_or(0.0) as usize
+    };
+    eventually("every malformed packet counted", || {
+        counted("malformed") == malformed.len() && counted("unsupported_code") == 1
+    });
+    account(
+        radius,
+        "198.18.0.1",
+        "Start",
+        1,
+        ", User-Name = alice, Acct-Session-Id = ok1, Framed-IP-Address = 198.18.100.7",
+    );
+}
