@@ -85,7 +85,7 @@ fn try_main() -> Result<()> {
         Task::Test { args } => test::run(&ws, &args),
         Task::Bench { args } => cmd::run(
             ws.cargo()
-                .args(["bench", "-p", "flowtally", "--bench", "datapath", "--"])
+                .args(["bench", "-p", "flowtally", "--"])
                 .args(&args),
         )
         .context("the benchmarks failed; see the output above"),
