@@ -59,6 +59,9 @@ pub struct Config {
     pub clickhouse: Option<String>,
     pub flush_interval: Span,
     pub late_window: Span,
+    /// Flows up to this long after a session's Stop still belong to it
+    /// (routers export late), unless another session takes the address.
+    pub stop_grace: Span,
     /// Networks whose addresses are subscribers (the billed side of a flow).
     pub subscriber_networks: Vec<IpNet>,
     /// Exporters allowed to send flows; empty means any.
@@ -269,6 +272,7 @@ impl Default for Config {
             clickhouse: None,
             flush_interval: Span(Duration::from_secs(5)),
             late_window: Span(Duration::from_secs(30)),
+            stop_grace: Span(Duration::from_secs(5)),
             // RFC 6598 shared space, RFC 1918 private space, RFC 4193 ULAs.
             subscriber_networks: [
                 "100.64.0.0/10",

@@ -17,6 +17,7 @@ use tokio::{
 
 use crate::{
     aggregate::Aggregator,
+    associate::Associator,
     config::{Config, Mode},
     flow_socket::{self, SocketPath},
     flush::Flusher,
@@ -147,7 +148,20 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     println!("sink sqlite {}", config.db.display());
     println!("ready");
 
-    let mut flusher = Flusher::new(drainer, templates_file, socket_path, db, metrics, profile);
+    let associator = Associator::new(
+        config.stop_grace.0.as_millis() as u64,
+        config.late_window.0.as_millis() as u64,
+    );
+    let mut flusher = Flusher::new(
+        drainer,
+        Arc::clone(&history),
+        associator,
+        templates_file,
+        socket_path,
+        db,
+        metrics,
+        profile,
+    );
     let mut ticks = interval(config.flush_interval.0);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     ticks.tick().await;
@@ -156,8 +170,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tokio::select! {
             signal = &mut signal => break signal,
             _ = ticks.tick() => {
-                if let Err(err) = block_in_place(|| flusher.flush()) {
-                    tracing::error!("flush: {err:#}");
+                match block_in_place(|| flusher.flush(false)) {
+                    Ok(flushed) => tracing::info!("flush: {flushed}"),
+                    Err(err) => tracing::error!("flush: {err:#}"),
                 }
             }
         }
@@ -167,12 +182,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // links detach with the data plane, the sockets close with their tasks.
     drop(data_plane);
     receivers.shutdown().await;
-    let flushed = block_in_place(|| flusher.flush()).context("final flush")?;
-    tracing::info!(
-        "final flush: {} usage rows, {} bytes",
-        flushed.rows,
-        flushed.bytes
-    );
+    let flushed = block_in_place(|| flusher.flush(true)).context("final flush")?;
+    tracing::info!("final flush: {flushed}");
     tasks.shutdown().await;
     Ok(())
 }

@@ -1,15 +1,21 @@
 //! One flush: swap and drain the kernel maps, take the socket path's
 //! aggregates, and write them all as `usage` rows in one transaction.
 
-use std::{path::PathBuf, sync::Arc, time::Instant};
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Instant,
+};
 
 use flowtally_common::agg::Profile;
 use rusqlite::Connection;
 
 use crate::{
     aggregate::{Table, merge},
+    associate::Associator,
     flow_socket::SocketPath,
     metrics::Metrics,
+    sessions::History,
     sink::sqlite,
     templates_file,
     usage::UsageRow,
@@ -18,6 +24,8 @@ use crate::{
 
 pub struct Flusher {
     pub drainer: Option<Drainer>,
+    pub history: Arc<Mutex<History>>,
+    pub associator: Associator,
     /// Where the template cache is saved after each flush.
     pub templates_file: PathBuf,
     pub socket: Arc<SocketPath>,
@@ -33,11 +41,39 @@ pub struct Flusher {
 pub struct Flushed {
     pub rows: usize,
     pub bytes: u64,
+    pub attributed_bytes: u64,
+    /// Rows still waiting for a late session.
+    pub backlog: usize,
+}
+
+impl std::fmt::Display for Flushed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let share = if self.bytes == 0 {
+            100.0
+        } else {
+            100.0 * self.attributed_bytes as f64 / self.bytes as f64
+        };
+        write!(
+            f,
+            "{} usage rows, {} bytes, {share:.1}% attributed, {} bytes unattributed, \
+             {} rows waiting for a late session",
+            self.rows,
+            self.bytes,
+            self.bytes - self.attributed_bytes,
+            self.backlog
+        )
+    }
 }
 
 impl Flusher {
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one place builds it, naming each part"
+    )]
     pub fn new(
         drainer: Option<Drainer>,
+        history: Arc<Mutex<History>>,
+        associator: Associator,
         templates_file: PathBuf,
         socket: Arc<SocketPath>,
         db: Connection,
@@ -46,6 +82,8 @@ impl Flusher {
     ) -> Self {
         Self {
             drainer,
+            history,
+            associator,
             templates_file,
             socket,
             db,
@@ -55,7 +93,8 @@ impl Flusher {
         }
     }
 
-    pub fn flush(&mut self) -> anyhow::Result<Flushed> {
+    /// With `last`, rows waiting for a late session are written too.
+    pub fn flush(&mut self, last: bool) -> anyhow::Result<Flushed> {
         let started = Instant::now();
         let mut table: Table = self
             .socket
@@ -72,12 +111,26 @@ impl Flusher {
                 .overflow_records
                 .inc_by(drained.overflow_records);
         }
+        let fresh = table
+            .iter()
+            .filter_map(|(key, value)| UsageRow::new(key, value, &self.profile))
+            .collect();
+        let (attributed, summary) = {
+            let history = self.history.lock().expect("history lock poisoned");
+            self.associator
+                .associate(fresh, &history, templates_file::unix_ms(), last)
+        };
+        self.metrics
+            .attributed_bytes
+            .inc_by(summary.attributed_bytes);
+        self.metrics
+            .unattributed_bytes
+            .inc_by(summary.unattributed_bytes);
+        self.metrics
+            .association_backlog
+            .set(self.associator.backlog() as i64);
         let mut rows = std::mem::take(&mut self.pending);
-        rows.extend(
-            table
-                .iter()
-                .filter_map(|(key, value)| UsageRow::new(key, value, &self.profile)),
-        );
+        rows.extend(attributed);
         if let Err(err) = sqlite::write_usage(&mut self.db, &rows) {
             self.pending = rows;
             return Err(anyhow::anyhow!(
@@ -88,6 +141,8 @@ impl Flusher {
         let mut flushed = Flushed {
             rows: rows.len(),
             bytes: 0,
+            attributed_bytes: summary.attributed_bytes,
+            backlog: self.associator.backlog(),
         };
         for row in &rows {
             flushed.bytes += row.bytes;

@@ -2,6 +2,7 @@
 //! RADIUS accounting.
 
 pub mod aggregate;
+pub mod associate;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -16,6 +16,11 @@ pub struct UsageRow {
     pub bucket_width_ms: u64,
     pub subscriber_ip: IpAddr,
     pub direction: Direction,
+    /// Who held `subscriber_ip` then (see `associate`); `None` while nobody
+    /// is known to.
+    pub user_name: Option<String>,
+    /// That session's Acct-Session-Id.
+    pub session_id: Option<String>,
     pub peer_ip: Option<IpAddr>,
     pub protocol: Option<u8>,
     pub subscriber_port: Option<u16>,
@@ -38,6 +43,8 @@ impl UsageRow {
             bucket_width_ms: profile.bucket_ms,
             subscriber_ip: to_addr(&key.subscriber),
             direction: Direction::from_u8(key.direction)?,
+            user_name: None,
+            session_id: None,
             peer_ip: kept(KEEP_PEER_IP).then(|| to_addr(&key.peer)),
             protocol: kept(KEEP_PROTOCOL).then_some(key.protocol),
             subscriber_port: kept(KEEP_SUBSCRIBER_PORT).then_some(key.subscriber_port),

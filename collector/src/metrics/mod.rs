@@ -45,6 +45,11 @@ pub struct Metrics {
     pub usage_bytes: Family<[(&'static str, &'static str); 1], Counter>,
     pub templates: TemplateMetrics,
     pub radius: RadiusMetrics,
+    /// Bytes of usage rows written with and without a user.
+    pub attributed_bytes: Counter,
+    pub unattributed_bytes: Counter,
+    /// Rows waiting for a late session.
+    pub association_backlog: Gauge,
 }
 
 /// RADIUS accounting requests and the sessions they keep open.
@@ -103,6 +108,9 @@ impl Default for Metrics {
             usage_bytes: Family::default(),
             templates: TemplateMetrics::default(),
             radius: RadiusMetrics::default(),
+            attributed_bytes: Counter::default(),
+            unattributed_bytes: Counter::default(),
+            association_backlog: Gauge::default(),
         }
     }
 }
@@ -156,6 +164,23 @@ impl Metrics {
         );
         self.templates.register(&mut r);
         self.radius.register(&mut r);
+        r.register_with_unit(
+            "attributed",
+            "Bytes of usage rows attributed to a user's session",
+            Unit::Bytes,
+            self.attributed_bytes.clone(),
+        );
+        r.register_with_unit(
+            "unattributed",
+            "Bytes of usage rows nobody held the address for (written with no user)",
+            Unit::Bytes,
+            self.unattributed_bytes.clone(),
+        );
+        r.register(
+            "association_backlog",
+            "Usage rows waiting (up to the late window) for a session to own them",
+            self.association_backlog.clone(),
+        );
         r.register_collector(Box::new(FlowStats {
             socket: self.socket.clone(),
             kernel: kernel.map(Arc::new),

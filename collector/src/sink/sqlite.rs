@@ -114,7 +114,7 @@ pub fn write_usage(conn: &mut Connection, rows: &[UsageRow]) -> rusqlite::Result
             "INSERT INTO usage (bucket_start_ms, bucket_width_ms, user_name, session_id,
                 subscriber_ip, direction, peer_ip, protocol, subscriber_port, peer_port,
                 exporter, bytes, packets, flows, first_ms, last_ms)
-             VALUES (?1, ?2, NULL, NULL, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+             VALUES (?1, ?2, ?15, ?16, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         )?;
         for row in rows {
             insert.execute(params![
@@ -133,6 +133,8 @@ pub fn write_usage(conn: &mut Connection, rows: &[UsageRow]) -> rusqlite::Result
                 row.flows as i64,
                 row.first_ms as i64,
                 row.last_ms as i64,
+                row.user_name,
+                row.session_id,
             ])?;
         }
     }
@@ -154,6 +156,8 @@ mod tests {
             bucket_width_ms: 60_000,
             subscriber_ip: "198.18.100.1".parse().unwrap(),
             direction: Direction::Down,
+            user_name: None,
+            session_id: None,
             peer_ip: None,
             protocol: Some(6),
             subscriber_port: None,
