@@ -62,6 +62,8 @@ pub struct Config {
     /// Flows up to this long after a session's Stop still belong to it
     /// (routers export late), unless another session takes the address.
     pub stop_grace: Span,
+    /// Per-user byte gauges for the top N users of each flush (0: off).
+    pub user_metrics_top: usize,
     /// Networks whose addresses are subscribers (the billed side of a flow).
     pub subscriber_networks: Vec<IpNet>,
     /// Exporters allowed to send flows; empty means any.
@@ -273,6 +275,7 @@ impl Default for Config {
             flush_interval: Span(Duration::from_secs(5)),
             late_window: Span(Duration::from_secs(30)),
             stop_grace: Span(Duration::from_secs(5)),
+            user_metrics_top: 0,
             // RFC 6598 shared space, RFC 1918 private space, RFC 4193 ULAs.
             subscriber_networks: [
                 "100.64.0.0/10",
@@ -448,6 +451,13 @@ impl Config {
             if value == 0 {
                 return invalid(key, "-", "must be at least 1");
             }
+        }
+        if self.user_metrics_top > 1000 {
+            return invalid(
+                "user_metrics_top",
+                "-",
+                "at most 1000: per-user series must stay few",
+            );
         }
         if self.db.as_os_str().is_empty() {
             return invalid("db", "--db", "must not be empty");

@@ -21,7 +21,7 @@ use crate::{
     config::{Config, Mode},
     flow_socket::{self, SocketPath},
     flush::Flusher,
-    metrics::{self, Metrics},
+    metrics::{self, Metrics, UserMetrics},
     netflow::Limits,
     radius::{self, clients::Clients, dedup::Dedup, limiter::Limiter},
     sessions::History,
@@ -41,7 +41,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let metrics = Metrics::default();
+    let metrics = Metrics {
+        users: UserMetrics::new(config.user_metrics_top),
+        ..Metrics::default()
+    };
     let db = sink::sqlite::open(&config.db)?;
     let (sessions, addresses) = sink::session_store::read(&db)
         .with_context(|| format!("cannot read the session history of {}", config.db.display()))?;

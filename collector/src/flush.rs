@@ -129,6 +129,7 @@ impl Flusher {
         self.metrics
             .association_backlog
             .set(self.associator.backlog() as i64);
+        self.metrics.users.observe(&attributed);
         let mut rows = std::mem::take(&mut self.pending);
         rows.extend(attributed);
         if let Err(err) = sqlite::write_usage(&mut self.db, &rows) {

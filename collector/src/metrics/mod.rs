@@ -2,8 +2,10 @@
 
 pub mod http;
 mod templates;
+mod users;
 
 pub use templates::TemplateMetrics;
+pub use users::UserMetrics;
 
 use std::sync::Arc;
 
@@ -50,6 +52,8 @@ pub struct Metrics {
     pub unattributed_bytes: Counter,
     /// Rows waiting for a late session.
     pub association_backlog: Gauge,
+    /// Off unless `user_metrics.top` is set.
+    pub users: UserMetrics,
 }
 
 /// RADIUS accounting requests and the sessions they keep open.
@@ -111,6 +115,7 @@ impl Default for Metrics {
             attributed_bytes: Counter::default(),
             unattributed_bytes: Counter::default(),
             association_backlog: Gauge::default(),
+            users: UserMetrics::default(),
         }
     }
 }
@@ -164,6 +169,7 @@ impl Metrics {
         );
         self.templates.register(&mut r);
         self.radius.register(&mut r);
+        self.users.register(&mut r);
         r.register_with_unit(
             "attributed",
             "Bytes of usage rows attributed to a user's session",
