@@ -1,6 +1,7 @@
-//! RADIUS benchmarks (`cargo xtask bench`): accounting requests per second
-//! with durable acknowledgement against the real daemon, and `whois`
-//! lookups per second with a million sessions in the history. Prints a
+//! RADIUS and attribution benchmarks (`cargo xtask bench`): accounting
+//! requests per second with durable acknowledgement against the real
+//! daemon, `whois` lookups per second with a million sessions in the
+//! history, and association of a million aggregates against it. Prints a
 //! Markdown table; BENCHMARKS.md explains the method.
 
 use std::{
@@ -11,9 +12,12 @@ use std::{
 };
 
 use flowtally::{
+    associate::Associator,
     radius::{AccountingRequest, StatusType},
     sessions::{Event, EventKind, History},
+    usage::UsageRow,
 };
+use flowtally_common::agg::Direction;
 
 const SECRET: &str = "bench-secret";
 const REQUESTS: u32 = 20_000;
@@ -21,12 +25,14 @@ const REQUESTS: u32 = 20_000;
 const WINDOW: usize = 64;
 const SESSIONS: u32 = 1_000_000;
 const LOOKUPS: u32 = 1_000_000;
+const AGGREGATES: u32 = 1_000_000;
 
 fn main() {
     println!("| measurement | figure |");
     println!("|---|---:|");
     accounting_rate();
-    whois_rate();
+    let history = whois_rate();
+    association_rate(&history);
 }
 
 /// Starts the release daemon (socket mode, its own database) and drives it
@@ -118,7 +124,7 @@ impl Drop for Daemon {
 
 /// A million sessions, each on its own IPv4 address, then lookups at
 /// pseudo-random addresses and times.
-fn whois_rate() {
+fn whois_rate() -> History {
     let mut history = History::new();
     let build = Instant::now();
     for n in 0..SESSIONS {
@@ -162,4 +168,63 @@ fn whois_rate() {
         per_lookup.as_nanos(),
         1e3 / per_lookup.as_nanos().max(1) as f64
     );
+    history
+}
+
+/// One flush of a million usage rows at pseudo-random subscriber addresses
+/// through the associator, against the million-session history.
+fn association_rate(history: &History) {
+    let rss_before = resident_bytes();
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let rows: Vec<UsageRow> = (0..AGGREGATES)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let at = 1_700_000_000_000 + x % (2 * u64::from(SESSIONS));
+            UsageRow {
+                bucket_start_ms: at - at % 60_000,
+                bucket_width_ms: 60_000,
+                subscriber_ip: std::net::Ipv4Addr::from(0x6440_0000 + (x >> 20) as u32 % SESSIONS)
+                    .into(),
+                direction: Direction::Down,
+                user_name: None,
+                session_id: None,
+                peer_ip: None,
+                protocol: None,
+                subscriber_port: None,
+                peer_port: None,
+                exporter: None,
+                bytes: 1500,
+                packets: 1,
+                flows: 1,
+                first_ms: at,
+                last_ms: at,
+            }
+        })
+        .collect();
+    let rss_rows = resident_bytes();
+    let mut associator = Associator::new(5_000, 30_000);
+    let started = Instant::now();
+    let (ready, summary) = associator.associate(rows, history, 1_800_000_000_000, true);
+    let elapsed = started.elapsed();
+    assert_eq!(ready.len(), AGGREGATES as usize);
+    assert!(summary.attributed_bytes > 0);
+    println!(
+        "| association, {AGGREGATES} aggregates against {SESSIONS} sessions | {:.2} M aggregates/s ({} ns each); rows {} MiB |",
+        f64::from(AGGREGATES) / elapsed.as_secs_f64() / 1e6,
+        (elapsed / AGGREGATES).as_nanos(),
+        (rss_rows.saturating_sub(rss_before)) >> 20,
+    );
+}
+
+/// This process's resident memory, from /proc.
+fn resident_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
 }
