@@ -51,6 +51,7 @@ fn through_xdp(
         ("aggregated", RecordStat::Aggregated),
         ("overflowed", RecordStat::Overflowed),
         ("dropped", RecordStat::Dropped),
+        ("out_of_scope", RecordStat::OutOfScope),
     ]
     .into_iter()
     .map(|(name, stat)| {
@@ -173,4 +174,56 @@ fn exports_from_exporters_off_the_allow_list_are_dropped_and_counted() {
         export.records.len() as u64,
         "only the allowed exporter's records"
     );
+}
+
+#[test]
+#[ignore = "needs root: run `cargo xtask test`"]
+fn the_billing_scope_counts_each_flow_once_in_both_paths() {
+    require_root();
+    use flowtally_common::agg::{ANY_INTERFACE, ScopeKey};
+    let [billed_whole, billed_by_interface] = support::v5gen::EXPORTERS;
+    let mut exports = exports(60, 0xb111);
+    // Interfaces 1..=4 in and out; only interface 3 of the second exporter
+    // is its subscriber side.
+    for (i, export) in exports.iter_mut().enumerate() {
+        for (j, record) in export.records.iter_mut().enumerate() {
+            record.input = ((i + j) % 4 + 1) as u16;
+            record.output = ((i * 3 + j) % 4 + 1) as u16;
+        }
+    }
+    let mut config = kernel_config(&[2055], &[SUBSCRIBERS]);
+    config.billing_scope = vec![
+        ScopeKey {
+            exporter: to_ip(billed_whole.into()),
+            ifindex: ANY_INTERFACE,
+        },
+        ScopeKey {
+            exporter: to_ip(billed_by_interface.into()),
+            ifindex: 3,
+        },
+    ];
+    let (xdp, records) = through_xdp(&config, &exports);
+    let mut aggregator = Aggregator::new(
+        config.profile,
+        config.flags,
+        SubscriberNets::new(&config.subscriber_networks),
+    )
+    .with_scope(&config.billing_scope);
+    let mut out_of_scope = 0;
+    for export in &exports {
+        let added = aggregator
+            .add_v5(&to_ip(export.exporter.into()), &export.bytes())
+            .unwrap();
+        out_of_scope += added.out_of_scope_records;
+    }
+    assert!(xdp == aggregator.take(), "both paths bill the same");
+    let expected: u64 = exports
+        .iter()
+        .filter(|e| e.exporter == billed_by_interface)
+        .flat_map(|e| &e.records)
+        .filter(|r| r.input != 3 && r.output != 3)
+        .count() as u64;
+    assert!(expected > 0);
+    assert_eq!(out_of_scope, expected);
+    assert_eq!(records["out_of_scope"].0, expected, "{records:?}");
 }

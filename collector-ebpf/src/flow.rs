@@ -4,11 +4,14 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{PerCpuArray, lpm_trie::Key},
+    maps::{HashMap, PerCpuArray, lpm_trie::Key},
 };
 use flowtally_common::{
-    RecordStat,
-    agg::{AggKey, AggValue, FlowRecord, Ip, Profile, directions},
+    MAX_SCOPE_ENTRIES, RecordStat,
+    agg::{
+        AggKey, AggValue, FLAG_BILLING_SCOPE, FlowRecord, Ip, Profile, ScopeKey, directions,
+        in_scope,
+    },
 };
 
 use crate::{BUCKET_MS, FLAGS, KEEP_FIELDS, RECORD_STATS, SUBSCRIBER_NETS, aggregate, count};
@@ -26,6 +29,9 @@ pub struct Flow {
     key: AggKey,
     value: AggValue,
 }
+
+#[map(name = "BILLING_SCOPE")]
+static BILLING_SCOPE: HashMap<ScopeKey, u8> = HashMap::with_max_entries(MAX_SCOPE_ENTRIES, 0);
 
 #[map(name = "FLOW_SCRATCH")]
 static SCRATCH: PerCpuArray<Flow> = PerCpuArray::with_max_entries(1, 0);
@@ -63,6 +69,17 @@ impl Flow {
             1,
             self.record.bytes,
         );
+        // SAFETY: only tested for presence, never dereferenced.
+        let scoped = |key: &ScopeKey| unsafe { BILLING_SCOPE.get(key) }.is_some();
+        if self.flags & FLAG_BILLING_SCOPE != 0 && !in_scope(scoped, &self.exporter, &self.record) {
+            count(
+                &RECORD_STATS,
+                RecordStat::OutOfScope as u32,
+                1,
+                self.record.bytes,
+            );
+            return;
+        }
         self.value = self.record.value();
         let [first, second] = directions(
             is_subscriber(&self.record.src),

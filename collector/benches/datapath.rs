@@ -49,6 +49,7 @@ fn main() {
             SUBSCRIBERS_V6.parse().unwrap(),
         ],
         exporters: Vec::new(),
+        billing_scope: Vec::new(),
         profile: Profile {
             keep: KEEP_ALL,
             bucket_ms: 60_000,

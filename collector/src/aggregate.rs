@@ -1,10 +1,10 @@
 //! The socket path's aggregation, and the table that both paths' aggregates
 //! meet in before they are written. Sans-IO: no sockets, no clock.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use flowtally_common::{
-    agg::{AggKey, AggValue, FlowRecord, Ip, Profile, directions},
+    agg::{AggKey, AggValue, FlowRecord, Ip, Profile, ScopeKey, directions, in_scope},
     v5::Invalid,
 };
 
@@ -18,6 +18,9 @@ pub type Table = HashMap<AggKey, AggValue>;
 pub struct Added {
     pub records: u64,
     pub bytes: u64,
+    /// Of those, outside the billing scope (not aggregated).
+    pub out_of_scope_records: u64,
+    pub out_of_scope_bytes: u64,
 }
 
 /// Folds decoded records into a [`Table`] with the same rules as the XDP
@@ -27,6 +30,8 @@ pub struct Aggregator {
     profile: Profile,
     flags: u32,
     subscribers: SubscriberNets,
+    /// `None`: everything counts.
+    scope: Option<HashSet<ScopeKey>>,
     table: Table,
 }
 
@@ -36,8 +41,15 @@ impl Aggregator {
             profile,
             flags,
             subscribers,
+            scope: None,
             table: Table::new(),
         }
+    }
+
+    /// Bills only records inside `scope` (none: everything counts).
+    pub fn with_scope(mut self, scope: &[ScopeKey]) -> Self {
+        self.scope = (!scope.is_empty()).then(|| scope.iter().copied().collect());
+        self
     }
 
     /// Decodes a NetFlow v5 datagram from `exporter` and aggregates all of
@@ -49,7 +61,10 @@ impl Aggregator {
             let record = export.header.record(&raw, self.flags);
             added.records += 1;
             added.bytes += record.bytes;
-            self.add(exporter, &record);
+            if !self.add(exporter, &record) {
+                added.out_of_scope_records += 1;
+                added.out_of_scope_bytes += record.bytes;
+            }
         }
         Ok(added)
     }
@@ -60,8 +75,14 @@ impl Aggregator {
     }
 
     /// Aggregates one decoded record from `exporter` in every direction it
-    /// belongs to.
-    pub fn add(&mut self, exporter: &Ip, record: &FlowRecord) {
+    /// belongs to; false (and nothing aggregated) when it is outside the
+    /// billing scope.
+    pub fn add(&mut self, exporter: &Ip, record: &FlowRecord) -> bool {
+        if let Some(scope) = &self.scope
+            && !in_scope(|key| scope.contains(key), exporter, record)
+        {
+            return false;
+        }
         let value = record.value();
         let inside = |ip| self.subscribers.contains(ip);
         let [first, second] = directions(inside(&record.src), inside(&record.dst));
@@ -69,6 +90,7 @@ impl Aggregator {
             let key = self.profile.key(record, dir, exporter);
             merge(&mut self.table, key, &value);
         }
+        true
     }
 
     /// Everything aggregated since the last call.
@@ -141,7 +163,8 @@ mod tests {
             added,
             Added {
                 records: 4,
-                bytes: 1117
+                bytes: 1117,
+                ..Added::default()
             }
         );
         let table = agg.take();

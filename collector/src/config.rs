@@ -68,6 +68,9 @@ pub struct Config {
     pub subscriber_networks: Vec<IpNet>,
     /// Exporters allowed to send flows; empty means any.
     pub exporters: Vec<IpAddr>,
+    /// What is billed when several routers see the same traffic; empty
+    /// means everything counts.
+    pub billing_scope: Vec<ScopeEntry>,
     pub aggregation: AggregationConfig,
     pub maps: MapsConfig,
     pub templates: TemplatesConfig,
@@ -109,6 +112,37 @@ impl Config {
             path.push(".templates");
             PathBuf::from(path)
         })
+    }
+}
+
+/// Records from `exporter` count if they entered or left it by one of
+/// `interfaces` (SNMP ifindex); with no interfaces, all of them count.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScopeEntry {
+    pub exporter: IpAddr,
+    #[serde(default)]
+    pub interfaces: Vec<u32>,
+}
+
+impl Config {
+    /// The billing scope in the form both data paths check.
+    pub fn scope_keys(&self) -> Vec<flowtally_common::agg::ScopeKey> {
+        use flowtally_common::agg::{ANY_INTERFACE, ScopeKey};
+        self.billing_scope
+            .iter()
+            .flat_map(|entry| {
+                let exporter = crate::ip::to_ip(entry.exporter);
+                let interfaces = if entry.interfaces.is_empty() {
+                    vec![ANY_INTERFACE]
+                } else {
+                    entry.interfaces.clone()
+                };
+                interfaces
+                    .into_iter()
+                    .map(move |ifindex| ScopeKey { exporter, ifindex })
+            })
+            .collect()
     }
 }
 
@@ -288,6 +322,7 @@ impl Default for Config {
             .map(|net| net.parse().expect("literal CIDR"))
             .collect(),
             exporters: Vec::new(),
+            billing_scope: Vec::new(),
             aggregation: AggregationConfig::default(),
             maps: MapsConfig::default(),
             templates: TemplatesConfig::default(),
@@ -457,6 +492,16 @@ impl Config {
                 "user_metrics_top",
                 "-",
                 "at most 1000: per-user series must stay few",
+            );
+        }
+        if self.scope_keys().len() > flowtally_common::MAX_SCOPE_ENTRIES as usize {
+            return invalid(
+                "billing_scope",
+                "-",
+                &format!(
+                    "at most {} exporter/interface pairs",
+                    flowtally_common::MAX_SCOPE_ENTRIES
+                ),
             );
         }
         if self.db.as_os_str().is_empty() {

@@ -62,6 +62,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         collector_ports: netflow_addrs.iter().map(SocketAddr::port).collect(),
         subscriber_networks: config.subscriber_networks.clone(),
         exporters: config.exporters.clone(),
+        billing_scope: config.scope_keys(),
         profile,
         flags,
         aggregate_entries: config.maps.aggregate_entries,
@@ -106,7 +107,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         profile,
         flags,
         SubscriberNets::new(&config.subscriber_networks),
-    );
+    )
+    .with_scope(&config.scope_keys());
     let templates_file = config.templates_file();
     let limits = Limits {
         max_templates_per_exporter: config.templates.max_per_exporter,

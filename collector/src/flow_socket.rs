@@ -130,6 +130,14 @@ impl SocketPath {
             Ok(added) => {
                 self.metrics.socket.records.inc_by(added.records);
                 self.metrics.socket.record_bytes.inc_by(added.bytes);
+                self.metrics
+                    .socket
+                    .out_of_scope_records
+                    .inc_by(added.out_of_scope_records);
+                self.metrics
+                    .socket
+                    .out_of_scope_bytes
+                    .inc_by(added.out_of_scope_bytes);
             }
             Err(invalid) => self.reject(invalid.as_str()),
         }
@@ -150,7 +158,10 @@ impl SocketPath {
         match decoded {
             Ok(report) => {
                 for record in &templates.records {
-                    aggregator.add(exporter, record);
+                    if !aggregator.add(exporter, record) {
+                        self.metrics.socket.out_of_scope_records.inc();
+                        self.metrics.socket.out_of_scope_bytes.inc_by(record.bytes);
+                    }
                 }
                 drop(aggregator);
                 self.metrics.socket.records.inc_by(report.records);

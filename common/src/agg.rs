@@ -59,6 +59,34 @@ pub const FLAG_TIME_FROM_START: u32 = 1 << 0;
 pub const FLAG_SCALE_SAMPLING: u32 = 1 << 1;
 /// Accept exports only from the `EXPORTERS` map.
 pub const FLAG_EXPORTER_ALLOWLIST: u32 = 1 << 2;
+/// Bill only records inside the billing scope (`BILLING_SCOPE` map).
+pub const FLAG_BILLING_SCOPE: u32 = 1 << 3;
+
+/// One entry of the billing scope: records from `exporter` that entered or
+/// left it by interface `ifindex` count ([`ANY_INTERFACE`]: all of them).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ScopeKey {
+    pub exporter: Ip,
+    pub ifindex: u32,
+}
+
+pub const ANY_INTERFACE: u32 = u32::MAX;
+
+/// Whether `record` from `exporter` is billed, given the scope's entries
+/// (`contains`). Several routers may see the same traffic; the scope picks
+/// the one vantage point (exporter, and its subscriber-facing interfaces)
+/// that counts, so a flow is billed once.
+#[inline(always)]
+pub fn in_scope(contains: impl Fn(&ScopeKey) -> bool, exporter: &Ip, record: &FlowRecord) -> bool {
+    let key = |ifindex| ScopeKey {
+        exporter: *exporter,
+        ifindex,
+    };
+    contains(&key(ANY_INTERFACE))
+        || contains(&key(record.input_if))
+        || contains(&key(record.output_if))
+}
 
 /// One aggregate's identity. `repr(C)` with explicit padding: the kernel
 /// hashes all 64 bytes, so padding must be zero, never uninitialised.
@@ -139,6 +167,10 @@ pub struct FlowRecord {
     pub packets: u64,
     /// Unix ms by which the record is timed (end or start, per `FLAGS`).
     pub time_ms: u64,
+    /// SNMP interface indexes the flow entered and left the exporter by
+    /// (0 when the export does not say).
+    pub input_if: u32,
+    pub output_if: u32,
 }
 
 /// How aggregation folds records: which key fields survive and how wide a
@@ -245,6 +277,7 @@ mod pod {
     unsafe impl aya::Pod for super::AggKey {}
     unsafe impl aya::Pod for super::AggValue {}
     unsafe impl aya::Pod for super::Overflow {}
+    unsafe impl aya::Pod for super::ScopeKey {}
 }
 
 #[cfg(test)]
@@ -303,6 +336,8 @@ mod tests {
             bytes: 1500,
             packets: 1,
             time_ms: 61_234,
+            input_if: 0,
+            output_if: 0,
         };
         let exporter = ip_from_v4([198, 18, 0, 1]);
         let detail = Profile {
@@ -342,6 +377,37 @@ mod tests {
             scale((1 << 32) - 1, u32::MAX),
             ((1u64 << 32) - 1) * u32::MAX as u64
         );
+    }
+
+    #[test]
+    fn the_scope_bills_an_exporter_whole_or_by_interface() {
+        let a = ip_from_v4([198, 18, 0, 1]);
+        let b = ip_from_v4([198, 18, 0, 2]);
+        let scope = [
+            ScopeKey {
+                exporter: a,
+                ifindex: ANY_INTERFACE,
+            },
+            ScopeKey {
+                exporter: b,
+                ifindex: 7,
+            },
+        ];
+        let contains = |k: &ScopeKey| scope.contains(k);
+        let record = |input_if, output_if| FlowRecord {
+            input_if,
+            output_if,
+            ..FlowRecord::default()
+        };
+        assert!(in_scope(contains, &a, &record(1, 2)));
+        assert!(in_scope(contains, &b, &record(7, 2)));
+        assert!(in_scope(contains, &b, &record(1, 7)));
+        assert!(!in_scope(contains, &b, &record(1, 2)));
+        assert!(!in_scope(
+            contains,
+            &ip_from_v4([198, 18, 0, 3]),
+            &record(7, 7)
+        ));
     }
 
     #[test]

@@ -27,6 +27,11 @@ pub const MAX_COLLECTOR_PORTS: u32 = 64;
 pub const EXPORTERS_MAP: &str = "EXPORTERS";
 pub const MAX_EXPORTERS: u32 = 4096;
 
+/// The billing scope (`HashMap<agg::ScopeKey, u8>`), consulted only when
+/// [`agg::FLAG_BILLING_SCOPE`] is set.
+pub const BILLING_SCOPE_MAP: &str = "BILLING_SCOPE";
+pub const MAX_SCOPE_ENTRIES: u32 = 4096;
+
 /// Subscriber networks (`LpmTrie<[u8; 16], u8>`, IPv4 as IPv4-mapped IPv6).
 pub const SUBSCRIBER_NETS_MAP: &str = "SUBSCRIBER_NETS";
 pub const MAX_SUBSCRIBER_NETS: u32 = 16_384;

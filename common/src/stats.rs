@@ -113,14 +113,17 @@ pub enum RecordStat {
     Overflowed = 2,
     /// The ring was full too: lost, and counted here.
     Dropped = 3,
+    /// Outside the billing scope (another router bills it): not aggregated.
+    OutOfScope = 4,
 }
 
 impl RecordStat {
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 5] = [
         Self::Parsed,
         Self::Aggregated,
         Self::Overflowed,
         Self::Dropped,
+        Self::OutOfScope,
     ];
     pub const COUNT: u32 = Self::ALL.len() as u32;
 }

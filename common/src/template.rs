@@ -145,6 +145,9 @@ pub struct CompiledTemplate {
     pub packets: Slot,
     pub start: Slot,
     pub end: Slot,
+    /// Ingress and egress interface (IEs 10 and 14), 1 to 4 bytes.
+    pub input_if: Slot,
+    pub output_if: Slot,
     pub _pad2: u32,
 }
 
@@ -187,6 +190,8 @@ impl CompiledTemplate {
         };
         let slot = if first.present() { first } else { second };
         out.time_ms = self.time_ms(rec, slot, time);
+        out.input_if = read_uint(rec, &self.input_if) as u32;
+        out.output_if = read_uint(rec, &self.output_if) as u32;
     }
 
     #[inline(always)]
@@ -294,7 +299,7 @@ mod tests {
         assert_eq!(core::mem::size_of::<TemplateKey>(), 16 + 4 + 2 + 2);
         assert_eq!(
             core::mem::size_of::<CompiledTemplate>(),
-            2 + 2 + 4 + 8 + 9 * 4 + 4
+            2 + 2 + 4 + 8 + 11 * 4 + 4
         );
     }
 

@@ -165,6 +165,8 @@ impl Header {
         out.bytes = scale(u32_at(r, 20) as u64, interval);
         out.packets = scale(u32_at(r, 16) as u64, interval);
         out.time_ms = self.unix_ms(switched);
+        out.input_if = u16_at(r, 12) as u32;
+        out.output_if = u16_at(r, 14) as u32;
     }
 }
 

@@ -47,6 +47,7 @@ pub fn kernel_config(ports: &[u16], subscriber_nets: &[&str]) -> flowtally::xdp:
         collector_ports: ports.iter().copied().collect(),
         subscriber_networks: subscriber_nets.iter().map(|n| n.parse().unwrap()).collect(),
         exporters: Vec::new(),
+        billing_scope: Vec::new(),
         profile: Profile {
             keep: KEEP_ALL,
             bucket_ms: 60_000,

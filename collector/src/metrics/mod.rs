@@ -95,6 +95,9 @@ pub struct PathCounters {
     pub packets: Counter,
     pub records: Counter,
     pub record_bytes: Counter,
+    /// Records outside the billing scope, not aggregated.
+    pub out_of_scope_records: Counter,
+    pub out_of_scope_bytes: Counter,
 }
 
 impl Default for Metrics {
@@ -239,6 +242,20 @@ impl FlowStats {
                 }),
             ),
         ];
+        families.push((
+            "out_of_scope_records",
+            "Records outside the billing scope (another router bills them), by data path",
+            self.path_samples(&self.socket.out_of_scope_records, |k| {
+                k.records(RecordStat::OutOfScope).count
+            }),
+        ));
+        families.push((
+            "out_of_scope_bytes",
+            "Bytes of those records, by data path",
+            self.path_samples(&self.socket.out_of_scope_bytes, |k| {
+                k.records(RecordStat::OutOfScope).bytes
+            }),
+        ));
         let Some(kernel) = &self.kernel else {
             return families;
         };

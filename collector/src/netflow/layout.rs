@@ -50,6 +50,8 @@ struct Found {
     protocol: Option<(usize, usize)>,
     octets: Option<(usize, usize)>,
     packets: Option<(usize, usize)>,
+    input_if: Option<(usize, usize)>,
+    output_if: Option<(usize, usize)>,
     sampler: Option<(usize, usize)>,
     start: Option<(usize, usize, TimeKind)>,
     end: Option<(usize, usize, TimeKind)>,
@@ -119,6 +121,8 @@ impl Layout {
                 ie::PROTOCOL => &mut found.protocol,
                 ie::OCTET_DELTA_COUNT => &mut found.octets,
                 ie::PACKET_DELTA_COUNT => &mut found.packets,
+                ie::INGRESS_INTERFACE => &mut found.input_if,
+                ie::EGRESS_INTERFACE => &mut found.output_if,
                 ie::SAMPLER_ID | ie::SELECTOR_ID => &mut found.sampler,
                 _ => {
                     if let Some((start, kind)) = time_element(id) {
@@ -137,6 +141,7 @@ impl Layout {
 
         let mut bad = false;
         let counter = |len| (1..=8).contains(&len);
+        let interface = |len| (1..=4).contains(&len);
         let v4 = found.src4.is_some() && found.dst4.is_some();
         let v6 = found.src6.is_some() && found.dst6.is_some();
         let (src, dst, address_len) = if v4 {
@@ -174,6 +179,8 @@ impl Layout {
             packets: slot(found.packets, counter, TimeKind::Absent, &mut bad),
             start,
             end,
+            input_if: slot(found.input_if, interface, TimeKind::Absent, &mut bad),
+            output_if: slot(found.output_if, interface, TimeKind::Absent, &mut bad),
             ..CompiledTemplate::default()
         };
         let sampler = slot(found.sampler, counter, TimeKind::Absent, &mut bad);

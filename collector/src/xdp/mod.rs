@@ -15,9 +15,10 @@ use aya::{
     programs::{ProgramError, TestRun as _, TestRunOptions, Xdp, XdpMode, links::FdLink},
 };
 use flowtally_common::{
-    ACTIVE_MAP, AGGREGATE_MAPS, COLLECTOR_PORTS_MAP, EXPORTERS_MAP, GLOBAL_BUCKET_MS, GLOBAL_FLAGS,
-    GLOBAL_KEEP_FIELDS, OVERFLOW_RING, RECORD_STATS_MAP, STATS_MAP, SUBSCRIBER_NETS_MAP,
-    agg::{FLAG_EXPORTER_ALLOWLIST, Ip, Profile},
+    ACTIVE_MAP, AGGREGATE_MAPS, BILLING_SCOPE_MAP, COLLECTOR_PORTS_MAP, EXPORTERS_MAP,
+    GLOBAL_BUCKET_MS, GLOBAL_FLAGS, GLOBAL_KEEP_FIELDS, OVERFLOW_RING, RECORD_STATS_MAP, STATS_MAP,
+    SUBSCRIBER_NETS_MAP,
+    agg::{FLAG_BILLING_SCOPE, FLAG_EXPORTER_ALLOWLIST, Ip, Profile, ScopeKey},
     template::{
         CompiledTemplate, MAX_RECORD_LEN, MIN_RECORD_LEN, TEMPLATE_SETS_DONE_MAP,
         TEMPLATE_SETS_SEEN_MAP, TEMPLATES_MAP, TemplateKey,
@@ -123,6 +124,8 @@ pub struct KernelConfig {
     pub subscriber_networks: Vec<IpNet>,
     /// Allowed exporters; empty means any.
     pub exporters: Vec<IpAddr>,
+    /// The billing scope; empty means everything counts.
+    pub billing_scope: Vec<ScopeKey>,
     pub profile: Profile,
     /// `agg::FLAG_*` bits except the allow-list, which `exporters` implies.
     pub flags: u32,
@@ -144,6 +147,9 @@ impl DataPlane {
         let mut flags = config.flags;
         if !config.exporters.is_empty() {
             flags |= FLAG_EXPORTER_ALLOWLIST;
+        }
+        if !config.billing_scope.is_empty() {
+            flags |= FLAG_BILLING_SCOPE;
         }
         let mut loader = EbpfLoader::new();
         loader
@@ -384,6 +390,15 @@ fn fill_maps(ebpf: &mut Ebpf, config: &KernelConfig) -> Result<(), XdpError> {
         exporters
             .insert(to_ip(exporter), 1, 0)
             .map_err(map_error(EXPORTERS_MAP))?;
+    }
+
+    let mut scope: HashMap<_, ScopeKey, u8> = map_mut(ebpf, BILLING_SCOPE_MAP)?
+        .try_into()
+        .map_err(map_error(BILLING_SCOPE_MAP))?;
+    for key in &config.billing_scope {
+        scope
+            .insert(key, 1, 0)
+            .map_err(map_error(BILLING_SCOPE_MAP))?;
     }
 
     let mut nets: LpmTrie<_, Ip, u8> = map_mut(ebpf, SUBSCRIBER_NETS_MAP)?

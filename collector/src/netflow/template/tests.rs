@@ -229,6 +229,8 @@ fn v9_records_are_timed_from_the_export_header() {
             bytes: 1500,
             packets: 3,
             time_ms: NOW - 1_000,
+            input_if: 0,
+            output_if: 0,
         }
     );
     let by_start = decode_at(
