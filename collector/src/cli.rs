@@ -23,6 +23,42 @@ pub enum Command {
     CheckConfig(RunArgs),
     /// Who held an address at a moment, from the session history.
     Whois(WhoisArgs),
+    /// Usage, time online and cost per user, session, subnet or organisation.
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The SQLite database `flowtally run` writes.
+    #[arg(long, value_name = "PATH")]
+    pub db: PathBuf,
+    /// Usage whose bucket starts at or after this: RFC 3339 or Unix seconds
+    /// (default: all).
+    #[arg(long, value_name = "TIME")]
+    pub from: Option<crate::timestamp::Timestamp>,
+    /// Usage whose bucket starts before this (default: now).
+    #[arg(long, value_name = "TIME")]
+    pub to: Option<crate::timestamp::Timestamp>,
+    /// One row per user, session, subscriber subnet or organisation.
+    #[arg(long, value_enum, default_value = "user")]
+    pub by: crate::report::group::By,
+    /// TOML tariff: prices per period of the week (no costs without it).
+    #[arg(long, value_name = "FILE")]
+    pub tariff: Option<PathBuf>,
+    /// TOML map of networks to organisations, for `--by org`.
+    #[arg(long, value_name = "FILE", required_if_eq("by", "org"))]
+    pub orgs: Option<PathBuf>,
+    /// Prefix length of an IPv4 subnet for `--by subnet`.
+    #[arg(long, value_name = "BITS", default_value_t = 24,
+        value_parser = clap::value_parser!(u8).range(0..=32))]
+    pub subnet_prefix_v4: u8,
+    /// Prefix length of an IPv6 subnet for `--by subnet`.
+    #[arg(long, value_name = "BITS", default_value_t = 64,
+        value_parser = clap::value_parser!(u8).range(0..=128))]
+    pub subnet_prefix_v6: u8,
+    /// `table` for people; `csv` and `json` with raw numbers.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: crate::report::render::Format,
 }
 
 #[derive(Debug, Args)]

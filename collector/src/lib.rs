@@ -12,6 +12,7 @@ pub mod ip;
 pub mod metrics;
 pub mod netflow;
 pub mod radius;
+pub mod report;
 pub mod sessions;
 pub mod sink;
 pub mod subscribers;

@@ -1,9 +1,14 @@
-use std::{io::IsTerminal as _, process::ExitCode};
+use std::{
+    io::{IsTerminal as _, Write as _},
+    process::ExitCode,
+    time::{SystemTime, UNIX_EPOCH},
+};
 
 use clap::Parser as _;
 use flowtally::{
     cli::{Cli, Command},
     daemon,
+    timestamp::Timestamp,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -31,6 +36,27 @@ fn main() -> ExitCode {
                 Err(err) => {
                     eprintln!("flowtally: {err:#}");
                     ExitCode::from(1)
+                }
+            };
+        }
+        Command::Report(args) => {
+            let now = Timestamp(
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64),
+            );
+            return match flowtally::report::command::run(&args, now) {
+                Ok(report) => match std::io::stdout().lock().write_all(report.as_bytes()) {
+                    // A reader that has seen enough (`| head`) is no failure.
+                    Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => {
+                        eprintln!("flowtally: cannot write the report: {err}");
+                        ExitCode::from(1)
+                    }
+                    _ => ExitCode::SUCCESS,
+                },
+                Err(err) => {
+                    eprintln!("flowtally: {err}");
+                    ExitCode::from(err.exit_code())
                 }
             };
         }

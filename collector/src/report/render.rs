@@ -1,0 +1,414 @@
+//! A report as a table for people, CSV or JSON. All three carry the same
+//! figures: CSV and JSON raw (bytes, seconds with milliseconds, costs with
+//! 4 decimals), the table in GB with 3 decimals and h:mm:ss.
+//!
+//! Besides the groups, every format has the total and the transit traffic
+//! (no subscriber: bytes, packets and flows only). In tables and CSV they
+//! are rows named `(total)` and `(transit)`: like `(unattributed)` and
+//! `(none)`, names in parentheses are flowtally's.
+
+use std::fmt::Write as _;
+
+use super::{Line, Report};
+use crate::timestamp::Timestamp;
+
+/// The `--format` choices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+pub fn render(report: &Report, format: Format) -> String {
+    match format {
+        Format::Table => table(report),
+        Format::Csv => csv(report),
+        Format::Json => json(report),
+    }
+}
+
+const TOTAL: &str = "(total)";
+const TRANSIT: &str = "(transit)";
+
+fn period_names(report: &Report) -> Vec<&str> {
+    report
+        .tariff
+        .iter()
+        .flat_map(|t| &t.periods)
+        .map(|p| p.name.as_str())
+        .collect()
+}
+
+/// How table and CSV write figures: bytes, and time online in ms.
+struct Units {
+    bytes: fn(u64) -> String,
+    time: fn(u64) -> String,
+}
+
+const HUMAN: Units = Units {
+    bytes: gb,
+    time: hms,
+};
+const RAW: Units = Units {
+    bytes: |bytes| bytes.to_string(),
+    time: seconds,
+};
+
+/// The rows of table and CSV after the header: the groups, then `(total)`
+/// and `(transit)`; key cells first, as `name` gives them.
+fn rows(report: &Report, units: &Units, name: fn(&str) -> String) -> Vec<Vec<String>> {
+    let figures = |mut cells: Vec<String>, line: &Line| {
+        cells.extend([
+            (units.bytes)(line.bytes_up),
+            (units.bytes)(line.bytes_down),
+            (units.bytes)(line.bytes()),
+            line.packets.to_string(),
+            line.flows.to_string(),
+            (units.time)(line.online_ms),
+        ]);
+        if report.tariff.is_some() {
+            cells.extend(line.periods.iter().map(|p| p.cost.to_string()));
+            cells.push(line.cost().to_string());
+        }
+        cells
+    };
+    let ours = |label: &str| {
+        let mut cells = vec![String::new(); report.columns.len()];
+        cells[0] = label.to_owned();
+        cells
+    };
+    let mut rows: Vec<Vec<String>> = report
+        .groups
+        .iter()
+        .map(|(key, line)| figures(key.cells().iter().map(|n| name(n)).collect(), line))
+        .collect();
+    rows.push(figures(ours(TOTAL), &report.total));
+    let mut transit = ours(TRANSIT);
+    transit.extend([
+        String::new(),
+        String::new(),
+        (units.bytes)(report.transit.bytes),
+        report.transit.packets.to_string(),
+        report.transit.flows.to_string(),
+    ]);
+    rows.push(transit);
+    rows
+}
+
+fn table(report: &Report) -> String {
+    let mut header: Vec<String> = report.columns.iter().map(|c| c.to_string()).collect();
+    header.extend(["up GB", "down GB", "GB", "packets", "flows", "online"].map(String::from));
+    if let Some(tariff) = &report.tariff {
+        let currency = &tariff.currency;
+        header.extend(
+            period_names(report)
+                .iter()
+                .map(|p| format!("{p} {currency}")),
+        );
+        header.push(format!("total {currency}"));
+    }
+    let keys = report.columns.len();
+    let rows = rows(report, &HUMAN, printable);
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            [&header]
+                .into_iter()
+                .chain(&rows)
+                .filter_map(|cells| cells.get(i))
+                .map(|cell| cell.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = format!(
+        "usage from {} to {}",
+        Timestamp(report.from_ms),
+        Timestamp(report.to_ms)
+    );
+    if let Some(tariff) = &report.tariff {
+        write!(
+            out,
+            ", prices in {}, periods at UTC{}",
+            tariff.currency, tariff.timezone
+        )
+        .unwrap();
+    }
+    out.push_str("\n\n");
+    let mut line = |cells: &[String]| {
+        let mut text = String::new();
+        for (i, (cell, width)) in cells.iter().zip(&widths).enumerate() {
+            let pad = " ".repeat(width - cell.chars().count());
+            match i {
+                0 => write!(text, "{cell}{pad}"),
+                i if i < keys => write!(text, "  {cell}{pad}"),
+                _ => write!(text, "  {pad}{cell}"),
+            }
+            .unwrap();
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    let (groups, ours) = rows.split_at(rows.len() - 2);
+    line(&header);
+    for cells in groups {
+        line(cells);
+    }
+    line(&widths.iter().map(|&w| "-".repeat(w)).collect::<Vec<_>>());
+    for cells in ours {
+        line(cells);
+    }
+    out
+}
+
+fn csv(report: &Report) -> String {
+    let mut header: Vec<String> = report.columns.iter().map(|c| c.to_string()).collect();
+    header.extend(
+        [
+            "bytes_up",
+            "bytes_down",
+            "bytes",
+            "packets",
+            "flows",
+            "online_s",
+        ]
+        .map(String::from),
+    );
+    if report.tariff.is_some() {
+        header.extend(period_names(report).iter().map(|p| format!("cost_{p}")));
+        header.push("cost".into());
+    }
+    let width = header.len();
+    let mut out = String::new();
+    for cells in [header].iter().chain(&rows(report, &RAW, str::to_owned)) {
+        let fields: Vec<String> = cells.iter().map(|cell| csv_field(cell)).collect();
+        out.push_str(&fields.join(","));
+        // The transit row ends early: fill it to the header's width.
+        out.push_str(&",".repeat(width - fields.len()));
+        out.push_str("\r\n");
+    }
+    out
+}
+
+fn json(report: &Report) -> String {
+    let line = |line: &Line| {
+        let mut fields = vec![
+            format!("\"bytes_up\": {}", line.bytes_up),
+            format!("\"bytes_down\": {}", line.bytes_down),
+            format!("\"bytes\": {}", line.bytes()),
+            format!("\"packets\": {}", line.packets),
+            format!("\"flows\": {}", line.flows),
+            format!("\"online_s\": {}", seconds(line.online_ms)),
+        ];
+        if report.tariff.is_some() {
+            let by_period: Vec<String> = period_names(report)
+                .iter()
+                .zip(&line.periods)
+                .map(|(name, p)| format!("{}: {}", json_string(name), p.cost))
+                .collect();
+            fields.push(format!("\"cost_by_period\": {{{}}}", by_period.join(", ")));
+            fields.push(format!("\"cost\": {}", line.cost()));
+        }
+        fields
+    };
+    let groups: Vec<String> = report
+        .groups
+        .iter()
+        .map(|(key, l)| {
+            let mut fields: Vec<String> = report
+                .columns
+                .iter()
+                .zip(key.cells())
+                .map(|(column, name)| format!("\"{column}\": {}", json_string(&name)))
+                .collect();
+            fields.extend(line(l));
+            format!("    {{{}}}", fields.join(", "))
+        })
+        .collect();
+    let mut out = String::from("{\n");
+    writeln!(out, "  \"from\": \"{}\",", Timestamp(report.from_ms)).unwrap();
+    writeln!(out, "  \"to\": \"{}\",", Timestamp(report.to_ms)).unwrap();
+    if let Some(tariff) = &report.tariff {
+        let periods: Vec<String> = period_names(report)
+            .iter()
+            .map(|p| json_string(p))
+            .collect();
+        writeln!(out, "  \"currency\": {},", json_string(&tariff.currency)).unwrap();
+        writeln!(out, "  \"timezone\": \"{}\",", tariff.timezone).unwrap();
+        writeln!(out, "  \"periods\": [{}],", periods.join(", ")).unwrap();
+    }
+    if groups.is_empty() {
+        out.push_str("  \"groups\": [],\n");
+    } else {
+        writeln!(out, "  \"groups\": [\n{}\n  ],", groups.join(",\n")).unwrap();
+    }
+    writeln!(out, "  \"totals\": {{{}}},", line(&report.total).join(", ")).unwrap();
+    let t = report.transit;
+    writeln!(
+        out,
+        "  \"transit\": {{\"bytes\": {}, \"packets\": {}, \"flows\": {}}}",
+        t.bytes, t.packets, t.flows
+    )
+    .unwrap();
+    out.push_str("}\n");
+    out
+}
+
+/// `1.500` GB for 1 499 500 000 bytes: 10^9 bytes, rounded half up to 3
+/// decimals.
+fn gb(bytes: u64) -> String {
+    let thousandths = bytes / 1_000_000 + u64::from(bytes % 1_000_000 >= 500_000);
+    format!("{}.{:03}", thousandths / 1000, thousandths % 1000)
+}
+
+/// `5400.250` seconds.
+fn seconds(ms: u64) -> String {
+    format!("{}.{:03}", ms / 1000, ms % 1000)
+}
+
+/// `1:30:00` for 5 400 999 ms: whole seconds.
+fn hms(ms: u64) -> String {
+    let s = ms / 1000;
+    format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+/// Names come from RADIUS clients: control characters would break the
+/// table's lines or drive the terminal.
+fn printable(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_debug().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// RFC 4180: quoted when it holds a comma, quote or line break, with
+/// quotes doubled.
+fn csv_field(field: &str) -> String {
+    if field.contains([',', '"', '\r', '\n']) {
+        format!("\"{}\"", field.replace('"', "\"\""))
+    } else {
+        field.to_owned()
+    }
+}
+
+/// RFC 8259: quotes, backslashes and control characters escaped.
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c < ' ' => write!(out, "\\u{:04x}", c as u32).unwrap(),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{
+        PeriodLine, Traffic,
+        group::{Key, Name},
+        tariff::{Cost, Tariff},
+    };
+
+    fn report() -> Report {
+        let tariff = Tariff::parse(
+            "currency = \"EUR\"\n[[period]]\nname = \"all, day\"\nprice_per_gb = 1\nprice_per_hour = 0\n",
+        )
+        .unwrap();
+        let line = |bytes_down, cost| Line {
+            bytes_down,
+            packets: 3,
+            flows: 1,
+            online_ms: 5_400_250,
+            periods: vec![PeriodLine {
+                bytes: bytes_down,
+                online_ms: 5_400_250,
+                cost: Cost(cost),
+            }],
+            ..Line::default()
+        };
+        Report {
+            from_ms: 0,
+            to_ms: 1_000,
+            columns: &["user"],
+            tariff: Some(tariff),
+            groups: vec![
+                (
+                    Key::User(Name::Known("o\"brien, jr".into())),
+                    line(1_499_500_000, 14_995),
+                ),
+                (Key::User(Name::Known("eve\n\u{1b}[2J".into())), line(1, 0)),
+                (Key::User(Name::Unknown), line(0, 0)),
+            ],
+            total: line(1_499_500_001, 14_995),
+            transit: Traffic {
+                bytes: 7,
+                packets: 2,
+                flows: 1,
+            },
+        }
+    }
+
+    #[test]
+    fn csv_quotes_names_and_prints_raw_numbers() {
+        assert_eq!(
+            render(&report(), Format::Csv),
+            "user,bytes_up,bytes_down,bytes,packets,flows,online_s,\"cost_all, day\",cost\r\n\
+             \"o\"\"brien, jr\",0,1499500000,1499500000,3,1,5400.250,1.4995,1.4995\r\n\
+             \"eve\n\u{1b}[2J\",0,1,1,3,1,5400.250,0.0000,0.0000\r\n\
+             (unattributed),0,0,0,3,1,5400.250,0.0000,0.0000\r\n\
+             (total),0,1499500001,1499500001,3,1,5400.250,1.4995,1.4995\r\n\
+             (transit),,,7,2,1,,,\r\n"
+        );
+    }
+
+    #[test]
+    fn json_escapes_names() {
+        let json = render(&report(), Format::Json);
+        assert!(
+            json.contains(r#"{"user": "o\"brien, jr", "bytes_up": 0,"#),
+            "{json}"
+        );
+        assert!(json.contains(r#""user": "eve\n\u001b[2J""#), "{json}");
+        assert!(
+            json.contains(
+                r#""online_s": 5400.250, "cost_by_period": {"all, day": 1.4995}, "cost": 1.4995}"#
+            ),
+            "{json}"
+        );
+        assert!(
+            json.contains(r#""transit": {"bytes": 7, "packets": 2, "flows": 1}"#),
+            "{json}"
+        );
+    }
+
+    #[test]
+    fn the_table_aligns_numbers_right_in_human_units() {
+        assert_eq!(
+            render(&report(), Format::Table),
+            "usage from 1970-01-01T00:00:00.000Z to 1970-01-01T00:00:01.000Z, prices in EUR, periods at UTC+00:00\n\
+             \n\
+             user            up GB  down GB     GB  packets  flows   online  all, day EUR  total EUR\n\
+             o\"brien, jr     0.000    1.500  1.500        3      1  1:30:00        1.4995     1.4995\n\
+             eve\\n\\u{1b}[2J  0.000    0.000  0.000        3      1  1:30:00        0.0000     0.0000\n\
+             (unattributed)  0.000    0.000  0.000        3      1  1:30:00        0.0000     0.0000\n\
+             --------------  -----  -------  -----  -------  -----  -------  ------------  ---------\n\
+             (total)         0.000    1.500  1.500        3      1  1:30:00        1.4995     1.4995\n\
+             (transit)                       0.000        2      1\n"
+        );
+    }
+}
