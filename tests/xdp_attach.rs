@@ -89,14 +89,11 @@ fn native_xdp_on_a_veth_counts_every_export_and_detaches_on_sigterm() {
     assert_eq!(collector.xdp_prog(&iface), None, "detached after SIGTERM");
 }
 
-#[test]
-#[ignore = "needs root: run `cargo xtask test`"]
-fn generic_xdp_on_loopback_counts_every_export_and_detaches_on_sigint() {
-    require_root();
-    let ns = NetNs::new();
-    let tmp = TempDir::new();
-    let mut flowtally = Flowtally::start(
-        Some(&ns),
+/// flowtally with XDP on the loopback of `ns`.
+fn on_loopback(ns: &NetNs, tmp: &TempDir) -> Flowtally {
+    let db = tmp.path("ft.db");
+    Flowtally::start(
+        Some(ns),
         &[
             "--iface",
             "lo",
@@ -107,9 +104,17 @@ fn generic_xdp_on_loopback_counts_every_export_and_detaches_on_sigint() {
             "--metrics",
             "127.0.0.1:0",
             "--db",
-            path_str(&tmp.path("ft.db")),
+            path_str(&db),
         ],
-    );
+    )
+}
+
+#[test]
+#[ignore = "needs root: run `cargo xtask test`"]
+fn generic_xdp_on_loopback_counts_every_export_and_detaches_on_sigint() {
+    require_root();
+    let (ns, tmp) = (NetNs::new(), TempDir::new());
+    let mut flowtally = on_loopback(&ns, &tmp);
     assert_eq!(
         flowtally.ready.xdp,
         [("lo".to_owned(), "generic".to_owned())]
@@ -126,23 +131,8 @@ fn generic_xdp_on_loopback_counts_every_export_and_detaches_on_sigint() {
 #[ignore = "needs root: run `cargo xtask test`"]
 fn a_killed_flowtally_leaves_nothing_attached() {
     require_root();
-    let ns = NetNs::new();
-    let tmp = TempDir::new();
-    let mut flowtally = Flowtally::start(
-        Some(&ns),
-        &[
-            "--iface",
-            "lo",
-            "--mode",
-            "xdp",
-            "--netflow",
-            "127.0.0.1:0",
-            "--metrics",
-            "127.0.0.1:0",
-            "--db",
-            path_str(&tmp.path("ft.db")),
-        ],
-    );
+    let (ns, tmp) = (NetNs::new(), TempDir::new());
+    let mut flowtally = on_loopback(&ns, &tmp);
     assert!(ns.xdp_prog("lo").is_some());
     flowtally.signal(libc::SIGKILL);
     flowtally.wait();
