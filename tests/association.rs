@@ -6,40 +6,26 @@
 
 mod support;
 
-use std::{collections::BTreeMap, io::Write as _, net::UdpSocket, process::Command};
+use std::{collections::BTreeMap, net::UdpSocket};
 
 use flowtally::netflow::v5::{Record, encode};
 use flowtally_common::v5::Header;
-use support::{Flowtally, TempDir, eventually, path_str, scrape};
+use support::{Flowtally, TempDir, eventually, path_str, radclient, scrape};
 
 const SECRET: &str = "testing123";
 const T0: u32 = 1_700_000_000;
 
-fn radclient(server: std::net::SocketAddr, attributes: &str) {
-    let mut child = Command::new("radclient")
-        .args(["-r", "1", "-t", "2", &server.to_string(), "acct", SECRET])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("radclient (freeradius-utils) is installed");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(attributes.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success(), "answered: {attributes}");
-}
-
 fn session(server: std::net::SocketAddr, status: &str, user: &str, ip: &str, at: u32) {
-    radclient(
+    let answered = radclient(
         server,
+        SECRET,
         &format!(
             "Acct-Status-Type = {status}, User-Name = {user}, Acct-Session-Id = {user}-1, \
              Framed-IP-Address = {ip}, NAS-IP-Address = 198.18.0.1, Event-Timestamp = {}",
             T0 + at
         ),
     );
+    assert!(answered, "{user}'s {status} answered");
 }
 
 /// One v5 export with one record: `ip` sent `octets` bytes at T0 + `at` s.

@@ -5,15 +5,14 @@
 mod support;
 
 use std::{
-    io::Write as _,
     net::{SocketAddr, UdpSocket},
     path::Path,
-    process::{Command, Stdio},
+    process::Command,
     time::Duration,
 };
 
 use flowtally::radius::{AccountingRequest, StatusType};
-use support::{BIN, Flowtally, TempDir, eventually, path_str, scrape};
+use support::{BIN, Flowtally, TempDir, eventually, path_str, radclient, scrape};
 
 const SECRET: &str = "testing123";
 /// Event times are given explicitly (Event-Timestamp), so the history does
@@ -38,24 +37,6 @@ fn start(db: &Path) -> Flowtally {
             path_str(db),
         ],
     )
-}
-
-/// Sends one request with radclient; true if it was answered.
-fn radclient(server: SocketAddr, secret: &str, attributes: &str) -> bool {
-    let mut child = Command::new("radclient")
-        .args(["-r", "1", "-t", "2", &server.to_string(), "acct", secret])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("radclient (freeradius-utils) is installed");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(attributes.as_bytes())
-        .unwrap();
-    child.wait().unwrap().success()
 }
 
 fn account(server: SocketAddr, nas: &str, status: &str, at: u64, rest: &str) {

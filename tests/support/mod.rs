@@ -58,6 +58,25 @@ pub fn kernel_config(ports: &[u16], subscriber_nets: &[&str]) -> flowtally::xdp:
     }
 }
 
+/// Sends one accounting request with radclient (freeradius-utils, a real
+/// RADIUS client), one try of 2 s; true if it was answered.
+pub fn radclient(server: SocketAddr, secret: &str, attributes: &str) -> bool {
+    let mut child = Command::new("radclient")
+        .args(["-r", "1", "-t", "2", &server.to_string(), "acct", secret])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("radclient (freeradius-utils) is installed");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(attributes.as_bytes())
+        .unwrap();
+    child.wait().unwrap().success()
+}
+
 /// A unique, short name for per-test kernel objects.
 pub fn unique(prefix: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
