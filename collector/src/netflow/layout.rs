@@ -280,21 +280,14 @@ fn unset(ip: &Ip) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::netflow::sets::V9;
+    use crate::netflow::sets::{V9, fixed_extents};
 
     fn fixed(fields: &[(u16, u16)]) -> Layout {
         let fields: Vec<_> = fields
             .iter()
             .map(|&(id, len)| FieldSpec::iana(id, len))
             .collect();
-        let mut at = 0;
-        let extents: Vec<_> = fields
-            .iter()
-            .map(|f| {
-                at += usize::from(f.len);
-                (at - usize::from(f.len), usize::from(f.len))
-            })
-            .collect();
+        let extents = fixed_extents(&fields);
         Layout::new(&fields, &extents, false)
     }
 

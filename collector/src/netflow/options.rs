@@ -118,20 +118,14 @@ impl DomainState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::netflow::sets::fixed_extents;
 
     fn read(fields: &[(u16, u16)], rec: &[u8], skip: usize) -> OptionsRecord {
         let fields: Vec<_> = fields
             .iter()
             .map(|&(id, len)| FieldSpec::iana(id, len))
             .collect();
-        let mut at = 0;
-        let extents: Vec<_> = fields
-            .iter()
-            .map(|f| {
-                at += usize::from(f.len);
-                (at - usize::from(f.len), usize::from(f.len))
-            })
-            .collect();
+        let extents = fixed_extents(&fields);
         OptionsRecord::read(rec, &fields, &extents, skip)
     }
 

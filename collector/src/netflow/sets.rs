@@ -442,6 +442,15 @@ pub fn record_extents(
     (at <= rest.len()).then_some(at)
 }
 
+/// The extents of a record of fixed-length `fields`, for tests.
+#[cfg(test)]
+pub fn fixed_extents(fields: &[FieldSpec]) -> Vec<(usize, usize)> {
+    let len = fields.iter().map(|f| usize::from(f.len)).sum();
+    let mut extents = Vec::new();
+    record_extents(&vec![0; len], fields, V9, &mut extents).expect("fixed-length fields");
+    extents
+}
+
 fn be16(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
 }
