@@ -18,6 +18,7 @@ use tokio::{
 use crate::{
     aggregate::Aggregator,
     associate::Associator,
+    clock,
     config::{Config, Mode},
     flow_socket::{self, SocketPath},
     flush::Flusher,
@@ -117,7 +118,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         template_timeout_ms: config.templates.timeout.0.as_millis() as u64,
         ..Limits::default()
     };
-    let cache = templates_file::restore(&templates_file, limits, templates_file::unix_ms())?;
+    let cache = templates_file::restore(&templates_file, limits, clock::unix_ms())?;
     let socket_path = Arc::new(SocketPath::new(
         aggregator,
         cache,

@@ -18,10 +18,10 @@ use tokio::net::UdpSocket;
 
 use crate::{
     aggregate::Aggregator,
+    clock::unix_ms,
     ip::to_ip,
     metrics::Metrics,
     netflow::{TemplateCache, TemplateChange},
-    templates_file::unix_ms,
     xdp::KernelTemplates,
 };
 

@@ -13,6 +13,7 @@ use rusqlite::Connection;
 use crate::{
     aggregate::{Table, merge},
     associate::Associator,
+    clock,
     flow_socket::SocketPath,
     metrics::Metrics,
     sessions::History,
@@ -118,7 +119,7 @@ impl Flusher {
         let (attributed, summary) = {
             let history = self.history.lock().expect("history lock poisoned");
             self.associator
-                .associate(fresh, &history, templates_file::unix_ms(), last)
+                .associate(fresh, &history, clock::unix_ms(), last)
         };
         self.metrics
             .attributed_bytes
@@ -153,7 +154,7 @@ impl Flusher {
                 .inc_by(row.bytes);
         }
         self.metrics.usage_rows.inc_by(rows.len() as u64);
-        let saved = self.socket.maintain(templates_file::unix_ms());
+        let saved = self.socket.maintain(clock::unix_ms());
         if let Err(err) = templates_file::save(&self.templates_file, &saved) {
             tracing::warn!(
                 "saving templates to {}: {err}",

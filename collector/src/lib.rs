@@ -4,6 +4,7 @@
 pub mod aggregate;
 pub mod associate;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod flow_socket;

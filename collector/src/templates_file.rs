@@ -8,14 +8,6 @@ use std::{
 
 use crate::netflow::{Limits, TemplateCache};
 
-/// Wall-clock Unix ms: template refresh times are persisted, so they must
-/// mean the same after a restart.
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// The cache saved at `path`, or an empty one when there is none. A file
 /// that cannot be read back is moved aside (`.bad`) with a warning: losing
 /// templates costs only a wait for their refresh, never a failed start.

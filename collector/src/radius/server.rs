@@ -20,10 +20,10 @@ use super::{
     limiter::Limiter,
 };
 use crate::{
+    clock::unix_ms,
     metrics::RadiusMetrics,
     sessions::{Change, Event, EventKind, History},
     sink::session_store,
-    templates_file::unix_ms,
 };
 
 /// RADIUS packets are at most 4096 bytes (RFC 2865 §3).
