@@ -232,6 +232,10 @@ impl Templates {
     /// update only means the kernel passes those exports up: logged, never
     /// fatal.
     fn apply(&mut self, changes: Vec<TemplateChange>, metrics: &Metrics) {
+        // Most datagrams change nothing: skip the recount on the hot path.
+        if changes.is_empty() {
+            return;
+        }
         if let Some(kernel) = &mut self.kernel {
             for change in changes {
                 let result = match &change {
