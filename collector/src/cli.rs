@@ -28,10 +28,20 @@ pub enum Command {
 }
 
 #[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("source").required(true).args(["db", "clickhouse"]))]
 pub struct ReportArgs {
     /// The SQLite database `flowtally run` writes.
     #[arg(long, value_name = "PATH")]
-    pub db: PathBuf,
+    pub db: Option<PathBuf>,
+    /// Read from ClickHouse instead (all instances' rows): its HTTP URL.
+    #[arg(long, value_name = "URL")]
+    pub clickhouse: Option<String>,
+    /// The ClickHouse database flowtally writes to.
+    #[arg(long, value_name = "NAME", default_value = "flowtally")]
+    pub clickhouse_database: String,
+    /// ClickHouse user; the password comes from $FLOWTALLY_CLICKHOUSE_PASSWORD.
+    #[arg(long, value_name = "USER")]
+    pub clickhouse_user: Option<String>,
     /// Usage whose bucket starts at or after this: RFC 3339 or Unix seconds
     /// (default: all).
     #[arg(long, value_name = "TIME")]
@@ -93,7 +103,7 @@ pub struct RunArgs {
     /// SQLite database file (the default sink).
     #[arg(long, value_name = "PATH")]
     pub db: Option<PathBuf>,
-    /// ClickHouse HTTP URL, to write there instead of SQLite.
+    /// ClickHouse HTTP URL (http://host:8123): usage and sessions go there too.
     #[arg(long, value_name = "URL")]
     pub clickhouse: Option<String>,
     /// Address of the Prometheus /metrics endpoint.

@@ -56,7 +56,8 @@ pub struct Config {
     pub metrics: SocketAddr,
     /// SQLite database, the default sink.
     pub db: PathBuf,
-    pub clickhouse: Option<String>,
+    /// A shared ClickHouse that also receives usage and sessions.
+    pub clickhouse: ClickHouseConfig,
     pub flush_interval: Span,
     pub late_window: Span,
     /// Flows up to this long after a session's Stop still belong to it
@@ -75,6 +76,45 @@ pub struct Config {
     pub maps: MapsConfig,
     pub templates: TemplatesConfig,
     pub radius: RadiusConfig,
+}
+
+/// The ClickHouse sink; off while `url` is unset. Rows reach it from the
+/// SQLite database, which is its spool (see `sink::clickhouse`).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClickHouseConfig {
+    /// HTTP interface, e.g. `http://127.0.0.1:8123`.
+    pub url: Option<String>,
+    /// Created with the tables when missing.
+    pub database: String,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    /// Whether this instance delivers `sessions` and `session_addresses`
+    /// (see README, scale-out).
+    pub sessions: bool,
+    /// Rows per INSERT.
+    pub batch_rows: usize,
+    /// Undelivered rows per table beyond which the oldest are given up
+    /// (counted and logged; they stay in SQLite).
+    pub spool_max_rows: u64,
+    /// How long the final delivery may take at shutdown; what is left is
+    /// delivered after the next start.
+    pub shutdown_timeout: Span,
+}
+
+impl Default for ClickHouseConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            database: "flowtally".to_owned(),
+            user: None,
+            password: None,
+            sessions: true,
+            batch_rows: 50_000,
+            spool_max_rows: 100_000_000,
+            shutdown_timeout: Span(Duration::from_secs(10)),
+        }
+    }
 }
 
 /// NetFlow v9 / IPFIX template handling.
@@ -305,7 +345,7 @@ impl Default for Config {
             ],
             metrics: SocketAddr::from(([127, 0, 0, 1], 9725)),
             db: PathBuf::from("flowtally.db"),
-            clickhouse: None,
+            clickhouse: ClickHouseConfig::default(),
             flush_interval: Span(Duration::from_secs(5)),
             late_window: Span(Duration::from_secs(30)),
             stop_grace: Span(Duration::from_secs(5)),
@@ -404,7 +444,7 @@ impl Config {
         self.mode = o.mode.unwrap_or(self.mode);
         self.metrics = o.metrics.unwrap_or(self.metrics);
         self.db = o.db.unwrap_or(std::mem::take(&mut self.db));
-        self.clickhouse = o.clickhouse.or(self.clickhouse.take());
+        self.clickhouse.url = o.clickhouse.or(self.clickhouse.url.take());
         self.flush_interval = o.flush_interval.unwrap_or(self.flush_interval);
         self.late_window = o.late_window.unwrap_or(self.late_window);
         self.radius.listen = o.radius.unwrap_or(self.radius.listen);
@@ -507,6 +547,30 @@ impl Config {
         if self.db.as_os_str().is_empty() {
             return invalid("db", "--db", "must not be empty");
         }
+        // No TLS is built in (the client's TLS features pull a crypto stack):
+        // use a trusted network or a local TLS proxy.
+        if let Some(url) = &self.clickhouse.url
+            && !url.starts_with("http://")
+        {
+            return invalid(
+                "clickhouse.url",
+                "--clickhouse",
+                &format!("{url:?} is not an http:// URL of ClickHouse's HTTP interface"),
+            );
+        }
+        if !valid_identifier(&self.clickhouse.database) {
+            return invalid(
+                "clickhouse.database",
+                "-",
+                "must be letters, digits and underscores, not starting with a digit",
+            );
+        }
+        if self.clickhouse.batch_rows == 0 {
+            return invalid("clickhouse.batch_rows", "-", "must be at least 1");
+        }
+        if self.clickhouse.spool_max_rows == 0 {
+            return invalid("clickhouse.spool_max_rows", "-", "must be at least 1");
+        }
         if self.radius.secret.as_deref() == Some("") {
             return invalid("radius.secret", "--radius-secret", "must not be empty");
         }
@@ -524,6 +588,14 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// A ClickHouse database name we can splice into SQL unquoted.
+fn valid_identifier(name: &str) -> bool {
+    name.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// Linux interface names: 1 to 15 bytes, no '/', ':' or whitespace.
@@ -610,6 +682,39 @@ mod tests {
         assert_eq!(config.mode, Mode::Xdp);
         assert_eq!(config.flush_interval.0, Duration::from_millis(500));
         assert_eq!(config.radius.secret.as_deref(), Some("from-flag"));
+    }
+
+    #[test]
+    fn clickhouse_is_a_table_whose_url_the_flag_sets_and_which_is_checked() {
+        let file = "[clickhouse]\nurl = \"http://198.18.0.9:8123\"\ndatabase = \"billing\"\n\
+                    sessions = false\n";
+        let mut config = Config::from_toml(file).unwrap();
+        assert_eq!(config.clickhouse.database, "billing");
+        assert!(!config.clickhouse.sessions);
+        config.apply(Overrides {
+            clickhouse: Some("http://198.18.0.10:8123".into()),
+            ..Overrides::default()
+        });
+        assert_eq!(
+            config.clickhouse.url.as_deref(),
+            Some("http://198.18.0.10:8123")
+        );
+        config.validate().unwrap();
+        for (url, database, key) in [
+            (
+                "https://ch:8443",
+                "flowtally",
+                "`clickhouse.url` (--clickhouse)",
+            ),
+            ("ch:8123", "flowtally", "`clickhouse.url` (--clickhouse)"),
+            ("http://ch:8123", "bill-ing", "`clickhouse.database`"),
+            ("http://ch:8123", "1st", "`clickhouse.database`"),
+        ] {
+            config.clickhouse.url = Some(url.into());
+            config.clickhouse.database = database.into();
+            let err = config.validate().unwrap_err();
+            assert!(err.to_string().contains(key), "{url} {database}: {err}");
+        }
     }
 
     #[test]

@@ -26,7 +26,10 @@ use crate::{
     netflow::Limits,
     radius::{self, clients::Clients, dedup::Dedup, limiter::Limiter},
     sessions::History,
-    sink,
+    sink::{
+        self,
+        clickhouse::{ClickHouseMetrics, Deliverer, Spool, Stop},
+    },
     subscribers::SubscriberNets,
     templates_file,
     xdp::{self, DataPlane, KernelConfig},
@@ -44,6 +47,11 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 async fn serve(config: Config) -> anyhow::Result<()> {
     let metrics = Metrics {
         users: UserMetrics::new(config.user_metrics_top),
+        clickhouse: config
+            .clickhouse
+            .url
+            .is_some()
+            .then(ClickHouseMetrics::default),
         ..Metrics::default()
     };
     let db = sink::sqlite::open(&config.db)?;
@@ -152,6 +160,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         println!("xdp {} {}", attachment.iface, attachment.mode);
     }
     println!("sink sqlite {}", config.db.display());
+    let delivery = start_clickhouse(&config, &metrics)?;
+    if let Some(url) = &config.clickhouse.url {
+        println!("sink clickhouse {url} {}", config.clickhouse.database);
+    }
     println!("ready");
 
     let associator = Associator::new(
@@ -168,6 +180,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         metrics,
         profile,
     );
+    if let Some(delivery) = &delivery {
+        flusher = flusher.notify_writes(delivery.waker());
+    }
     let mut ticks = interval(config.flush_interval.0);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     ticks.tick().await;
@@ -190,6 +205,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     receivers.shutdown().await;
     let flushed = block_in_place(|| flusher.flush(true)).context("final flush")?;
     tracing::info!("final flush: {flushed}");
+    if let Some(delivery) = delivery {
+        delivery.finish().await;
+    }
     tasks.shutdown().await;
     Ok(())
 }
@@ -233,6 +251,31 @@ async fn start_radius(
     };
     tasks.spawn(server.serve());
     Ok(Some(addr))
+}
+
+/// Delivery of what SQLite receives to ClickHouse, when configured.
+fn start_clickhouse(config: &Config, metrics: &Metrics) -> anyhow::Result<Option<Stop>> {
+    let (Some(url), Some(metrics)) = (&config.clickhouse.url, &metrics.clickhouse) else {
+        return Ok(None);
+    };
+    let ch = &config.clickhouse;
+    let deliverer = Deliverer {
+        client: sink::clickhouse::client(
+            url,
+            &ch.database,
+            ch.user.as_deref(),
+            ch.password.as_deref(),
+        ),
+        database: ch.database.clone(),
+        spool: Mutex::new(Spool::open(&config.db)?),
+        batch_rows: ch.batch_rows,
+        spool_max_rows: ch.spool_max_rows,
+        sessions: ch.sessions,
+        metrics: metrics.clone(),
+        poll: config.flush_interval.0,
+        shutdown_timeout: ch.shutdown_timeout.0,
+    };
+    Ok(Some(deliverer.spawn()))
 }
 
 /// The XDP data plane as `mode` asks: required, optional, or none.

@@ -9,6 +9,7 @@ use std::{
 
 use flowtally_common::agg::Profile;
 use rusqlite::Connection;
+use tokio::sync::Notify;
 
 use crate::{
     aggregate::{Table, merge},
@@ -35,6 +36,8 @@ pub struct Flusher {
     pub profile: Profile,
     /// Rows a failed write left behind; retried first next time.
     pending: Vec<UsageRow>,
+    /// Told when rows were written, to deliver them onwards (ClickHouse).
+    written: Option<Arc<Notify>>,
 }
 
 /// What a flush wrote.
@@ -91,7 +94,13 @@ impl Flusher {
             metrics,
             profile,
             pending: Vec::new(),
+            written: None,
         }
+    }
+
+    pub fn notify_writes(mut self, written: Arc<Notify>) -> Self {
+        self.written = Some(written);
+        self
     }
 
     /// With `last`, rows waiting for a late session are written too.
@@ -154,6 +163,9 @@ impl Flusher {
                 .inc_by(row.bytes);
         }
         self.metrics.usage_rows.inc_by(rows.len() as u64);
+        if let Some(written) = &self.written {
+            written.notify_one();
+        }
         let saved = self.socket.maintain(clock::unix_ms());
         if let Err(err) = templates_file::save(&self.templates_file, &saved) {
             tracing::warn!(

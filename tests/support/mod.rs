@@ -2,6 +2,7 @@
 //! process, network namespaces, a `/metrics` scraper, temporary dirs.
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod clickhouse;
 pub mod frames;
 pub mod v5gen;
 
@@ -126,18 +127,7 @@ impl NetNs {
     /// Runs `f` on a thread that lives in this namespace: sockets it opens
     /// belong to the namespace.
     pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let file = fs::File::open(format!("/run/netns/{}", self.name)).expect("netns file");
-        thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    // SAFETY: setns on this thread only; the fd is valid.
-                    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-                    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-                    f()
-                })
-                .join()
-                .expect("netns thread panicked")
-        })
+        in_netns(&self.name, f)
     }
 
     /// The XDP program id attached to `iface`, if any.
@@ -148,6 +138,22 @@ impl NetNs {
             .nth(2)
             .map(str::to_owned)
     }
+}
+
+/// Runs `f` on a thread inside the namespace called `name`.
+pub fn in_netns<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> T {
+    let file = fs::File::open(format!("/run/netns/{name}")).expect("netns file");
+    thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                // SAFETY: setns on this thread only; the fd is valid.
+                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+                f()
+            })
+            .join()
+            .expect("netns thread panicked")
+    })
 }
 
 impl Drop for NetNs {
@@ -194,7 +200,18 @@ pub fn send_raw_frame(iface: &str, frame: &[u8]) {
 
 /// A veth pair with one end in each namespace, addressed from 198.18.0.0/15.
 pub fn veth_pair(a: &NetNs, a_addr: &str, b: &NetNs, b_addr: &str) -> (String, String) {
-    let (a_if, b_if) = ("fta", "ftb");
+    veth_named(a, "fta", a_addr, b, "ftb", b_addr)
+}
+
+/// [`veth_pair`] with chosen interface names, for several links per namespace.
+pub fn veth_named(
+    a: &NetNs,
+    a_if: &str,
+    a_addr: &str,
+    b: &NetNs,
+    b_if: &str,
+    b_addr: &str,
+) -> (String, String) {
     sh(
         "ip",
         &[

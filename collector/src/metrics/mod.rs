@@ -22,7 +22,7 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use crate::xdp::KernelStats;
+use crate::{sink::clickhouse::ClickHouseMetrics, xdp::KernelStats};
 
 pub type ReasonLabels = [(&'static str, &'static str); 1];
 
@@ -54,6 +54,8 @@ pub struct Metrics {
     pub association_backlog: Gauge,
     /// Off unless `user_metrics.top` is set.
     pub users: UserMetrics,
+    /// Only with a ClickHouse sink.
+    pub clickhouse: Option<ClickHouseMetrics>,
 }
 
 /// RADIUS accounting requests and the sessions they keep open.
@@ -119,6 +121,7 @@ impl Default for Metrics {
             unattributed_bytes: Counter::default(),
             association_backlog: Gauge::default(),
             users: UserMetrics::default(),
+            clickhouse: None,
         }
     }
 }
@@ -172,6 +175,9 @@ impl Metrics {
         );
         self.templates.register(&mut r);
         self.radius.register(&mut r);
+        if let Some(clickhouse) = &self.clickhouse {
+            clickhouse.register(&mut r);
+        }
         self.users.register(&mut r);
         r.register_with_unit(
             "attributed",

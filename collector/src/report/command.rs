@@ -16,7 +16,12 @@ use super::{
     render::render,
     tariff::{Tariff, TariffError},
 };
-use crate::{cli::ReportArgs, sink::session_store, timestamp::Timestamp};
+use crate::{
+    cli::ReportArgs,
+    sessions::{AddressRow, SessionRow},
+    sink::{clickhouse, session_store},
+    timestamp::Timestamp,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -37,13 +42,15 @@ pub enum Error {
         path: PathBuf,
         error: rusqlite::Error,
     },
+    #[error("cannot read ClickHouse at {url}: {error:#}")]
+    ClickHouse { url: String, error: anyhow::Error },
 }
 
 impl Error {
     /// 2 for what the operator wrote (flags, files), 1 for the database.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Database { .. } => 1,
+            Self::Database { .. } | Self::ClickHouse { .. } => 1,
             _ => 2,
         }
     }
@@ -87,15 +94,19 @@ pub fn run(args: &ReportArgs, now: Timestamp) -> Result<String, Error> {
             )
         }
     };
-    let database = |error| Error::Database {
-        path: args.db.clone(),
-        error,
+    let (usage, sessions, addresses) = match (&args.clickhouse, &args.db) {
+        (Some(url), _) => {
+            read_clickhouse(args, url, from.0, to.0).map_err(|error| Error::ClickHouse {
+                url: url.clone(),
+                error,
+            })?
+        }
+        (None, Some(db)) => read_sqlite(db, from.0, to.0).map_err(|error| Error::Database {
+            path: db.clone(),
+            error,
+        })?,
+        (None, None) => unreachable!("clap requires --db or --clickhouse"),
     };
-    // Read-only: a mistyped path fails instead of creating a database.
-    let conn = Connection::open_with_flags(&args.db, OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .map_err(database)?;
-    let usage = read_usage(&conn, from.0, to.0).map_err(database)?;
-    let (sessions, addresses) = session_store::read(&conn).map_err(database)?;
     let query = Query {
         from_ms: from.0,
         to_ms: to.0,
@@ -107,6 +118,30 @@ pub fn run(args: &ReportArgs, now: Timestamp) -> Result<String, Error> {
         &compute(&query, &usage, &sessions, &addresses),
         args.format,
     ))
+}
+
+type Rows = (Vec<Usage>, Vec<SessionRow>, Vec<AddressRow>);
+
+fn read_sqlite(db: &Path, from_ms: u64, to_ms: u64) -> rusqlite::Result<Rows> {
+    // Read-only: a mistyped path fails instead of creating a database.
+    let conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let usage = read_usage(&conn, from_ms, to_ms)?;
+    let (sessions, addresses) = session_store::read(&conn)?;
+    Ok((usage, sessions, addresses))
+}
+
+fn read_clickhouse(args: &ReportArgs, url: &str, from_ms: u64, to_ms: u64) -> anyhow::Result<Rows> {
+    let password = std::env::var("FLOWTALLY_CLICKHOUSE_PASSWORD").ok();
+    let client = clickhouse::client(
+        url,
+        &args.clickhouse_database,
+        args.clickhouse_user.as_deref(),
+        password.as_deref(),
+    );
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(clickhouse::read::read(&client, from_ms, to_ms))
 }
 
 fn read(what: &'static str, path: &Path) -> Result<String, Error> {

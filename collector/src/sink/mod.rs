@@ -1,4 +1,5 @@
 //! Where usage and sessions are stored.
 
+pub mod clickhouse;
 pub mod session_store;
 pub mod sqlite;

@@ -9,6 +9,9 @@ use rusqlite::{Connection, Row, params};
 use crate::sessions::{AddressRow, Change, SessionRow};
 
 /// Writes `changes` in one transaction; RADIUS answers only after it commits.
+/// Each written row gets the next `changed` number of its table, which the
+/// ClickHouse sink delivers in order (one writer, so numbers commit in
+/// order too).
 pub fn write(conn: &mut Connection, changes: &[Change]) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     {
@@ -16,12 +19,13 @@ pub fn write(conn: &mut Connection, changes: &[Change]) -> rusqlite::Result<()> 
             "INSERT OR REPLACE INTO sessions (id, user_name, nas, session_id, framed_ip,
                 framed_prefix, start_ms, stop_ms, last_update_ms, nas_port_id,
                 calling_station_id, class, input_octets, output_octets, terminate_cause,
-                interim_interval_s)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                interim_interval_s, changed)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+                (SELECT coalesce(max(changed), 0) + 1 FROM sessions))",
         )?;
         let mut address = tx.prepare_cached(
-            "INSERT OR REPLACE INTO session_addresses (session, net, from_ms, to_ms)
-             VALUES (?1, ?2, ?3, ?4)",
+            "INSERT OR REPLACE INTO session_addresses (session, net, from_ms, to_ms, changed)
+             VALUES (?1, ?2, ?3, ?4, (SELECT coalesce(max(changed), 0) + 1 FROM session_addresses))",
         )?;
         for change in changes {
             match change {
@@ -59,15 +63,15 @@ pub fn write(conn: &mut Connection, changes: &[Change]) -> rusqlite::Result<()> 
     tx.commit()
 }
 
+/// The columns [`session_row`] reads, in its order.
+pub(crate) const SESSION_COLUMNS: &str = "id, user_name, nas, session_id, framed_ip, \
+    framed_prefix, start_ms, stop_ms, last_update_ms, nas_port_id, calling_station_id, class, \
+    input_octets, output_octets, terminate_cause, interim_interval_s";
+
 /// Everything persisted, to rebuild the in-memory history.
 pub fn read(conn: &Connection) -> rusqlite::Result<(Vec<SessionRow>, Vec<AddressRow>)> {
     let sessions = conn
-        .prepare(
-            "SELECT id, user_name, nas, session_id, framed_ip, framed_prefix, start_ms, stop_ms,
-                last_update_ms, nas_port_id, calling_station_id, class, input_octets,
-                output_octets, terminate_cause, interim_interval_s
-             FROM sessions",
-        )?
+        .prepare(&format!("SELECT {SESSION_COLUMNS} FROM sessions"))?
         .query_map([], session_row)?
         .collect::<Result<_, _>>()?;
     let addresses = conn
@@ -84,7 +88,7 @@ pub fn read(conn: &Connection) -> rusqlite::Result<(Vec<SessionRow>, Vec<Address
     Ok((sessions, addresses))
 }
 
-fn session_row(row: &Row<'_>) -> rusqlite::Result<SessionRow> {
+pub(crate) fn session_row(row: &Row<'_>) -> rusqlite::Result<SessionRow> {
     let ms = |i| row.get::<_, Option<i64>>(i).map(|v| v.map(|v| v as u64));
     Ok(SessionRow {
         id: row.get::<_, i64>(0)? as u64,

@@ -8,7 +8,7 @@ use rusqlite::{Connection, params};
 use crate::usage::UsageRow;
 
 /// Schema version stored in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS sessions (
@@ -28,6 +28,7 @@ CREATE TABLE IF NOT EXISTS sessions (
     output_octets      INTEGER,
     terminate_cause    TEXT,
     interim_interval_s INTEGER,
+    changed            INTEGER,
     UNIQUE (nas, session_id, start_ms)
 );
 CREATE TABLE IF NOT EXISTS session_addresses (
@@ -35,6 +36,7 @@ CREATE TABLE IF NOT EXISTS session_addresses (
     net      TEXT NOT NULL,
     from_ms  INTEGER NOT NULL,
     to_ms    INTEGER,
+    changed  INTEGER,
     PRIMARY KEY (session, net, from_ms)
 );
 CREATE TABLE IF NOT EXISTS usage (
@@ -57,10 +59,32 @@ CREATE TABLE IF NOT EXISTS usage (
 );
 CREATE INDEX IF NOT EXISTS usage_by_time ON usage (bucket_start_ms);
 CREATE INDEX IF NOT EXISTS usage_by_user ON usage (user_name, bucket_start_ms);
+CREATE INDEX IF NOT EXISTS sessions_by_change ON sessions (changed);
+CREATE INDEX IF NOT EXISTS session_addresses_by_change ON session_addresses (changed);
+CREATE TABLE IF NOT EXISTS meta (
+    key    TEXT PRIMARY KEY,
+    value  TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS clickhouse_progress (
+    source     TEXT PRIMARY KEY,
+    delivered  INTEGER NOT NULL
+);
 ";
 
 /// Version 1 lacked the interim interval and the address history.
 const MIGRATE_1_TO_2: &str = "ALTER TABLE sessions ADD COLUMN interim_interval_s INTEGER;";
+
+/// Version 2 lacked the change sequence the ClickHouse sink delivers by;
+/// existing rows are numbered in creation order, so all get delivered.
+const MIGRATE_2_TO_3: &str = "
+ALTER TABLE sessions ADD COLUMN changed INTEGER;
+UPDATE sessions SET changed = id;
+";
+/// `session_addresses` came with version 2.
+const MIGRATE_2_TO_3_ADDRESSES: &str = "
+ALTER TABLE session_addresses ADD COLUMN changed INTEGER;
+UPDATE session_addresses SET changed = rowid;
+";
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -99,6 +123,13 @@ pub fn open(path: &Path) -> Result<Connection, OpenError> {
     }
     if found == 1 {
         conn.execute_batch(MIGRATE_1_TO_2).map_err(sqlite)?;
+    }
+    if (1..=2).contains(&found) {
+        conn.execute_batch(MIGRATE_2_TO_3).map_err(sqlite)?;
+    }
+    if found == 2 {
+        conn.execute_batch(MIGRATE_2_TO_3_ADDRESSES)
+            .map_err(sqlite)?;
     }
     conn.execute_batch(SCHEMA).map_err(sqlite)?;
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)
@@ -229,12 +260,44 @@ mod tests {
         let conn = open(&path).unwrap();
         let n: i64 = conn
             .query_row(
-                "SELECT count(*) FROM pragma_table_info('sessions') WHERE name = 'interim_interval_s'",
+                "SELECT count(*) FROM pragma_table_info('sessions')
+                 WHERE name IN ('interim_interval_s', 'changed')",
                 [],
                 |row| row.get(0),
             )
             .unwrap();
-        assert_eq!(n, 1);
+        assert_eq!(n, 2);
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_version_2_database_numbers_its_rows_for_delivery() {
+        let path = temp_db("migrate2");
+        let conn = open(&path).unwrap();
+        conn.execute_batch(
+            "INSERT INTO sessions (id, user_name, nas, session_id, start_ms, last_update_ms)
+                VALUES (7, 'alice', '198.18.0.1', 'a1', 1000, 1000);
+             INSERT INTO session_addresses (session, net, from_ms) VALUES (7, '198.18.100.7/32', 1000);
+             DROP INDEX sessions_by_change;
+             DROP INDEX session_addresses_by_change;
+             ALTER TABLE sessions DROP COLUMN changed;
+             ALTER TABLE session_addresses DROP COLUMN changed;
+             DROP TABLE meta;
+             DROP TABLE clickhouse_progress;
+             PRAGMA user_version = 2;",
+        )
+        .unwrap();
+        drop(conn);
+        let conn = open(&path).unwrap();
+        let changed: (i64, i64) = conn
+            .query_row(
+                "SELECT s.changed, a.changed FROM sessions s JOIN session_addresses a
+                 ON a.session = s.id",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(changed, (7, 1));
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 

@@ -1,0 +1,468 @@
+//! The ClickHouse sink against a real clickhouse-server (Debian's 18.16):
+//! the same rows as SQLite, reports that read the same from either, no loss
+//! and no duplicates across outages and restarts, and several instances
+//! splitting the exporters adding up to what one instance bills.
+
+mod support;
+
+use std::{
+    collections::BTreeMap,
+    net::{SocketAddr, UdpSocket},
+    process::Command,
+};
+
+use flowtally::netflow::v5::{Record, encode};
+use flowtally_common::v5::Header;
+use support::{
+    BIN, Flowtally, NetNs, TempDir, clickhouse::ClickHouse, eventually, path_str, radclient,
+    require_root, scrape, v5gen::Rng, veth_named,
+};
+
+const SECRET: &str = "testing123";
+const T0: u32 = 1_700_000_000;
+/// Users hold 198.18.100.10.. from T0 + 100 s to T0 + 1000 s; .16 and .17
+/// belong to nobody.
+const USERS: u8 = 6;
+
+fn accounting(server: SocketAddr, status: &str, user: u8, at: u32) {
+    let attributes = format!(
+        "Acct-Status-Type = {status}, User-Name = user{user}, Acct-Session-Id = s{user}, \
+         Framed-IP-Address = 198.18.100.{}, NAS-IP-Address = 198.18.0.1, Event-Timestamp = {}",
+        10 + user,
+        T0 + at
+    );
+    assert!(
+        radclient(server, SECRET, &attributes),
+        "user{user} {status}"
+    );
+}
+
+fn sessions(server: SocketAddr, status: &str) {
+    let at = if status == "Start" { 100 } else { 1000 };
+    for user in 0..USERS {
+        accounting(server, status, user, at);
+    }
+}
+
+/// `n` v5 exports of 10 records each inside the sessions' time, and the
+/// bytes they carry per user (`None`: nobody's).
+fn exports(n: usize, seed: u64) -> (Vec<Vec<u8>>, BTreeMap<Option<String>, u64>) {
+    let mut rng = Rng(seed);
+    let mut expected = BTreeMap::new();
+    let exports = (0..n)
+        .map(|_| {
+            let at = 150 + rng.below(800) as u32;
+            let header = Header {
+                version: 5,
+                sys_uptime: 1_000_000,
+                unix_secs: T0 + at,
+                ..Header::default()
+            };
+            let records: Vec<Record> = (0..10)
+                .map(|_| {
+                    let host = rng.below(u64::from(USERS) + 2) as u8;
+                    let octets = 40 + rng.below(1500) as u32;
+                    let user = (host < USERS).then(|| format!("user{host}"));
+                    *expected.entry(user).or_default() += u64::from(octets);
+                    let subscriber = [198, 18, 100, 10 + host];
+                    let peer = [198, 19, 0, 1 + rng.below(50) as u8];
+                    let up = rng.below(2) == 0;
+                    Record {
+                        src: if up { subscriber } else { peer },
+                        dst: if up { peer } else { subscriber },
+                        packets: 1,
+                        octets,
+                        first: 1_000_000,
+                        last: 1_000_000,
+                        protocol: 6,
+                        dst_port: 443,
+                        ..Record::default()
+                    }
+                })
+                .collect();
+            encode(&header, &records)
+        })
+        .collect();
+    (exports, expected)
+}
+
+/// Sends `exports` from `exporter` in batches that `flowtally` (scraped in
+/// `netns`) has counted on `path` before the next, so that none overflows
+/// a receive buffer.
+fn send_paced(
+    flowtally: &Flowtally,
+    netns: Option<&NetNs>,
+    path: &str,
+    exporter: &UdpSocket,
+    to: SocketAddr,
+    exports: &[Vec<u8>],
+) {
+    let packets = format!("flowtally_packets_total{{path=\"{path}\"}}");
+    let counted_now = || match netns {
+        Some(ns) => ns.enter(|| metric(flowtally, &packets)),
+        None => metric(flowtally, &packets),
+    };
+    let mut counted = counted_now();
+    for batch in exports.chunks(25) {
+        for export in batch {
+            exporter.send_to(export, to).unwrap();
+        }
+        counted += batch.len() as u64;
+        eventually("a batch to be received", || counted_now() >= counted);
+    }
+}
+
+/// [`send_paced`] on loopback to a socket-mode flowtally.
+fn send(flowtally: &Flowtally, exports: &[Vec<u8>]) {
+    let exporter = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = flowtally.ready.netflow[0];
+    send_paced(flowtally, None, "socket", &exporter, to, exports);
+}
+
+fn total(expected: &BTreeMap<Option<String>, u64>) -> u64 {
+    expected.values().sum()
+}
+
+fn add(into: &mut BTreeMap<Option<String>, u64>, from: &BTreeMap<Option<String>, u64>) {
+    for (user, bytes) in from {
+        *into.entry(user.clone()).or_default() += bytes;
+    }
+}
+
+/// Bytes per user in SQLite.
+fn sqlite_by_user(db: &std::path::Path) -> BTreeMap<Option<String>, u64> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.prepare("SELECT user_name, SUM(bytes) FROM usage GROUP BY user_name")
+        .unwrap()
+        .query_map([], |row| Ok((row.get(0)?, row.get::<_, i64>(1)? as u64)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// Bytes per user in ClickHouse database `database`.
+fn clickhouse_by_user(ch: &ClickHouse, database: &str) -> BTreeMap<Option<String>, u64> {
+    ch.query(&format!(
+        "SELECT user_name, sum(bytes) FROM {database}.usage FINAL
+         GROUP BY user_name FORMAT TSV"
+    ))
+    .lines()
+    .map(|line| {
+        let (user, bytes) = line.split_once('\t').unwrap();
+        let user = (user != "\\N").then(|| user.to_owned());
+        (user, bytes.parse().unwrap())
+    })
+    .collect()
+}
+
+fn clickhouse_bytes(ch: &ClickHouse, database: &str) -> u64 {
+    ch.query(&format!("SELECT sum(bytes) FROM {database}.usage"))
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+fn report(args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .arg("report")
+        .args(args)
+        .args(["--from", &T0.to_string(), "--to", &(T0 + 2000).to_string()])
+        .args(["--format", "csv"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "report {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn start(db: &std::path::Path, extra: &[&str]) -> Flowtally {
+    let mut args = vec![
+        "--mode",
+        "socket",
+        "--netflow",
+        "127.0.0.1:0",
+        "--metrics",
+        "127.0.0.1:0",
+        "--radius",
+        "127.0.0.1:0",
+        "--radius-secret",
+        SECRET,
+        "--db",
+        path_str(db),
+        "--subscriber-net",
+        "198.18.100.0/24",
+        "--flush-interval",
+        "100ms",
+        // Nobody's rows are written after this, not at shutdown.
+        "--late-window",
+        "1s",
+    ];
+    args.extend_from_slice(extra);
+    Flowtally::start(None, &args)
+}
+
+fn metric(flowtally: &Flowtally, name: &str) -> u64 {
+    scrape(flowtally.metrics_addr())
+        .get(name)
+        .copied()
+        .unwrap_or(0.0) as u64
+}
+
+#[test]
+fn clickhouse_receives_what_sqlite_receives_and_reports_read_the_same() {
+    let ch = ClickHouse::start();
+    let tmp = TempDir::new();
+    let db = tmp.path("ft.db");
+    let mut flowtally = start(&db, &["--clickhouse", &ch.url()]);
+    let radius = flowtally.ready.radius.unwrap();
+    sessions(radius, "Start");
+    let (exports, expected) = exports(300, 7);
+    send(&flowtally, &exports);
+    sessions(radius, "Stop");
+    eventually("every byte in ClickHouse", || {
+        clickhouse_bytes(&ch, "flowtally") == total(&expected)
+    });
+    eventually("both stopped sessions in ClickHouse", || {
+        ch.query("SELECT count() FROM flowtally.sessions FINAL WHERE stop_ms IS NOT NULL")
+            .trim()
+            == USERS.to_string()
+    });
+    flowtally.signal(libc::SIGTERM);
+    assert!(flowtally.wait().success(), "{}", flowtally.stderr());
+
+    assert_eq!(sqlite_by_user(&db), expected);
+    assert_eq!(clickhouse_by_user(&ch, "flowtally"), expected);
+    let url = ch.url();
+    for by in ["user", "session", "subnet"] {
+        let from_sqlite = report(&["--db", path_str(&db), "--by", by]);
+        let from_clickhouse = report(&["--clickhouse", &url, "--by", by]);
+        assert_eq!(from_sqlite, from_clickhouse, "--by {by}");
+        let total_line = format!(",{},", total(&expected));
+        assert!(from_sqlite.contains(&total_line), "{from_sqlite}");
+    }
+}
+
+#[test]
+fn an_outage_and_restarts_lose_nothing_and_duplicate_nothing() {
+    let mut ch = ClickHouse::start();
+    let tmp = TempDir::new();
+    let db = tmp.path("ft.db");
+    let config = tmp.path("ft.toml");
+    std::fs::write(&config, "[clickhouse]\nshutdown_timeout = \"1s\"\n").unwrap();
+    let args = ["--config", path_str(&config), "--clickhouse", &ch.url()];
+    let mut flowtally = start(&db, &args);
+    sessions(flowtally.ready.radius.unwrap(), "Start");
+    let mut expected = BTreeMap::new();
+    let delivered = |ch: &ClickHouse, expected: &BTreeMap<_, _>| {
+        eventually("every byte so far in ClickHouse", || {
+            clickhouse_bytes(ch, "flowtally") == total(expected)
+        });
+    };
+
+    let (part, bytes) = exports(100, 1);
+    send(&flowtally, &part);
+    add(&mut expected, &bytes);
+    delivered(&ch, &expected);
+
+    // Down while traffic goes on: rows wait in the SQLite spool.
+    ch.kill();
+    let (part, bytes) = exports(100, 2);
+    send(&flowtally, &part);
+    add(&mut expected, &bytes);
+    eventually("the spool to hold rows and the failure to show", || {
+        metric(
+            &flowtally,
+            "flowtally_clickhouse_spool_rows{table=\"usage\"}",
+        ) > 0
+            && metric(&flowtally, "flowtally_clickhouse_up") == 0
+            && metric(&flowtally, "flowtally_usage_rows_total") > 0
+    });
+    ch.resume();
+    delivered(&ch, &expected);
+    assert!(metric(&flowtally, "flowtally_clickhouse_errors_total") > 0);
+
+    // Down at shutdown: what is left stays spooled for the next start.
+    ch.kill();
+    let (part, bytes) = exports(100, 3);
+    send(&flowtally, &part);
+    add(&mut expected, &bytes);
+    eventually("the third part written to SQLite", || {
+        sqlite_by_user(&db).values().sum::<u64>() == total(&expected)
+    });
+    flowtally.signal(libc::SIGTERM);
+    assert!(flowtally.wait().success(), "{}", flowtally.stderr());
+    assert!(
+        flowtally.stderr().contains("rows still spooled"),
+        "{}",
+        flowtally.stderr()
+    );
+
+    // As if the previous run had crashed after ClickHouse took its last
+    // batches but before it noted that: the next run must not send them
+    // again.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let rewound = 50;
+    conn.execute(
+        "UPDATE clickhouse_progress SET delivered = delivered - ?1 WHERE source = 'usage'",
+        [rewound],
+    )
+    .unwrap();
+    ch.resume();
+    let flowtally = start(&db, &args);
+    delivered(&ch, &expected);
+    eventually("the spool to be empty", || {
+        metric(
+            &flowtally,
+            "flowtally_clickhouse_spool_rows{table=\"usage\"}",
+        ) == 0
+    });
+    assert_eq!(
+        metric(
+            &flowtally,
+            "flowtally_clickhouse_already_present_rows_total"
+        ),
+        rewound
+    );
+
+    // Exactly once: as many rows as SQLite has, each (writer, local_id)
+    // once, without FINAL folding anything away.
+    let sqlite_rows: u64 = conn
+        .query_row("SELECT count(*) FROM usage", [], |row| row.get::<_, i64>(0))
+        .unwrap() as u64;
+    let counts =
+        ch.query("SELECT count(), uniqExact(writer, local_id) FROM flowtally.usage FORMAT TSV");
+    assert_eq!(counts.trim(), format!("{sqlite_rows}\t{sqlite_rows}"));
+    assert_eq!(clickhouse_by_user(&ch, "flowtally"), expected);
+    assert_eq!(sqlite_by_user(&db), expected);
+}
+
+/// Scale-out: instances A and B each receive one exporter's flows and all
+/// of the RADIUS accounting (as from a NAS that sends to both) and write to
+/// one ClickHouse; a single instance S receives everything and writes to a
+/// database of its own there. Per user, A + B must bill what S bills.
+#[test]
+#[ignore = "needs root: run `cargo xtask test`"]
+fn two_instances_splitting_the_exporters_bill_what_one_instance_bills() {
+    require_root();
+    let hub = NetNs::new();
+    let instances: Vec<(NetNs, u8, &str, bool)> = vec![
+        (NetNs::new(), 1, "flowtally", true),
+        (NetNs::new(), 2, "flowtally", false),
+        (NetNs::new(), 3, "single", true),
+    ];
+    for (ns, link, _, _) in &instances {
+        veth_named(
+            &hub,
+            &format!("h{link}"),
+            &format!("198.18.{link}.1/24"),
+            ns,
+            "uplink",
+            &format!("198.18.{link}.2/24"),
+        );
+    }
+    let ch = ClickHouse::start_in(&hub, [198, 18, 1, 1]);
+    let tmp = TempDir::new();
+    let collectors: Vec<Flowtally> = instances
+        .iter()
+        .map(|(ns, link, database, sessions)| {
+            let config = tmp.path(&format!("{link}.toml"));
+            std::fs::write(
+                &config,
+                format!(
+                    "[clickhouse]\nurl = \"http://198.18.{link}.1:8123\"\n\
+                     database = \"{database}\"\nsessions = {sessions}\n"
+                ),
+            )
+            .unwrap();
+            let db = tmp.path(&format!("{link}.db"));
+            Flowtally::start(
+                Some(ns),
+                &[
+                    "--config",
+                    path_str(&config),
+                    "--iface",
+                    "uplink",
+                    "--mode",
+                    "xdp",
+                    "--netflow",
+                    "0.0.0.0:2055",
+                    "--radius",
+                    "0.0.0.0:1813",
+                    "--radius-secret",
+                    SECRET,
+                    "--metrics",
+                    "127.0.0.1:0",
+                    "--db",
+                    path_str(&db),
+                    "--subscriber-net",
+                    "198.18.100.0/24",
+                    "--flush-interval",
+                    "100ms",
+                    "--late-window",
+                    "1s",
+                ],
+            )
+        })
+        .collect();
+    let radius = |link: u8| SocketAddr::from(([198, 18, link, 2], 1813));
+    let netflow = |link: u8| SocketAddr::from(([198, 18, link, 2], 2055));
+
+    hub.enter(|| {
+        for link in 1..=3 {
+            sessions(radius(link), "Start");
+        }
+    });
+    let (exports, expected) = exports(300, 11);
+    let (to_a, to_b): (Vec<_>, Vec<_>) = exports
+        .iter()
+        .cloned()
+        .enumerate()
+        .partition(|(i, _)| i % 2 == 0);
+    let strip = |v: Vec<(usize, Vec<u8>)>| v.into_iter().map(|(_, e)| e).collect::<Vec<_>>();
+    let shares = [(1, strip(to_a)), (2, strip(to_b)), (3, exports.clone())];
+    for ((link, share), ((ns, ..), flowtally)) in
+        shares.iter().zip(instances.iter().zip(&collectors))
+    {
+        let exporter = hub.enter(|| UdpSocket::bind(format!("198.18.{link}.1:0")).unwrap());
+        send_paced(flowtally, Some(ns), "xdp", &exporter, netflow(*link), share);
+    }
+    hub.enter(|| {
+        for link in 1..=3 {
+            sessions(radius(link), "Stop");
+        }
+    });
+    for database in ["flowtally", "single"] {
+        eventually("every byte in ClickHouse", || {
+            clickhouse_bytes(&ch, database) == total(&expected)
+        });
+        eventually("the stopped sessions in ClickHouse", || {
+            ch.query(&format!(
+                "SELECT count() FROM {database}.sessions FINAL WHERE stop_ms IS NOT NULL"
+            ))
+            .trim()
+                == USERS.to_string()
+        });
+    }
+    assert_eq!(clickhouse_by_user(&ch, "flowtally"), expected);
+    assert_eq!(clickhouse_by_user(&ch, "single"), expected);
+    let writers = ch.query("SELECT uniqExact(writer) FROM flowtally.usage");
+    assert_eq!(writers.trim(), "2", "both instances wrote usage");
+
+    let url = ch.url();
+    let report_of = |database: &str| {
+        hub.enter(|| {
+            report(&[
+                "--clickhouse",
+                &url,
+                "--clickhouse-database",
+                database,
+                "--by",
+                "user",
+            ])
+        })
+    };
+    assert_eq!(report_of("flowtally"), report_of("single"));
+}
