@@ -251,7 +251,12 @@ fn an_outage_and_restarts_lose_nothing_and_duplicate_nothing() {
     let tmp = TempDir::new();
     let db = tmp.path("ft.db");
     let config = tmp.path("ft.toml");
-    std::fs::write(&config, "[clickhouse]\nshutdown_timeout = \"1s\"\n").unwrap();
+    // Small batches, so that the rewind below spans several of them.
+    std::fs::write(
+        &config,
+        "[clickhouse]\nshutdown_timeout = \"1s\"\nbatch_rows = 20\n",
+    )
+    .unwrap();
     let args = ["--config", path_str(&config), "--clickhouse", &ch.url()];
     let mut flowtally = start(&db, &args);
     sessions(flowtally.ready.radius.unwrap(), "Start");

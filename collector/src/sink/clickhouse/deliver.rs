@@ -84,8 +84,9 @@ impl Deliverer {
     }
 
     async fn run(mut self, mut stopped: watch::Receiver<bool>, wake: Arc<Notify>) {
-        // After a start or a failure the last batch may have landed anyway.
-        let mut uncertain = true;
+        // After a start or a failure the last batch may have landed anyway
+        // (and it may have been larger than ours, with other settings).
+        let mut recheck = true;
         let mut schema_ready = false;
         let mut failing = false;
         let mut backoff = MIN_BACKOFF;
@@ -101,7 +102,7 @@ impl Deliverer {
                         .context("creating the tables")?;
                     schema_ready = true;
                 }
-                self.deliver_some(uncertain).await
+                self.deliver_some(&mut recheck).await
             }
             .await;
             let idle = match result {
@@ -111,7 +112,6 @@ impl Deliverer {
                         tracing::info!("ClickHouse answers again: delivering the spool");
                         failing = false;
                     }
-                    uncertain = false;
                     backoff = MIN_BACKOFF;
                     moved == 0
                 }
@@ -124,7 +124,7 @@ impl Deliverer {
                         );
                         failing = true;
                     }
-                    uncertain = true;
+                    recheck = true;
                     true
                 }
             };
@@ -154,19 +154,22 @@ impl Deliverer {
         }
     }
 
-    /// One batch of each source; how many rows it moved past.
-    async fn deliver_some(&mut self, uncertain: bool) -> anyhow::Result<u64> {
+    /// One batch of each source; how many rows it moved past. While
+    /// `recheck`, usage batches are checked against what ClickHouse has; it
+    /// ends with the first batch of which ClickHouse had nothing, since
+    /// batches are sent in order.
+    async fn deliver_some(&mut self, recheck: &mut bool) -> anyhow::Result<u64> {
         let mut moved = 0;
         for source in Source::ALL {
             if source != Source::Usage && !self.sessions {
                 continue;
             }
-            moved += self.deliver_batch(source, uncertain).await?;
+            moved += self.deliver_batch(source, recheck).await?;
         }
         Ok(moved)
     }
 
-    async fn deliver_batch(&mut self, source: Source, uncertain: bool) -> anyhow::Result<u64> {
+    async fn deliver_batch(&mut self, source: Source, recheck: &mut bool) -> anyhow::Result<u64> {
         let delivered = block_in_place(|| self.enforce_limit(source))?;
         let table = source.table();
         let (upto, sent) = match source {
@@ -176,12 +179,13 @@ impl Deliverer {
                     return Ok(0);
                 };
                 let batch = rows.len();
-                if uncertain {
+                if *recheck {
                     let present = self.present(&rows).await?;
                     rows.retain(|row| !present.contains(&row.local_id));
                     self.metrics
                         .already_present_rows
                         .inc_by((batch - rows.len()) as u64);
+                    *recheck = !present.is_empty();
                 }
                 self.insert(table, &rows).await?;
                 (upto, rows.len())

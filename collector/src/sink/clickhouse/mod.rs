@@ -28,7 +28,7 @@ mod spool;
 
 pub use deliver::{Deliverer, Stop};
 pub use metrics::ClickHouseMetrics;
-pub use spool::Spool;
+pub use spool::{Source, Spool};
 
 use clickhouse::Client;
 
