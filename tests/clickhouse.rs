@@ -12,10 +12,11 @@ use std::{
 };
 
 use flowtally::netflow::v5::{Record, encode};
+use flowtally::sink::clickhouse::read;
 use flowtally_common::v5::Header;
 use support::{
-    BIN, Flowtally, NetNs, TempDir, clickhouse::ClickHouse, eventually, path_str, radclient,
-    require_root, scrape, v5gen::Rng, veth_named,
+    BIN, Flowtally, NetNs, TempDir, clickhouse::ClickHouse, eventually, http_capture::Capture,
+    path_str, radclient, require_root, scrape, v5gen::Rng, veth_named,
 };
 
 const SECRET: &str = "testing123";
@@ -470,4 +471,136 @@ fn two_instances_splitting_the_exporters_bill_what_one_instance_bills() {
         })
     };
     assert_eq!(report_of("flowtally"), report_of("single"));
+}
+
+/// Current ClickHouse runs here only as a library (chdb, ClickHouse 26.9,
+/// from PyPI), not as a server: what flowtally sends over HTTP is captured
+/// and replayed into it — the DDL, the INSERTs with their RowBinary bodies
+/// byte for byte — and the report's queries then run on it.
+#[test]
+fn tables_inserts_and_report_queries_work_on_current_clickhouse() {
+    let capture = Capture::start();
+    let tmp = TempDir::new();
+    let db = tmp.path("ft.db");
+    let url = format!("http://{}", capture.addr);
+    let mut flowtally = start(&db, &["--clickhouse", &url]);
+    let radius = flowtally.ready.radius.unwrap();
+    sessions(radius, "Start");
+    let (exports, expected) = exports(100, 5);
+    send(&flowtally, &exports);
+    sessions(radius, "Stop");
+    eventually("every row delivered (to the capture)", || {
+        let spooled = scrape(flowtally.metrics_addr());
+        let delivered = |table: &str| {
+            spooled
+                .get(&format!(
+                    "flowtally_clickhouse_delivered_rows_total{{table=\"{table}\"}}"
+                ))
+                .copied()
+                .unwrap_or(0.0)
+        };
+        delivered("sessions") > 0.0
+            && metric(&flowtally, "flowtally_association_backlog") == 0
+            && metric(
+                &flowtally,
+                "flowtally_clickhouse_spool_rows{table=\"usage\"}",
+            ) == 0
+            && sqlite_by_user(&db).values().sum::<u64>() == total(&expected)
+    });
+    flowtally.signal(libc::SIGTERM);
+    assert!(flowtally.wait().success(), "{}", flowtally.stderr());
+
+    // The captured conversation as statements for chdb.
+    let mut statements = Vec::new();
+    for (i, request) in capture.requests().into_iter().enumerate() {
+        match request.param("query") {
+            Some(insert) => {
+                let data = tmp.path(&format!("insert{i}.bin"));
+                std::fs::write(&data, &request.body).unwrap();
+                let database = request.param("database").unwrap();
+                let target = insert
+                    .strip_prefix("INSERT INTO ")
+                    .and_then(|rest| rest.strip_suffix(" FORMAT RowBinary"))
+                    .unwrap_or_else(|| panic!("an INSERT in RowBinary: {insert}"));
+                statements.push(format!(
+                    "INSERT INTO {database}.{target} FROM INFILE '{}' FORMAT RowBinary",
+                    data.display()
+                ));
+            }
+            None => {
+                let sql = String::from_utf8(request.body).unwrap();
+                if !sql.trim_start().starts_with("SELECT") {
+                    statements.push(sql);
+                }
+            }
+        }
+    }
+    assert!(
+        statements
+            .iter()
+            .any(|s| s.contains("CREATE TABLE IF NOT EXISTS flowtally.usage"))
+    );
+    let (from, to) = (i64::from(T0) * 1000, i64::from(T0 + 2000) * 1000);
+    let usage_sums = read::USAGE_SUMS
+        .replacen('?', &from.to_string(), 1)
+        .replacen('?', &to.to_string(), 1);
+    let checks = [
+        "SELECT user_name, sum(bytes) FROM usage FINAL GROUP BY user_name ORDER BY user_name",
+        "SELECT count() FROM sessions FINAL WHERE stop_ms IS NOT NULL",
+        &format!("SELECT count() FROM ({usage_sums})"),
+        &format!("SELECT count() FROM ({})", read::SESSIONS),
+        &format!("SELECT count() FROM ({})", read::ADDRESSES),
+        "SELECT version()",
+    ];
+    let script = format!(
+        "import sys\nfrom chdb import session\ns = session.Session({:?})\n\
+         for sql in {statements:?}:\n    s.query(sql)\ns.query('USE flowtally')\n\
+         for sql in {checks:?}:\n    print(s.query(sql, 'TSV'), end='')\n    print('--')\n",
+        path_str(&tmp.path("chdb"))
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "chdb (pip install chdb-core): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = String::from_utf8(out.stdout).unwrap();
+    let results: Vec<&str> = out.split("--\n").collect();
+    let by_user: BTreeMap<Option<String>, u64> = results[0]
+        .lines()
+        .map(|line| {
+            let (user, bytes) = line.split_once('\t').unwrap();
+            (
+                (user != "\\N").then(|| user.to_owned()),
+                bytes.parse().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(by_user, expected);
+    assert_eq!(results[1].trim(), USERS.to_string(), "stopped sessions");
+    let sqlite = rusqlite::Connection::open(&db).unwrap();
+    let count = |sql: &str| -> String {
+        sqlite
+            .query_row(sql, [], |row| row.get::<_, i64>(0))
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        results[2].trim(),
+        count(
+            "SELECT count(*) FROM (SELECT 1 FROM usage GROUP BY bucket_start_ms, \
+             bucket_width_ms, user_name, session_id, subscriber_ip, direction)"
+        )
+    );
+    assert_eq!(results[3].trim(), count("SELECT count(*) FROM sessions"));
+    assert_eq!(
+        results[4].trim(),
+        count("SELECT count(*) FROM session_addresses")
+    );
+    let version = results[5].trim();
+    let major: u32 = version.split('.').next().unwrap().parse().unwrap();
+    assert!(major >= 24, "a current ClickHouse, not {version}");
 }

@@ -4,6 +4,7 @@
 
 pub mod clickhouse;
 pub mod frames;
+pub mod http_capture;
 pub mod v5gen;
 
 use std::{

@@ -54,6 +54,25 @@ struct Address {
     to_ms: Option<i64>,
 }
 
+// FINAL folds rows a retried delivery sent twice, and older session
+// states, before they are counted.
+
+/// Usage in `[?, ?)` by bucket start, summed like the SQLite report.
+pub const USAGE_SUMS: &str = "
+SELECT bucket_start_ms, bucket_width_ms, user_name, session_id, subscriber_ip,
+    CAST(direction AS Int8), sum(bytes), sum(packets), sum(flows)
+FROM usage FINAL WHERE bucket_start_ms >= ? AND bucket_start_ms < ?
+GROUP BY bucket_start_ms, bucket_width_ms, user_name, session_id, subscriber_ip, direction";
+
+pub const SESSIONS: &str = "
+SELECT user_name, nas, session_id, framed_ip, framed_prefix, start_ms, stop_ms,
+    last_update_ms, nas_port_id, calling_station_id, input_octets, output_octets,
+    terminate_cause, interim_interval_s
+FROM sessions FINAL ORDER BY start_ms, nas, session_id";
+
+pub const ADDRESSES: &str = "
+SELECT nas, session_id, start_ms, net, from_ms, to_ms FROM session_addresses FINAL";
+
 /// Usage rows whose bucket starts in `[from_ms, to_ms)`, summed like the
 /// SQLite report, and all sessions with their addresses (ids made here).
 pub async fn read(
@@ -61,16 +80,8 @@ pub async fn read(
     from_ms: u64,
     to_ms: u64,
 ) -> anyhow::Result<(Vec<Usage>, Vec<SessionRow>, Vec<AddressRow>)> {
-    // FINAL folds rows a retried delivery sent twice, and older session
-    // states, before they are counted.
     let usage = client
-        .query(
-            "SELECT bucket_start_ms, bucket_width_ms, user_name, session_id, subscriber_ip,
-                CAST(direction AS Int8), sum(bytes), sum(packets), sum(flows)
-             FROM usage FINAL WHERE bucket_start_ms >= ? AND bucket_start_ms < ?
-             GROUP BY bucket_start_ms, bucket_width_ms, user_name, session_id, subscriber_ip,
-                direction",
-        )
+        .query(USAGE_SUMS)
         .bind(from_ms as i64)
         .bind(to_ms as i64)
         .fetch_all::<UsageSum>()
@@ -80,20 +91,12 @@ pub async fn read(
         .map(UsageSum::into_usage)
         .collect::<anyhow::Result<_>>()?;
     let sessions = client
-        .query(
-            "SELECT user_name, nas, session_id, framed_ip, framed_prefix, start_ms, stop_ms,
-                last_update_ms, nas_port_id, calling_station_id, input_octets, output_octets,
-                terminate_cause, interim_interval_s
-             FROM sessions FINAL ORDER BY start_ms, nas, session_id",
-        )
+        .query(SESSIONS)
         .fetch_all::<Session>()
         .await
         .context("reading sessions")?;
     let addresses = client
-        .query(
-            "SELECT nas, session_id, start_ms, net, from_ms, to_ms
-             FROM session_addresses FINAL",
-        )
+        .query(ADDRESSES)
         .fetch_all::<Address>()
         .await
         .context("reading session_addresses")?;
