@@ -8,6 +8,9 @@
 //! - A row nobody owns yet waits up to `late_window` (a Start can arrive
 //!   after the flows: Acct-Delay-Time, retransmissions) and is retried at
 //!   every flush; then it is written unattributed. Rows are never dropped.
+//! - The backlog changes of each pass ([`Associator::take_changes`]) are
+//!   persisted with the flush, so a killed daemon's successor resumes it
+//!   ([`Associator::restore`]) instead of losing up to `late_window` of rows.
 
 use std::net::IpAddr;
 
@@ -22,8 +25,27 @@ use crate::{
 pub struct Associator {
     grace_ms: u64,
     late_window_ms: u64,
-    /// Rows waiting for an owner, with when they give up.
-    backlog: Vec<(u64, UsageRow)>,
+    /// Rows waiting for an owner.
+    backlog: Vec<Waiting>,
+    next_id: u64,
+    changes: BacklogChanges,
+}
+
+/// A row waiting for an owner until `give_up_ms`; `id` names it while it
+/// waits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Waiting {
+    pub id: u64,
+    pub give_up_ms: u64,
+    pub row: UsageRow,
+}
+
+/// How the backlog changed since the last [`Associator::take_changes`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BacklogChanges {
+    pub entered: Vec<Waiting>,
+    /// Ids of rows that left it (attributed, or given up and written).
+    pub left: Vec<u64>,
 }
 
 /// What one pass decided.
@@ -40,7 +62,19 @@ impl Associator {
             grace_ms,
             late_window_ms,
             backlog: Vec::new(),
+            next_id: 1,
+            changes: BacklogChanges::default(),
         }
+    }
+
+    /// Resumes a persisted backlog (after a restart).
+    pub fn restore(&mut self, waiting: Vec<Waiting>) {
+        self.next_id = waiting.iter().map(|w| w.id + 1).max().unwrap_or(1);
+        self.backlog = waiting;
+    }
+
+    pub fn take_changes(&mut self) -> BacklogChanges {
+        std::mem::take(&mut self.changes)
     }
 
     /// Attributes the backlog and `rows` at `now_ms`; returns the rows to
@@ -56,10 +90,11 @@ impl Associator {
         let waiting = std::mem::take(&mut self.backlog);
         let candidates = waiting
             .into_iter()
-            .chain(rows.into_iter().map(|row| (deadline, row)));
+            .map(|w| (Some(w.id), w.give_up_ms, w.row))
+            .chain(rows.into_iter().map(|row| (None, deadline, row)));
         let mut ready = Vec::new();
         let mut summary = Attributed::default();
-        for (give_up, mut row) in candidates {
+        for (id, give_up, mut row) in candidates {
             // Transit rows have no subscriber to attribute to.
             let owner = match row.direction {
                 Direction::Transit => None,
@@ -72,11 +107,23 @@ impl Associator {
                     summary.attributed_bytes += row.bytes;
                 }
                 None if row.direction != Direction::Transit && !last && now_ms < give_up => {
-                    self.backlog.push((give_up, row));
+                    let waiting = Waiting {
+                        id: id.unwrap_or_else(|| {
+                            self.next_id += 1;
+                            self.next_id - 1
+                        }),
+                        give_up_ms: give_up,
+                        row,
+                    };
+                    if id.is_none() {
+                        self.changes.entered.push(waiting.clone());
+                    }
+                    self.backlog.push(waiting);
                     continue;
                 }
                 None => summary.unattributed_bytes += row.bytes,
             }
+            self.changes.left.extend(id);
             ready.push(row);
         }
         summary.rows = ready.len();
@@ -231,6 +278,45 @@ mod tests {
         let (ready, summary) = associator.associate(Vec::new(), &History::new(), 90_000, false);
         assert_eq!(users(&ready), [None], "written unattributed, never dropped");
         assert_eq!(summary.unattributed_bytes, 3);
+    }
+
+    #[test]
+    fn backlog_changes_name_what_entered_and_left_and_a_restored_backlog_resumes() {
+        let mut associator = Associator::new(0, 30_000);
+        let rows = vec![
+            row(Direction::Up, 50_000, 9),
+            row(Direction::Down, 50_000, 4),
+        ];
+        associator.associate(rows, &History::new(), 60_000, false);
+        let changes = associator.take_changes();
+        assert_eq!(
+            changes.entered.iter().map(|w| w.id).collect::<Vec<_>>(),
+            [1, 2]
+        );
+        assert!(changes.left.is_empty());
+        assert_eq!(associator.take_changes(), BacklogChanges::default());
+
+        // A successor restores the persisted backlog and carries on.
+        let mut successor = Associator::new(0, 30_000);
+        successor.restore(changes.entered);
+        let mut history = History::new();
+        history.apply(&event(EventKind::Start, "carol", "c1", 49_000));
+        let (ready, _) = successor.associate(
+            vec![
+                row(Direction::Transit, 50_000, 1),
+                row(Direction::Up, 10, 2),
+            ],
+            &history,
+            70_000,
+            false,
+        );
+        assert_eq!(users(&ready), [Some("carol"), Some("carol"), None]);
+        let changes = successor.take_changes();
+        assert_eq!(changes.left, [1, 2]);
+        assert_eq!(
+            changes.entered.iter().map(|w| w.id).collect::<Vec<_>>(),
+            [3]
+        );
     }
 
     #[test]

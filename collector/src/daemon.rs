@@ -32,6 +32,7 @@ use crate::{
     },
     subscribers::SubscriberNets,
     templates_file,
+    timestamp::Timestamp,
     xdp::{self, DataPlane, KernelConfig},
 };
 
@@ -55,6 +56,22 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         ..Metrics::default()
     };
     let db = sink::sqlite::open(&config.db)?;
+    let (run, gap) = sink::runs::begin(&db, clock::unix_ms())
+        .with_context(|| format!("cannot record this run in {}", config.db.display()))?;
+    if let Some(gap) = gap {
+        metrics.unclean_stops.inc();
+        metrics
+            .last_gap_seconds
+            .set(((gap.to_ms - gap.from_ms) / 1000) as i64);
+        tracing::warn!(
+            "the previous run stopped without its final flush (killed or crashed): usage it \
+             held after its last flush at {} is lost; recorded as a gap until {} (`runs` table)",
+            Timestamp(gap.from_ms),
+            Timestamp(gap.to_ms)
+        );
+    }
+    let waiting = sink::sqlite::read_pending(&db)
+        .with_context(|| format!("cannot read the usage backlog of {}", config.db.display()))?;
     let (sessions, addresses) = sink::session_store::read(&db)
         .with_context(|| format!("cannot read the session history of {}", config.db.display()))?;
     let history = Arc::new(Mutex::new(History::from_rows(sessions, addresses)));
@@ -166,10 +183,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     println!("ready");
 
-    let associator = Associator::new(
+    let mut associator = Associator::new(
         config.stop_grace.0.as_millis() as u64,
         config.late_window.0.as_millis() as u64,
     );
+    associator.restore(waiting);
     let mut flusher = Flusher::new(
         drainer,
         Arc::clone(&history),
@@ -180,6 +198,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         metrics,
         profile,
     );
+    flusher = flusher.record_run(run);
     if let Some(delivery) = &delivery {
         flusher = flusher.notify_writes(delivery.waker());
     }

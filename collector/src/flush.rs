@@ -13,12 +13,12 @@ use tokio::sync::Notify;
 
 use crate::{
     aggregate::{Table, merge},
-    associate::Associator,
+    associate::{Associator, BacklogChanges},
     clock,
     flow_socket::SocketPath,
     metrics::Metrics,
     sessions::History,
-    sink::sqlite,
+    sink::{runs, sqlite},
     templates_file,
     usage::UsageRow,
     xdp::Drainer,
@@ -38,6 +38,10 @@ pub struct Flusher {
     pending: Vec<UsageRow>,
     /// Told when rows were written, to deliver them onwards (ClickHouse).
     written: Option<Arc<Notify>>,
+    /// Backlog changes a failed write left behind.
+    pending_changes: BacklogChanges,
+    /// This run's row in `runs`.
+    run: Option<i64>,
 }
 
 /// What a flush wrote.
@@ -95,7 +99,15 @@ impl Flusher {
             profile,
             pending: Vec::new(),
             written: None,
+            pending_changes: BacklogChanges::default(),
+            run: None,
         }
+    }
+
+    /// Records each flush, and the final one, in `runs` row `run`.
+    pub fn record_run(mut self, run: i64) -> Self {
+        self.run = Some(run);
+        self
     }
 
     pub fn notify_writes(mut self, written: Arc<Notify>) -> Self {
@@ -142,8 +154,13 @@ impl Flusher {
         self.metrics.users.observe(&attributed);
         let mut rows = std::mem::take(&mut self.pending);
         rows.extend(attributed);
-        if let Err(err) = sqlite::write_usage(&mut self.db, &rows) {
+        let mut changes = std::mem::take(&mut self.pending_changes);
+        let fresh = self.associator.take_changes();
+        changes.entered.extend(fresh.entered);
+        changes.left.extend(fresh.left);
+        if let Err(err) = sqlite::write_flush(&mut self.db, &rows, &changes) {
             self.pending = rows;
+            self.pending_changes = changes;
             return Err(anyhow::anyhow!(
                 "writing {} usage rows failed, retrying next flush: {err}",
                 self.pending.len()
@@ -163,6 +180,12 @@ impl Flusher {
                 .inc_by(row.bytes);
         }
         self.metrics.usage_rows.inc_by(rows.len() as u64);
+        if let Some(run) = self.run {
+            let record = if last { runs::stopped } else { runs::flushed };
+            if let Err(err) = record(&self.db, run, clock::unix_ms()) {
+                tracing::warn!("recording the flush in `runs`: {err}");
+            }
+        }
         if let Some(written) = &self.written {
             written.notify_one();
         }

@@ -56,6 +56,9 @@ pub struct Metrics {
     pub users: UserMetrics,
     /// Only with a ClickHouse sink.
     pub clickhouse: Option<ClickHouseMetrics>,
+    /// Found at start: the previous run ended without its final flush.
+    pub unclean_stops: Counter,
+    pub last_gap_seconds: Gauge,
 }
 
 /// RADIUS accounting requests and the sessions they keep open.
@@ -122,6 +125,8 @@ impl Default for Metrics {
             association_backlog: Gauge::default(),
             users: UserMetrics::default(),
             clickhouse: None,
+            unclean_stops: Counter::default(),
+            last_gap_seconds: Gauge::default(),
         }
     }
 }
@@ -175,6 +180,18 @@ impl Metrics {
         );
         self.templates.register(&mut r);
         self.radius.register(&mut r);
+        r.register(
+            "unclean_stops",
+            "Previous runs found at start to have ended without their final flush (killed or \
+             crashed); their gaps are in the `runs` table",
+            self.unclean_stops.clone(),
+        );
+        r.register_with_unit(
+            "last_gap",
+            "Length of the gap the previous run left (0: it stopped cleanly)",
+            Unit::Seconds,
+            self.last_gap_seconds.clone(),
+        );
         if let Some(clickhouse) = &self.clickhouse {
             clickhouse.register(&mut r);
         }

@@ -19,7 +19,7 @@ use super::{
 use crate::{
     cli::ReportArgs,
     sessions::{AddressRow, SessionRow},
-    sink::{clickhouse, session_store},
+    sink::{clickhouse, runs, session_store},
     timestamp::Timestamp,
 };
 
@@ -125,6 +125,15 @@ type Rows = (Vec<Usage>, Vec<SessionRow>, Vec<AddressRow>);
 fn read_sqlite(db: &Path, from_ms: u64, to_ms: u64) -> rusqlite::Result<Rows> {
     // Read-only: a mistyped path fails instead of creating a database.
     let conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    // Older databases have no `runs` table, hence no known gaps.
+    for gap in runs::gaps(&conn, from_ms, to_ms).unwrap_or_default() {
+        eprintln!(
+            "warning: flowtally was killed or crashed between {} and {}: usage from then \
+             may be missing",
+            Timestamp(gap.from_ms),
+            Timestamp(gap.to_ms)
+        );
+    }
     let usage = read_usage(&conn, from_ms, to_ms)?;
     let (sessions, addresses) = session_store::read(&conn)?;
     Ok((usage, sessions, addresses))

@@ -1,5 +1,6 @@
 //! Where usage and sessions are stored.
 
 pub mod clickhouse;
+pub mod runs;
 pub mod session_store;
 pub mod sqlite;

@@ -3,9 +3,15 @@
 
 use std::path::Path;
 
-use rusqlite::{Connection, params};
+use std::net::IpAddr;
 
-use crate::usage::UsageRow;
+use flowtally_common::agg::Direction;
+use rusqlite::{Connection, Row, params_from_iter, types::Value};
+
+use crate::{
+    associate::{BacklogChanges, Waiting},
+    usage::UsageRow,
+};
 
 /// Schema version stored in `PRAGMA user_version`.
 const SCHEMA_VERSION: i64 = 3;
@@ -46,6 +52,28 @@ CREATE TABLE IF NOT EXISTS usage (
     session_id       TEXT,
     subscriber_ip    TEXT NOT NULL,
     direction        TEXT NOT NULL CHECK (direction IN ('up', 'down', 'transit')),
+    peer_ip          TEXT,
+    protocol         INTEGER,
+    subscriber_port  INTEGER,
+    peer_port        INTEGER,
+    exporter         TEXT,
+    bytes            INTEGER NOT NULL,
+    packets          INTEGER NOT NULL,
+    flows            INTEGER NOT NULL,
+    first_ms         INTEGER NOT NULL,
+    last_ms          INTEGER NOT NULL
+);
+-- Rows waiting for a late session (associate.rs), kept with each flush so
+-- that a killed daemon's successor resumes them.
+CREATE TABLE IF NOT EXISTS usage_pending (
+    id               INTEGER PRIMARY KEY,
+    give_up_ms       INTEGER NOT NULL,
+    bucket_start_ms  INTEGER NOT NULL,
+    bucket_width_ms  INTEGER NOT NULL,
+    user_name        TEXT,
+    session_id       TEXT,
+    subscriber_ip    TEXT NOT NULL,
+    direction        TEXT NOT NULL,
     peer_ip          TEXT,
     protocol         INTEGER,
     subscriber_port  INTEGER,
@@ -132,44 +160,139 @@ pub fn open(path: &Path) -> Result<Connection, OpenError> {
             .map_err(sqlite)?;
     }
     conn.execute_batch(SCHEMA).map_err(sqlite)?;
+    conn.execute_batch(super::runs::SCHEMA).map_err(sqlite)?;
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(sqlite)?;
     Ok(conn)
 }
 
+const USAGE_COLUMNS: &str = "bucket_start_ms, bucket_width_ms, user_name, session_id, \
+    subscriber_ip, direction, peer_ip, protocol, subscriber_port, peer_port, exporter, bytes, \
+    packets, flows, first_ms, last_ms";
+
 /// Appends `rows` in one transaction: a flush is written whole or not at all.
 pub fn write_usage(conn: &mut Connection, rows: &[UsageRow]) -> rusqlite::Result<()> {
+    write_flush(conn, rows, &BacklogChanges::default())
+}
+
+/// [`write_usage`], and the association backlog's `changes` in the same
+/// transaction.
+pub fn write_flush(
+    conn: &mut Connection,
+    rows: &[UsageRow],
+    changes: &BacklogChanges,
+) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     {
-        let mut insert = tx.prepare_cached(
-            "INSERT INTO usage (bucket_start_ms, bucket_width_ms, user_name, session_id,
-                subscriber_ip, direction, peer_ip, protocol, subscriber_port, peer_port,
-                exporter, bytes, packets, flows, first_ms, last_ms)
-             VALUES (?1, ?2, ?15, ?16, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-        )?;
+        let mut insert = tx.prepare_cached(&format!(
+            "INSERT INTO usage ({USAGE_COLUMNS})
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+        ))?;
         for row in rows {
-            insert.execute(params![
-                row.bucket_start_ms as i64,
-                row.bucket_width_ms as i64,
-                row.subscriber_ip.to_string(),
-                row.direction.as_str(),
-                row.peer_ip.map(|ip| ip.to_string()),
-                row.protocol,
-                row.subscriber_port,
-                row.peer_port,
-                row.exporter.map(|ip| ip.to_string()),
-                // SQLite integers are i64; counters beyond 2^63 are not real.
-                row.bytes as i64,
-                row.packets as i64,
-                row.flows as i64,
-                row.first_ms as i64,
-                row.last_ms as i64,
-                row.user_name,
-                row.session_id,
-            ])?;
+            insert.execute(params_from_iter(values(row)))?;
+        }
+        let mut wait = tx.prepare_cached(&format!(
+            "INSERT INTO usage_pending (id, give_up_ms, {USAGE_COLUMNS})
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+                ?17, ?18)"
+        ))?;
+        for waiting in &changes.entered {
+            let key = [waiting.id as i64, waiting.give_up_ms as i64].map(Value::from);
+            wait.execute(params_from_iter(
+                key.into_iter().chain(values(&waiting.row)),
+            ))?;
+        }
+        let mut done = tx.prepare_cached("DELETE FROM usage_pending WHERE id = ?1")?;
+        for id in &changes.left {
+            done.execute([*id as i64])?;
         }
     }
     tx.commit()
+}
+
+/// The backlog a previous run left, to resume.
+pub fn read_pending(conn: &Connection) -> rusqlite::Result<Vec<Waiting>> {
+    conn.prepare(&format!(
+        "SELECT id, give_up_ms, {USAGE_COLUMNS} FROM usage_pending ORDER BY id"
+    ))?
+    .query_map([], |row| {
+        let count = |i| row.get::<_, i64>(i).map(|n| n as u64);
+        Ok(Waiting {
+            id: count(0)?,
+            give_up_ms: count(1)?,
+            row: UsageRow {
+                bucket_start_ms: count(2)?,
+                bucket_width_ms: count(3)?,
+                user_name: row.get(4)?,
+                session_id: row.get(5)?,
+                subscriber_ip: parse(row, 6)?,
+                direction: parse::<String>(row, 7)
+                    .and_then(|text| direction(&text).ok_or_else(|| bad(7, &text)))?,
+                peer_ip: parse_opt(row, 8)?,
+                protocol: row.get(9)?,
+                subscriber_port: row.get(10)?,
+                peer_port: row.get(11)?,
+                exporter: parse_opt(row, 12)?,
+                bytes: count(13)?,
+                packets: count(14)?,
+                flows: count(15)?,
+                first_ms: count(16)?,
+                last_ms: count(17)?,
+            },
+        })
+    })?
+    .collect()
+}
+
+/// A usage row's columns in [`USAGE_COLUMNS`] order.
+fn values(row: &UsageRow) -> [Value; 16] {
+    let text = |ip: Option<IpAddr>| ip.map(|ip| ip.to_string()).into();
+    // SQLite integers are i64; counters beyond 2^63 are not real.
+    let int = |n: u64| Value::Integer(n as i64);
+    [
+        int(row.bucket_start_ms),
+        int(row.bucket_width_ms),
+        row.user_name.clone().into(),
+        row.session_id.clone().into(),
+        row.subscriber_ip.to_string().into(),
+        row.direction.as_str().to_owned().into(),
+        text(row.peer_ip),
+        row.protocol.into(),
+        row.subscriber_port.into(),
+        row.peer_port.into(),
+        text(row.exporter),
+        int(row.bytes),
+        int(row.packets),
+        int(row.flows),
+        int(row.first_ms),
+        int(row.last_ms),
+    ]
+}
+
+fn direction(text: &str) -> Option<Direction> {
+    [Direction::Up, Direction::Down, Direction::Transit]
+        .into_iter()
+        .find(|d| d.as_str() == text)
+}
+
+fn parse<T: std::str::FromStr>(row: &Row<'_>, i: usize) -> rusqlite::Result<T> {
+    let text: String = row.get(i)?;
+    text.parse().map_err(|_| bad(i, &text))
+}
+
+fn parse_opt<T: std::str::FromStr>(row: &Row<'_>, i: usize) -> rusqlite::Result<Option<T>> {
+    match row.get::<_, Option<String>>(i)? {
+        None => Ok(None),
+        Some(_) => parse(row, i).map(Some),
+    }
+}
+
+fn bad(i: usize, text: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        i,
+        rusqlite::types::Type::Text,
+        format!("unexpected value {text:?}").into(),
+    )
 }
 
 #[cfg(test)]
@@ -267,6 +390,50 @@ mod tests {
             )
             .unwrap();
         assert_eq!(n, 2);
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn the_backlog_persists_by_its_changes() {
+        let path = temp_db("pending");
+        let mut conn = open(&path).unwrap();
+        let row = |bytes| UsageRow {
+            bucket_start_ms: 60_000,
+            bucket_width_ms: 60_000,
+            subscriber_ip: "2001:db8::7".parse().unwrap(),
+            direction: Direction::Up,
+            user_name: None,
+            session_id: None,
+            peer_ip: Some("198.19.0.1".parse().unwrap()),
+            protocol: Some(17),
+            subscriber_port: Some(53),
+            peer_port: None,
+            exporter: None,
+            bytes,
+            packets: 1,
+            flows: 1,
+            first_ms: 60_001,
+            last_ms: 60_002,
+        };
+        let waiting = |id, bytes| Waiting {
+            id,
+            give_up_ms: 90_000,
+            row: row(bytes),
+        };
+        let entered = BacklogChanges {
+            entered: vec![waiting(1, 10), waiting(2, 20)],
+            left: Vec::new(),
+        };
+        write_flush(&mut conn, &[], &entered).unwrap();
+        let left = BacklogChanges {
+            entered: vec![waiting(3, 30)],
+            left: vec![1],
+        };
+        write_flush(&mut conn, &[row(10)], &left).unwrap();
+        assert_eq!(
+            read_pending(&conn).unwrap(),
+            [waiting(2, 20), waiting(3, 30)]
+        );
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 
