@@ -1,6 +1,7 @@
 //! Development tasks for flowtally: `cargo xtask <task>`.
 
 mod cmd;
+mod fuzz;
 mod setup;
 mod test;
 
@@ -45,7 +46,15 @@ enum Task {
         #[arg(last = true)]
         args: Vec<OsString>,
     },
-    /// Check formatting and clippy, then run all tests (privileged ones as root)
+    /// Fuzz the codecs (collector/fuzz) from their seeds, one target after another
+    Fuzz {
+        /// Minutes per target
+        #[arg(long, default_value_t = 1)]
+        minutes: u64,
+        /// One target (default: all)
+        target: Option<String>,
+    },
+    /// Check formatting and clippy, run all tests (privileged ones as root), fuzz briefly
     Test {
         /// Arguments for `cargo test`
         #[arg(last = true)]
@@ -83,6 +92,12 @@ fn try_main() -> Result<()> {
             run_collector(&ws, release, &args)
         }
         Task::Test { args } => test::run(&ws, &args),
+        Task::Fuzz { minutes, target } => {
+            let targets = target
+                .as_deref()
+                .map_or(fuzz::TARGETS.to_vec(), |t| vec![t]);
+            fuzz::run(&ws, &targets, minutes * 60)
+        }
         Task::Bench { args } => cmd::run(
             ws.cargo()
                 .args(["bench", "-p", "flowtally", "--"])

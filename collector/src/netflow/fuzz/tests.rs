@@ -304,10 +304,13 @@ fn committed_seeds_are_the_ones_built_here() {
     }
 }
 
+/// A fuzzing entry point.
+type Target = fn(&[u8]);
+
 /// Every committed input (seeds, and cases fuzzing found) through its target.
 #[test]
 fn committed_inputs_hold_every_invariant() {
-    let targets: [(&str, fn(&[u8])); 4] = [
+    let targets: [(&str, Target); 4] = [
         ("netflow_v5", v5),
         ("netflow_templates", templates),
         ("template_compiler", compiled_parity),
