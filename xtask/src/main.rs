@@ -48,9 +48,9 @@ enum Task {
     },
     /// Fuzz the codecs (collector/fuzz) from their seeds, one target after another
     Fuzz {
-        /// Minutes per target
-        #[arg(long, default_value_t = 1)]
-        minutes: u64,
+        /// Minutes per target (fractions allowed)
+        #[arg(long, default_value_t = 1.0)]
+        minutes: f64,
         /// One target (default: all)
         target: Option<String>,
     },
@@ -96,7 +96,8 @@ fn try_main() -> Result<()> {
             let targets = target
                 .as_deref()
                 .map_or(fuzz::TARGETS.to_vec(), |t| vec![t]);
-            fuzz::run(&ws, &targets, minutes * 60)
+            // libFuzzer reads 0 as "no limit".
+            fuzz::run(&ws, &targets, ((minutes * 60.0).round() as u64).max(1))
         }
         Task::Bench { args } => cmd::run(
             ws.cargo()
