@@ -2,6 +2,7 @@
 
 mod cmd;
 mod fuzz;
+mod package;
 mod setup;
 mod test;
 
@@ -46,6 +47,8 @@ enum Task {
         #[arg(last = true)]
         args: Vec<OsString>,
     },
+    /// Build the Debian package (target/deb/) and check it
+    Deb,
     /// Fuzz the codecs (collector/fuzz) from their seeds, one target after another
     Fuzz {
         /// Minutes per target (fractions allowed)
@@ -92,6 +95,7 @@ fn try_main() -> Result<()> {
             run_collector(&ws, release, &args)
         }
         Task::Test { args } => test::run(&ws, &args),
+        Task::Deb => package::build(&ws).and_then(|deb| package::check(&ws, &deb)),
         Task::Fuzz { minutes, target } => {
             let targets = target
                 .as_deref()

@@ -1,5 +1,6 @@
 //! `cargo xtask test`: format and lint checks, then every test, including the
-//! privileged ones when running as root, then a short run of every fuzz target.
+//! privileged ones when running as root, then the Debian package's checks and
+//! a short run of every fuzz target.
 
 use std::ffi::OsString;
 use std::fs;
@@ -49,6 +50,8 @@ pub fn run(ws: &Workspace, args: &[OsString]) -> Result<()> {
         eprintln!("{SKIPPED_BANNER}");
     }
     result?;
+    let deb = crate::package::build(ws)?;
+    crate::package::check(ws, &deb)?;
     crate::fuzz::run(
         ws,
         &crate::fuzz::TARGETS,
