@@ -31,10 +31,10 @@ use super::{
 /// The exporter every fuzzed datagram comes from.
 pub const EXPORTER: [u8; 4] = [198, 18, 0, 1];
 /// Wall clock of the fuzzed cache: late 2023, like the seeds' headers.
-const NOW_MS: u64 = 1_700_000_000_000;
+pub const NOW_MS: u64 = 1_700_000_000_000;
 
 /// Small enough that inputs of a few KiB reach every limit.
-const LIMITS: Limits = Limits {
+pub const LIMITS: Limits = Limits {
     max_templates_per_exporter: 16,
     max_fields_per_template: 32,
     max_template_bytes: 600,
