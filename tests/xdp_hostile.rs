@@ -149,8 +149,11 @@ fn records(fields: &[(u16, u16)], n: usize, octets: u8) -> Vec<Vec<u8>> {
     vec![record; n]
 }
 
-/// An export of data sets: (template id, fields, records) each.
-fn data(version: u16, sets: &[(u16, &[(u16, u16)], usize)]) -> Vec<u8> {
+/// A data set: template id, its fields, how many records.
+type DataSet<'a> = (u16, &'a [(u16, u16)], usize);
+
+/// An export of data sets.
+fn data(version: u16, sets: &[DataSet]) -> Vec<u8> {
     let sets: Vec<Set> = sets
         .iter()
         .map(|&(id, fields, n)| Set::Data {
