@@ -179,8 +179,19 @@ fn report(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn start(db: &std::path::Path, extra: &[&str]) -> Flowtally {
+/// The sessions of these tests lie in 2023: a long assumed interim
+/// interval keeps the daemon's silence check from closing them while a test
+/// runs.
+const RADIUS_TOML: &str = "[radius]\ndefault_interim = \"30years\"\n";
+
+/// A socket-mode flowtally on loopback; its config file is [`RADIUS_TOML`]
+/// plus `toml`.
+fn start(db: &std::path::Path, toml: &str, extra: &[&str]) -> Flowtally {
+    let config = db.with_extension("toml");
+    std::fs::write(&config, format!("{RADIUS_TOML}{toml}")).unwrap();
     let mut args = vec![
+        "--config",
+        path_str(&config),
         "--mode",
         "socket",
         "--netflow",
@@ -217,7 +228,7 @@ fn clickhouse_receives_what_sqlite_receives_and_reports_read_the_same() {
     let ch = ClickHouse::start();
     let tmp = TempDir::new();
     let db = tmp.path("ft.db");
-    let mut flowtally = start(&db, &["--clickhouse", &ch.url()]);
+    let mut flowtally = start(&db, "", &["--clickhouse", &ch.url()]);
     let radius = flowtally.ready.radius.unwrap();
     sessions(radius, "Start");
     let (exports, expected) = exports(300, 7);
@@ -251,15 +262,10 @@ fn an_outage_and_restarts_lose_nothing_and_duplicate_nothing() {
     let mut ch = ClickHouse::start();
     let tmp = TempDir::new();
     let db = tmp.path("ft.db");
-    let config = tmp.path("ft.toml");
     // Small batches, so that the rewind below spans several of them.
-    std::fs::write(
-        &config,
-        "[clickhouse]\nshutdown_timeout = \"1s\"\nbatch_rows = 20\n",
-    )
-    .unwrap();
-    let args = ["--config", path_str(&config), "--clickhouse", &ch.url()];
-    let mut flowtally = start(&db, &args);
+    let toml = "[clickhouse]\nshutdown_timeout = \"1s\"\nbatch_rows = 20\n";
+    let args = ["--clickhouse", &ch.url()];
+    let mut flowtally = start(&db, toml, &args);
     sessions(flowtally.ready.radius.unwrap(), "Start");
     let mut expected = BTreeMap::new();
     let delivered = |ch: &ClickHouse, expected: &BTreeMap<_, _>| {
@@ -317,7 +323,7 @@ fn an_outage_and_restarts_lose_nothing_and_duplicate_nothing() {
     )
     .unwrap();
     ch.resume();
-    let flowtally = start(&db, &args);
+    let flowtally = start(&db, toml, &args);
     delivered(&ch, &expected);
     eventually("the spool to be empty", || {
         metric(
@@ -378,7 +384,7 @@ fn two_instances_splitting_the_exporters_bill_what_one_instance_bills() {
             std::fs::write(
                 &config,
                 format!(
-                    "[clickhouse]\nurl = \"http://198.18.{link}.1:8123\"\n\
+                    "{RADIUS_TOML}[clickhouse]\nurl = \"http://198.18.{link}.1:8123\"\n\
                      database = \"{database}\"\nsessions = {sessions}\n"
                 ),
             )
@@ -483,7 +489,7 @@ fn tables_inserts_and_report_queries_work_on_current_clickhouse() {
     let tmp = TempDir::new();
     let db = tmp.path("ft.db");
     let url = format!("http://{}", capture.addr);
-    let mut flowtally = start(&db, &["--clickhouse", &url]);
+    let mut flowtally = start(&db, "", &["--clickhouse", &url]);
     let radius = flowtally.ready.radius.unwrap();
     sessions(radius, "Start");
     let (exports, expected) = exports(100, 5);

@@ -264,16 +264,23 @@ fn an_answered_session_survives_a_kill() {
     let db = tmp.path("ft.db");
     let mut flowtally = start(&db);
     let radius = flowtally.ready.radius.unwrap();
+    // Started now: a session last heard of in the past would rightly be
+    // closed as silent by the restarted daemon's first check.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let at = now - T0;
     account(
         radius,
         "198.18.0.1",
         "Start",
-        100,
+        at,
         ", User-Name = alice, Acct-Session-Id = k1, Framed-IP-Address = 198.18.100.7",
     );
     flowtally.signal(libc::SIGKILL);
     flowtally.wait();
-    assert_eq!(holder(&db, "198.18.100.7", 200).as_deref(), Some("alice"));
+    assert_eq!(holder(&db, "198.18.100.7", at).as_deref(), Some("alice"));
     let restarted = start(&db);
     let open = scrape(restarted.metrics_addr())["flowtally_sessions_open"];
     assert_eq!(open, 1.0, "rebuilt from SQLite at start");

@@ -81,6 +81,9 @@ impl Frame {
         let Some(version_ihl) = self.u8_at(l3) else {
             return Transport::Truncated;
         };
+        let Some(total_len) = self.u16_at(l3 + 2) else {
+            return Transport::Truncated;
+        };
         let Some(frag) = self.u16_at(l3 + 6) else {
             return Transport::Truncated;
         };
@@ -91,7 +94,9 @@ impl Frame {
             return Transport::Truncated;
         };
         let ihl = usize::from(version_ihl & 0x0f) * 4;
-        if ihl < 20 {
+        let total_len = usize::from(total_len);
+        // What the stack's ip_rcv refuses, the socket path never sees.
+        if version_ihl >> 4 != 4 || ihl < 20 || total_len < ihl || self.len() < l3 + total_len {
             return Transport::Truncated;
         }
         if frag & IPV4_FRAG_MASK != 0 {
@@ -100,12 +105,15 @@ impl Frame {
         if protocol != IPPROTO_UDP {
             return Transport::Other;
         }
-        self.udp(l3 + ihl, ip_from_v4(src))
+        self.udp(l3 + ihl, l3 + total_len, ip_from_v4(src))
     }
 
     /// Extension headers other than a fragment header are not walked: such
     /// datagrams reach the socket path as `Other`.
     fn ipv6(&self, l3: usize) -> Transport {
+        let Some(payload_len) = self.u16_at(l3 + 4) else {
+            return Transport::Truncated;
+        };
         let Some(next_header) = self.u8_at(l3 + 6) else {
             return Transport::Truncated;
         };
@@ -114,12 +122,20 @@ impl Frame {
         };
         match next_header {
             IPV6_NEXT_FRAGMENT => Transport::Fragment,
-            IPPROTO_UDP => self.udp(l3 + IPV6_HLEN, src),
+            IPPROTO_UDP => {
+                let end = l3 + IPV6_HLEN + usize::from(payload_len);
+                if self.len() < end {
+                    return Transport::Truncated;
+                }
+                self.udp(l3 + IPV6_HLEN, end, src)
+            }
             _ => Transport::Other,
         }
     }
 
-    fn udp(&self, l4: usize, src: Ip) -> Transport {
+    /// The UDP datagram at `l4`, which must end by `ip_end` (the end of the
+    /// IP packet by its length field, itself inside the frame).
+    fn udp(&self, l4: usize, ip_end: usize, src: Ip) -> Transport {
         let Some(dst_port) = self.u16_at(l4 + 2) else {
             return Transport::Truncated;
         };
@@ -127,9 +143,9 @@ impl Frame {
             return Transport::Truncated;
         };
         let udp_len = usize::from(udp_len);
-        // The length field, not the frame, bounds the payload: frames may
+        // The length fields, not the frame, bound the payload: frames may
         // carry Ethernet padding after it.
-        if udp_len < UDP_HLEN || self.start + l4 + udp_len > self.end {
+        if udp_len < UDP_HLEN || l4 + udp_len > ip_end || self.start + l4 + udp_len > self.end {
             return Transport::Truncated;
         }
         Transport::Udp {

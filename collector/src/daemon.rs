@@ -165,6 +165,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         signal(SignalKind::terminate())?,
     );
 
+    crate::privileges::drop_after_setup()?;
+
     // What we listen on, for people and for scripts (one item per line).
     for addr in &netflow_addrs {
         println!("listen netflow udp {addr}");

@@ -12,6 +12,7 @@ pub mod flush;
 pub mod ip;
 pub mod metrics;
 pub mod netflow;
+pub mod privileges;
 pub mod radius;
 pub mod report;
 pub mod sessions;

@@ -1,6 +1,8 @@
 //! Development tasks for flowtally: `cargo xtask <task>`.
 
 mod cmd;
+mod fuzz;
+mod package;
 mod setup;
 mod test;
 
@@ -45,7 +47,17 @@ enum Task {
         #[arg(last = true)]
         args: Vec<OsString>,
     },
-    /// Check formatting and clippy, then run all tests (privileged ones as root)
+    /// Build the Debian package (target/deb/) and check it
+    Deb,
+    /// Fuzz the codecs (collector/fuzz) from their seeds, one target after another
+    Fuzz {
+        /// Minutes per target (fractions allowed)
+        #[arg(long, default_value_t = 1.0)]
+        minutes: f64,
+        /// One target (default: all)
+        target: Option<String>,
+    },
+    /// Check formatting and clippy, run all tests (privileged ones as root), fuzz briefly
     Test {
         /// Arguments for `cargo test`
         #[arg(last = true)]
@@ -83,6 +95,14 @@ fn try_main() -> Result<()> {
             run_collector(&ws, release, &args)
         }
         Task::Test { args } => test::run(&ws, &args),
+        Task::Deb => package::build(&ws).and_then(|deb| package::check(&ws, &deb)),
+        Task::Fuzz { minutes, target } => {
+            let targets = target
+                .as_deref()
+                .map_or(fuzz::TARGETS.to_vec(), |t| vec![t]);
+            // libFuzzer reads 0 as "no limit".
+            fuzz::run(&ws, &targets, ((minutes * 60.0).round() as u64).max(1))
+        }
         Task::Bench { args } => cmd::run(
             ws.cargo()
                 .args(["bench", "-p", "flowtally", "--"])

@@ -1,5 +1,6 @@
 //! `cargo xtask test`: format and lint checks, then every test, including the
-//! privileged ones when running as root.
+//! privileged ones when running as root, then the Debian package's checks and
+//! a short run of every fuzz target.
 
 use std::ffi::OsString;
 use std::fs;
@@ -48,7 +49,14 @@ pub fn run(ws: &Workspace, args: &[OsString]) -> Result<()> {
     if !root {
         eprintln!("{SKIPPED_BANNER}");
     }
-    result
+    result?;
+    let deb = crate::package::build(ws)?;
+    crate::package::check(ws, &deb)?;
+    crate::fuzz::run(
+        ws,
+        &crate::fuzz::TARGETS,
+        crate::fuzz::CI_SECONDS_PER_TARGET,
+    )
 }
 
 /// Runs `cargo test`, echoing its output, and closes with one line summing

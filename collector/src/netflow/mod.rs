@@ -1,6 +1,7 @@
 //! Flow export codecs (sans-IO): bytes in, records or a precise error out.
 
 pub mod encode;
+pub mod fuzz;
 mod layout;
 mod options;
 mod persist;

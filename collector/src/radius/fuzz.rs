@@ -100,6 +100,28 @@ mod tests {
         seeds
     }
 
+    /// The committed seed corpus of `radius_codec` is [`seeds`];
+    /// `FLOWTALLY_WRITE_SEEDS=1` rewrites it after a deliberate change.
+    #[test]
+    fn committed_seeds_are_the_ones_built_here() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/radius_codec");
+        let write = std::env::var_os("FLOWTALLY_WRITE_SEEDS").is_some();
+        for (i, seed) in seeds().iter().enumerate() {
+            let path = dir.join(format!("seed-{i:02}"));
+            if write {
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(&path, seed).unwrap();
+            }
+            assert_eq!(
+                std::fs::read(&path).ok().as_ref(),
+                Some(seed),
+                "{}",
+                path.display()
+            );
+            fuzz_decode(seed);
+        }
+    }
+
     /// Lengths and values that sit on the decoder's edges.
     const EDGES: [u8; 10] = [0, 1, 2, 3, 4, 6, 18, 20, 128, 255];
 
