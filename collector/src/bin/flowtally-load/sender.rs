@@ -116,7 +116,8 @@ pub fn blast(
     duration: Duration,
 ) -> io::Result<Sent> {
     assert_eq!(sockets.len(), lanes.len());
-    let lane_rate = rate.map(|r| r / lanes.len() as f64);
+    let busy = lanes.iter().filter(|l| !l.is_empty()).count().max(1);
+    let lane_rate = rate.map(|r| r / busy as f64);
     thread::scope(|scope| {
         let handles: Vec<_> = sockets
             .iter()
