@@ -14,6 +14,9 @@ use crate::{
     trial::{Bench, TrialResult},
 };
 
+/// The lowest rate the search tries, exports/s.
+const MIN_RATE: f64 = 500.0;
+
 #[derive(Args)]
 pub struct CompareArgs {
     #[command(flatten)]
@@ -44,7 +47,7 @@ struct Outcome {
     sender_bound: bool,
     ceiling: f64,
     at_common: Option<TrialResult>,
-    rss: u64,
+    pss: u64,
     peak_rss: u64,
     bpf: u64,
 }
@@ -78,7 +81,7 @@ pub fn run(args: &CompareArgs) -> Result<()> {
             sender_bound: false,
             ceiling,
             at_common: None,
-            rss: 0,
+            pss: 0,
             peak_rss: 0,
             bpf: 0,
         };
@@ -86,9 +89,11 @@ pub fn run(args: &CompareArgs) -> Result<()> {
             outcome.sender_bound = true;
             outcome.best = Some(first);
         } else {
-            let (mut lo, mut hi) = (0.0, ceiling);
+            // Geometric: the rates of the collectors span orders of
+            // magnitude, and each step should narrow the ratio, not the gap.
+            let (mut lo, mut hi) = (MIN_RATE, ceiling);
             for _ in 0..args.steps {
-                let mid = (lo + hi) / 2.0;
+                let mid = (lo * hi).sqrt();
                 let r = trial(Some(mid))?;
                 if r.passed() {
                     lo = mid;
@@ -103,7 +108,7 @@ pub fn run(args: &CompareArgs) -> Result<()> {
             outcome.at_common = Some(trial(Some(rate))?);
         }
         let pids = collector.processes();
-        (outcome.rss, outcome.peak_rss) = procfs::rss(&pids);
+        (outcome.pss, outcome.peak_rss) = procfs::memory(&pids);
         outcome.bpf = procfs::bpf_map_bytes(&pids);
         drop(collector);
         outcomes.push(outcome);
@@ -125,28 +130,33 @@ fn render(outcomes: &[Outcome], common: f64, per_export: f64, args: &CompareArgs
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "| collector | loss-free exports/s | records/s | × nfacctd | CPU at {common:.0} exports/s: collector | softirq (all CPUs) | RSS (peak) | BPF maps |"
+        "| collector | loss-free exports/s | records/s | × nfacctd | at {common:.0} exports/s: collector CPU | softirq CPU | CPU µs/export | memory (PSS) | peak RSS | BPF maps |"
     );
-    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for o in outcomes {
         let rate = o.best.as_ref().map_or(0.0, |b| b.sent.rate());
         let bound = if o.sender_bound { "≥ " } else { "" };
         let ratio = reference
             .filter(|r| *r > 0.0)
             .map_or("–".into(), |r| format!("{bound}{:.1}", rate / r));
-        let (cpu, softirq) = o.at_common.as_ref().map_or(("–".into(), "–".into()), |t| {
-            let secs = t.sent.elapsed.as_secs_f64();
-            (
-                format!("{:.0} %", 100.0 * t.collector_cpu.as_secs_f64() / secs),
-                format!("{:.0} %", 100.0 * t.softirq.as_secs_f64() / secs),
-            )
-        });
+        let (cpu, softirq, cpu_per_export) =
+            o.at_common
+                .as_ref()
+                .map_or(("–".into(), "–".into(), "–".into()), |t| {
+                    let secs = t.sent.elapsed.as_secs_f64();
+                    let total = t.collector_cpu + t.softirq;
+                    (
+                        format!("{:.0} %", 100.0 * t.collector_cpu.as_secs_f64() / secs),
+                        format!("{:.0} %", 100.0 * t.softirq.as_secs_f64() / secs),
+                        format!("{:.1}", total.as_secs_f64() * 1e6 / t.sent.frames.max(1) as f64),
+                    )
+                });
         let _ = writeln!(
             s,
-            "| {} | {bound}{rate:.0} | {bound}{:.2} M | {ratio} | {cpu} | {softirq} | {:.0} MiB ({:.0} MiB) | {:.1} MiB |",
+            "| {} | {bound}{rate:.0} | {bound}{:.2} M | {ratio} | {cpu} | {softirq} | {cpu_per_export} | {:.0} MiB | {:.0} MiB | {:.1} MiB |",
             o.kind,
             rate * per_export / 1e6,
-            o.rss as f64 / 1048576.0,
+            o.pss as f64 / 1048576.0,
             o.peak_rss as f64 / 1048576.0,
             o.bpf as f64 / 1048576.0,
         );

@@ -60,13 +60,16 @@ pub fn softirq() -> Duration {
     Duration::from_secs_f64(ticks as f64 / TICKS)
 }
 
-/// Resident memory now and at its peak (VmRSS, VmHWM), bytes, summed.
-pub fn rss(pids: &[i32]) -> (u64, u64) {
+/// Memory now (proportional set size: pages shared between the processes,
+/// such as nfacctd's core-to-plugin pipe, counted once) and the peak
+/// resident size (VmHWM, summed), bytes.
+pub fn memory(pids: &[i32]) -> (u64, u64) {
     let mut now = 0;
     let mut peak = 0;
     for &p in pids {
+        let rollup = fs::read_to_string(format!("/proc/{p}/smaps_rollup")).unwrap_or_default();
+        now += status_kib(&rollup, "Pss:") * 1024;
         let status = fs::read_to_string(format!("/proc/{p}/status")).unwrap_or_default();
-        now += status_kib(&status, "VmRSS:") * 1024;
         peak += status_kib(&status, "VmHWM:") * 1024;
     }
     (now, peak)
