@@ -1,6 +1,8 @@
 //! Development tasks for flowtally: `cargo xtask <task>`.
 
+mod bench;
 mod cmd;
+mod load;
 mod setup;
 mod test;
 
@@ -39,7 +41,15 @@ enum Task {
         #[arg(last = true)]
         args: Vec<OsString>,
     },
-    /// Run the data path benchmarks (needs root); BENCHMARKS.md explains them
+    /// Load the collector in a lab of network namespaces and check what it
+    /// accounted (needs root)
+    Load {
+        /// Arguments for `flowtally-load run`, replacing the defaults
+        #[arg(last = true)]
+        args: Vec<OsString>,
+    },
+    /// Every benchmark: micro figures, scaling curves, the comparison with
+    /// nfacctd (needs root); BENCHMARKS.md explains them
     Bench {
         /// Arguments for the benchmark binary
         #[arg(last = true)]
@@ -83,12 +93,8 @@ fn try_main() -> Result<()> {
             run_collector(&ws, release, &args)
         }
         Task::Test { args } => test::run(&ws, &args),
-        Task::Bench { args } => cmd::run(
-            ws.cargo()
-                .args(["bench", "-p", "flowtally", "--"])
-                .args(&args),
-        )
-        .context("the benchmarks failed; see the output above"),
+        Task::Load { args } => load::run(&ws, &args),
+        Task::Bench { args } => bench::run(&ws, &args),
     }
 }
 
