@@ -15,7 +15,14 @@ fn load(collector: &str) -> String {
     let out = Command::new(LOAD)
         .args(["run", "--collector", collector, "--check"])
         .args(["--rate", "2000", "--duration", "2", "--radius-rate", "200"])
-        .args(["--exporters", "24", "--subscribers", "5000", "--sessions", "300"])
+        .args([
+            "--exporters",
+            "24",
+            "--subscribers",
+            "5000",
+            "--sessions",
+            "300",
+        ])
         .args(["--flowtally", support::BIN])
         .output()
         .expect("flowtally-load runs");

@@ -71,7 +71,11 @@ fn plot(ws: &Workspace, data: &Path, plots: &Path) -> Result<()> {
         .and_then(|l| l.strip_prefix("# "))
         .with_context(|| format!("{} has no header line", data.display()))?;
     let labels: Vec<&str> = head.split('|').collect();
-    ensure!(labels.len() >= 3, "{}: header needs title|x|y", data.display());
+    ensure!(
+        labels.len() >= 3,
+        "{}: header needs title|x|y",
+        data.display()
+    );
     let stem = data.file_stem().context("no file name")?.to_string_lossy();
     let png = plots.join(format!("{stem}.png"));
     let file = data.display();

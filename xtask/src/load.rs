@@ -28,8 +28,11 @@ pub fn run(ws: &Workspace, args: &[OsString]) -> Result<()> {
 /// Builds both binaries of the `flowtally` package in release mode; returns
 /// the directory holding them.
 pub fn build_release(ws: &Workspace) -> Result<PathBuf> {
-    cmd::run(ws.cargo().args(["build", "--release", "-p", "flowtally", "--bins"]))
-        .context("building flowtally failed; see the compiler output above")?;
+    cmd::run(
+        ws.cargo()
+            .args(["build", "--release", "-p", "flowtally", "--bins"]),
+    )
+    .context("building flowtally failed; see the compiler output above")?;
     Ok(target_dir(ws).join("release"))
 }
 

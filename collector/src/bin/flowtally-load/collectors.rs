@@ -80,7 +80,9 @@ impl Collector {
                 setup.aggregate_entries
             ),
         )?;
-        let mut command = lab.rx.command(setup.flowtally.to_str().context("UTF-8 path")?);
+        let mut command = lab
+            .rx
+            .command(setup.flowtally.to_str().context("UTF-8 path")?);
         command.arg("run").arg("--config").arg(&config);
         match kind {
             Kind::Xdp => command.args(["--mode", "xdp", "--iface", crate::lab::RX_IF]),
@@ -228,7 +230,11 @@ impl Collector {
             .context("no BYTES column")?;
         let mut total = 0;
         for line in lines {
-            if let Some(v) = line.split(',').nth(column).and_then(|v| v.parse::<u64>().ok()) {
+            if let Some(v) = line
+                .split(',')
+                .nth(column)
+                .and_then(|v| v.parse::<u64>().ok())
+            {
                 total += v;
             }
         }

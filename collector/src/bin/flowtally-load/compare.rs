@@ -148,7 +148,10 @@ fn render(outcomes: &[Outcome], common: f64, per_export: f64, args: &CompareArgs
                     (
                         format!("{:.0} %", 100.0 * t.collector_cpu.as_secs_f64() / secs),
                         format!("{:.0} %", 100.0 * t.softirq.as_secs_f64() / secs),
-                        format!("{:.1}", total.as_secs_f64() * 1e6 / t.sent.frames.max(1) as f64),
+                        format!(
+                            "{:.1}",
+                            total.as_secs_f64() * 1e6 / t.sent.frames.max(1) as f64
+                        ),
                     )
                 });
         let _ = writeln!(

@@ -117,7 +117,9 @@ impl Lab {
     pub fn veth_drops(&self) -> Result<u64> {
         let out = self.tx.ip(&["-s", "link", "show", TX_IF])?;
         // "TX:  bytes packets errors dropped ..." then the numbers.
-        let mut lines = out.lines().skip_while(|l| !l.trim_start().starts_with("TX:"));
+        let mut lines = out
+            .lines()
+            .skip_while(|l| !l.trim_start().starts_with("TX:"));
         let numbers = lines.nth(1).context("no TX counters")?;
         let dropped = numbers.split_whitespace().nth(3).context("no TX dropped")?;
         Ok(dropped.parse()?)

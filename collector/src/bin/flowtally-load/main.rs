@@ -112,13 +112,11 @@ fn run(args: &RunArgs) -> Result<()> {
     let duration = Duration::from_secs_f64(args.duration);
     let mut bench = trial::Bench::new(&args.stream, 262_144)?;
     let collector = bench.start(args.collector)?;
-    let churn = (args.collector != Kind::Nfacctd && args.radius_rate > 0.0).then(|| {
-        churn::Churn {
-            rate: args.radius_rate,
-            open: args.sessions,
-            subscribers: args.stream.subscribers,
-            secret: collectors::RADIUS_SECRET.into(),
-        }
+    let churn = (args.collector != Kind::Nfacctd && args.radius_rate > 0.0).then(|| churn::Churn {
+        rate: args.radius_rate,
+        open: args.sessions,
+        subscribers: args.stream.subscribers,
+        secret: collectors::RADIUS_SECRET.into(),
     });
     let result = bench.trial(&collector, Some(args.rate), duration, churn.as_ref())?;
     println!("{}", result.describe());
@@ -129,7 +127,11 @@ fn run(args: &RunArgs) -> Result<()> {
         args.collector != Kind::Nfacctd,
         "--check reads flowtally's database"
     );
-    anyhow::ensure!(result.lost_bytes() == 0, "lost bytes: {}", result.describe());
+    anyhow::ensure!(
+        result.lost_bytes() == 0,
+        "lost bytes: {}",
+        result.describe()
+    );
     if let Some(c) = result.churn {
         anyhow::ensure!(
             c.answered == c.sent,

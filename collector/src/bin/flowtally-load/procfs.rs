@@ -22,7 +22,12 @@ pub fn tree(pid: i32) -> Vec<i32> {
     let mut i = 0;
     while i < all.len() {
         let parent = all[i];
-        all.extend(parents.iter().filter(|(_, pp)| *pp == parent).map(|(p, _)| *p));
+        all.extend(
+            parents
+                .iter()
+                .filter(|(_, pp)| *pp == parent)
+                .map(|(p, _)| *p),
+        );
         i += 1;
     }
     all

@@ -268,13 +268,27 @@ fn data_export(
         Format::V9 => {
             let records = flows.iter().map(v9_record).collect();
             let header = sets_header(spec, exporter, format, n);
-            export(&header, &[Set::Data { id: template, records }], false)
+            export(
+                &header,
+                &[Set::Data {
+                    id: template,
+                    records,
+                }],
+                false,
+            )
         }
         Format::Ipfix => {
             let export_ms = u64::from(spec.unix_secs) * 1000;
             let records = flows.iter().map(|f| ipfix_record(f, export_ms)).collect();
             let header = sets_header(spec, exporter, format, n * flows.len() as u32);
-            export(&header, &[Set::Data { id: template, records }], false)
+            export(
+                &header,
+                &[Set::Data {
+                    id: template,
+                    records,
+                }],
+                false,
+            )
         }
     };
     Export {

@@ -128,7 +128,12 @@ impl Bench {
 
     /// Records per data export of the stream, on average.
     pub fn records_per_export(&self) -> f64 {
-        let records: u64 = self.lanes.iter().flatten().map(|f| u64::from(f.records)).sum();
+        let records: u64 = self
+            .lanes
+            .iter()
+            .flatten()
+            .map(|f| u64::from(f.records))
+            .sum();
         records as f64 / self.frames().max(1) as f64
     }
 
@@ -286,12 +291,19 @@ pub struct UsageTotals {
 }
 
 pub fn usage_totals(db: &Path) -> Result<UsageTotals> {
-    let conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     let (bytes, flows, attributed_bytes) = conn.query_row(
         "SELECT COALESCE(SUM(bytes), 0), COALESCE(SUM(flows), 0), \
          COALESCE(SUM(CASE WHEN user_name IS NOT NULL THEN bytes ELSE 0 END), 0) FROM usage",
         [],
-        |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)),
+        |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        },
     )?;
     let sessions: i64 = conn.query_row("SELECT COUNT(*) FROM sessions", [], |r| r.get(0))?;
     Ok(UsageTotals {
