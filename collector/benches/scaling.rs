@@ -138,20 +138,44 @@ fn map_keys() {
 fn sessions() {
     let mut curve = Curve::new(
         "sessions",
-        "open sessions: whois cost and memory",
+        "open sessions: whois cost",
         "open sessions",
         "whois ns per lookup",
-        Some("heap bytes per open session (whole history)"),
+        None,
     );
-    println!("\n| open sessions | whois ns | heap per session |");
-    println!("|---:|---:|---:|");
+    let mut memory = Curve::new(
+        "session_memory",
+        "open sessions: heap per open session (IPv4, one address each)",
+        "open sessions",
+        "bytes per session, whole history",
+        Some("bytes per session, address index (at most)"),
+    );
+    println!(
+        "\n| open sessions | whois ns | heap per session | of which the address index, at most |"
+    );
+    println!("|---:|---:|---:|---:|");
     for sessions in [10_000u32, 30_000, 100_000, 300_000, 1_000_000] {
+        // The same sessions without an address keep everything but their
+        // index entries and their one-address list: the difference bounds
+        // the index from above.
+        let without = {
+            let before = HEAP.load(Ordering::Relaxed);
+            let mut history = History::new();
+            for n in 0..sessions {
+                let mut event = start(n);
+                event.framed_ip = None;
+                history.apply(&event);
+            }
+            HEAP.load(Ordering::Relaxed) - before
+        };
         let before = HEAP.load(Ordering::Relaxed);
         let mut history = History::new();
         for n in 0..sessions {
             history.apply(&start(n));
         }
-        let per_session = (HEAP.load(Ordering::Relaxed) - before) as f64 / f64::from(sessions);
+        let with = HEAP.load(Ordering::Relaxed) - before;
+        let per_session = with as f64 / f64::from(sessions);
+        let index = (with - without) as f64 / f64::from(sessions);
         let mut rng = 0x2545_f491_4f6c_dd1du64;
         let lookups = 200_000;
         let started = Instant::now();
@@ -163,10 +187,12 @@ fn sessions() {
         }
         let per_lookup = started.elapsed().as_nanos() as f64 / f64::from(lookups);
         assert_eq!(found, lookups as usize, "every address is held");
-        println!("| {sessions} | {per_lookup:.0} ns | {per_session:.0} B |");
-        curve.point(f64::from(sessions), per_lookup, Some(per_session));
+        println!("| {sessions} | {per_lookup:.0} ns | {per_session:.0} B | {index:.0} B |");
+        curve.point(f64::from(sessions), per_lookup, None);
+        memory.point(f64::from(sessions), per_session, Some(index));
     }
     curve.write();
+    memory.write();
 }
 
 /// IPFIX cost per record, in XDP and on the socket path, with `(exporters,
