@@ -112,8 +112,10 @@ impl Lab {
         })
     }
 
-    /// Frames the collector's veth end dropped (its queue full); on a veth
-    /// they show as the sender end's transmit drops.
+    /// Frames the sender's veth end refused or dropped because the
+    /// collector's end was full (its transmit drops). With XDP on the
+    /// receiving end, a full ring pushes back: the sender sees ENOBUFS and
+    /// sends the frame again, so these are not lost.
     pub fn veth_drops(&self) -> Result<u64> {
         let out = self.tx.ip(&["-s", "link", "show", TX_IF])?;
         // "TX:  bytes packets errors dropped ..." then the numbers.

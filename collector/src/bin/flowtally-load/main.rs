@@ -53,8 +53,9 @@ pub struct StreamArgs {
     /// Distinct exports per exporter, replayed in turn
     #[arg(long, default_value_t = 16)]
     exports_per_exporter: u32,
-    /// Sender threads (one AF_PACKET socket each)
-    #[arg(long, default_value_t = 2)]
+    /// Sender threads (one AF_PACKET socket each); more than cores helps
+    /// when a veth pushes back and threads sleep
+    #[arg(long, default_value_t = 4)]
     threads: usize,
     /// Path of the flowtally binary (default: next to this one)
     #[arg(long)]

@@ -195,15 +195,13 @@ fn lane(
     Ok(sent)
 }
 
-/// Sleeps until `due`, spinning for the last stretch the scheduler cannot
-/// hit precisely.
+/// Sleeps until `due`. No spinning: the sender shares the machine with the
+/// collector it measures, and bursts of up to ~1 ms make the scheduler's
+/// ~50 µs lateness harmless.
 fn pace_until(due: Instant) {
     let now = Instant::now();
-    if due > now + Duration::from_micros(200) {
-        thread::sleep(due - now - Duration::from_micros(100));
-    }
-    while Instant::now() < due {
-        std::hint::spin_loop();
+    if due > now {
+        thread::sleep(due - now);
     }
 }
 
@@ -252,9 +250,11 @@ fn send_batch(socket: &PacketSocket, msgs: &mut [libc::mmsghdr]) -> io::Result<u
             return Ok(n as usize);
         }
         let err = io::Error::last_os_error();
-        // The device is busy: the frame was not taken, try again.
+        // The device is busy (a veth whose peer's ring is full pushes back):
+        // the frame was not taken. Sleep rather than spin, so that the
+        // receiving side's NAPI poll, which may need this CPU, can empty it.
         if n == 0 || matches!(err.raw_os_error(), Some(libc::ENOBUFS | libc::EAGAIN)) {
-            thread::yield_now();
+            thread::sleep(Duration::from_micros(50));
             continue;
         }
         return Err(err);

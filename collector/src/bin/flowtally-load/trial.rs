@@ -257,7 +257,8 @@ impl TrialResult {
         let secs = self.sent.elapsed.as_secs_f64();
         let mut s = format!(
             "{}: offered {}, sent {} exports ({:.0}/s, {:.0} records/s), {} records, {} bytes; \
-             accounted {} bytes, lost {} ({:.3} %); veth drops {}, socket buffer drops {}; \
+             accounted {} bytes, lost {} ({:.3} %); frames refused by a full veth ring (resent) {}, \
+             socket buffer drops {}; \
              CPU: collector {:.2} s ({:.0} %), softirq {:.2} s, sender {:.2} s",
             self.kind,
             self.offered.map_or("max".into(), |r| format!("{r:.0}/s")),
