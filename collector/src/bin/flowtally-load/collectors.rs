@@ -32,6 +32,8 @@ pub enum Kind {
     Socket,
     /// pmacct's nfacctd, memory plugin
     Nfacctd,
+    /// nfdump's nfcapd, writing flow files
+    Nfcapd,
 }
 
 impl fmt::Display for Kind {
@@ -40,6 +42,7 @@ impl fmt::Display for Kind {
             Kind::Xdp => "flowtally XDP",
             Kind::Socket => "flowtally socket",
             Kind::Nfacctd => "nfacctd",
+            Kind::Nfcapd => "nfcapd",
         })
     }
 }
@@ -64,9 +67,10 @@ impl Collector {
         let mut this = match kind {
             Kind::Xdp | Kind::Socket => Self::flowtally(kind, lab, setup, dir)?,
             Kind::Nfacctd => Self::nfacctd(lab, dir)?,
+            Kind::Nfcapd => Self::nfcapd(lab, dir)?,
         };
-        if kind == Kind::Nfacctd {
-            this.await_nfacctd(lab)?;
+        if matches!(kind, Kind::Nfacctd | Kind::Nfcapd) {
+            this.await_socket()?;
         }
         Ok(this)
     }
@@ -168,8 +172,42 @@ impl Collector {
         })
     }
 
-    /// nfacctd says nothing when it is up: poll its socket and its table.
-    fn await_nfacctd(&mut self, _lab: &Lab) -> Result<()> {
+    fn nfcapd(lab: &Lab, dir: PathBuf) -> Result<Self> {
+        let flows = dir.join("flows");
+        fs::create_dir_all(&flows)?;
+        // A new file every 2 s (the shortest period): only closed files
+        // can be read, so that is how soon what it received shows.
+        let child = lab
+            .rx
+            .command("nfcapd")
+            .arg("-w")
+            .arg(&flows)
+            .args(["-p", &NETFLOW_PORT.to_string(), "-t", "2"])
+            .args(["-b", &crate::lab::COLLECTOR_IP.to_string()])
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(dir.join("stdout.log"))?)
+            .stderr(fs::File::create(dir.join("stderr.log"))?)
+            .spawn()
+            .context("starting nfcapd (Debian package nfdump)")?;
+        Ok(Self {
+            kind: Kind::Nfcapd,
+            child,
+            dir,
+        })
+    }
+
+    /// How long accounting may pause before the collector is taken to be
+    /// done: nfcapd shows data only when it closes a file, every 2 s.
+    pub fn quiet(&self) -> Duration {
+        match self.kind {
+            Kind::Nfcapd => Duration::from_millis(4500),
+            _ => Duration::from_millis(1500),
+        }
+    }
+
+    /// nfacctd and nfcapd say nothing when they are up: poll their socket
+    /// (and nfacctd's table).
+    fn await_socket(&mut self) -> Result<()> {
         let deadline = Instant::now() + STARTUP;
         let port = format!(":{NETFLOW_PORT:04X} ");
         loop {
@@ -180,7 +218,7 @@ impl Collector {
                 );
             }
             let udp = fs::read_to_string(format!("/proc/{}/net/udp", self.pid()))?;
-            if udp.contains(&port) && self.nfacctd_bytes().is_ok() {
+            if udp.contains(&port) && self.accounted_offline().is_ok() {
                 return Ok(());
             }
             ensure!(Instant::now() < deadline, "nfacctd did not come up");
@@ -195,7 +233,7 @@ impl Collector {
     /// Bytes of flow records accounted so far.
     pub fn accounted(&self, lab: &Lab) -> Result<u64> {
         match self.kind {
-            Kind::Nfacctd => self.nfacctd_bytes(),
+            Kind::Nfacctd | Kind::Nfcapd => self.accounted_offline(),
             _ => {
                 let m = scrape(lab)?;
                 let sum = |name: &str| -> f64 {
@@ -211,6 +249,39 @@ impl Collector {
                 Ok(kept as u64)
             }
         }
+    }
+
+    /// What nfacctd or nfcapd accounted, read with their own tools.
+    fn accounted_offline(&self) -> Result<u64> {
+        match self.kind {
+            Kind::Nfcapd => self.nfcapd_bytes(),
+            _ => self.nfacctd_bytes(),
+        }
+    }
+
+    /// `Bytes:` of `nfdump -I` over the closed files (none yet: 0).
+    fn nfcapd_bytes(&self) -> Result<u64> {
+        let flows = self.dir.join("flows");
+        let closed = fs::read_dir(&flows)?
+            .flatten()
+            .any(|e| !e.file_name().to_string_lossy().contains("current"));
+        if !closed {
+            return Ok(0);
+        }
+        let out = Command::new("nfdump")
+            .arg("-R")
+            .arg(&flows)
+            .arg("-I")
+            .output()
+            .context("running nfdump")?;
+        ensure!(out.status.success(), "nfdump -I failed");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("Bytes: "))
+            .context("no Bytes: in nfdump -I")?
+            .trim()
+            .parse()
+            .context("Bytes: is not a number")
     }
 
     /// The sum of the BYTES column of nfacctd's table.

@@ -23,7 +23,11 @@ pub struct CompareArgs {
     stream: StreamArgs,
     /// Collectors, in order; the first one's loss-free rate is the common
     /// rate at which every collector's CPU is measured
-    #[arg(long, value_delimiter = ',', default_value = "nfacctd,socket,xdp")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "nfacctd,nfcapd,socket,xdp"
+    )]
     collectors: Vec<Kind>,
     /// Seconds per trial
     #[arg(long, default_value_t = 3.0)]

@@ -113,7 +113,8 @@ fn run(args: &RunArgs) -> Result<()> {
     let duration = Duration::from_secs_f64(args.duration);
     let mut bench = trial::Bench::new(&args.stream, 262_144)?;
     let collector = bench.start(args.collector)?;
-    let churn = (args.collector != Kind::Nfacctd && args.radius_rate > 0.0).then(|| churn::Churn {
+    let flowtally = matches!(args.collector, Kind::Xdp | Kind::Socket);
+    let churn = (flowtally && args.radius_rate > 0.0).then(|| churn::Churn {
         rate: args.radius_rate,
         open: args.sessions,
         subscribers: args.stream.subscribers,
@@ -124,10 +125,7 @@ fn run(args: &RunArgs) -> Result<()> {
     if !args.check {
         return Ok(());
     }
-    anyhow::ensure!(
-        args.collector != Kind::Nfacctd,
-        "--check reads flowtally's database"
-    );
+    anyhow::ensure!(flowtally, "--check reads flowtally's database");
     anyhow::ensure!(
         result.lost_bytes() == 0,
         "lost bytes: {}",

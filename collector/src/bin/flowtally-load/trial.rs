@@ -23,8 +23,6 @@ use crate::{
 
 /// Template exports are sent this fast before the data.
 const PRIME_RATE: f64 = 5_000.0;
-/// A collector that accounts nothing more for this long is done.
-const QUIET: Duration = Duration::from_millis(1500);
 const SETTLE_LIMIT: Duration = Duration::from_secs(30);
 
 pub struct Bench {
@@ -148,8 +146,8 @@ impl Bench {
         let primed = sender::once(&self.sockets[0], &self.templates, PRIME_RATE)?;
         self.primed.add_frames(&primed);
         match kind {
-            Kind::Nfacctd => {
-                // nfacctd reports nothing about templates; it reads its
+            Kind::Nfacctd | Kind::Nfcapd => {
+                // They report nothing about templates; they read their
                 // socket in order, so data sent after this waits behind them.
                 thread::sleep(Duration::from_millis(500));
             }
@@ -218,12 +216,13 @@ impl Sent {
 }
 
 /// Waits until the collector has accounted `target` bytes, or has accounted
-/// nothing new for `QUIET`; returns what it accounted.
+/// nothing new for its quiet time; returns what it accounted.
 fn settle(collector: &Collector, lab: &Lab, target: u64) -> Result<u64> {
     let started = Instant::now();
     let mut last = collector.accounted(lab)?;
     let mut changed = Instant::now();
-    while last < target && changed.elapsed() < QUIET && started.elapsed() < SETTLE_LIMIT {
+    while last < target && changed.elapsed() < collector.quiet() && started.elapsed() < SETTLE_LIMIT
+    {
         thread::sleep(Duration::from_millis(50));
         let now = collector.accounted(lab)?;
         if now != last {
