@@ -1,7 +1,9 @@
 //! Development tasks for flowtally: `cargo xtask <task>`.
 
+mod bench;
 mod cmd;
 mod fuzz;
+mod load;
 mod package;
 mod setup;
 mod test;
@@ -41,7 +43,15 @@ enum Task {
         #[arg(last = true)]
         args: Vec<OsString>,
     },
-    /// Run the data path benchmarks (needs root); BENCHMARKS.md explains them
+    /// Load the collector in a lab of network namespaces and check what it
+    /// accounted (needs root)
+    Load {
+        /// Arguments for `flowtally-load run`, replacing the defaults
+        #[arg(last = true)]
+        args: Vec<OsString>,
+    },
+    /// Every benchmark: micro figures, scaling curves, the comparison with
+    /// nfacctd (needs root); BENCHMARKS.md explains them
     Bench {
         /// Arguments for the benchmark binary
         #[arg(last = true)]
@@ -103,12 +113,8 @@ fn try_main() -> Result<()> {
             // libFuzzer reads 0 as "no limit".
             fuzz::run(&ws, &targets, ((minutes * 60.0).round() as u64).max(1))
         }
-        Task::Bench { args } => cmd::run(
-            ws.cargo()
-                .args(["bench", "-p", "flowtally", "--"])
-                .args(&args),
-        )
-        .context("the benchmarks failed; see the output above"),
+        Task::Load { args } => load::run(&ws, &args),
+        Task::Bench { args } => bench::run(&ws, &args),
     }
 }
 

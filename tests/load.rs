@@ -1,0 +1,53 @@
+//! `cargo xtask load` in small: the load generator sends v5, v9 and IPFIX
+//! from many exporters with RADIUS churn, over a veth, to the real daemon in
+//! XDP and in socket mode; every byte and record sent must be in the
+//! `usage` table after SIGTERM, and every RADIUS request answered.
+
+mod support;
+
+use std::process::Command;
+
+use support::require_root;
+
+const LOAD: &str = env!("CARGO_BIN_EXE_flowtally-load");
+
+fn load(collector: &str) -> String {
+    let out = Command::new(LOAD)
+        .args(["run", "--collector", collector, "--check"])
+        .args(["--rate", "2000", "--duration", "2", "--radius-rate", "200"])
+        .args([
+            "--exporters",
+            "24",
+            "--subscribers",
+            "5000",
+            "--sessions",
+            "300",
+        ])
+        .args(["--flowtally", support::BIN])
+        .output()
+        .expect("flowtally-load runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "flowtally-load failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+#[ignore = "needs root: run `cargo xtask test`"]
+fn a_load_through_xdp_is_accounted_byte_for_byte() {
+    require_root();
+    let out = load("xdp");
+    assert!(out.contains("lost 0 "), "{out}");
+    assert!(out.contains("conservation: ok"), "{out}");
+}
+
+#[test]
+#[ignore = "needs root: run `cargo xtask test`"]
+fn a_load_through_sockets_is_accounted_byte_for_byte() {
+    require_root();
+    let out = load("socket");
+    assert!(out.contains("conservation: ok"), "{out}");
+}
