@@ -338,3 +338,100 @@ fn malformed_packets_are_counted_and_the_server_goes_on() {
         ", User-Name = alice, Acct-Session-Id = ok1, Framed-IP-Address = 198.18.100.7",
     );
 }
+
+/// Sessions stopped longer ago than `radius.history_retention` leave memory
+/// but not SQLite, and ids stay unique after they go.
+#[test]
+fn sessions_past_the_retention_leave_memory_not_the_database() {
+    let tmp = TempDir::new();
+    let db = tmp.path("ft.db");
+    let config = tmp.path("ft.toml");
+    std::fs::write(
+        &config,
+        "late_window = \"1s\"\nstop_grace = \"1s\"\n[radius]\nhistory_retention = \"2s\"\n",
+    )
+    .unwrap();
+    let flowtally = Flowtally::start(
+        None,
+        &[
+            "--config",
+            path_str(&config),
+            "--mode",
+            "socket",
+            "--netflow",
+            "127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:0",
+            "--radius",
+            "127.0.0.1:0",
+            "--radius-secret",
+            SECRET,
+            "--db",
+            path_str(&db),
+        ],
+    );
+    let radius = flowtally.ready.radius.unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - T0;
+    let user = |name: &str, ip: &str| {
+        format!(", User-Name = {name}, Acct-Session-Id = {name}1, Framed-IP-Address = {ip}")
+    };
+    // The pruned session is the newest: its id is the highest one stored.
+    account(
+        radius,
+        "198.18.0.1",
+        "Start",
+        now,
+        &user("open", "198.18.100.2"),
+    );
+    account(
+        radius,
+        "198.18.0.1",
+        "Start",
+        now - 60,
+        &user("old", "198.18.100.1"),
+    );
+    account(
+        radius,
+        "198.18.0.1",
+        "Stop",
+        now - 30,
+        &user("old", "198.18.100.1"),
+    );
+    eventually("the stopped session to leave memory", || {
+        flowtally
+            .stderr()
+            .contains("1 sessions stopped before the retention left memory")
+    });
+    let metrics = scrape(flowtally.metrics_addr());
+    assert_eq!(metrics["flowtally_sessions_in_memory"], 1.0);
+    assert_eq!(metrics["flowtally_sessions_open"], 1.0);
+    assert_eq!(
+        holder(&db, "198.18.100.1", now - 45).as_deref(),
+        Some("old")
+    );
+
+    account(
+        radius,
+        "198.18.0.1",
+        "Start",
+        now,
+        &user("new", "198.18.100.3"),
+    );
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let (rows, ids): (i64, i64) = conn
+        .query_row(
+            "SELECT count(*), count(DISTINCT id) FROM sessions",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (rows, ids),
+        (3, 3),
+        "a new session never takes a pruned one's id"
+    );
+}

@@ -324,6 +324,9 @@ pub struct RadiusConfig {
     pub silence_multiple: u32,
     /// The interim interval assumed for sessions that announce none.
     pub default_interim: Span,
+    /// Sessions stopped longer ago than this leave memory (they stay in
+    /// SQLite): what attribution of late flows still needs.
+    pub history_retention: Span,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
@@ -380,6 +383,7 @@ impl Default for RadiusConfig {
             rate_limit: 1000,
             silence_multiple: 3,
             default_interim: Span(Duration::from_secs(600)),
+            history_retention: Span(Duration::from_secs(2 * 86_400)),
         }
     }
 }
@@ -579,6 +583,13 @@ impl Config {
         }
         if self.radius.silence_multiple == 0 {
             return invalid("radius.silence_multiple", "-", "must be at least 1");
+        }
+        if self.radius.history_retention.0 < self.late_window.0 + self.stop_grace.0 {
+            return invalid(
+                "radius.history_retention",
+                "-",
+                "must be at least late_window + stop_grace: rows still waiting need their sessions",
+            );
         }
         if self.radius.default_interim.0 < Duration::from_secs(1) {
             return invalid("radius.default_interim", "-", "must be at least 1s");

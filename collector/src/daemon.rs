@@ -72,9 +72,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let waiting = sink::sqlite::read_pending(&db)
         .with_context(|| format!("cannot read the usage backlog of {}", config.db.display()))?;
-    let (sessions, addresses) = sink::session_store::read(&db)
+    let retention_ms = config.radius.history_retention.0.as_millis() as u64;
+    let history = sink::session_store::load_history(&db, retention_ms, clock::unix_ms())
         .with_context(|| format!("cannot read the session history of {}", config.db.display()))?;
-    let history = Arc::new(Mutex::new(History::from_rows(sessions, addresses)));
+    let history = Arc::new(Mutex::new(history));
 
     let sockets = flow_socket::bind(&config.netflow).await?;
     let netflow_addrs = sockets
@@ -253,12 +254,14 @@ async fn start_radius(
     let db = sink::sqlite::open(&config.db)?;
     // An Accounting-Response promises the record is on disk (RFC 2866 §2).
     db.pragma_update(None, "synchronous", "FULL")?;
-    metrics.radius.sessions_open.set(
-        history
-            .lock()
-            .expect("history lock poisoned")
-            .open_sessions() as i64,
-    );
+    {
+        let history = history.lock().expect("history lock poisoned");
+        metrics
+            .radius
+            .sessions_open
+            .set(history.open_sessions() as i64);
+        metrics.radius.sessions_in_memory.set(history.len() as i64);
+    }
     let server = radius::server::Server {
         socket,
         clients,
@@ -267,6 +270,7 @@ async fn start_radius(
         metrics: metrics.radius.clone(),
         limiter: Limiter::new(config.radius.rate_limit),
         silence_multiple: config.radius.silence_multiple,
+        retention_ms: config.radius.history_retention.0.as_millis() as u64,
         default_interim_s: config.radius.default_interim.0.as_secs() as u32,
         dedup: Dedup::default(),
     };

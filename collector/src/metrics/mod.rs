@@ -69,6 +69,8 @@ pub struct RadiusMetrics {
     /// `result`.
     requests: Family<[(&'static str, &'static str); 2], Counter>,
     pub sessions_open: Gauge,
+    /// Open, and closed within `radius.history_retention`.
+    pub sessions_in_memory: Gauge,
 }
 
 impl RadiusMetrics {
@@ -90,6 +92,11 @@ impl RadiusMetrics {
             "sessions_open",
             "Sessions open in the history",
             self.sessions_open.clone(),
+        );
+        r.register(
+            "sessions_in_memory",
+            "Sessions in the in-memory history: open, or stopped within radius.history_retention",
+            self.sessions_in_memory.clone(),
         );
     }
 }

@@ -32,6 +32,8 @@ const MAX_PACKET: usize = 4096;
 const BATCH: usize = 256;
 /// How often silent sessions are looked for.
 const SILENCE_CHECK: Duration = Duration::from_secs(10);
+/// How often sessions past the retention leave memory, at most.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 pub struct Server {
     pub socket: UdpSocket,
@@ -44,6 +46,8 @@ pub struct Server {
     pub limiter: Limiter,
     /// Sessions silent for this many interim intervals are closed.
     pub silence_multiple: u32,
+    /// Sessions stopped longer ago leave memory (not SQLite).
+    pub retention_ms: u64,
     pub default_interim_s: u32,
     pub dedup: Dedup,
 }
@@ -62,6 +66,10 @@ impl Server {
     pub async fn serve(mut self) {
         let mut buf = vec![0; MAX_PACKET];
         let mut silence = tokio::time::interval(SILENCE_CHECK);
+        let prune_every = PRUNE_EVERY
+            .min(Duration::from_millis(self.retention_ms / 4).max(Duration::from_secs(1)));
+        let mut prune =
+            tokio::time::interval_at(tokio::time::Instant::now() + prune_every, prune_every);
         loop {
             let mut batch = Batch::default();
             tokio::select! {
@@ -69,6 +77,10 @@ impl Server {
                     Ok((len, peer)) => self.handle(&buf[..len], peer, &mut batch),
                     Err(err) => tracing::debug!("radius socket: {err}"),
                 },
+                _ = prune.tick() => {
+                    self.prune();
+                    continue;
+                }
                 _ = silence.tick() => {
                     let mut history = self.history.lock().expect("history lock poisoned");
                     batch.changes = history.close_silent(
@@ -86,6 +98,31 @@ impl Server {
                 }
             }
             self.commit(batch).await;
+        }
+    }
+
+    /// Rebuilds the history from SQLite without the sessions past the
+    /// retention. Everything applied so far is committed (this task is the
+    /// only writer and commits before it gets here), so SQLite holds all of
+    /// it; the lock keeps readers on the old history until the swap.
+    fn prune(&mut self) {
+        let mut history = self.history.lock().expect("history lock poisoned");
+        let before = history.len();
+        match block_in_place(|| session_store::load_history(&self.db, self.retention_ms, unix_ms()))
+        {
+            Ok(pruned) => {
+                *history = pruned;
+                let left = before.saturating_sub(history.len());
+                if left > 0 {
+                    tracing::info!(
+                        "history: {left} sessions stopped before the retention left memory \
+                         (they stay in SQLite), {} kept",
+                        history.len()
+                    );
+                }
+                self.metrics.sessions_in_memory.set(history.len() as i64);
+            }
+            Err(err) => tracing::warn!("pruning the session history: {err}"),
         }
     }
 
@@ -164,12 +201,11 @@ impl Server {
         for (peer, answer) in batch.resend {
             let _ = self.socket.send_to(&answer, peer).await;
         }
-        let open = self
-            .history
-            .lock()
-            .expect("history lock poisoned")
-            .open_sessions();
-        self.metrics.sessions_open.set(open as i64);
+        let history = self.history.lock().expect("history lock poisoned");
+        self.metrics
+            .sessions_open
+            .set(history.open_sessions() as i64);
+        self.metrics.sessions_in_memory.set(history.len() as i64);
     }
 }
 

@@ -319,6 +319,21 @@ impl History {
         self.open
     }
 
+    /// Sessions held in memory, open or not.
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    /// New sessions get ids above `last_id`: rows rebuilt from a subset of
+    /// the stored sessions must not reuse the id of one left out.
+    pub fn reserve_ids(&mut self, last_id: u64) {
+        self.last_id = self.last_id.max(last_id);
+    }
+
     fn session_event(&mut self, e: &Event, out: &mut Vec<Change>) {
         if let Some(slot) = self.newest_slot(&e.nas, &e.session_id) {
             let session = &self.sessions[slot as usize];

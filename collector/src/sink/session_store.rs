@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv6Net;
 use rusqlite::{Connection, Row, params};
 
-use crate::sessions::{AddressRow, Change, SessionRow};
+use crate::sessions::{AddressRow, Change, History, SessionRow};
 
 /// Writes `changes` in one transaction; RADIUS answers only after it commits.
 /// Each written row gets the next `changed` number of its table, which the
@@ -68,6 +68,45 @@ pub(crate) const SESSION_COLUMNS: &str = "id, user_name, nas, session_id, framed
     framed_prefix, start_ms, stop_ms, last_update_ms, nas_port_id, calling_station_id, class, \
     input_octets, output_octets, terminate_cause, interim_interval_s";
 
+/// What the in-memory history needs: sessions open, or stopped at or after
+/// `since_ms`, with their addresses; and the highest session id stored.
+pub fn read_since(
+    conn: &Connection,
+    since_ms: u64,
+) -> rusqlite::Result<(Vec<SessionRow>, Vec<AddressRow>, u64)> {
+    let recent = "stop_ms IS NULL OR stop_ms >= ?1";
+    let sessions = conn
+        .prepare(&format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE {recent}"
+        ))?
+        .query_map([since_ms as i64], session_row)?
+        .collect::<Result<_, _>>()?;
+    let addresses = conn
+        .prepare(&format!(
+            "SELECT session, net, from_ms, to_ms FROM session_addresses
+             WHERE session IN (SELECT id FROM sessions WHERE {recent})"
+        ))?
+        .query_map([since_ms as i64], address_row)?
+        .collect::<Result<_, _>>()?;
+    let last_id: i64 = conn.query_row("SELECT coalesce(max(id), 0) FROM sessions", [], |row| {
+        row.get(0)
+    })?;
+    Ok((sessions, addresses, last_id as u64))
+}
+
+/// The in-memory history at `now_ms`: sessions open or stopped within
+/// `retention_ms`, new ids above every stored one.
+pub fn load_history(
+    conn: &Connection,
+    retention_ms: u64,
+    now_ms: u64,
+) -> rusqlite::Result<History> {
+    let (sessions, addresses, last_id) = read_since(conn, now_ms.saturating_sub(retention_ms))?;
+    let mut history = History::from_rows(sessions, addresses);
+    history.reserve_ids(last_id);
+    Ok(history)
+}
+
 /// Everything persisted, to rebuild the in-memory history.
 pub fn read(conn: &Connection) -> rusqlite::Result<(Vec<SessionRow>, Vec<AddressRow>)> {
     let sessions = conn
@@ -76,16 +115,18 @@ pub fn read(conn: &Connection) -> rusqlite::Result<(Vec<SessionRow>, Vec<Address
         .collect::<Result<_, _>>()?;
     let addresses = conn
         .prepare("SELECT session, net, from_ms, to_ms FROM session_addresses")?
-        .query_map([], |row| {
-            Ok(AddressRow {
-                session: row.get::<_, i64>(0)? as u64,
-                net: parse(row, 1)?,
-                from_ms: row.get::<_, i64>(2)? as u64,
-                to_ms: row.get::<_, Option<i64>>(3)?.map(|ms| ms as u64),
-            })
-        })?
+        .query_map([], address_row)?
         .collect::<Result<_, _>>()?;
     Ok((sessions, addresses))
+}
+
+fn address_row(row: &Row<'_>) -> rusqlite::Result<AddressRow> {
+    Ok(AddressRow {
+        session: row.get::<_, i64>(0)? as u64,
+        net: parse(row, 1)?,
+        from_ms: row.get::<_, i64>(2)? as u64,
+        to_ms: row.get::<_, Option<i64>>(3)?.map(|ms| ms as u64),
+    })
 }
 
 pub(crate) fn session_row(row: &Row<'_>) -> rusqlite::Result<SessionRow> {
