@@ -51,3 +51,43 @@ fn a_load_through_sockets_is_accounted_byte_for_byte() {
     let out = load("socket");
     assert!(out.contains("conservation: ok"), "{out}");
 }
+
+/// `cargo xtask soak` in small: three runs of the XDP daemon, restarted with
+/// SIGTERM on the same database while the load and the RADIUS churn go on;
+/// every byte and record of all of them must be in `usage`, every request
+/// answered, and memory flat from run to run.
+#[test]
+#[ignore = "needs root: run `cargo xtask test`"]
+fn a_short_soak_with_restarts_loses_nothing() {
+    require_root();
+    let out = Command::new(LOAD)
+        .args(["soak", "--minutes", "0.4", "--restart-every", "8"])
+        .args([
+            "--sample-every",
+            "4",
+            "--rate",
+            "2000",
+            "--radius-rate",
+            "100",
+        ])
+        .args([
+            "--exporters",
+            "24",
+            "--subscribers",
+            "5000",
+            "--sessions",
+            "300",
+        ])
+        .args(["--flowtally", support::BIN])
+        .output()
+        .expect("flowtally-load runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "soak failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("run 3:"), "restarted twice: {stdout}");
+    assert!(stdout.contains("conservation: ok"), "{stdout}");
+    assert!(stdout.contains("memory: ok"), "{stdout}");
+}

@@ -6,6 +6,7 @@ mod fuzz;
 mod load;
 mod package;
 mod setup;
+mod soak;
 mod test;
 
 use std::env;
@@ -40,6 +41,16 @@ enum Task {
         #[arg(long)]
         release: bool,
         /// Arguments for `flowtally run`, replacing the defaults
+        #[arg(last = true)]
+        args: Vec<OsString>,
+    },
+    /// Load, RADIUS churn and restarts of the XDP daemon for a while, then
+    /// conservation and memory checks (needs root)
+    Soak {
+        /// Minutes in all
+        #[arg(long, default_value_t = 10.0)]
+        minutes: f64,
+        /// More arguments for `flowtally-load soak` (see its --help)
         #[arg(last = true)]
         args: Vec<OsString>,
     },
@@ -114,6 +125,7 @@ fn try_main() -> Result<()> {
             fuzz::run(&ws, &targets, ((minutes * 60.0).round() as u64).max(1))
         }
         Task::Load { args } => load::run(&ws, &args),
+        Task::Soak { minutes, args } => soak::run(&ws, minutes, &args),
         Task::Bench { args } => bench::run(&ws, &args),
     }
 }

@@ -23,12 +23,16 @@ pub struct Churn {
     pub open: u32,
     pub subscribers: u32,
     pub secret: String,
+    /// The step to begin at: a soak continues its churn across trials.
+    pub first_step: u32,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ChurnReport {
     pub sent: u64,
     pub answered: u64,
+    /// The step after the last one taken.
+    pub next_step: u32,
 }
 
 impl Churn {
@@ -44,7 +48,7 @@ impl Churn {
         socket.set_nonblocking(true)?;
         let mut report = ChurnReport::default();
         let started = Instant::now();
-        let mut step = 0u32;
+        let mut step = self.first_step;
         let mut buf = [0; 4096];
         let mut identifier = 0u8;
         let window = self.open.min(self.subscribers).max(2);
@@ -81,6 +85,7 @@ impl Churn {
                 std::thread::sleep(Duration::from_micros(200));
             }
         }
+        report.next_step = step;
         // Answers come only once durable: give the last commit time.
         let deadline = Instant::now() + Duration::from_secs(5);
         socket.set_nonblocking(false)?;

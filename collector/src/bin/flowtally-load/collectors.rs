@@ -52,6 +52,8 @@ pub struct Setup<'a> {
     pub flowtally: &'a Path,
     pub dir: &'a Path,
     pub aggregate_entries: u32,
+    /// More `[radius]` keys for flowtally.
+    pub radius_toml: &'a str,
 }
 
 pub struct Collector {
@@ -80,8 +82,8 @@ impl Collector {
         fs::write(
             &config,
             format!(
-                "[radius]\nrate_limit = 10000000\n\n[maps]\naggregate_entries = {}\n",
-                setup.aggregate_entries
+                "[radius]\nrate_limit = 10000000\n{}\n[maps]\naggregate_entries = {}\n",
+                setup.radius_toml, setup.aggregate_entries
             ),
         )?;
         let mut command = lab

@@ -10,6 +10,7 @@ mod compare;
 mod lab;
 mod procfs;
 mod sender;
+mod soak;
 mod stream;
 mod trial;
 
@@ -33,6 +34,9 @@ enum Command {
     Run(RunArgs),
     /// Find each collector's highest loss-free rate on the same stream
     Compare(compare::CompareArgs),
+    /// Load, RADIUS churn and periodic restarts for a while, then check
+    /// conservation and memory stability
+    Soak(soak::SoakArgs),
 }
 
 /// The generated stream and the sender.
@@ -106,6 +110,7 @@ fn try_main() -> Result<()> {
     match Cli::parse().command {
         Command::Run(args) => run(&args),
         Command::Compare(args) => compare::run(&args),
+        Command::Soak(args) => soak::run(&args),
     }
 }
 
@@ -119,6 +124,7 @@ fn run(args: &RunArgs) -> Result<()> {
         open: args.sessions,
         subscribers: args.stream.subscribers,
         secret: collectors::RADIUS_SECRET.into(),
+        first_step: 0,
     });
     let result = bench.trial(&collector, Some(args.rate), duration, churn.as_ref())?;
     println!("{}", result.describe());

@@ -59,7 +59,7 @@ impl Sent {
         self.frames as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
-    fn add(&mut self, other: &Self) {
+    pub fn add(&mut self, other: &Self) {
         self.frames += other.frames;
         self.records += other.records;
         self.bytes += other.bytes;

@@ -37,6 +37,8 @@ pub struct Bench {
     unix_secs: u32,
     /// What priming sent (template exports: no records).
     pub primed: Sent,
+    /// More `[radius]` keys for flowtally.
+    pub radius_toml: String,
     expected_templates: u32,
 }
 
@@ -116,6 +118,7 @@ impl Bench {
             radius,
             unix_secs,
             primed: Sent::default(),
+            radius_toml: String::new(),
             expected_templates,
         })
     }
@@ -141,10 +144,11 @@ impl Bench {
             flowtally: &self.flowtally,
             dir: &self.dir.0,
             aggregate_entries: self.aggregate_entries,
+            radius_toml: &self.radius_toml,
         };
         let collector = Collector::start(kind, &self.lab, &setup)?;
         let primed = sender::once(&self.sockets[0], &self.templates, PRIME_RATE)?;
-        self.primed.add_frames(&primed);
+        self.primed.add(&primed);
         match kind {
             Kind::Nfacctd | Kind::Nfcapd => {
                 // They report nothing about templates; they read their
@@ -204,14 +208,6 @@ impl Bench {
             rcvbuf_errors: procfs::udp_rcvbuf_errors(collector.pid()) - rcvbuf0,
             churn,
         })
-    }
-}
-
-impl Sent {
-    fn add_frames(&mut self, other: &Sent) {
-        self.frames += other.frames;
-        self.records += other.records;
-        self.bytes += other.bytes;
     }
 }
 
