@@ -129,9 +129,11 @@ impl AggValue {
             *self = *other;
             return;
         }
-        self.bytes += other.bytes;
-        self.packets += other.packets;
-        self.flows += other.flows;
+        // Saturating: counters come from exporters (8-byte octet counts,
+        // scaled by sampling) and must not wrap round to small bills.
+        self.bytes = self.bytes.saturating_add(other.bytes);
+        self.packets = self.packets.saturating_add(other.packets);
+        self.flows = self.flows.saturating_add(other.flows);
         self.first_ms = min(self.first_ms, other.first_ms);
         self.last_ms = max(self.last_ms, other.last_ms);
     }
@@ -323,6 +325,20 @@ mod tests {
                 last_ms: 60
             }
         );
+    }
+
+    #[test]
+    fn merging_absurd_counters_saturates_rather_than_wraps() {
+        let huge = AggValue {
+            bytes: u64::MAX - 1,
+            packets: u64::MAX,
+            flows: 1,
+            first_ms: 1,
+            last_ms: 2,
+        };
+        let mut sum = huge;
+        sum.merge(&huge);
+        assert_eq!((sum.bytes, sum.packets, sum.flows), (u64::MAX, u64::MAX, 2));
     }
 
     #[test]

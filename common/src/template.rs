@@ -206,7 +206,9 @@ impl CompiledTemplate {
                     let ms = export_ms as i64 - age;
                     if ms < 0 { 0 } else { ms as u64 }
                 } else {
-                    self.uptime_base_ms + value
+                    // The base comes from the exporter's options data: any
+                    // u64 (found by fuzzing).
+                    self.uptime_base_ms.saturating_add(value)
                 }
             }
             k if k == TimeKind::Seconds as u8 => value * 1000,
@@ -329,6 +331,15 @@ mod tests {
             ..t
         };
         assert_eq!(based.time_ms(&up(9_000), &s, &ipfix), 1_600_000_009_000);
+        let absurd = CompiledTemplate {
+            uptime_base_ms: u64::MAX - 1,
+            ..t
+        };
+        assert_eq!(
+            absurd.time_ms(&up(9_000), &s, &ipfix),
+            u64::MAX,
+            "saturates"
+        );
         let s = Slot {
             offset: 0,
             size: 4,

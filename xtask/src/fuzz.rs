@@ -36,7 +36,6 @@ pub fn run(ws: &Workspace, targets: &[&str], seconds: u64) -> Result<()> {
     let fuzz_dir = ws.root.join("collector/fuzz");
     cmd::run(&mut cargo_fuzz(ws, &["build"]))
         .context("building the fuzz targets failed; see the compiler output above")?;
-    let mut summaries = Vec::new();
     for target in targets {
         let corpus = fuzz_dir.join("corpus").join(target);
         fs::create_dir_all(&corpus)
@@ -47,10 +46,7 @@ pub fn run(ws: &Workspace, targets: &[&str], seconds: u64) -> Result<()> {
             .arg("--")
             .arg(format!("-max_total_time={seconds}"))
             .args(["-timeout=10", "-rss_limit_mb=2048"]);
-        summaries.push(run_quietly(&mut fuzz, target, &fuzz_dir)?);
-    }
-    for summary in summaries {
-        println!("fuzz: {summary}");
+        println!("fuzz: {}", run_quietly(&mut fuzz, target, &fuzz_dir)?);
     }
     Ok(())
 }
