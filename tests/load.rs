@@ -11,18 +11,12 @@ use support::require_root;
 
 const LOAD: &str = env!("CARGO_BIN_EXE_flowtally-load");
 
-fn load(collector: &str) -> String {
+fn load(collector: &str, rate: &str) -> String {
     let out = Command::new(LOAD)
         .args(["run", "--collector", collector, "--check"])
-        .args(["--rate", "2000", "--duration", "2", "--radius-rate", "200"])
-        .args([
-            "--exporters",
-            "24",
-            "--subscribers",
-            "5000",
-            "--sessions",
-            "300",
-        ])
+        .args(["--rate", rate, "--duration", "2", "--radius-rate", "200"])
+        .args(["--exporters", "24", "--exports-per-exporter", "4"])
+        .args(["--subscribers", "5000", "--sessions", "300"])
         .args(["--flowtally", support::BIN])
         .output()
         .expect("flowtally-load runs");
@@ -39,7 +33,7 @@ fn load(collector: &str) -> String {
 #[ignore = "needs root: run `cargo xtask test`"]
 fn a_load_through_xdp_is_accounted_byte_for_byte() {
     require_root();
-    let out = load("xdp");
+    let out = load("xdp", "2000");
     assert!(out.contains("lost 0 "), "{out}");
     assert!(out.contains("conservation: ok"), "{out}");
 }
@@ -48,7 +42,10 @@ fn a_load_through_xdp_is_accounted_byte_for_byte() {
 #[ignore = "needs root: run `cargo xtask test`"]
 fn a_load_through_sockets_is_accounted_byte_for_byte() {
     require_root();
-    let out = load("socket");
+    // The kernel drops what overflows a socket's receive buffer before the
+    // collector sees it; at 100 exports/s the default buffer (~90 full
+    // datagrams) rides out a stall of almost a second on a busy CI machine.
+    let out = load("socket", "100");
     assert!(out.contains("conservation: ok"), "{out}");
 }
 

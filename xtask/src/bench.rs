@@ -17,13 +17,15 @@ pub fn run(ws: &Workspace, args: &[OsString]) -> Result<()> {
     let out = load::target_dir(ws).join("bench");
     fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     ensure_gnuplot(ws)?;
-    cmd::run(
+    // Every benchmark runs even when one fails; the failure is reported at
+    // the end, after the comparison and the plots.
+    let micro = cmd::run(
         ws.cargo()
             .env("FLOWTALLY_BENCH_OUT", &out)
-            .args(["bench", "-p", "flowtally", "--"])
+            .args(["bench", "-p", "flowtally", "--no-fail-fast", "--"])
             .args(args),
     )
-    .context("the benchmarks failed; see the output above")?;
+    .context("a benchmark failed; see the output above");
     let bin = load::build_release(ws)?;
     let table = out.join("compare.md");
     cmd::run(
@@ -45,7 +47,7 @@ pub fn run(ws: &Workspace, args: &[OsString]) -> Result<()> {
         table.display(),
         plots.display()
     );
-    Ok(())
+    micro
 }
 
 /// gnuplot draws the curves; Debian's gnuplot-nox has no X dependencies.
