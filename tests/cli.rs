@@ -130,3 +130,48 @@ fn socket_mode_counts_datagrams_and_stops_cleanly_on_sigterm() {
     flowtally.signal(libc::SIGTERM);
     assert!(flowtally.wait().success(), "{}", flowtally.stderr());
 }
+
+/// `socket_receive_buffer` sizes every NetFlow socket, past
+/// `net.core.rmem_max` when privileged (the kernel books, and `ss` shows,
+/// twice the size asked).
+#[test]
+#[ignore = "needs root: run `cargo xtask test`"]
+fn netflow_sockets_get_the_receive_buffer_asked_for() {
+    support::require_root();
+    let tmp = TempDir::new();
+    let config = tmp.path("ft.toml");
+    let asked = 3 << 20;
+    std::fs::write(&config, format!("socket_receive_buffer = {asked}\n")).unwrap();
+    let db = tmp.path("flowtally.db");
+    let flowtally = Flowtally::start(
+        None,
+        &[
+            "--config",
+            path_str(&config),
+            "--mode",
+            "socket",
+            "--netflow",
+            "127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:0",
+            "--db",
+            path_str(&db),
+        ],
+    );
+    let port = flowtally.ready.netflow[0].port();
+    let ss = support::sh(
+        "ss",
+        &["-u", "-a", "-n", "-m", "-H", &format!("sport = :{port}")],
+    );
+    let rb: u64 = ss
+        .split([',', '('])
+        .find_map(|field| field.strip_prefix("rb"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no receive buffer in {ss:?}"));
+    assert_eq!(rb, 2 * asked, "{ss}");
+    assert!(
+        !flowtally.stderr().contains("receive buffer"),
+        "{}",
+        flowtally.stderr()
+    );
+}

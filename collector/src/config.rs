@@ -53,6 +53,9 @@ pub struct Config {
     pub mode: Mode,
     /// UDP addresses that receive NetFlow/IPFIX exports.
     pub netflow: Vec<SocketAddr>,
+    /// Receive buffer of each of those sockets, in bytes: what absorbs a
+    /// burst of exports while the socket path is busy.
+    pub socket_receive_buffer: usize,
     pub metrics: SocketAddr,
     /// SQLite database, the default sink.
     pub db: PathBuf,
@@ -346,6 +349,7 @@ impl Default for Config {
                 SocketAddr::from(([0, 0, 0, 0], 2055)),
                 SocketAddr::from(([0, 0, 0, 0], 4739)),
             ],
+            socket_receive_buffer: 16 << 20,
             metrics: SocketAddr::from(([127, 0, 0, 1], 9725)),
             db: PathBuf::from("flowtally.db"),
             clickhouse: ClickHouseConfig::default(),
@@ -471,6 +475,13 @@ impl Config {
                 "interfaces",
                 "--iface",
                 &format!("{name:?} is not an interface name"),
+            );
+        }
+        if !(4096..=1 << 30).contains(&self.socket_receive_buffer) {
+            return invalid(
+                "socket_receive_buffer",
+                "-",
+                "must be between 4096 and 1073741824 bytes",
             );
         }
         if self.netflow.is_empty() {

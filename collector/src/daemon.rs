@@ -77,7 +77,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot read the session history of {}", config.db.display()))?;
     let history = Arc::new(Mutex::new(history));
 
-    let sockets = flow_socket::bind(&config.netflow).await?;
+    let sockets = flow_socket::bind(&config.netflow, config.socket_receive_buffer).await?;
     let netflow_addrs = sockets
         .iter()
         .map(|socket| socket.local_addr())

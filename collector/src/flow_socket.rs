@@ -29,15 +29,56 @@ use crate::{
 const MAX_DATAGRAM: usize = 65_535;
 
 /// Binds every address; port 0 gets a free port (see `local_addr`).
-pub async fn bind(addrs: &[SocketAddr]) -> io::Result<Vec<UdpSocket>> {
+pub async fn bind(addrs: &[SocketAddr], receive_buffer: usize) -> io::Result<Vec<UdpSocket>> {
     let mut sockets = Vec::with_capacity(addrs.len());
     for addr in addrs {
         let socket = UdpSocket::bind(addr)
             .await
             .map_err(|err| io::Error::new(err.kind(), format!("netflow {addr}: {err}")))?;
+        let got = set_receive_buffer(&socket, receive_buffer)?;
+        if got < receive_buffer {
+            tracing::warn!(
+                "netflow {addr}: receive buffer {got} bytes, not the {receive_buffer} asked for \
+                 (raise net.core.rmem_max, or run with CAP_NET_ADMIN at start); bursts of \
+                 exports may overflow it"
+            );
+        }
         sockets.push(socket);
     }
     Ok(sockets)
+}
+
+/// Asks for `bytes` of receive buffer: past `net.core.rmem_max` when
+/// privileged (SO_RCVBUFFORCE), else up to it. Returns what the kernel
+/// granted (it books twice the size for its overhead, and reports that).
+fn set_receive_buffer(socket: &UdpSocket, bytes: usize) -> io::Result<usize> {
+    use std::os::fd::AsRawFd as _;
+    let fd = socket.as_raw_fd();
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    let set = |option| {
+        // SAFETY: setsockopt on a socket we own with a valid c_int.
+        unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, option, (&raw const value).cast(), len) }
+    };
+    if set(libc::SO_RCVBUFFORCE) != 0 && set(libc::SO_RCVBUF) != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut granted: libc::c_int = 0;
+    let mut granted_len = len;
+    // SAFETY: getsockopt into a c_int we own, with its length.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&raw mut granted).cast(),
+            &raw mut granted_len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(usize::try_from(granted).unwrap_or(0) / 2)
 }
 
 /// Decoding state shared by all sockets.
