@@ -10,9 +10,11 @@ use std::{collections::BTreeMap, net::UdpSocket};
 
 use flowtally::netflow::v5::{Record, encode};
 use flowtally_common::v5::Header;
-use support::{Flowtally, TempDir, eventually, path_str, radclient, scrape};
+use support::{
+    RADIUS_SECRET, TempDir, eventually, radclient, scrape, start_on_loopback, usage_by_user,
+};
 
-const SECRET: &str = "testing123";
+const SECRET: &str = RADIUS_SECRET;
 const T0: u32 = 1_700_000_000;
 
 fn session(server: std::net::SocketAddr, status: &str, user: &str, ip: &str, at: u32) {
@@ -53,21 +55,9 @@ fn flow(ip: [u8; 4], octets: u32, at: u32) -> Vec<u8> {
 fn usage_goes_to_the_user_holding_the_address_and_the_rest_stays_unattributed() {
     let tmp = TempDir::new();
     let db = tmp.path("ft.db");
-    let mut flowtally = Flowtally::start(
-        None,
+    let mut flowtally = start_on_loopback(
+        &db,
         &[
-            "--mode",
-            "socket",
-            "--netflow",
-            "127.0.0.1:0",
-            "--metrics",
-            "127.0.0.1:0",
-            "--radius",
-            "127.0.0.1:0",
-            "--radius-secret",
-            SECRET,
-            "--db",
-            path_str(&db),
             "--subscriber-net",
             "198.18.100.0/24",
             "--flush-interval",
@@ -109,14 +99,7 @@ fn usage_goes_to_the_user_holding_the_address_and_the_rest_stays_unattributed() 
 
     flowtally.signal(libc::SIGTERM);
     assert!(flowtally.wait().success(), "{}", flowtally.stderr());
-    let conn = rusqlite::Connection::open(&db).unwrap();
-    let by_user: BTreeMap<Option<String>, i64> = conn
-        .prepare("SELECT user_name, SUM(bytes) FROM usage GROUP BY user_name")
-        .unwrap()
-        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let by_user = usage_by_user(&db);
     let expected = BTreeMap::from([
         (None, 120),
         (Some("alice".to_owned()), 1010),
@@ -125,11 +108,12 @@ fn usage_goes_to_the_user_holding_the_address_and_the_rest_stays_unattributed() 
     ]);
     assert_eq!(by_user, expected);
     assert_eq!(
-        by_user.values().sum::<i64>() as u64,
+        by_user.values().sum::<u64>(),
         total,
         "attributed + unattributed = input"
     );
-    let sessions: i64 = conn
+    let sessions: i64 = rusqlite::Connection::open(&db)
+        .unwrap()
         .query_row(
             "SELECT COUNT(DISTINCT session_id) FROM usage WHERE user_name IS NOT NULL",
             [],

@@ -15,11 +15,12 @@ use flowtally::netflow::v5::{Record, encode};
 use flowtally::sink::clickhouse::read;
 use flowtally_common::v5::Header;
 use support::{
-    BIN, Flowtally, NetNs, TempDir, clickhouse::ClickHouse, eventually, http_capture::Capture,
-    path_str, radclient, require_root, scrape, v5gen::Rng, veth_named,
+    BIN, Flowtally, NetNs, RADIUS_SECRET, TempDir, clickhouse::ClickHouse, eventually,
+    http_capture::Capture, path_str, radclient, require_root, scrape, start_on_loopback,
+    usage_by_user, v5gen::Rng, veth_named,
 };
 
-const SECRET: &str = "testing123";
+const SECRET: &str = RADIUS_SECRET;
 const T0: u32 = 1_700_000_000;
 /// Users hold 198.18.100.10.. from T0 + 100 s to T0 + 1000 s; .16 and .17
 /// belong to nobody.
@@ -130,17 +131,6 @@ fn add(into: &mut BTreeMap<Option<String>, u64>, from: &BTreeMap<Option<String>,
     }
 }
 
-/// Bytes per user in SQLite.
-fn sqlite_by_user(db: &std::path::Path) -> BTreeMap<Option<String>, u64> {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    conn.prepare("SELECT user_name, SUM(bytes) FROM usage GROUP BY user_name")
-        .unwrap()
-        .query_map([], |row| Ok((row.get(0)?, row.get::<_, i64>(1)? as u64)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
-}
-
 /// Bytes per user in ClickHouse database `database`.
 fn clickhouse_by_user(ch: &ClickHouse, database: &str) -> BTreeMap<Option<String>, u64> {
     ch.query(&format!(
@@ -192,18 +182,6 @@ fn start(db: &std::path::Path, toml: &str, extra: &[&str]) -> Flowtally {
     let mut args = vec![
         "--config",
         path_str(&config),
-        "--mode",
-        "socket",
-        "--netflow",
-        "127.0.0.1:0",
-        "--metrics",
-        "127.0.0.1:0",
-        "--radius",
-        "127.0.0.1:0",
-        "--radius-secret",
-        SECRET,
-        "--db",
-        path_str(db),
         "--subscriber-net",
         "198.18.100.0/24",
         "--flush-interval",
@@ -213,7 +191,7 @@ fn start(db: &std::path::Path, toml: &str, extra: &[&str]) -> Flowtally {
         "1s",
     ];
     args.extend_from_slice(extra);
-    Flowtally::start(None, &args)
+    start_on_loopback(db, &args)
 }
 
 fn metric(flowtally: &Flowtally, name: &str) -> u64 {
@@ -245,7 +223,7 @@ fn clickhouse_receives_what_sqlite_receives_and_reports_read_the_same() {
     flowtally.signal(libc::SIGTERM);
     assert!(flowtally.wait().success(), "{}", flowtally.stderr());
 
-    assert_eq!(sqlite_by_user(&db), expected);
+    assert_eq!(usage_by_user(&db), expected);
     assert_eq!(clickhouse_by_user(&ch, "flowtally"), expected);
     let url = ch.url();
     for by in ["user", "session", "subnet"] {
@@ -302,7 +280,7 @@ fn an_outage_and_restarts_lose_nothing_and_duplicate_nothing() {
     send(&flowtally, &part);
     add(&mut expected, &bytes);
     eventually("the third part written to SQLite", || {
-        sqlite_by_user(&db).values().sum::<u64>() == total(&expected)
+        usage_by_user(&db).values().sum::<u64>() == total(&expected)
     });
     flowtally.signal(libc::SIGTERM);
     assert!(flowtally.wait().success(), "{}", flowtally.stderr());
@@ -348,7 +326,7 @@ fn an_outage_and_restarts_lose_nothing_and_duplicate_nothing() {
         ch.query("SELECT count(), uniqExact(writer, local_id) FROM flowtally.usage FORMAT TSV");
     assert_eq!(counts.trim(), format!("{sqlite_rows}\t{sqlite_rows}"));
     assert_eq!(clickhouse_by_user(&ch, "flowtally"), expected);
-    assert_eq!(sqlite_by_user(&db), expected);
+    assert_eq!(usage_by_user(&db), expected);
 }
 
 /// Scale-out: instances A and B each receive one exporter's flows and all
@@ -511,7 +489,7 @@ fn tables_inserts_and_report_queries_work_on_current_clickhouse() {
                 &flowtally,
                 "flowtally_clickhouse_spool_rows{table=\"usage\"}",
             ) == 0
-            && sqlite_by_user(&db).values().sum::<u64>() == total(&expected)
+            && usage_by_user(&db).values().sum::<u64>() == total(&expected)
     });
     flowtally.signal(libc::SIGTERM);
     assert!(flowtally.wait().success(), "{}", flowtally.stderr());

@@ -11,22 +11,46 @@ use support::require_root;
 
 const LOAD: &str = env!("CARGO_BIN_EXE_flowtally-load");
 
-fn load(collector: &str, rate: &str) -> String {
+/// Runs `flowtally-load` with `args` on a small stream against this
+/// build's daemon; its output, once it succeeded.
+fn flowtally_load(args: &[&str]) -> String {
     let out = Command::new(LOAD)
-        .args(["run", "--collector", collector, "--check"])
-        .args(["--rate", rate, "--duration", "2", "--radius-rate", "200"])
-        .args(["--exporters", "24", "--exports-per-exporter", "4"])
-        .args(["--subscribers", "5000", "--sessions", "300"])
+        .args(args)
+        .args([
+            "--exporters",
+            "24",
+            "--subscribers",
+            "5000",
+            "--sessions",
+            "300",
+        ])
         .args(["--flowtally", support::BIN])
         .output()
         .expect("flowtally-load runs");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
-        "flowtally-load failed: {stdout}{}",
+        "flowtally-load {args:?} failed: {stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
+}
+
+fn load(collector: &str, rate: &str) -> String {
+    flowtally_load(&[
+        "run",
+        "--collector",
+        collector,
+        "--check",
+        "--rate",
+        rate,
+        "--duration",
+        "2",
+        "--radius-rate",
+        "200",
+        "--exports-per-exporter",
+        "4",
+    ])
 }
 
 #[test]
@@ -57,33 +81,19 @@ fn a_load_through_sockets_is_accounted_byte_for_byte() {
 #[ignore = "needs root: run `cargo xtask test`"]
 fn a_short_soak_with_restarts_loses_nothing() {
     require_root();
-    let out = Command::new(LOAD)
-        .args(["soak", "--minutes", "0.4", "--restart-every", "8"])
-        .args([
-            "--sample-every",
-            "4",
-            "--rate",
-            "2000",
-            "--radius-rate",
-            "100",
-        ])
-        .args([
-            "--exporters",
-            "24",
-            "--subscribers",
-            "5000",
-            "--sessions",
-            "300",
-        ])
-        .args(["--flowtally", support::BIN])
-        .output()
-        .expect("flowtally-load runs");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "soak failed: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = flowtally_load(&[
+        "soak",
+        "--minutes",
+        "0.4",
+        "--restart-every",
+        "8",
+        "--sample-every",
+        "4",
+        "--rate",
+        "2000",
+        "--radius-rate",
+        "100",
+    ]);
     assert!(stdout.contains("run 3:"), "restarted twice: {stdout}");
     assert!(stdout.contains("conservation: ok"), "{stdout}");
     assert!(stdout.contains("memory: ok"), "{stdout}");

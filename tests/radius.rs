@@ -12,31 +12,27 @@ use std::{
 };
 
 use flowtally::radius::{AccountingRequest, StatusType};
-use support::{BIN, Flowtally, TempDir, eventually, path_str, radclient, scrape};
+use support::{
+    BIN, Flowtally, RADIUS_SECRET, TempDir, eventually, path_str, radclient, scrape,
+    start_on_loopback,
+};
 
-const SECRET: &str = "testing123";
+const SECRET: &str = RADIUS_SECRET;
 /// Event times are given explicitly (Event-Timestamp), so the history does
 /// not depend on when the test runs.
 const T0: u64 = 1_700_000_000;
 
 fn start(db: &Path) -> Flowtally {
-    Flowtally::start(
-        None,
-        &[
-            "--mode",
-            "socket",
-            "--netflow",
-            "127.0.0.1:0",
-            "--metrics",
-            "127.0.0.1:0",
-            "--radius",
-            "127.0.0.1:0",
-            "--radius-secret",
-            SECRET,
-            "--db",
-            path_str(db),
-        ],
-    )
+    start_on_loopback(db, &[])
+}
+
+/// Now, in seconds after T0: for sessions that must not look silent.
+fn now_after_t0() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - T0
 }
 
 fn account(server: SocketAddr, nas: &str, status: &str, at: u64, rest: &str) {
@@ -266,11 +262,7 @@ fn an_answered_session_survives_a_kill() {
     let radius = flowtally.ready.radius.unwrap();
     // Started now: a session last heard of in the past would rightly be
     // closed as silent by the restarted daemon's first check.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let at = now - T0;
+    let at = now_after_t0();
     account(
         radius,
         "198.18.0.1",
@@ -351,31 +343,9 @@ fn sessions_past_the_retention_leave_memory_not_the_database() {
         "late_window = \"1s\"\nstop_grace = \"1s\"\n[radius]\nhistory_retention = \"2s\"\n",
     )
     .unwrap();
-    let flowtally = Flowtally::start(
-        None,
-        &[
-            "--config",
-            path_str(&config),
-            "--mode",
-            "socket",
-            "--netflow",
-            "127.0.0.1:0",
-            "--metrics",
-            "127.0.0.1:0",
-            "--radius",
-            "127.0.0.1:0",
-            "--radius-secret",
-            SECRET,
-            "--db",
-            path_str(&db),
-        ],
-    );
+    let flowtally = start_on_loopback(&db, &["--config", path_str(&config)]);
     let radius = flowtally.ready.radius.unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        - T0;
+    let now = now_after_t0();
     let user = |name: &str, ip: &str| {
         format!(", User-Name = {name}, Acct-Session-Id = {name}1, Framed-IP-Address = {ip}")
     };

@@ -14,11 +14,11 @@ use std::{
 use flowtally::netflow::v5::{Record, encode};
 use flowtally_common::v5::Header;
 use support::{
-    Flowtally, NetNs, TempDir, clickhouse::ClickHouse, eventually, path_str, radclient,
-    require_root, scrape, veth_pair,
+    Flowtally, NetNs, RADIUS_SECRET, TempDir, clickhouse::ClickHouse, eventually, path_str,
+    radclient, require_root, scrape, start_on_loopback, usage_by_user, veth_pair,
 };
 
-const SECRET: &str = "testing123";
+const SECRET: &str = RADIUS_SECRET;
 const T0: u32 = 1_700_000_000;
 
 /// One v5 export: `hosts` (last octets in 198.18.100.0/24) each sent
@@ -48,16 +48,6 @@ fn export(hosts: &[u8], octets: u32) -> Vec<u8> {
 
 fn metric(metrics: &BTreeMap<String, f64>, name: &str) -> u64 {
     metrics.get(name).copied().unwrap_or(0.0) as u64
-}
-
-fn usage(db: &std::path::Path) -> BTreeMap<Option<String>, u64> {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    conn.prepare("SELECT user_name, SUM(bytes) FROM usage GROUP BY user_name")
-        .unwrap()
-        .query_map([], |row| Ok((row.get(0)?, row.get::<_, i64>(1)? as u64)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
 }
 
 fn start_session(radius: SocketAddr, user: &str, host: u8) {
@@ -123,12 +113,15 @@ fn sigterm_writes_maps_ring_backlog_and_clickhouse_before_exiting() {
     eventually("the exports aggregated in the kernel", || {
         metric(&collector.enter(|| scrape(metrics)), xdp_packets) == exports
     });
-    assert!(usage(&db).is_empty(), "nothing flushed before the signal");
+    assert!(
+        usage_by_user(&db).is_empty(),
+        "nothing flushed before the signal"
+    );
     flowtally.signal(libc::SIGTERM);
     assert!(flowtally.wait().success(), "{}", flowtally.stderr());
 
     let input = exports * hosts.len() as u64 * 1000;
-    assert_eq!(usage(&db), BTreeMap::from([(None, input)]));
+    assert_eq!(usage_by_user(&db), BTreeMap::from([(None, input)]));
     let stored = ch.query("SELECT sum(bytes) FROM flowtally.usage");
     assert_eq!(stored.trim(), input.to_string(), "ClickHouse got it all");
     let conn = rusqlite::Connection::open(&db).unwrap();
@@ -156,18 +149,6 @@ fn sigkill_loses_at_most_the_last_interval_and_the_next_start_says_so() {
     let args = [
         "--config",
         path_str(&config),
-        "--mode",
-        "socket",
-        "--netflow",
-        "127.0.0.1:0",
-        "--metrics",
-        "127.0.0.1:0",
-        "--radius",
-        "127.0.0.1:0",
-        "--radius-secret",
-        SECRET,
-        "--db",
-        path_str(&db),
         "--subscriber-net",
         "198.18.100.0/24",
         "--flush-interval",
@@ -175,7 +156,7 @@ fn sigkill_loses_at_most_the_last_interval_and_the_next_start_says_so() {
         "--late-window",
         "1h",
     ];
-    let mut first = Flowtally::start(None, &args);
+    let mut first = start_on_loopback(&db, &args);
     start_session(first.ready.radius.unwrap(), "alice", 1);
     let exporter = UdpSocket::bind("127.0.0.1:0").unwrap();
     // Host 1 is alice's; hosts 2 and 3 belong to nobody yet.
@@ -197,7 +178,7 @@ fn sigkill_loses_at_most_the_last_interval_and_the_next_start_says_so() {
     first.signal(libc::SIGKILL);
     first.wait();
 
-    let mut second = Flowtally::start(None, &args);
+    let mut second = start_on_loopback(&db, &args);
     let metrics = second.metrics_addr();
     let now = scrape(metrics);
     assert_eq!(metric(&now, "flowtally_unclean_stops_total"), 1);
@@ -221,7 +202,7 @@ fn sigkill_loses_at_most_the_last_interval_and_the_next_start_says_so() {
     assert!(second.wait().success(), "{}", second.stderr());
 
     assert_eq!(
-        usage(&db),
+        usage_by_user(&db),
         BTreeMap::from([
             (None, 500),
             (Some("alice".to_owned()), 500),
@@ -249,7 +230,7 @@ fn sigkill_loses_at_most_the_last_interval_and_the_next_start_says_so() {
         "{warning}"
     );
     // A clean stop leaves no gap for the next start.
-    let third = Flowtally::start(None, &args);
+    let third = start_on_loopback(&db, &args);
     assert_eq!(
         metric(
             &scrape(third.metrics_addr()),

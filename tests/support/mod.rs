@@ -410,6 +410,41 @@ pub fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
+/// The RADIUS secret of [`start_on_loopback`]'s daemons.
+pub const RADIUS_SECRET: &str = "testing123";
+
+/// `flowtally run` in socket mode with flows, metrics and RADIUS (secret
+/// [`RADIUS_SECRET`]) on free loopback ports and database `db`, then `extra`.
+pub fn start_on_loopback(db: &Path, extra: &[&str]) -> Flowtally {
+    let mut args = vec![
+        "--mode",
+        "socket",
+        "--netflow",
+        "127.0.0.1:0",
+        "--metrics",
+        "127.0.0.1:0",
+        "--radius",
+        "127.0.0.1:0",
+        "--radius-secret",
+        RADIUS_SECRET,
+        "--db",
+        path_str(db),
+    ];
+    args.extend_from_slice(extra);
+    Flowtally::start(None, &args)
+}
+
+/// Bytes per user in `db`'s `usage` table; `None` for unattributed rows.
+pub fn usage_by_user(db: &Path) -> BTreeMap<Option<String>, u64> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.prepare("SELECT user_name, SUM(bytes) FROM usage GROUP BY user_name")
+        .unwrap()
+        .query_map([], |row| Ok((row.get(0)?, row.get::<_, i64>(1)? as u64)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
 pub fn path_str(path: &Path) -> &str {
     path.to_str().expect("UTF-8 temp path")
 }

@@ -170,7 +170,7 @@ impl Deliverer {
     }
 
     async fn deliver_batch(&mut self, source: Source, recheck: &mut bool) -> anyhow::Result<u64> {
-        let delivered = block_in_place(|| self.enforce_limit(source))?;
+        let (delivered, newest) = block_in_place(|| self.enforce_limit(source))?;
         let table = source.table();
         let (upto, sent) = match source {
             Source::Usage => {
@@ -192,21 +192,17 @@ impl Deliverer {
             }
             Source::Sessions => {
                 let rows = block_in_place(|| self.spool().sessions(delivered, self.batch_rows))?;
-                let Some(&(upto, _)) = rows.last() else {
-                    return Ok(0);
-                };
-                let rows: Vec<_> = rows.into_iter().map(|(_, row)| row).collect();
-                self.insert(table, &rows).await?;
-                (upto, rows.len())
+                match self.insert_states(table, rows).await? {
+                    Some(done) => done,
+                    None => return Ok(0),
+                }
             }
             Source::SessionAddresses => {
                 let rows = block_in_place(|| self.spool().addresses(delivered, self.batch_rows))?;
-                let Some(&(upto, _)) = rows.last() else {
-                    return Ok(0);
-                };
-                let rows: Vec<_> = rows.into_iter().map(|(_, row)| row).collect();
-                self.insert(table, &rows).await?;
-                (upto, rows.len())
+                match self.insert_states(table, rows).await? {
+                    Some(done) => done,
+                    None => return Ok(0),
+                }
             }
         };
         block_in_place(|| self.spool().set_delivered(source, upto))?;
@@ -214,11 +210,11 @@ impl Deliverer {
             .delivered_rows
             .get_or_create(&[("table", table)])
             .inc_by(sent as u64);
-        let newest = block_in_place(|| self.spool().newest(source))?;
+        // Rows written since `newest` was read show at the next batch.
         self.metrics
             .spool_rows
             .get_or_create(&[("table", table)])
-            .set(newest - upto);
+            .set((newest - upto).max(0));
         Ok(upto.abs_diff(delivered))
     }
 
@@ -227,8 +223,8 @@ impl Deliverer {
     }
 
     /// Where delivery of `source` stands, after giving up the oldest rows
-    /// if more than `spool_max_rows` wait.
-    fn enforce_limit(&self, source: Source) -> anyhow::Result<i64> {
+    /// if more than `spool_max_rows` wait, and its newest number.
+    fn enforce_limit(&self, source: Source) -> anyhow::Result<(i64, i64)> {
         let spool = self.spool();
         let delivered = spool.delivered(source)?;
         let newest = spool.newest(source)?;
@@ -239,7 +235,7 @@ impl Deliverer {
             .set(newest - delivered);
         let limit = i64::try_from(self.spool_max_rows).unwrap_or(i64::MAX);
         if newest - delivered <= limit {
-            return Ok(delivered);
+            return Ok((delivered, newest));
         }
         let upto = newest - limit;
         let given_up = spool.count(source, delivered, upto)?;
@@ -253,7 +249,26 @@ impl Deliverer {
              (SQLite {table} numbers {}..={upto}) will not be delivered; they remain in SQLite",
             delivered + 1
         );
-        Ok(upto)
+        Ok((upto, newest))
+    }
+
+    /// Inserts session or address states, numbered by their change; `None`
+    /// when there are none, else the last number and how many were sent.
+    /// States need no check before a resend: a copy folds into its original.
+    async fn insert_states<T>(
+        &self,
+        table: &str,
+        rows: Vec<(i64, T)>,
+    ) -> anyhow::Result<Option<(i64, usize)>>
+    where
+        T: RowOwned + RowWrite,
+    {
+        let Some(&(upto, _)) = rows.last() else {
+            return Ok(None);
+        };
+        let rows: Vec<T> = rows.into_iter().map(|(_, row)| row).collect();
+        self.insert(table, &rows).await?;
+        Ok(Some((upto, rows.len())))
     }
 
     /// The `local_id`s of `rows` that ClickHouse already has.
