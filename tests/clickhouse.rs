@@ -235,6 +235,59 @@ fn clickhouse_receives_what_sqlite_receives_and_reports_read_the_same() {
     }
 }
 
+/// Past `clickhouse.spool_max_rows` the oldest undelivered rows are given
+/// up for ClickHouse — loudly: an error naming them and a counter — and
+/// stay in SQLite; the rest is delivered when ClickHouse returns.
+#[test]
+fn a_full_spool_gives_up_the_oldest_rows_loudly_and_delivers_the_rest() {
+    let mut ch = ClickHouse::start();
+    let tmp = TempDir::new();
+    let db = tmp.path("ft.db");
+    let toml = "[clickhouse]\nspool_max_rows = 100\n";
+    let flowtally = start(&db, toml, &["--clickhouse", &ch.url()]);
+    eventually("the tables", || {
+        metric(&flowtally, "flowtally_clickhouse_up") == 1
+    });
+    ch.kill();
+    let (exports, expected) = exports(100, 9);
+    send(&flowtally, &exports);
+    let discarded = "flowtally_clickhouse_discarded_rows_total{table=\"usage\"}";
+    eventually("rows given up", || metric(&flowtally, discarded) > 0);
+    assert!(
+        flowtally
+            .stderr()
+            .contains("ClickHouse spool over clickhouse.spool_max_rows (100)"),
+        "{}",
+        flowtally.stderr()
+    );
+    eventually("every byte in SQLite", || {
+        usage_by_user(&db).values().sum::<u64>() == total(&expected)
+    });
+    ch.resume();
+    eventually("the spool delivered", || {
+        metric(
+            &flowtally,
+            "flowtally_clickhouse_spool_rows{table=\"usage\"}",
+        ) == 0
+            && metric(&flowtally, "flowtally_clickhouse_up") == 1
+    });
+    let sqlite_rows: u64 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row("SELECT count(*) FROM usage", [], |row| row.get::<_, i64>(0))
+        .unwrap() as u64;
+    let delivered: u64 = ch
+        .query("SELECT count() FROM flowtally.usage")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(delivered > 0, "the newest rows were delivered");
+    assert_eq!(
+        delivered + metric(&flowtally, discarded),
+        sqlite_rows,
+        "every row is delivered or counted as given up"
+    );
+}
+
 #[test]
 fn an_outage_and_restarts_lose_nothing_and_duplicate_nothing() {
     let mut ch = ClickHouse::start();
