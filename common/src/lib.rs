@@ -4,6 +4,7 @@
 #![no_std]
 
 pub mod agg;
+pub mod sflow;
 pub mod stats;
 pub mod template;
 pub mod v5;
