@@ -106,11 +106,23 @@ pub struct SourceState {
     pub drops: u32,
 }
 
+/// How far (in samples) a sequence number may lag the latest and still be
+/// reordering; further back is an agent restart, whose sequence restarts.
+pub const REORDER_WINDOW: u32 = 4096;
+
+/// Whether sequence number `new` supersedes `latest`: ahead of it (modulo
+/// 2^32), or so far behind that the agent must have restarted.
+#[inline(always)]
+pub const fn supersedes(new: u32, latest: u32) -> bool {
+    let ahead = new.wrapping_sub(latest);
+    ahead != 0 && (ahead as i32 > 0 || latest.wrapping_sub(new) > REORDER_WINDOW)
+}
+
 impl SourceState {
     /// Counts one flow sample, keeping the counters of the latest.
     #[inline(always)]
     pub fn observe(&mut self, sample: &FlowSample) {
-        if self.samples == 0 || (sample.sequence.wrapping_sub(self.sequence) as i32) > 0 {
+        if self.samples == 0 || supersedes(sample.sequence, self.sequence) {
             self.sequence = sample.sequence;
             self.sampling_rate = sample.sampling_rate;
             self.sample_pool = sample.sample_pool;
@@ -125,7 +137,7 @@ impl SourceState {
             return;
         }
         let samples = self.samples + other.samples;
-        if self.samples == 0 || (other.sequence.wrapping_sub(self.sequence) as i32) > 0 {
+        if self.samples == 0 || supersedes(other.sequence, self.sequence) {
             *self = *other;
         }
         self.samples = samples;
@@ -157,10 +169,12 @@ pub enum SampleStat {
     NoIpPacket = 1,
     /// A sample of a format or enterprise not read, skipped by its length.
     Skipped = 2,
+    /// A counter sample (the kernel passes datagrams with these up).
+    Counters = 3,
 }
 
 impl SampleStat {
-    pub const ALL: [Self; 3] = [Self::Flow, Self::NoIpPacket, Self::Skipped];
+    pub const ALL: [Self; 4] = [Self::Flow, Self::NoIpPacket, Self::Skipped, Self::Counters];
     pub const COUNT: u32 = Self::ALL.len() as u32;
 
     pub const fn as_str(self) -> &'static str {
@@ -168,6 +182,7 @@ impl SampleStat {
             Self::Flow => "flow",
             Self::NoIpPacket => "no_ip_packet",
             Self::Skipped => "skipped",
+            Self::Counters => "counters",
         }
     }
 }
@@ -626,5 +641,9 @@ mod tests {
         assert_eq!((s.samples, s.sequence, s.sample_pool), (4, 5, 200));
         s.merge(&SourceState::default());
         assert_eq!(s.samples, 4);
+        s.observe(&sample(1, 5));
+        assert_eq!((s.sequence, s.sample_pool), (5, 200), "reordered");
+        s.observe(&sample(5u32.wrapping_sub(REORDER_WINDOW + 1), 7));
+        assert_eq!(s.sample_pool, 7, "restarted");
     }
 }

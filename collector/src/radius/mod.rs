@@ -10,7 +10,6 @@ pub mod codec;
 pub mod dedup;
 mod fuzz;
 pub mod limiter;
-mod reader;
 
 #[cfg(test)]
 mod radclient_tests;

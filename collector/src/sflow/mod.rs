@@ -1,0 +1,16 @@
+//! sFlow v5 (sans-IO): the datagram's wire format ([`wire`]), its flow
+//! samples decoded into flow records by the rules the XDP program shares
+//! (`flowtally_common::sflow`, see there), and per-source bookkeeping for
+//! the integrity audit ([`sources`]).
+
+pub mod decode;
+pub mod fixtures;
+pub mod sources;
+pub mod wire;
+
+pub use decode::{Decoded, decode};
+pub use sources::{SourceHealth, Sources};
+pub use wire::{Datagram, Invalid};
+
+#[cfg(test)]
+mod tests;
