@@ -70,6 +70,12 @@ pub const MAX_SAMPLES: u32 = 32;
 /// Most flow records per datagram (all samples together) the kernel walks.
 pub const MAX_RECORDS: u32 = 128;
 
+/// The main XDP program tail-calls `SFLOW_PROGRAM_NAME` for sFlow datagrams,
+/// through `PROGRAMS_MAP` (`ProgramArray`) at index [`PROGRAM`].
+pub const PROGRAMS_MAP: &str = "PROGRAMS";
+pub const SFLOW_PROGRAM_NAME: &str = "flowtally_sflow";
+pub const PROGRAM: u32 = 0;
+
 /// Per-CPU state of each sFlow source the kernel has aggregated samples of
 /// (`PerCpuHashMap<SourceKey, SourceState>`), for the integrity audit.
 pub const SOURCES_MAP: &str = "SFLOW_SOURCES";

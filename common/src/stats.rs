@@ -52,10 +52,18 @@ pub enum XdpStat {
     /// longer than its buffer, too many sets or records): passed to the
     /// socket path, which decodes or rejects and counts it.
     PassTemplatedInvalid = 9,
+    /// An sFlow datagram fully aggregated in the kernel, then dropped.
+    DropSflowAggregated = 10,
+    /// An sFlow datagram with counter samples, or past the kernel's bounds
+    /// (`sflow::MAX_*`): passed to the socket path, which decodes it.
+    PassSflowToUser = 11,
+    /// An sFlow datagram the kernel found malformed: passed to the socket
+    /// path, which rejects and counts it by cause.
+    PassSflowInvalid = 12,
 }
 
 impl XdpStat {
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 13] = [
         Self::PassOther,
         Self::PassFlowExport,
         Self::PassFragment,
@@ -66,6 +74,9 @@ impl XdpStat {
         Self::DropTemplatedAggregated,
         Self::PassTemplatedToUser,
         Self::PassTemplatedInvalid,
+        Self::DropSflowAggregated,
+        Self::PassSflowToUser,
+        Self::PassSflowInvalid,
     ];
 
     /// Number of `STATS` entries.
@@ -74,9 +85,10 @@ impl XdpStat {
     /// The XDP verdict this stat records, as a metric label.
     pub const fn verdict(self) -> &'static str {
         match self {
-            Self::DropV5Aggregated | Self::DropUnknownExporter | Self::DropTemplatedAggregated => {
-                "drop"
-            }
+            Self::DropV5Aggregated
+            | Self::DropUnknownExporter
+            | Self::DropTemplatedAggregated
+            | Self::DropSflowAggregated => "drop",
             _ => "pass",
         }
     }
@@ -94,6 +106,9 @@ impl XdpStat {
             Self::DropTemplatedAggregated => "templated_aggregated",
             Self::PassTemplatedToUser => "templated_to_user",
             Self::PassTemplatedInvalid => "templated_invalid",
+            Self::DropSflowAggregated => "sflow_aggregated",
+            Self::PassSflowToUser => "sflow_to_user",
+            Self::PassSflowInvalid => "sflow_invalid",
         }
     }
 }

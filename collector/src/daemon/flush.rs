@@ -17,9 +17,9 @@ use crate::{
     associate::{Associator, BacklogChanges},
     metrics::Metrics,
     sessions::History,
-    sink::{runs, sqlite},
+    sink::{runs, sflow_health, sqlite},
     usage::UsageRow,
-    xdp::Drainer,
+    xdp::{Drainer, KernelSflow},
 };
 
 pub struct Flusher {
@@ -40,6 +40,8 @@ pub struct Flusher {
     pending_changes: BacklogChanges,
     /// This run's row in `runs`.
     run: Option<i64>,
+    /// The kernel's sFlow state, with XDP.
+    pub kernel_sflow: Option<KernelSflow>,
 }
 
 /// What a flush wrote.
@@ -99,6 +101,7 @@ impl Flusher {
             written: None,
             pending_changes: BacklogChanges::default(),
             run: None,
+            kernel_sflow: None,
         }
     }
 
@@ -187,6 +190,7 @@ impl Flusher {
         if let Some(written) = &self.written {
             written.notify_one();
         }
+        self.close_sflow_interval();
         let saved = self.socket.maintain(clock::unix_ms());
         if let Err(err) = templates_file::save(&self.templates_file, &saved) {
             tracing::warn!(
@@ -198,5 +202,31 @@ impl Flusher {
             .drain_duration
             .observe(started.elapsed().as_secs_f64());
         Ok(flushed)
+    }
+
+    /// sFlow's per-source figures and interface counters of this interval
+    /// to metrics and SQLite; renormalised rates and the clock offset to
+    /// the kernel. Failures here lose audit figures, never usage: logged.
+    fn close_sflow_interval(&mut self) {
+        let kernel = self
+            .kernel_sflow
+            .as_ref()
+            .map(KernelSflow::sources)
+            .unwrap_or_default();
+        let interval = self.socket.sflow_interval(kernel);
+        self.metrics.sflow.observe(&interval.healths);
+        if let Some(kernel) = &mut self.kernel_sflow
+            && let Err(err) = kernel
+                .set_rates(&interval.rates)
+                .and_then(|()| kernel.set_clock())
+        {
+            tracing::warn!("kernel sFlow maps: {err}");
+        }
+        let now_ms = clock::unix_ms();
+        if let Err(err) =
+            sflow_health::write(&mut self.db, now_ms, &interval.healths, &interval.counters)
+        {
+            tracing::warn!("writing sFlow source figures and interface counters: {err}");
+        }
     }
 }

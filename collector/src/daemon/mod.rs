@@ -81,16 +81,28 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot read the session history of {}", config.db.display()))?;
     let history = Arc::new(Mutex::new(history));
 
-    let sockets = flow_socket::bind(&config.netflow, config.socket_receive_buffer).await?;
+    let mut sockets =
+        flow_socket::bind("netflow", &config.netflow, config.socket_receive_buffer).await?;
     let netflow_addrs = sockets
         .iter()
         .map(|socket| socket.local_addr())
         .collect::<Result<Vec<SocketAddr>, _>>()?;
+    let sflow_sockets =
+        flow_socket::bind("sflow", &config.sflow, config.socket_receive_buffer).await?;
+    let sflow_addrs = sflow_sockets
+        .iter()
+        .map(|socket| socket.local_addr())
+        .collect::<Result<Vec<SocketAddr>, _>>()?;
+    sockets.extend(sflow_sockets);
 
     let profile = config.aggregation.profile();
-    let flags = config.aggregation.flags();
+    let flags = config.flags();
     let kernel_config = KernelConfig {
-        collector_ports: netflow_addrs.iter().map(SocketAddr::port).collect(),
+        collector_ports: netflow_addrs
+            .iter()
+            .chain(&sflow_addrs)
+            .map(SocketAddr::port)
+            .collect(),
         subscriber_networks: config.subscriber_networks.clone(),
         exporters: config.exporters.clone(),
         billing_scope: config.scope_keys(),
@@ -101,7 +113,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let mut data_plane = start_data_plane(&config, &kernel_config)?;
     let mut tasks = JoinSet::new();
-    let (kernel_stats, drainer, kernel_templates) = match data_plane.as_mut() {
+    let (kernel_stats, drainer, kernel_templates, kernel_sflow) = match data_plane.as_mut() {
         Some(plane) => {
             for attachment in plane.attachments() {
                 metrics
@@ -122,9 +134,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 Some(plane.take_stats()?),
                 Some(plane.take_drainer()?),
                 Some(plane.take_templates()?),
+                Some(plane.take_sflow()?),
             )
         }
-        None => (None, None, None),
+        None => (None, None, None, None),
     };
     let registry = Arc::new(metrics.registry(kernel_stats));
 
@@ -176,6 +189,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     for addr in &netflow_addrs {
         println!("listen netflow udp {addr}");
     }
+    for addr in &sflow_addrs {
+        println!("listen sflow udp {addr}");
+    }
     if let Some(addr) = radius_addr {
         println!("listen radius udp {addr}");
     }
@@ -206,6 +222,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         profile,
     );
     flusher = flusher.record_run(run);
+    flusher.kernel_sflow = kernel_sflow;
     if let Some(delivery) = &delivery {
         flusher = flusher.notify_writes(delivery.waker());
     }

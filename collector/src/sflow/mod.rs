@@ -8,7 +8,19 @@ pub mod fixtures;
 pub mod sources;
 pub mod wire;
 
+use flowtally_common::agg::Ip;
+
 pub use decode::{Decoded, decode};
+pub use wire::InterfaceCounters;
+
+/// A counter sample's interface counters, as received.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AgentCounters {
+    pub agent: Ip,
+    /// Arrival time, Unix ms.
+    pub time_ms: u64,
+    pub counters: InterfaceCounters,
+}
 pub use sources::{SourceHealth, Sources};
 pub use wire::{Datagram, Invalid};
 

@@ -11,7 +11,7 @@ use std::{collections::BTreeSet, fmt, io, net::IpAddr, os::fd::AsFd as _};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, LpmTrie, Map, MapData, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuHashMap, ProgramArray, lpm_trie::Key},
     programs::{ProgramError, TestRun as _, TestRunOptions, Xdp, XdpMode, links::FdLink},
 };
 use flowtally_common::{
@@ -19,6 +19,7 @@ use flowtally_common::{
     GLOBAL_BUCKET_MS, GLOBAL_FLAGS, GLOBAL_KEEP_FIELDS, OVERFLOW_RING, RECORD_STATS_MAP, STATS_MAP,
     SUBSCRIBER_NETS_MAP,
     agg::{FLAG_BILLING_SCOPE, FLAG_EXPORTER_ALLOWLIST, Ip, Profile, ScopeKey},
+    sflow::{self, SourceKey, SourceState},
     template::{
         CompiledTemplate, MAX_RECORD_LEN, MIN_RECORD_LEN, TEMPLATE_SETS_DONE_MAP,
         TEMPLATE_SETS_SEEN_MAP, TEMPLATES_MAP, TemplateKey,
@@ -170,6 +171,12 @@ impl DataPlane {
             .try_into()
             .map_err(XdpError::Verify)?;
         program.load().map_err(XdpError::Verify)?;
+        load_sflow(&mut ebpf)?;
+        let program: &mut Xdp = ebpf
+            .program_mut(PROGRAM)
+            .ok_or(XdpError::Missing("the XDP program"))?
+            .try_into()
+            .map_err(XdpError::Verify)?;
 
         let mut attachments = Vec::with_capacity(interfaces.len());
         for iface in interfaces {
@@ -214,7 +221,8 @@ impl DataPlane {
     pub fn take_stats(&mut self) -> Result<KernelStats, XdpError> {
         let frames = self.take(STATS_MAP)?;
         let records = self.take(RECORD_STATS_MAP)?;
-        KernelStats::new(frames, records).map_err(|error| XdpError::Map {
+        let samples = self.take(sflow::SAMPLE_STATS_MAP)?;
+        KernelStats::new(frames, records, samples).map_err(|error| XdpError::Map {
             map: STATS_MAP,
             error,
         })
@@ -259,6 +267,26 @@ impl DataPlane {
                 .map_err(map_error(TEMPLATE_SETS_DONE_MAP))?,
             waiting_since: std::collections::HashMap::new(),
         })
+    }
+
+    /// Takes the sFlow maps: per-source states, renormalised rates, and
+    /// the clock offset, which is set here once and again at each flush.
+    pub fn take_sflow(&mut self) -> Result<KernelSflow, XdpError> {
+        let map_error = |map| move |error| XdpError::Map { map, error };
+        let mut take = |name: &'static str| -> Result<Map, XdpError> { self.take(name) };
+        let mut kernel = KernelSflow {
+            sources: take(sflow::SOURCES_MAP)?
+                .try_into()
+                .map_err(map_error(sflow::SOURCES_MAP))?,
+            rates: take(sflow::RATES_MAP)?
+                .try_into()
+                .map_err(map_error(sflow::RATES_MAP))?,
+            clock: take(sflow::CLOCK_MAP)?
+                .try_into()
+                .map_err(map_error(sflow::CLOCK_MAP))?,
+        };
+        kernel.set_clock().map_err(map_error(sflow::CLOCK_MAP))?;
+        Ok(kernel)
     }
 
     /// The reader of the kernel's aya-log records, if the object logs.
@@ -348,6 +376,54 @@ impl KernelTemplates {
     }
 }
 
+/// The kernel's sFlow state (see `flowtally_common::sflow`).
+pub struct KernelSflow {
+    sources: PerCpuHashMap<MapData, SourceKey, SourceState>,
+    rates: HashMap<MapData, SourceKey, u32>,
+    clock: Array<MapData, u64>,
+}
+
+impl KernelSflow {
+    /// Every source's state, its CPUs' partials merged.
+    pub fn sources(&self) -> Vec<(SourceKey, SourceState)> {
+        self.sources
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(key, per_cpu)| {
+                let mut state = SourceState::default();
+                for partial in per_cpu.iter() {
+                    state.merge(partial);
+                }
+                (key, state)
+            })
+            .collect()
+    }
+
+    /// Installs renormalised sampling rates.
+    pub fn set_rates(&mut self, rates: &[(SourceKey, u32)]) -> Result<(), aya::maps::MapError> {
+        for (key, rate) in rates {
+            self.rates.insert(key, rate, 0)?;
+        }
+        Ok(())
+    }
+
+    /// Tells the kernel the offset from its monotonic clock to Unix time
+    /// (arrival times are wall-clock; NTP moves the offset, hence per flush).
+    pub fn set_clock(&mut self) -> Result<(), aya::maps::MapError> {
+        let now = |clock| {
+            let mut ts = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // SAFETY: clock_gettime into a timespec we own.
+            unsafe { libc::clock_gettime(clock, &raw mut ts) };
+            ts.tv_sec as i128 * 1_000_000_000 + i128::from(ts.tv_nsec)
+        };
+        let offset = now(libc::CLOCK_REALTIME) - now(libc::CLOCK_MONOTONIC);
+        self.clock.set(0, offset as u64, 0)
+    }
+}
+
 /// Forwards the kernel's aya-log records to `tracing` until dropped.
 pub async fn forward_kernel_logs(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
     // SAFETY: the logger owns its ring buffer fd, open until the logger
@@ -410,6 +486,31 @@ fn fill_maps(ebpf: &mut Ebpf, config: &KernelConfig) -> Result<(), XdpError> {
             .map_err(map_error(SUBSCRIBER_NETS_MAP))?;
     }
     Ok(())
+}
+
+/// Loads the sFlow program and puts it where the main program tail-calls it.
+fn load_sflow(ebpf: &mut Ebpf) -> Result<(), XdpError> {
+    let program: &mut Xdp = ebpf
+        .program_mut(sflow::SFLOW_PROGRAM_NAME)
+        .ok_or(XdpError::Missing("the sFlow XDP program"))?
+        .try_into()
+        .map_err(XdpError::Verify)?;
+    program.load().map_err(XdpError::Verify)?;
+    let fd = program
+        .fd()
+        .map_err(XdpError::Verify)?
+        .try_clone()
+        .map_err(|err| XdpError::Verify(err.into()))?;
+    let map_error = |error| XdpError::Map {
+        map: sflow::PROGRAMS_MAP,
+        error,
+    };
+    let mut programs: ProgramArray<_> = ebpf
+        .map_mut(sflow::PROGRAMS_MAP)
+        .ok_or(XdpError::Missing(sflow::PROGRAMS_MAP))?
+        .try_into()
+        .map_err(map_error)?;
+    programs.set(sflow::PROGRAM, &fd, 0).map_err(map_error)
 }
 
 fn attach(program: &mut Xdp, iface: &str) -> Result<Attachment, XdpError> {
