@@ -13,7 +13,7 @@ use support::{
 const EXPORTS: u64 = 100;
 const OTHER_DATAGRAMS: u64 = 7;
 const FLOW_EXPORT_FRAMES: &str =
-    r#"flowtally_xdp_frames_total{verdict="pass",class="flow_export"}"#;
+    r#"flowtally_xdp_frames_total{verdict="pass",class="unknown_version"}"#;
 const SOCKET_PACKETS: &str = r#"flowtally_packets_total{path="socket"}"#;
 
 fn value(metrics: &BTreeMap<String, f64>, name: &str) -> u64 {

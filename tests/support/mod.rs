@@ -26,6 +26,18 @@ use std::{
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_flowtally");
 
+/// XDP return codes (`enum xdp_action`).
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+
+/// The return code a verdict stands for.
+pub fn xdp_action(verdict: flowtally_common::Verdict) -> u32 {
+    match verdict {
+        flowtally_common::Verdict::Drop => XDP_DROP,
+        flowtally_common::Verdict::Pass => XDP_PASS,
+    }
+}
+
 /// How long any polled condition may take before the test fails.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 

@@ -16,6 +16,7 @@ use flowtally_common::{
     agg::{FlowRecord, Ip},
     sflow::{SourceKey, SourceState},
     template::TemplateKey,
+    templated::{IPFIX, V9},
     v5,
 };
 use tokio::net::UdpSocket;
@@ -214,7 +215,7 @@ impl SocketPath {
         }
         match datagram.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]])) {
             Some(v5::VERSION) => self.handle_v5(&exporter, datagram),
-            Some(9 | 10) => self.handle_templated(&exporter, datagram),
+            Some(V9 | IPFIX) => self.handle_templated(&exporter, datagram),
             Some(_) => self.reject("unsupported_version"),
             None => self.reject("truncated"),
         }

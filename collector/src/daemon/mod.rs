@@ -29,7 +29,7 @@ use crate::{
     config::{Config, Mode},
     metrics::{self, Metrics, UserMetrics},
     netflow::Limits,
-    radius::{clients::Clients, dedup::Dedup, limiter::Limiter},
+    radius::{self, clients::Clients, limiter::Limiter},
     sessions::History,
     sink::{
         self,
@@ -283,17 +283,18 @@ async fn start_radius(
             .set(history.open_sessions() as i64);
         metrics.radius.sessions_in_memory.set(history.len() as i64);
     }
-    let server = radius_socket::Server {
+    let server = radius_socket::RadiusSocket {
         socket,
-        clients,
+        server: radius::server::Server::new(
+            clients,
+            Limiter::new(config.radius.rate_limit),
+            config.radius.silence_multiple,
+            config.radius.default_interim.0.as_secs() as u32,
+        ),
         history: Arc::clone(history),
         db,
         metrics: metrics.radius.clone(),
-        limiter: Limiter::new(config.radius.rate_limit),
-        silence_multiple: config.radius.silence_multiple,
         retention_ms: config.radius.history_retention.0.as_millis() as u64,
-        default_interim_s: config.radius.default_interim.0.as_secs() as u32,
-        dedup: Dedup::default(),
     };
     tasks.spawn(server.serve());
     Ok(Some(addr))
