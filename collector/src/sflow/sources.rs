@@ -81,8 +81,11 @@ fn health(key: &SourceKey, last: Option<&SourceState>, now: &SourceState) -> Opt
         ..SourceHealth::default()
     };
     let Some(last) = last else {
-        // First seen: nothing to compare with yet.
+        // First seen: the pool and drops count from the agent's start; what
+        // was lost before cannot be told.
         h.samples = now.samples;
+        h.sample_pool = u64::from(now.sample_pool);
+        h.drops = u64::from(now.drops);
         return (now.samples > 0).then_some(h);
     };
     h.samples = now.samples - last.samples;
@@ -131,7 +134,10 @@ mod tests {
         let mut sources = Sources::default();
         sources.observe(&key(1), &sample(10, 1000, 0));
         let first = sources.interval([]);
-        assert_eq!((first[0].samples, first[0].lost), (1, 0));
+        assert_eq!(
+            (first[0].samples, first[0].lost, first[0].sample_pool),
+            (1, 0, 1000)
+        );
         // 11..=20 sent, 3 of them lost; the pool grew by 10 samples' worth.
         for seq in [11, 12, 14, 15, 17, 18, 20] {
             sources.observe(&key(1), &sample(seq, 1000 + (seq - 10) * 100, 2));
