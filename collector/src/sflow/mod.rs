@@ -5,6 +5,7 @@
 
 pub mod decode;
 pub mod fixtures;
+pub mod fuzz;
 pub mod sources;
 pub mod wire;
 
