@@ -276,3 +276,105 @@ fn the_exporter_allow_list_checks_the_agent_not_the_sender() {
     assert_eq!(stats.frames(XdpStat::DropUnknownExporter).count, 1);
     assert_eq!(stats.frames(XdpStat::DropSflowAggregated).count, 1);
 }
+
+/// Hostile datagrams: every 32-bit word of two datagrams (one IPv4 agent
+/// with Ethernet headers under two VLAN tags, compact samples; one IPv6
+/// agent with bare headers and sampled records, expanded samples) set to
+/// values that make lengths, counts and header lengths lie. Whatever the
+/// kernel aggregates, the socket path decodes to exactly the same; what it
+/// passes up moves no record counter. Plus a third VLAN tag, which both
+/// paths count as a sample without an IP packet.
+#[test]
+#[ignore = "needs root: run `cargo xtask test`"]
+fn hostile_datagrams_never_aggregate_in_the_kernel_what_the_socket_path_would_not() {
+    require_root();
+    let config = config(FLAG_SCALE_SAMPLING);
+    let mut plane = DataPlane::start(&[], &config).unwrap();
+    let stats = plane.take_stats().unwrap();
+    let mut drainer = plane.take_drainer().unwrap();
+    let shapes = every_shape();
+    let pick = |name: &str| shapes.iter().find(|(n, _)| n == name).unwrap().1.clone();
+    let bases = [
+        pick("agent0-expanded0-ethernet-2tags"),
+        pick("agent1-expanded1-bare-and-sampled"),
+    ];
+    let mut hostile = Vec::new();
+    for base in &bases {
+        for at in (0..base.len()).step_by(4) {
+            let word = u32::from_be_bytes(base[at..at + 4].try_into().unwrap());
+            for value in [
+                0,
+                1,
+                0xffff_ffff,
+                word.wrapping_add(4),
+                word.wrapping_sub(4),
+                word + 1,
+            ] {
+                let mut d = base.clone();
+                d[at..at + 4].copy_from_slice(&value.to_be_bytes());
+                hostile.push(d);
+            }
+        }
+        for cut in [8, base.len() / 2, base.len() - 4] {
+            hostile.push(base[..cut].to_vec());
+        }
+    }
+    let mut headers = vec![Vec::new()];
+    let three_tags =
+        Packet::v4(true, 6, 1500).raw_ethernet(&[0x88a8, 0x8100, 0x8100], &mut headers[0]);
+    let nested = datagram(
+        AGENT_V4.into(),
+        1,
+        vec![flow_sample(false, 1, 3, 1, vec![three_tags])],
+    )
+    .encode();
+    hostile.push(nested.clone());
+
+    let (mut accepted, mut aggregated, mut passed) = (Vec::new(), 0, 0);
+    let started = now_ms();
+    for d in &hostile {
+        let parsed_before = stats.records(RecordStat::Parsed).count;
+        let verdict = plane.run_frame(&udp_v4_frame(SENDER, PORT, d)).unwrap();
+        let mut decoded = Decoded::default();
+        let socket_ok = sflow::decode(d, config.flags, 0, |_| None, &mut decoded).is_ok();
+        if verdict == XDP_DROP {
+            assert!(
+                socket_ok,
+                "the kernel aggregated what the socket path rejects: {d:02x?}"
+            );
+            accepted.push(d.clone());
+            aggregated += 1;
+        } else {
+            assert_eq!(
+                stats.records(RecordStat::Parsed).count,
+                parsed_before,
+                "{d:02x?}"
+            );
+            passed += 1;
+        }
+    }
+    let ended = now_ms();
+    eprintln!(
+        "{} hostile datagrams: {aggregated} aggregated in the kernel, {passed} passed up",
+        hostile.len()
+    );
+    assert!(
+        aggregated > 50 && passed > 300,
+        "both outcomes are exercised"
+    );
+    let mut in_kernel = Table::new();
+    drainer
+        .drain(|key, value| merge(&mut in_kernel, key, value))
+        .unwrap();
+    let (on_socket, samples) = socket_table(&config, &accepted);
+    assert_same_but_times(&in_kernel, &on_socket, started..=ended, "hostile");
+    assert_eq!(
+        stats.sflow_samples(SampleStat::NoIpPacket).count,
+        samples[SampleStat::NoIpPacket as usize]
+    );
+    assert!(
+        accepted.contains(&nested),
+        "three tags: aggregated as a sample without IP"
+    );
+    assert!(stats.frames(XdpStat::PassSflowInvalid).count > 0);
+}

@@ -270,11 +270,11 @@ impl DataPlane {
     }
 
     /// Takes the sFlow maps: per-source states, renormalised rates, and
-    /// the clock offset, which is set here once and again at each flush.
+    /// the clock offset (set at start, and again at each flush).
     pub fn take_sflow(&mut self) -> Result<KernelSflow, XdpError> {
         let map_error = |map| move |error| XdpError::Map { map, error };
         let mut take = |name: &'static str| -> Result<Map, XdpError> { self.take(name) };
-        let mut kernel = KernelSflow {
+        Ok(KernelSflow {
             sources: take(sflow::SOURCES_MAP)?
                 .try_into()
                 .map_err(map_error(sflow::SOURCES_MAP))?,
@@ -284,9 +284,7 @@ impl DataPlane {
             clock: take(sflow::CLOCK_MAP)?
                 .try_into()
                 .map_err(map_error(sflow::CLOCK_MAP))?,
-        };
-        kernel.set_clock().map_err(map_error(sflow::CLOCK_MAP))?;
-        Ok(kernel)
+        })
     }
 
     /// The reader of the kernel's aya-log records, if the object logs.
@@ -410,18 +408,25 @@ impl KernelSflow {
     /// Tells the kernel the offset from its monotonic clock to Unix time
     /// (arrival times are wall-clock; NTP moves the offset, hence per flush).
     pub fn set_clock(&mut self) -> Result<(), aya::maps::MapError> {
-        let now = |clock| {
-            let mut ts = libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            };
-            // SAFETY: clock_gettime into a timespec we own.
-            unsafe { libc::clock_gettime(clock, &raw mut ts) };
-            ts.tv_sec as i128 * 1_000_000_000 + i128::from(ts.tv_nsec)
-        };
-        let offset = now(libc::CLOCK_REALTIME) - now(libc::CLOCK_MONOTONIC);
-        self.clock.set(0, offset as u64, 0)
+        set_clock(&mut self.clock)
     }
+}
+
+/// Writes Unix time minus `CLOCK_MONOTONIC` (ns) into the kernel's clock map.
+fn set_clock<T: std::borrow::BorrowMut<MapData>>(
+    clock: &mut Array<T, u64>,
+) -> Result<(), aya::maps::MapError> {
+    let now = |clock| {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime into a timespec we own.
+        unsafe { libc::clock_gettime(clock, &raw mut ts) };
+        ts.tv_sec as i128 * 1_000_000_000 + i128::from(ts.tv_nsec)
+    };
+    let offset = now(libc::CLOCK_REALTIME) - now(libc::CLOCK_MONOTONIC);
+    clock.set(0, offset as u64, 0)
 }
 
 /// Forwards the kernel's aya-log records to `tracing` until dropped.
@@ -476,6 +481,11 @@ fn fill_maps(ebpf: &mut Ebpf, config: &KernelConfig) -> Result<(), XdpError> {
             .insert(key, 1, 0)
             .map_err(map_error(BILLING_SCOPE_MAP))?;
     }
+
+    let mut clock: Array<_, u64> = map_mut(ebpf, sflow::CLOCK_MAP)?
+        .try_into()
+        .map_err(map_error(sflow::CLOCK_MAP))?;
+    set_clock(&mut clock).map_err(map_error(sflow::CLOCK_MAP))?;
 
     let mut nets: LpmTrie<_, Ip, u8> = map_mut(ebpf, SUBSCRIBER_NETS_MAP)?
         .try_into()
