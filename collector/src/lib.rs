@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod netflow;
 pub mod radius;
 pub mod report;
+pub mod rng;
 pub mod sessions;
 pub mod sink;
 pub mod subscribers;
