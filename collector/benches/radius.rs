@@ -154,7 +154,7 @@ fn whois_rate() -> History {
     let started = Instant::now();
     let mut found = 0u32;
     for _ in 0..LOOKUPS {
-        let x = rng.next();
+        let x = rng.next_u64();
         let ip = std::net::Ipv4Addr::from(0x6440_0000 + (x % u64::from(SESSIONS)) as u32);
         let at = 1_700_000_000_000 + x % (2 * u64::from(SESSIONS));
         found += u32::from(std::hint::black_box(history.whois(ip.into(), at)).is_some());
@@ -177,7 +177,7 @@ fn association_rate(history: &History) {
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
     let rows: Vec<UsageRow> = (0..AGGREGATES)
         .map(|_| {
-            let x = rng.next();
+            let x = rng.next_u64();
             let at = 1_700_000_000_000 + x % (2 * u64::from(SESSIONS));
             UsageRow {
                 bucket_start_ms: at - at % 60_000,

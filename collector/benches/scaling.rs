@@ -112,7 +112,7 @@ fn map_keys() {
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         let mut total = 0u128;
         for _ in 0..SAMPLES {
-            let frame = &frames[(rng.next() % frames.len() as u64) as usize];
+            let frame = &frames[(rng.next_u64() % frames.len() as u64) as usize];
             total += plane.time_frame(frame, 1).unwrap().1.as_nanos();
         }
         let per_record = total as f64 / SAMPLES as f64 / 30.0;
@@ -183,7 +183,7 @@ fn sessions() {
         let started = Instant::now();
         let mut found = 0;
         for _ in 0..lookups {
-            let x = rng.next();
+            let x = rng.next_u64();
             let ip = Ipv4Addr::from(0x6440_0000 + (x % u64::from(sessions)) as u32);
             found += usize::from(black_box(history.whois(ip.into(), 1_800_000_000_000)).is_some());
         }

@@ -7,7 +7,7 @@ pub struct Rng(pub u64);
 
 /// The seed must not be 0, xorshift's one fixed point.
 impl Rng {
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -16,7 +16,7 @@ impl Rng {
 
     /// In `0..n` (modulo bias is irrelevant at these sizes).
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.next_u64() % n
     }
 
     /// An index into a collection of `len` items.
@@ -25,7 +25,7 @@ impl Rng {
     }
 
     pub fn byte(&mut self) -> u8 {
-        self.next() as u8
+        self.next_u64() as u8
     }
 
     pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {

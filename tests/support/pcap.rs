@@ -533,7 +533,7 @@ pub fn synthetic_traffic(mix: Mix) -> Vec<Packet> {
 }
 
 fn payload(rng: &mut Rng, len: usize) -> Vec<u8> {
-    (0..len).map(|_| rng.next() as u8).collect()
+    (0..len).map(|_| rng.next_u64() as u8).collect()
 }
 
 fn ethernet(ethertype: u16, ip: &[u8]) -> Vec<u8> {

@@ -177,7 +177,7 @@ fn record(layout: &[(u16, u16)], seed: &mut Rng) -> Vec<u8> {
     let mut rec = Vec::new();
     for &(_, len) in layout {
         for _ in 0..len {
-            rec.push(seed.next() as u8);
+            rec.push(seed.next_u64() as u8);
         }
     }
     rec
@@ -245,7 +245,7 @@ fn ipfix_vendor_and_variable_length_fields_agree_with_netflow_parser() {
                 } else {
                     usize::from(f.len)
                 };
-                let value: Vec<u8> = (0..len).map(|_| seed.next() as u8).collect();
+                let value: Vec<u8> = (0..len).map(|_| seed.next_u64() as u8).collect();
                 if f.len == VARLEN {
                     // interfaceName is a string to netflow_parser: keep it UTF-8.
                     let value: Vec<u8> = value.iter().map(|b| b'a' + b % 26).collect();

@@ -623,7 +623,7 @@ fn compiled_templates_decode_exactly_as_the_kernel_reads_them() {
         );
         let (_, compiled) = installed(&cache.take_changes())[0];
         let len = usize::from(compiled.record_len);
-        let body: Vec<u8> = (0..4 * len).map(|_| seed.next() as u8).collect();
+        let body: Vec<u8> = (0..4 * len).map(|_| seed.next_u64() as u8).collect();
         let records: Vec<Vec<u8>> = body.chunks(len).map(<[u8]>::to_vec).collect();
         for flags in [0, FLAG_SCALE_SAMPLING | FLAG_TIME_FROM_START] {
             let ours = decode_at(
@@ -1193,16 +1193,16 @@ fn no_mutation_of_a_valid_datagram_makes_decode_panic() {
     let mut seed = Rng(0x2545_f491_4f6c_dd1d);
     let (mut accepted, mut rejected) = (0, 0);
     for i in 0..40_000u64 {
-        let mut bytes = corpus[(seed.next() % corpus.len() as u64) as usize].clone();
-        for _ in 0..1 + seed.next() % 4 {
-            let at = (seed.next() % bytes.len() as u64) as usize;
-            match seed.next() % 6 {
-                0 => bytes[at] ^= 1 << (seed.next() % 8),
+        let mut bytes = corpus[(seed.next_u64() % corpus.len() as u64) as usize].clone();
+        for _ in 0..1 + seed.next_u64() % 4 {
+            let at = (seed.next_u64() % bytes.len() as u64) as usize;
+            match seed.next_u64() % 6 {
+                0 => bytes[at] ^= 1 << (seed.next_u64() % 8),
                 1 => bytes[at] = 0,
                 2 => bytes[at] = 0xff,
-                3 => bytes[at] = seed.next() as u8,
+                3 => bytes[at] = seed.next_u64() as u8,
                 4 => bytes.truncate(at.max(1)),
-                _ => bytes.insert(at, seed.next() as u8),
+                _ => bytes.insert(at, seed.next_u64() as u8),
             }
         }
         // Keep IPFIX lengths consistent half the time, to get past the header.
@@ -1244,8 +1244,8 @@ fn no_mutation_of_a_valid_datagram_makes_decode_panic() {
     );
     for _ in 0..5_000 {
         let mut bytes = saved.clone();
-        let at = (seed.next() % bytes.len() as u64) as usize;
-        bytes[at] = seed.next() as u8;
+        let at = (seed.next_u64() % bytes.len() as u64) as usize;
+        bytes[at] = seed.next_u64() as u8;
         let _ = TemplateCache::restore(&bytes, limits, NOW);
     }
 }
