@@ -12,6 +12,7 @@ use flowtally::{
     netflow::{
         Limits, TemplateCache, TemplateChange,
         encode::{Set, Template, export},
+        layouts,
         sets::{FieldSpec, Header, IPFIX, V9},
         v5::{Record, encode},
     },
@@ -36,17 +37,7 @@ const FLOOD_DOMAIN: u32 = 99;
 const V9_ID: u16 = 300;
 const IPFIX_ID: u16 = 301;
 const TINY_ID: u16 = 302;
-const V9_FIELDS: [(u16, u16); 9] = [
-    (8, 4),
-    (12, 4),
-    (7, 2),
-    (11, 2),
-    (4, 1),
-    (1, 4),
-    (2, 4),
-    (22, 4),
-    (21, 4),
-];
+const V9_FIELDS: layouts::Fields = layouts::SOFTFLOWD_V9;
 const IPFIX_FIELDS: [(u16, u16); 4] = [(8, 4), (12, 4), (1, 8), (152, 8)];
 const TINY_FIELDS: [(u16, u16); 3] = [(8, 4), (12, 4), (1, 1)];
 
@@ -163,7 +154,7 @@ fn data(version: u16, sets: &[DataSet]) -> Vec<u8> {
 }
 
 fn v9(n: usize) -> Vec<u8> {
-    data(V9, &[(V9_ID, &V9_FIELDS, n)])
+    data(V9, &[(V9_ID, V9_FIELDS, n)])
 }
 
 fn ipfix(n: usize) -> Vec<u8> {
@@ -180,7 +171,7 @@ fn install_templates(plane: &mut DataPlane) {
     let teach_v9 = export(
         &header(V9, DOMAIN),
         &[Set::Templates(vec![
-            template(V9_ID, &V9_FIELDS),
+            template(V9_ID, V9_FIELDS),
             template(TINY_ID, &TINY_FIELDS),
         ])],
         false,
@@ -495,14 +486,14 @@ fn cases() -> Vec<Case> {
         ),
         aggregated(
             "v9, 16 sets (the most the kernel walks)",
-            v4_frame(&data(V9, &[(V9_ID, &V9_FIELDS[..], 1); 16])),
+            v4_frame(&data(V9, &[(V9_ID, V9_FIELDS, 1); 16])),
             DropTemplatedAggregated,
             16,
             16 * 50,
         ),
         case(
             "v9, 17 sets",
-            v4_frame(&data(V9, &[(V9_ID, &V9_FIELDS[..], 1); 17])),
+            v4_frame(&data(V9, &[(V9_ID, V9_FIELDS, 1); 17])),
             PassTemplatedInvalid,
         ),
         aggregated(
@@ -564,13 +555,13 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "v9 compiled data, then data of an unknown template",
-            v4_frame(&data(V9, &[(V9_ID, &V9_FIELDS, 1), (555, &V9_FIELDS, 1)])),
+            v4_frame(&data(V9, &[(V9_ID, V9_FIELDS, 1), (555, V9_FIELDS, 1)])),
             PassTemplatedToUser,
         ),
         case(
             "v9 compiled data, then a set running past the end",
             v4_frame(&{
-                let export = data(V9, &[(V9_ID, &V9_FIELDS, 1), (V9_ID, &V9_FIELDS, 1)]);
+                let export = data(V9, &[(V9_ID, V9_FIELDS, 1), (V9_ID, V9_FIELDS, 1)]);
                 with(export, 20 + 33 + 2, &[0, 34])
             }),
             PassTemplatedInvalid,
