@@ -44,6 +44,9 @@ use support::{Flowtally, NetNs, TempDir, path_str, require_root, scrape, veth_pa
 const COLLECTOR: &str = "198.18.0.2:6343";
 const AGENT: &str = "198.18.0.1";
 
+/// Bytes and packets per (subscriber, direction).
+type Bill = BTreeMap<(IpAddr, String), (u64, u64)>;
+
 /// pmacctd, killed on drop.
 struct Pmacctd(Child);
 
@@ -132,7 +135,7 @@ fn with_fillers(packets: &[Packet], copies: u64) -> Vec<Packet> {
 
 /// Per (subscriber, direction) IP bytes and packets of `packets`, billed
 /// as flowtally bills (see `pcap::usage`).
-fn expected(packets: &[Packet], mix: Mix) -> BTreeMap<(IpAddr, String), (u64, u64)> {
+fn expected(packets: &[Packet], mix: Mix) -> Bill {
     let mut flows = BTreeMap::<pcap::FlowKey, pcap::Totals>::new();
     for p in packets {
         let key = pcap::flow_key(&p.frame).unwrap();
@@ -148,7 +151,7 @@ fn expected(packets: &[Packet], mix: Mix) -> BTreeMap<(IpAddr, String), (u64, u6
 }
 
 /// What flowtally billed, fillers left out.
-fn billed(db: &Path) -> BTreeMap<(IpAddr, String), (u64, u64)> {
+fn billed(db: &Path) -> Bill {
     let conn = rusqlite::Connection::open(db).unwrap();
     conn.prepare(
         "SELECT subscriber_ip, direction, SUM(bytes), SUM(packets) FROM usage GROUP BY 1, 2",
@@ -170,11 +173,7 @@ fn billed(db: &Path) -> BTreeMap<(IpAddr, String), (u64, u64)> {
 
 /// flowtally, in `mode`, fed by pmacctd sampling 1 in `rate` over `copies`
 /// copies of the capture; returns what it billed and what it saw.
-fn run(
-    mode: &str,
-    rate: u32,
-    copies: u32,
-) -> (BTreeMap<(IpAddr, String), (u64, u64)>, Vec<Packet>) {
+fn run(mode: &str, rate: u32, copies: u32) -> (Bill, Vec<Packet>) {
     require_root();
     let (probe, collector) = (NetNs::new(), NetNs::new());
     let (_, collector_if) = veth_pair(&probe, "198.18.0.1/30", &collector, "198.18.0.2/30");

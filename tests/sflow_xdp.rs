@@ -319,9 +319,8 @@ fn hostile_datagrams_never_aggregate_in_the_kernel_what_the_socket_path_would_no
             hostile.push(base[..cut].to_vec());
         }
     }
-    let mut headers = vec![Vec::new()];
-    let three_tags =
-        Packet::v4(true, 6, 1500).raw_ethernet(&[0x88a8, 0x8100, 0x8100], &mut headers[0]);
+    let mut header = Vec::new();
+    let three_tags = Packet::v4(true, 6, 1500).raw_ethernet(&[0x88a8, 0x8100, 0x8100], &mut header);
     let nested = datagram(
         AGENT_V4.into(),
         1,

@@ -158,6 +158,8 @@ fn auto_mode_without_privileges_falls_back_to_sockets_with_one_warning() {
                 "auto",
                 "--netflow",
                 "127.0.0.1:0",
+                "--sflow",
+                "127.0.0.1:0",
             ])
             .args(["--metrics", "127.0.0.1:0", "--db", path_str(&db)])
             // A buffer within net.core.rmem_max: nobody may not go past it,
