@@ -18,17 +18,17 @@ use anyhow::{Context as _, Result, bail, ensure};
 use crate::cmd;
 
 /// A Debian package the tests use.
-pub struct Deb {
-    pub name: &'static str,
-    pub why: &'static str,
+struct Deb {
+    name: &'static str,
+    why: &'static str,
 }
 
 /// A PyPI package the tests import from `python3`.
-pub struct PyPi {
-    pub name: &'static str,
+struct PyPi {
+    name: &'static str,
     /// What `import` names; often not the package's name.
-    pub module: &'static str,
-    pub why: &'static str,
+    module: &'static str,
+    why: &'static str,
 }
 
 const fn deb(name: &'static str, why: &'static str) -> Deb {
@@ -39,38 +39,24 @@ const fn pypi(name: &'static str, module: &'static str, why: &'static str) -> Py
     PyPi { name, module, why }
 }
 
-pub const DEBIAN: &[Deb] = &[
-    deb(
-        "iproute2",
-        "ip netns and veth pairs for the privileged tests",
-    ),
-    deb(
-        "util-linux",
-        "setpriv, to run the daemon and xtask unprivileged",
-    ),
-    deb(
-        "bpftool",
-        "inspecting attached XDP programs when a privileged test fails",
-    ),
+// One line per package, which rustfmt would wrap.
+#[rustfmt::skip]
+const DEBIAN: &[Deb] = &[
+    deb("iproute2", "ip netns and veth pairs for the privileged tests"),
+    deb("util-linux", "setpriv, to run the daemon and xtask unprivileged"),
+    deb("bpftool", "inspecting attached XDP programs when a privileged test fails"),
     deb("softflowd", "a real NetFlow v5/v9/IPFIX exporter"),
     deb("tcpreplay", "replays captured traffic live into softflowd"),
-    deb(
-        "freeradius-utils",
-        "radclient, a real RADIUS accounting client",
-    ),
-    deb(
-        "clickhouse-server",
-        "ClickHouse servers the ClickHouse tests start",
-    ),
+    deb("freeradius-utils", "radclient, a real RADIUS accounting client"),
+    deb("clickhouse-server", "ClickHouse servers the ClickHouse tests start"),
     deb("systemd", "systemd-analyze verifies the packaged unit"),
     deb("python3-pip", "pip, which installs the PyPI packages below"),
 ];
 
-pub const PYPI: &[PyPi] = &[pypi(
-    "chdb-core",
-    "chdb",
-    "current ClickHouse's engine as a library, which the tests replay captured traffic into",
-)];
+#[rustfmt::skip]
+const PYPI: &[PyPi] = &[
+    pypi("chdb-core", "chdb", "ClickHouse 26's engine as a library; a test replays inserts into it"),
+];
 
 /// Installs whatever in the lists is missing, or fails saying how to.
 pub fn ensure(root: bool) -> Result<()> {
@@ -87,10 +73,12 @@ pub fn ensure(root: bool) -> Result<()> {
         root,
         apt_get: Command::new("apt-get").arg("--version").output().is_ok(),
     };
-    for step in plan(&lacking, &host)? {
-        for (name, source, why) in step.packages() {
-            eprintln!("deps: installing {name} ({source}): {why}");
-        }
+    let steps = plan(&lacking, &host)?;
+    eprint!(
+        "deps: installing what the tests need:\n{}",
+        lacking.listing()
+    );
+    for step in steps {
         cmd::run(&mut step.command()).with_context(|| step.failed())?;
     }
     let still = Lacking::query();
@@ -229,14 +217,13 @@ fn plan(lacking: &Lacking, host: &Host) -> Result<Vec<Step>> {
 
 /// The commands that install `lacking`, for a person to run.
 fn by_hand(lacking: &Lacking) -> String {
-    let mut steps = vec![Step::AptInstall(lacking.debian.clone())];
-    if !lacking.pypi.is_empty() {
-        steps.push(Step::PipInstall(lacking.pypi.clone()));
-    }
-    steps
+    let apt = [Step::AptUpdate, Step::AptInstall(lacking.debian.clone())];
+    let apt = apt
         .iter()
-        .map(|step| format!("    {}\n", cmd::line(&step.command())))
-        .collect()
+        .map(|step| format!("sudo {}", cmd::line(&step.command())));
+    let pip = (!lacking.pypi.is_empty())
+        .then(|| cmd::line(&Step::PipInstall(lacking.pypi.clone()).command()));
+    apt.chain(pip).map(|line| format!("    {line}\n")).collect()
 }
 
 impl Step {
@@ -277,35 +264,21 @@ impl Step {
         }
     }
 
-    /// (name, source, why) of what this step installs.
-    fn packages(&self) -> Vec<(&'static str, &'static str, &'static str)> {
-        match self {
-            Step::AptUpdate => Vec::new(),
-            Step::AptInstall(debs) => debs.iter().map(|d| (d.name, "Debian", d.why)).collect(),
-            Step::PipInstall(packages) => {
-                packages.iter().map(|p| (p.name, "PyPI", p.why)).collect()
-            }
-        }
-    }
-
     fn failed(&self) -> String {
-        let names = || {
-            self.packages()
-                .iter()
-                .map(|(name, ..)| *name)
-                .collect::<Vec<_>>()
-                .join(" ")
+        let names: Vec<_> = match self {
+            Step::AptUpdate => {
+                return "apt-get update failed (see its output above); \
+                        check the network and /etc/apt/sources.list*, then retry"
+                    .to_owned();
+            }
+            Step::AptInstall(debs) => debs.iter().map(|d| d.name).collect(),
+            Step::PipInstall(packages) => packages.iter().map(|p| p.name).collect(),
         };
-        match self {
-            Step::AptUpdate => "apt-get update failed (see its output above); \
-                                check the network and /etc/apt/sources.list*, then retry"
-                .to_owned(),
-            _ => format!(
-                "installing {} failed (see the output above); fix that, then retry:\n    {}",
-                names(),
-                cmd::line(&self.command())
-            ),
-        }
+        format!(
+            "installing {} failed (see the output above); fix that, then retry:\n    {}",
+            names.join(" "),
+            cmd::line(&self.command())
+        )
     }
 }
 
@@ -409,8 +382,11 @@ mod tests {
             "chdb-core (PyPI)",
             "needs root",
             "sudo -E env \"PATH=$PATH\" cargo xtask test",
-            "apt-get -q -o DPkg::Lock::Timeout=600 install -y --no-install-recommends softflowd\n",
-            "python3 -m pip install --quiet chdb-core\n",
+            "\n    sudo DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=600 update\n",
+            "\n    sudo DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=600 \
+             install -y --no-install-recommends softflowd\n",
+            "\n    PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore \
+             python3 -m pip install --quiet chdb-core\n",
         ] {
             assert!(err.contains(want), "no {want:?} in:\n{err}");
         }
