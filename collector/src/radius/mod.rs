@@ -11,7 +11,6 @@ pub mod dedup;
 mod fuzz;
 pub mod limiter;
 mod reader;
-pub mod server;
 
 #[cfg(test)]
 mod radclient_tests;

@@ -13,14 +13,14 @@ use std::{
 use rusqlite::Connection;
 use tokio::{net::UdpSocket, task::block_in_place};
 
-use super::{
+use crate::radius::{
     AccountingRequest, Code, Packet, StatusType,
     clients::Clients,
     dedup::{self, Dedup, Seen},
     limiter::Limiter,
 };
 use crate::{
-    clock::unix_ms,
+    daemon::clock::unix_ms,
     metrics::RadiusMetrics,
     sessions::{Change, Event, EventKind, History},
     sink::session_store,

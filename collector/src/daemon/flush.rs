@@ -11,15 +11,13 @@ use flowtally_common::agg::Profile;
 use rusqlite::Connection;
 use tokio::sync::Notify;
 
+use super::{clock, flow_socket::SocketPath, templates_file};
 use crate::{
     aggregate::{Table, merge},
     associate::{Associator, BacklogChanges},
-    clock,
-    flow_socket::SocketPath,
     metrics::Metrics,
     sessions::History,
     sink::{runs, sqlite},
-    templates_file,
     usage::UsageRow,
     xdp::Drainer,
 };

@@ -7,6 +7,13 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+pub mod clock;
+pub mod flow_socket;
+pub mod flush;
+pub mod privileges;
+pub mod radius_socket;
+pub mod templates_file;
+
 use anyhow::Context as _;
 use tokio::{
     net::{TcpListener, UdpSocket},
@@ -15,23 +22,20 @@ use tokio::{
     time::{MissedTickBehavior, interval},
 };
 
+use self::{flow_socket::SocketPath, flush::Flusher};
 use crate::{
     aggregate::Aggregator,
     associate::Associator,
-    clock,
     config::{Config, Mode},
-    flow_socket::{self, SocketPath},
-    flush::Flusher,
     metrics::{self, Metrics, UserMetrics},
     netflow::Limits,
-    radius::{self, clients::Clients, dedup::Dedup, limiter::Limiter},
+    radius::{clients::Clients, dedup::Dedup, limiter::Limiter},
     sessions::History,
     sink::{
         self,
         clickhouse::{ClickHouseMetrics, Deliverer, Spool, Stop},
     },
     subscribers::SubscriberNets,
-    templates_file,
     timestamp::Timestamp,
     xdp::{self, DataPlane, KernelConfig},
 };
@@ -166,7 +170,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         signal(SignalKind::terminate())?,
     );
 
-    crate::privileges::drop_after_setup()?;
+    privileges::drop_after_setup()?;
 
     // What we listen on, for people and for scripts (one item per line).
     for addr in &netflow_addrs {
@@ -262,7 +266,7 @@ async fn start_radius(
             .set(history.open_sessions() as i64);
         metrics.radius.sessions_in_memory.set(history.len() as i64);
     }
-    let server = radius::server::Server {
+    let server = radius_socket::Server {
         socket,
         clients,
         history: Arc::clone(history),

@@ -18,7 +18,7 @@ use tokio::net::UdpSocket;
 
 use crate::{
     aggregate::Aggregator,
-    clock::unix_ms,
+    daemon::clock::unix_ms,
     ip::to_ip,
     metrics::Metrics,
     netflow::{TemplateCache, TemplateChange},
