@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod ip;
 pub mod metrics;
 pub mod netflow;
+pub mod progress;
 pub mod radius;
 pub mod report;
 pub mod sessions;

@@ -23,6 +23,7 @@
 //!   of those rounded parts, so totals add up as printed.
 
 pub mod command;
+pub mod filter;
 pub mod group;
 pub mod orgs;
 pub mod periods;
