@@ -135,9 +135,10 @@ pub struct RunArgs {
     /// ClickHouse HTTP URL (http://host:8123): usage and sessions go there too.
     #[arg(long, value_name = "URL")]
     pub clickhouse: Option<String>,
-    /// Address of the Prometheus /metrics endpoint.
-    #[arg(long, value_name = "ADDR:PORT")]
-    pub metrics: Option<SocketAddr>,
+    /// Address of the HTTP listener: /metrics, the JSON API under /api/v1/
+    /// and the console at / (--metrics is its old name).
+    #[arg(long, visible_alias = "metrics", value_name = "ADDR:PORT")]
+    pub http: Option<SocketAddr>,
     /// auto: XDP where it loads, else sockets; xdp: XDP or fail; socket: no eBPF.
     #[arg(long, value_enum)]
     pub mode: Option<Mode>,
@@ -197,7 +198,7 @@ impl RunArgs {
             interfaces: self.interfaces,
             mode: self.mode,
             netflow: self.netflow,
-            metrics: self.metrics,
+            http: self.http,
             db: self.db,
             clickhouse: self.clickhouse,
             flush_interval: self.flush_interval,

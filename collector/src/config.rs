@@ -56,7 +56,11 @@ pub struct Config {
     /// Receive buffer of each of those sockets, in bytes: what absorbs a
     /// burst of exports while the socket path is busy.
     pub socket_receive_buffer: usize,
-    pub metrics: SocketAddr,
+    /// The HTTP listener: `/metrics`, `/api/v1/`, the console.
+    pub http: HttpConfig,
+    /// The old name of `http.listen`, still read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<SocketAddr>,
     /// SQLite database, the default sink.
     pub db: PathBuf,
     /// A shared ClickHouse that also receives usage and sessions.
@@ -116,6 +120,36 @@ impl Default for ClickHouseConfig {
             batch_rows: 50_000,
             spool_max_rows: 100_000_000,
             shutdown_timeout: Span(Duration::from_secs(10)),
+        }
+    }
+}
+
+/// The one HTTP listener. Bound anywhere but loopback, it serves its API
+/// only to holders of the bearer token in `token_file`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    /// A file holding the bearer token (surrounding whitespace ignored);
+    /// required when `listen` is not a loopback address, honoured anywhere.
+    pub token_file: Option<PathBuf>,
+    /// Serve `/metrics` without the token.
+    pub metrics_public: bool,
+    /// A directory of tariff files: `tariff=NAME` in the API reads
+    /// `NAME.toml` there.
+    pub tariffs: Option<PathBuf>,
+    /// The organisations file for `by=org` in the API.
+    pub orgs: Option<PathBuf>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9725)),
+            token_file: None,
+            metrics_public: false,
+            tariffs: None,
+            orgs: None,
         }
     }
 }
@@ -350,7 +384,8 @@ impl Default for Config {
                 SocketAddr::from(([0, 0, 0, 0], 4739)),
             ],
             socket_receive_buffer: 16 << 20,
-            metrics: SocketAddr::from(([127, 0, 0, 1], 9725)),
+            http: HttpConfig::default(),
+            metrics: None,
             db: PathBuf::from("flowtally.db"),
             clickhouse: ClickHouseConfig::default(),
             flush_interval: Span(Duration::from_secs(5)),
@@ -398,7 +433,7 @@ pub struct Overrides {
     pub interfaces: Vec<String>,
     pub mode: Option<Mode>,
     pub netflow: Vec<SocketAddr>,
-    pub metrics: Option<SocketAddr>,
+    pub http: Option<SocketAddr>,
     pub db: Option<PathBuf>,
     pub clickhouse: Option<String>,
     pub flush_interval: Option<Span>,
@@ -450,7 +485,18 @@ impl Config {
         replace(&mut self.subscriber_networks, o.subscriber_networks);
         replace(&mut self.exporters, o.exporters);
         self.mode = o.mode.unwrap_or(self.mode);
-        self.metrics = o.metrics.unwrap_or(self.metrics);
+        // The old key stands for `http.listen` unless that is set too
+        // (validate refuses two different addresses).
+        if let Some(old) = self.metrics
+            && self.http.listen == HttpConfig::default().listen
+        {
+            self.http.listen = old;
+            self.metrics = None;
+        }
+        if let Some(listen) = o.http {
+            self.http.listen = listen;
+            self.metrics = None;
+        }
         self.db = o.db.unwrap_or(std::mem::take(&mut self.db));
         self.clickhouse.url = o.clickhouse.or(self.clickhouse.url.take());
         self.flush_interval = o.flush_interval.unwrap_or(self.flush_interval);
@@ -556,6 +602,26 @@ impl Config {
                 &format!(
                     "at most {} exporter/interface pairs",
                     flowtally_common::MAX_SCOPE_ENTRIES
+                ),
+            );
+        }
+        if let Some(old) = self.metrics
+            && old != self.http.listen
+        {
+            return invalid(
+                "metrics",
+                "--metrics",
+                "is the old name of `http.listen`: give one of them",
+            );
+        }
+        if !self.http.listen.ip().is_loopback() && self.http.token_file.is_none() {
+            return invalid(
+                "http.token_file",
+                "-",
+                &format!(
+                    "needed: the HTTP listener {} is not on loopback, and its API must not be \
+                     open to the network",
+                    self.http.listen
                 ),
             );
         }

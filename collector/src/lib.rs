@@ -6,6 +6,7 @@ pub mod associate;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod http;
 pub mod ip;
 pub mod metrics;
 pub mod netflow;

@@ -150,6 +150,9 @@ impl Flusher {
             .association_backlog
             .set(self.associator.backlog() as i64);
         self.metrics.users.observe(&attributed);
+        let now_ms = clock::unix_ms();
+        self.metrics.talkers.observe(&attributed, now_ms);
+        self.metrics.exporters.flushed(&attributed, now_ms);
         let mut rows = std::mem::take(&mut self.pending);
         rows.extend(attributed);
         let mut changes = std::mem::take(&mut self.pending_changes);

@@ -27,7 +27,8 @@ use crate::{
     aggregate::Aggregator,
     associate::Associator,
     config::{Config, Mode},
-    metrics::{self, Metrics, UserMetrics},
+    http,
+    metrics::{Metrics, UserMetrics},
     netflow::Limits,
     radius::{clients::Clients, dedup::Dedup, limiter::Limiter},
     sessions::History,
@@ -128,11 +129,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let registry = Arc::new(metrics.registry(kernel_stats));
 
-    let metrics_listener = TcpListener::bind(config.metrics)
+    let access = http::Access::load(&config.http)?;
+    let http_listener = TcpListener::bind(config.http.listen)
         .await
-        .with_context(|| format!("metrics {}", config.metrics))?;
-    let metrics_addr = metrics_listener.local_addr()?;
-    tasks.spawn(metrics::http::serve(metrics_listener, registry));
+        .with_context(|| format!("http {}", config.http.listen))?;
+    let http_addr = http_listener.local_addr()?;
 
     let aggregator = Aggregator::new(
         profile,
@@ -157,6 +158,19 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         metrics.clone(),
     ));
     let radius_addr = start_radius(&config, &history, &metrics, &mut tasks).await?;
+    let templates = Arc::clone(&socket_path);
+    let shared = http::Shared {
+        registry,
+        db: config.db.clone(),
+        access,
+        tariffs: config.http.tariffs.clone(),
+        orgs: config.http.orgs.clone(),
+        metrics: metrics.clone(),
+        templates: Box::new(move || templates.templates_per_exporter()),
+        clock: || Timestamp(clock::unix_ms()),
+        reads: tokio::sync::Semaphore::new(http::MAX_READS),
+    };
+    tasks.spawn(http::serve(http_listener, http::router(Arc::new(shared))));
 
     let mut receivers = JoinSet::new();
     for socket in sockets {
@@ -179,7 +193,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(addr) = radius_addr {
         println!("listen radius udp {addr}");
     }
-    println!("listen metrics http://{metrics_addr}/metrics");
+    println!("listen metrics http://{http_addr}/metrics");
+    println!("listen http http://{http_addr}/");
     for attachment in data_plane.iter().flat_map(|plane| plane.attachments()) {
         println!("xdp {} {}", attachment.iface, attachment.mode);
     }

@@ -28,6 +28,7 @@ pub mod group;
 pub mod orgs;
 pub mod periods;
 pub mod render;
+pub mod series;
 pub mod source;
 pub mod tariff;
 
