@@ -773,6 +773,49 @@ mod tests {
     }
 
     #[test]
+    fn the_old_metrics_key_stands_for_http_listen() {
+        let mut config = Config::from_toml("metrics = \"127.0.0.1:9900\"\n").unwrap();
+        config.apply(Overrides::default());
+        config.validate().unwrap();
+        assert_eq!(config.http.listen, "127.0.0.1:9900".parse().unwrap());
+        assert!(
+            config
+                .to_toml()
+                .contains("[http]\nlisten = \"127.0.0.1:9900\""),
+            "written under its new name: {}",
+            config.to_toml()
+        );
+        let mut both = Config::from_toml(
+            "metrics = \"127.0.0.1:9900\"\n[http]\nlisten = \"127.0.0.1:9901\"\n",
+        )
+        .unwrap();
+        both.apply(Overrides::default());
+        let err = both.validate().unwrap_err().to_string();
+        assert!(err.contains("`metrics` (--metrics)"), "{err}");
+        both.apply(Overrides {
+            http: Some("127.0.0.1:9902".parse().unwrap()),
+            ..Overrides::default()
+        });
+        both.validate().unwrap();
+        assert_eq!(both.http.listen, "127.0.0.1:9902".parse().unwrap());
+    }
+
+    #[test]
+    fn off_loopback_the_listener_needs_a_token_file() {
+        let mut config = Config::from_toml("[http]\nlisten = \"0.0.0.0:9725\"\n").unwrap();
+        config.apply(Overrides::default());
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("`http.token_file`"), "{err}");
+        config.http.token_file = Some("/etc/flowtally/http-token".into());
+        config.validate().unwrap();
+        config.http = HttpConfig {
+            listen: "[::1]:9725".parse().unwrap(),
+            ..HttpConfig::default()
+        };
+        config.validate().unwrap();
+    }
+
+    #[test]
     fn clickhouse_is_a_table_whose_url_the_flag_sets_and_which_is_checked() {
         let file = "[clickhouse]\nurl = \"http://198.18.0.9:8123\"\ndatabase = \"billing\"\n\
                     sessions = false\n";
