@@ -12,6 +12,7 @@ use flowtally::{
     netflow::{
         Limits, TemplateCache, TemplateChange,
         encode::{OptionsTemplate, Set, Template, export},
+        layouts,
         sets::{FieldSpec, Header, IPFIX, V9},
     },
     subscribers::SubscriberNets,
@@ -44,48 +45,19 @@ const SHAPES: &[Shape] = &[
     Shape {
         name: "v9, IPv4, uptime times (softflowd's layout)",
         version: V9,
-        fields: &[
-            (8, 4),
-            (12, 4),
-            (7, 2),
-            (11, 2),
-            (4, 1),
-            (1, 4),
-            (2, 4),
-            (22, 4),
-            (21, 4),
-        ],
+        fields: layouts::SOFTFLOWD_V9,
         options: &[],
     },
     Shape {
         name: "v9, IPv4, 8-byte counters reordered, sampled 1 in 100",
         version: V9,
-        fields: &[
-            (1, 8),
-            (2, 8),
-            (12, 4),
-            (8, 4),
-            (21, 4),
-            (4, 1),
-            (11, 2),
-            (7, 2),
-        ],
+        fields: layouts::V4_WIDE_COUNTERS_FIRST,
         options: &[(ie::SAMPLING_INTERVAL, 100)],
     },
     Shape {
         name: "IPFIX, IPv4, millisecond times",
         version: IPFIX,
-        fields: &[
-            (8, 4),
-            (12, 4),
-            (7, 2),
-            (11, 2),
-            (4, 1),
-            (1, 8),
-            (2, 8),
-            (152, 8),
-            (153, 8),
-        ],
+        fields: layouts::V4_MILLISECONDS,
         options: &[],
     },
     Shape {
@@ -247,7 +219,7 @@ fn data_export(shape: &Shape, n: usize, sequence: u32, rng: &mut Rng) -> Vec<u8>
                         ((secs << 32) | frac).to_be_bytes().to_vec()
                     }
                     _ => {
-                        let value = rng.next();
+                        let value = rng.next_u64();
                         value.to_be_bytes()[8 - usize::from(len)..].to_vec()
                     }
                 };

@@ -14,6 +14,7 @@ use std::{
 use flowtally::{
     associate::Associator,
     radius::{AccountingRequest, StatusType},
+    rng::Rng,
     sessions::{Event, EventKind, History},
     usage::UsageRow,
 };
@@ -149,13 +150,11 @@ fn whois_rate() -> History {
         history.apply(&event);
     }
     let build = build.elapsed();
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let started = Instant::now();
     let mut found = 0u32;
     for _ in 0..LOOKUPS {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
+        let x = rng.next_u64();
         let ip = std::net::Ipv4Addr::from(0x6440_0000 + (x % u64::from(SESSIONS)) as u32);
         let at = 1_700_000_000_000 + x % (2 * u64::from(SESSIONS));
         found += u32::from(std::hint::black_box(history.whois(ip.into(), at)).is_some());
@@ -175,12 +174,10 @@ fn whois_rate() -> History {
 /// through the associator, against the million-session history.
 fn association_rate(history: &History) {
     let rss_before = resident_bytes();
-    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
     let rows: Vec<UsageRow> = (0..AGGREGATES)
         .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = rng.next_u64();
             let at = 1_700_000_000_000 + x % (2 * u64::from(SESSIONS));
             UsageRow {
                 bucket_start_ms: at - at % 60_000,

@@ -20,9 +20,11 @@ use flowtally::{
     netflow::{
         Limits, TemplateCache, TemplateChange,
         encode::{Set, Template, export},
+        layouts,
         sets::{FieldSpec, Header as SetsHeader, IPFIX},
         v5::{Record, encode},
     },
+    rng::Rng,
     sessions::{Event, EventKind, History},
     subscribers::SubscriberNets,
     xdp::{DataPlane, KernelConfig, KernelTemplates},
@@ -107,10 +109,10 @@ fn map_keys() {
         for frame in &frames {
             plane.run_frame(frame).unwrap();
         }
-        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         let mut total = 0u128;
         for _ in 0..SAMPLES {
-            let frame = &frames[(xorshift(&mut rng) % frames.len() as u64) as usize];
+            let frame = &frames[(rng.next_u64() % frames.len() as u64) as usize];
             total += plane.time_frame(frame, 1).unwrap().1.as_nanos();
         }
         let per_record = total as f64 / SAMPLES as f64 / 30.0;
@@ -176,12 +178,12 @@ fn sessions() {
         let with = HEAP.load(Ordering::Relaxed) - before;
         let per_session = with as f64 / f64::from(sessions);
         let index = (with - without) as f64 / f64::from(sessions);
-        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
         let lookups = 200_000;
         let started = Instant::now();
         let mut found = 0;
         for _ in 0..lookups {
-            let x = xorshift(&mut rng);
+            let x = rng.next_u64();
             let ip = Ipv4Addr::from(0x6440_0000 + (x % u64::from(sessions)) as u32);
             found += usize::from(black_box(history.whois(ip.into(), 1_800_000_000_000)).is_some());
         }
@@ -332,20 +334,10 @@ fn ipfix_header() -> SetsHeader {
 }
 
 fn ipfix_template(id: u16) -> Vec<u8> {
-    let fields = [
-        (8, 4),
-        (12, 4),
-        (7, 2),
-        (11, 2),
-        (4, 1),
-        (1, 8),
-        (2, 8),
-        (152, 8),
-        (153, 8),
-    ]
-    .iter()
-    .map(|&(ie, len)| FieldSpec::iana(ie, len))
-    .collect();
+    let fields = layouts::V4_MILLISECONDS
+        .iter()
+        .map(|&(ie, len)| FieldSpec::iana(ie, len))
+        .collect();
     export(
         &ipfix_header(),
         &[Set::Templates(vec![Template { id, fields }])],
@@ -425,13 +417,6 @@ fn bpf_map_bytes() -> u64 {
         }
     }
     total
-}
-
-fn xorshift(x: &mut u64) -> u64 {
-    *x ^= *x << 13;
-    *x ^= *x >> 7;
-    *x ^= *x << 17;
-    *x
 }
 
 /// One curve, written as `# title|x|y[|y2]` then `x y [y2]` lines.

@@ -13,6 +13,7 @@ pub mod netflow;
 pub mod progress;
 pub mod radius;
 pub mod report;
+pub mod rng;
 pub mod sessions;
 pub mod sink;
 pub mod subscribers;

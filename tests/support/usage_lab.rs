@@ -31,16 +31,33 @@ use crate::support::{
 pub const SUBSCRIBERS: &str = "198.18.100.0/24";
 const PEER: [u8; 4] = [198, 51, 100, 7];
 
-/// (user, subscriber address, down records, up records).
-pub const TRAFFIC: [(Option<&str>, [u8; 4], &[u32], &[u32]); 3] = [
-    (
-        Some("alice"),
-        [198, 18, 100, 1],
-        &[1_000_000, 1_000_000, 1_000_000],
-        &[250_000],
-    ),
-    (Some("bob"), [198, 18, 100, 2], &[40_000], &[1_200]),
-    (None, [198, 18, 100, 9], &[5_000], &[]),
+/// One subscriber's traffic: the bytes of each record down and up.
+pub struct Subscriber {
+    pub user: Option<&'static str>,
+    pub ip: [u8; 4],
+    pub down: &'static [u32],
+    pub up: &'static [u32],
+}
+
+pub const TRAFFIC: [Subscriber; 3] = [
+    Subscriber {
+        user: Some("alice"),
+        ip: [198, 18, 100, 1],
+        down: &[1_000_000, 1_000_000, 1_000_000],
+        up: &[250_000],
+    },
+    Subscriber {
+        user: Some("bob"),
+        ip: [198, 18, 100, 2],
+        down: &[40_000],
+        up: &[1_200],
+    },
+    Subscriber {
+        user: None,
+        ip: [198, 18, 100, 9],
+        down: &[5_000],
+        up: &[],
+    },
 ];
 
 pub struct UsageLab {
@@ -65,11 +82,11 @@ pub fn unix_secs() -> u64 {
 pub fn expected(user: Option<&str>) -> (u64, u64) {
     TRAFFIC
         .iter()
-        .filter(|(u, ..)| *u == user)
-        .map(|(_, _, down, up)| {
+        .filter(|s| s.user == user)
+        .map(|s| {
             (
-                down.iter().map(|&b| u64::from(b)).sum::<u64>(),
-                up.iter().map(|&b| u64::from(b)).sum::<u64>(),
+                s.down.iter().map(|&b| u64::from(b)).sum::<u64>(),
+                s.up.iter().map(|&b| u64::from(b)).sum::<u64>(),
             )
         })
         .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
@@ -100,23 +117,23 @@ impl UsageLab {
             exports: 0,
             records: 0,
         };
-        for (user, ip, ..) in TRAFFIC {
-            if let Some(user) = user {
-                lab.account("Start", user, ip, t - 120);
+        for s in &TRAFFIC {
+            if let Some(user) = s.user {
+                lab.account("Start", user, s.ip, t - 120);
             }
         }
         lab.send_exports();
         eventually("all usage attributed in the database", || {
             let by_user = crate::support::usage_by_user(&lab.db);
-            TRAFFIC.iter().all(|(user, ..)| {
-                let (down, up) = expected(*user);
-                by_user.get(&user.map(str::to_owned)) == Some(&(down + up))
+            TRAFFIC.iter().all(|s| {
+                let (down, up) = expected(s.user);
+                by_user.get(&s.user.map(str::to_owned)) == Some(&(down + up))
             })
         });
         let stop = unix_secs();
-        for (user, ip, ..) in TRAFFIC {
-            if let Some(user) = user {
-                lab.account("Stop", user, ip, stop);
+        for s in &TRAFFIC {
+            if let Some(user) = s.user {
+                lab.account("Stop", user, s.ip, stop);
             }
         }
         eventually("both sessions stopped in the database", || {
@@ -154,11 +171,12 @@ impl UsageLab {
     fn send_exports(&mut self) {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
         let uptime = 1_000_000;
-        for (_, ip, down, up) in TRAFFIC {
-            let records: Vec<Record> = down
+        for s in &TRAFFIC {
+            let records: Vec<Record> = s
+                .down
                 .iter()
-                .map(|&octets| (PEER, ip, octets))
-                .chain(up.iter().map(|&octets| (ip, PEER, octets)))
+                .map(|&octets| (PEER, s.ip, octets))
+                .chain(s.up.iter().map(|&octets| (s.ip, PEER, octets)))
                 .map(|(src, dst, octets)| Record {
                     src,
                     dst,

@@ -1,5 +1,6 @@
 //! One flush: swap and drain the kernel maps, take the socket path's
-//! aggregates, and write them all as `usage` rows in one transaction.
+//! aggregates, attribute them, and write them all as `usage` rows in one
+//! transaction; then expire and save templates.
 
 use std::{
     path::PathBuf,
@@ -11,7 +12,7 @@ use flowtally_common::agg::Profile;
 use rusqlite::Connection;
 use tokio::sync::Notify;
 
-use super::{clock, flow_socket::SocketPath, templates_file};
+use super::{flow_socket::SocketPath, templates_file};
 use crate::{
     aggregate::{Table, merge},
     associate::{Associator, BacklogChanges},
@@ -23,6 +24,16 @@ use crate::{
 };
 
 pub struct Flusher {
+    parts: FlushParts,
+    /// Rows a failed write left behind; retried first next time.
+    pending: Vec<UsageRow>,
+    /// Backlog changes a failed write left behind.
+    pending_changes: BacklogChanges,
+}
+
+/// Everything a flush reads from and writes to.
+pub struct FlushParts {
+    /// The kernel's maps, with XDP.
     pub drainer: Option<Drainer>,
     pub history: Arc<Mutex<History>>,
     pub associator: Associator,
@@ -32,22 +43,23 @@ pub struct Flusher {
     pub db: Connection,
     pub metrics: Metrics,
     pub profile: Profile,
-    /// Rows a failed write left behind; retried first next time.
-    pending: Vec<UsageRow>,
+    /// This run's row in `runs`, where each flush is recorded.
+    pub run: i64,
     /// Told when rows were written, to deliver them onwards (ClickHouse).
-    written: Option<Arc<Notify>>,
-    /// Backlog changes a failed write left behind.
-    pending_changes: BacklogChanges,
-    /// This run's row in `runs`.
-    run: Option<i64>,
+    pub written: Option<Arc<Notify>>,
 }
 
-/// What a flush wrote.
+/// What a flush took in and wrote.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Flushed {
+    /// Aggregates drained from the kernel and the socket path.
+    pub aggregates: usize,
+    /// Usage rows written (some of them may have waited for a late session).
     pub rows: usize,
     pub bytes: u64,
     pub attributed_bytes: u64,
+    /// Aggregates that found the kernel map full and came through the ring.
+    pub overflow_records: u64,
     /// Rows still waiting for a late session.
     pub backlog: usize,
 }
@@ -61,32 +73,32 @@ impl std::fmt::Display for Flushed {
         };
         write!(
             f,
-            "{} usage rows, {} bytes, {share:.1}% attributed, {} bytes unattributed, \
-             {} rows waiting for a late session",
+            "{} new aggregates ({} through the overflow ring); {} usage rows, {} bytes, \
+             {share:.1}% attributed, {} bytes unattributed, {} rows waiting for a late session",
+            self.aggregates,
+            self.overflow_records,
             self.rows,
             self.bytes,
-            self.bytes - self.attributed_bytes,
+            self.bytes.saturating_sub(self.attributed_bytes),
             self.backlog
         )
     }
 }
 
 impl Flusher {
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "one place builds it, naming each part"
-    )]
-    pub fn new(
-        drainer: Option<Drainer>,
-        history: Arc<Mutex<History>>,
-        associator: Associator,
-        templates_file: PathBuf,
-        socket: Arc<SocketPath>,
-        db: Connection,
-        metrics: Metrics,
-        profile: Profile,
-    ) -> Self {
+    pub fn new(parts: FlushParts) -> Self {
         Self {
+            parts,
+            pending: Vec::new(),
+            pending_changes: BacklogChanges::default(),
+        }
+    }
+
+    /// One flush at `now_ms`. With `last`, rows waiting for a late session
+    /// are written too.
+    pub fn flush(&mut self, now_ms: u64, last: bool) -> anyhow::Result<Flushed> {
+        let started = Instant::now();
+        let FlushParts {
             drainer,
             history,
             associator,
@@ -95,71 +107,47 @@ impl Flusher {
             db,
             metrics,
             profile,
-            pending: Vec::new(),
-            written: None,
-            pending_changes: BacklogChanges::default(),
-            run: None,
-        }
-    }
-
-    /// Records each flush, and the final one, in `runs` row `run`.
-    pub fn record_run(mut self, run: i64) -> Self {
-        self.run = Some(run);
-        self
-    }
-
-    pub fn notify_writes(mut self, written: Arc<Notify>) -> Self {
-        self.written = Some(written);
-        self
-    }
-
-    /// With `last`, rows waiting for a late session are written too.
-    pub fn flush(&mut self, last: bool) -> anyhow::Result<Flushed> {
-        let started = Instant::now();
-        let mut table: Table = self
-            .socket
+            run,
+            written,
+        } = &mut self.parts;
+        let mut table: Table = socket
             .aggregator
             .lock()
             .expect("aggregator lock poisoned")
             .take();
-        if let Some(drainer) = &mut self.drainer {
+        let mut overflow_records = 0;
+        if let Some(drainer) = drainer {
             let drained = drainer.drain(|key, value| merge(&mut table, key, value))?;
-            self.metrics
+            overflow_records = drained.overflow_records;
+            metrics
                 .aggregate_map_entries
                 .set(drained.map_entries as i64);
-            self.metrics
-                .overflow_records
-                .inc_by(drained.overflow_records);
+            metrics.overflow_records.inc_by(drained.overflow_records);
         }
+        let aggregates = table.len();
         let fresh = table
             .iter()
-            .filter_map(|(key, value)| UsageRow::new(key, value, &self.profile))
+            .filter_map(|(key, value)| UsageRow::new(key, value, profile))
             .collect();
         let (attributed, summary) = {
-            let history = self.history.lock().expect("history lock poisoned");
-            self.associator
-                .associate(fresh, &history, clock::unix_ms(), last)
+            let history = history.lock().expect("history lock poisoned");
+            associator.associate(fresh, &history, now_ms, last)
         };
-        self.metrics
-            .attributed_bytes
-            .inc_by(summary.attributed_bytes);
-        self.metrics
+        metrics.attributed_bytes.inc_by(summary.attributed_bytes);
+        metrics
             .unattributed_bytes
             .inc_by(summary.unattributed_bytes);
-        self.metrics
-            .association_backlog
-            .set(self.associator.backlog() as i64);
-        self.metrics.users.observe(&attributed);
-        let now_ms = clock::unix_ms();
-        self.metrics.talkers.observe(&attributed, now_ms);
-        self.metrics.exporters.flushed(&attributed, now_ms);
+        metrics.association_backlog.set(associator.backlog() as i64);
+        metrics.users.observe(&attributed);
+        metrics.talkers.observe(&attributed, now_ms);
+        metrics.exporters.flushed(&attributed, now_ms);
         let mut rows = std::mem::take(&mut self.pending);
         rows.extend(attributed);
         let mut changes = std::mem::take(&mut self.pending_changes);
-        let fresh = self.associator.take_changes();
+        let fresh = associator.take_changes();
         changes.entered.extend(fresh.entered);
         changes.left.extend(fresh.left);
-        if let Err(err) = sqlite::write_flush(&mut self.db, &rows, &changes) {
+        if let Err(err) = sqlite::write_flush(db, &rows, &changes) {
             self.pending = rows;
             self.pending_changes = changes;
             return Err(anyhow::anyhow!(
@@ -168,36 +156,33 @@ impl Flusher {
             ));
         }
         let mut flushed = Flushed {
+            aggregates,
             rows: rows.len(),
             bytes: 0,
             attributed_bytes: summary.attributed_bytes,
-            backlog: self.associator.backlog(),
+            overflow_records,
+            backlog: associator.backlog(),
         };
         for row in &rows {
             flushed.bytes += row.bytes;
-            self.metrics
+            metrics
                 .usage_bytes
                 .get_or_create(&[("direction", row.direction.as_str())])
                 .inc_by(row.bytes);
         }
-        self.metrics.usage_rows.inc_by(rows.len() as u64);
-        if let Some(run) = self.run {
-            let record = if last { runs::stopped } else { runs::flushed };
-            if let Err(err) = record(&self.db, run, clock::unix_ms()) {
-                tracing::warn!("recording the flush in `runs`: {err}");
-            }
+        metrics.usage_rows.inc_by(rows.len() as u64);
+        let record = if last { runs::stopped } else { runs::flushed };
+        if let Err(err) = record(db, *run, now_ms) {
+            tracing::warn!("recording the flush in `runs`: {err}");
         }
-        if let Some(written) = &self.written {
+        if let Some(written) = written {
             written.notify_one();
         }
-        let saved = self.socket.maintain(clock::unix_ms());
-        if let Err(err) = templates_file::save(&self.templates_file, &saved) {
-            tracing::warn!(
-                "saving templates to {}: {err}",
-                self.templates_file.display()
-            );
+        let saved = socket.maintain(now_ms);
+        if let Err(err) = templates_file::save(templates_file, &saved) {
+            tracing::warn!("saving templates to {}: {err}", templates_file.display());
         }
-        self.metrics
+        metrics
             .drain_duration
             .observe(started.elapsed().as_secs_f64());
         Ok(flushed)

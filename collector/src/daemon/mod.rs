@@ -1,20 +1,27 @@
-//! `flowtally run`: binds the sockets, starts the XDP data plane, flushes
-//! aggregates to SQLite every interval, serves metrics, and on SIGINT or
-//! SIGTERM stops receiving, flushes everything, and exits.
+//! The I/O shell of `flowtally run`: everything that touches sockets, the
+//! kernel, files and the clock, around the sans-IO cores. `serve` runs the
+//! steps in order: open the store, bind the flow sockets, start the XDP data
+//! plane, start the socket path, serve HTTP (metrics, API, console), start
+//! the RADIUS server, drop
+//! privileges, announce, then flush every interval until SIGINT or SIGTERM,
+//! when it stops all intake, flushes everything, and exits.
+
+pub mod clock;
+pub mod flow_socket;
+pub mod flush;
+mod flush_log;
+pub mod privileges;
+pub mod radius_socket;
+pub mod templates_file;
 
 use std::{
     net::SocketAddr,
     sync::{Arc, Mutex},
 };
 
-pub mod clock;
-pub mod flow_socket;
-pub mod flush;
-pub mod privileges;
-pub mod radius_socket;
-pub mod templates_file;
-
 use anyhow::Context as _;
+use flowtally_common::agg::Profile;
+use rusqlite::Connection;
 use tokio::{
     net::{TcpListener, UdpSocket},
     signal::unix::{Signal, SignalKind, signal},
@@ -22,15 +29,19 @@ use tokio::{
     time::{MissedTickBehavior, interval},
 };
 
-use self::{flow_socket::SocketPath, flush::Flusher};
+use self::{
+    flow_socket::SocketPath,
+    flush::{FlushParts, Flusher},
+    flush_log::FlushLog,
+};
 use crate::{
     aggregate::Aggregator,
-    associate::Associator,
+    associate::{Associator, Waiting},
     config::{Config, Mode},
     http,
     metrics::{Metrics, UserMetrics},
     netflow::Limits,
-    radius::{clients::Clients, dedup::Dedup, limiter::Limiter},
+    radius::{self, clients::Clients, limiter::Limiter},
     sessions::History,
     sink::{
         self,
@@ -38,7 +49,7 @@ use crate::{
     },
     subscribers::SubscriberNets,
     timestamp::Timestamp,
-    xdp::{self, DataPlane, KernelConfig},
+    xdp::{self, DataPlane, Drainer, KernelConfig, KernelStats, KernelTemplates},
 };
 
 pub fn run(config: Config) -> anyhow::Result<()> {
@@ -51,7 +62,96 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let metrics = Metrics {
+    let metrics = new_metrics(&config);
+    let store = open_store(&config, &metrics)?;
+    let sockets = flow_socket::bind(&config.netflow, config.socket_receive_buffer).await?;
+    let netflow_addrs = sockets
+        .iter()
+        .map(|socket| socket.local_addr())
+        .collect::<Result<Vec<SocketAddr>, _>>()?;
+    let mut tasks = JoinSet::new();
+    let mut kernel = start_kernel(&config, &netflow_addrs, &metrics, &mut tasks)?;
+    let socket_path = Arc::new(start_socket_path(
+        &config,
+        &metrics,
+        kernel.templates.take(),
+    )?);
+    let http_addr = serve_http(
+        &config,
+        &metrics,
+        kernel.stats.take(),
+        &socket_path,
+        &mut tasks,
+    )
+    .await?;
+    let radius_addr = start_radius(&config, &store.history, &metrics, &mut tasks).await?;
+    let mut receivers = JoinSet::new();
+    for socket in sockets {
+        receivers.spawn(flow_socket::receive(socket, Arc::clone(&socket_path)));
+    }
+    // Handlers go in before `ready`: a signal right after it must not find
+    // the default action (terminate without flushing).
+    let signal = wait_for_signal(
+        signal(SignalKind::interrupt())?,
+        signal(SignalKind::terminate())?,
+    );
+    privileges::drop_after_setup()?;
+    let delivery = start_clickhouse(&config, &metrics)?;
+
+    // What we listen on, for people and for scripts (one item per line).
+    for addr in &netflow_addrs {
+        println!("listen netflow udp {addr}");
+    }
+    if let Some(addr) = radius_addr {
+        println!("listen radius udp {addr}");
+    }
+    println!("listen metrics http://{http_addr}/metrics");
+    println!("listen http http://{http_addr}/");
+    for attachment in kernel.plane.iter().flat_map(|plane| plane.attachments()) {
+        println!("xdp {} {}", attachment.iface, attachment.mode);
+    }
+    println!("sink sqlite {}", config.db.display());
+    if let Some(url) = &config.clickhouse.url {
+        println!("sink clickhouse {url} {}", config.clickhouse.database);
+    }
+    println!("ready");
+
+    let mut associator = Associator::new(
+        config.stop_grace.0.as_millis() as u64,
+        config.late_window.0.as_millis() as u64,
+    );
+    associator.restore(store.waiting);
+    let mut flusher = Flusher::new(FlushParts {
+        drainer: kernel.drainer.take(),
+        history: Arc::clone(&store.history),
+        associator,
+        templates_file: config.templates_file(),
+        socket: socket_path,
+        db: store.db,
+        metrics,
+        profile: config.aggregation.profile(),
+        run: store.run,
+        written: delivery.as_ref().map(Stop::waker),
+    });
+    let signal = flush_until(&mut flusher, &config, signal).await;
+
+    tracing::info!("{signal}: stopping intake, flushing");
+    // Stop all intake first so that the last flush sees everything: the
+    // links detach with the data plane, the sockets close with their tasks.
+    drop(kernel.plane);
+    receivers.shutdown().await;
+    let flushed =
+        block_in_place(|| flusher.flush(clock::unix_ms(), true)).context("final flush")?;
+    tracing::info!("final flush: {flushed}");
+    if let Some(delivery) = delivery {
+        delivery.finish().await;
+    }
+    tasks.shutdown().await;
+    Ok(())
+}
+
+fn new_metrics(config: &Config) -> Metrics {
+    Metrics {
         users: UserMetrics::new(config.user_metrics_top),
         clickhouse: config
             .clickhouse
@@ -59,7 +159,22 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             .is_some()
             .then(ClickHouseMetrics::default),
         ..Metrics::default()
-    };
+    }
+}
+
+/// What the database holds for this run to go on from.
+struct Store {
+    db: Connection,
+    /// This run's row in `runs`.
+    run: i64,
+    /// Usage rows a previous run left waiting for a late session.
+    waiting: Vec<Waiting>,
+    history: Arc<Mutex<History>>,
+}
+
+/// Opens the database, records this run (and the gap an unclean stop of the
+/// previous one left), and reads back the backlog and the session history.
+fn open_store(config: &Config, metrics: &Metrics) -> anyhow::Result<Store> {
     let db = sink::sqlite::open(&config.db)?;
     let (run, gap) = sink::runs::begin(&db, clock::unix_ms())
         .with_context(|| format!("cannot record this run in {}", config.db.display()))?;
@@ -80,87 +195,87 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let retention_ms = config.radius.history_retention.0.as_millis() as u64;
     let history = sink::session_store::load_history(&db, retention_ms, clock::unix_ms())
         .with_context(|| format!("cannot read the session history of {}", config.db.display()))?;
-    let history = Arc::new(Mutex::new(history));
+    Ok(Store {
+        db,
+        run,
+        waiting,
+        history: Arc::new(Mutex::new(history)),
+    })
+}
 
-    let sockets = flow_socket::bind(&config.netflow, config.socket_receive_buffer).await?;
-    let netflow_addrs = sockets
-        .iter()
-        .map(|socket| socket.local_addr())
-        .collect::<Result<Vec<SocketAddr>, _>>()?;
+/// The XDP data plane and the handles the other steps take from it; all
+/// `None` without XDP.
+struct Kernel {
+    plane: Option<DataPlane>,
+    stats: Option<KernelStats>,
+    drainer: Option<Drainer>,
+    templates: Option<KernelTemplates>,
+}
 
-    let profile = config.aggregation.profile();
-    let flags = config.aggregation.flags();
+fn start_kernel(
+    config: &Config,
+    netflow_addrs: &[SocketAddr],
+    metrics: &Metrics,
+    tasks: &mut JoinSet<()>,
+) -> anyhow::Result<Kernel> {
     let kernel_config = KernelConfig {
         collector_ports: netflow_addrs.iter().map(SocketAddr::port).collect(),
         subscriber_networks: config.subscriber_networks.clone(),
         exporters: config.exporters.clone(),
         billing_scope: config.scope_keys(),
-        profile,
-        flags,
+        profile: config.aggregation.profile(),
+        flags: config.aggregation.flags(),
         aggregate_entries: config.maps.aggregate_entries,
         overflow_ring_bytes: config.maps.overflow_ring_bytes,
     };
-    let mut data_plane = start_data_plane(&config, &kernel_config)?;
-    let mut tasks = JoinSet::new();
-    let (kernel_stats, drainer, kernel_templates) = match data_plane.as_mut() {
-        Some(plane) => {
-            for attachment in plane.attachments() {
-                metrics
-                    .xdp_attached
-                    .get_or_create(&[
-                        ("iface", attachment.iface.clone()),
-                        ("mode", attachment.mode.to_string()),
-                    ])
-                    .set(1);
-            }
-            metrics
-                .aggregate_map_capacity
-                .set(i64::from(config.maps.aggregate_entries));
-            if let Some(logger) = plane.take_logger() {
-                tasks.spawn(xdp::forward_kernel_logs(logger));
-            }
-            (
-                Some(plane.take_stats()?),
-                Some(plane.take_drainer()?),
-                Some(plane.take_templates()?),
-            )
-        }
-        None => (None, None, None),
+    let Some(mut plane) = start_data_plane(config, &kernel_config)? else {
+        return Ok(Kernel {
+            plane: None,
+            stats: None,
+            drainer: None,
+            templates: None,
+        });
     };
-    let registry = Arc::new(metrics.registry(kernel_stats));
+    for attachment in plane.attachments() {
+        metrics
+            .xdp_attached
+            .get_or_create(&[
+                ("iface", attachment.iface.clone()),
+                ("mode", attachment.mode.to_string()),
+            ])
+            .set(1);
+    }
+    metrics
+        .aggregate_map_capacity
+        .set(i64::from(config.maps.aggregate_entries));
+    if let Some(logger) = plane.take_logger() {
+        tasks.spawn(xdp::forward_kernel_logs(logger));
+    }
+    Ok(Kernel {
+        stats: Some(plane.take_stats()?),
+        drainer: Some(plane.take_drainer()?),
+        templates: Some(plane.take_templates()?),
+        plane: Some(plane),
+    })
+}
 
+/// Binds the HTTP listener and serves `/metrics`, the API and the console
+/// on it; returns its address.
+async fn serve_http(
+    config: &Config,
+    metrics: &Metrics,
+    kernel_stats: Option<KernelStats>,
+    socket_path: &Arc<SocketPath>,
+    tasks: &mut JoinSet<()>,
+) -> anyhow::Result<SocketAddr> {
     let access = http::Access::load(&config.http)?;
-    let http_listener = TcpListener::bind(config.http.listen)
+    let listener = TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("http {}", config.http.listen))?;
-    let http_addr = http_listener.local_addr()?;
-
-    let aggregator = Aggregator::new(
-        profile,
-        flags,
-        SubscriberNets::new(&config.subscriber_networks),
-    )
-    .with_scope(&config.scope_keys());
-    let templates_file = config.templates_file();
-    let limits = Limits {
-        max_templates_per_exporter: config.templates.max_per_exporter,
-        max_fields_per_template: config.templates.max_fields,
-        max_template_bytes: config.templates.max_record_bytes,
-        template_timeout_ms: config.templates.timeout.0.as_millis() as u64,
-        ..Limits::default()
-    };
-    let cache = templates_file::restore(&templates_file, limits, clock::unix_ms())?;
-    let socket_path = Arc::new(SocketPath::new(
-        aggregator,
-        cache,
-        kernel_templates,
-        &config.exporters,
-        metrics.clone(),
-    ));
-    let radius_addr = start_radius(&config, &history, &metrics, &mut tasks).await?;
-    let templates = Arc::clone(&socket_path);
+    let addr = listener.local_addr()?;
+    let templates = Arc::clone(socket_path);
     let shared = http::Shared {
-        registry,
+        registry: Arc::new(metrics.registry(kernel_stats)),
         db: config.db.clone(),
         access,
         tariffs: config.http.tariffs.clone(),
@@ -170,87 +285,69 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         clock: || Timestamp(clock::unix_ms()),
         reads: tokio::sync::Semaphore::new(http::MAX_READS),
     };
-    tasks.spawn(http::serve(http_listener, http::router(Arc::new(shared))));
+    tasks.spawn(http::serve(listener, http::router(Arc::new(shared))));
+    Ok(addr)
+}
 
-    let mut receivers = JoinSet::new();
-    for socket in sockets {
-        receivers.spawn(flow_socket::receive(socket, Arc::clone(&socket_path)));
-    }
-
-    // Handlers go in before `ready`: a signal right after it must not find
-    // the default action (terminate without flushing).
-    let signal = wait_for_signal(
-        signal(SignalKind::interrupt())?,
-        signal(SignalKind::terminate())?,
-    );
-
-    privileges::drop_after_setup()?;
-
-    // What we listen on, for people and for scripts (one item per line).
-    for addr in &netflow_addrs {
-        println!("listen netflow udp {addr}");
-    }
-    if let Some(addr) = radius_addr {
-        println!("listen radius udp {addr}");
-    }
-    println!("listen metrics http://{http_addr}/metrics");
-    println!("listen http http://{http_addr}/");
-    for attachment in data_plane.iter().flat_map(|plane| plane.attachments()) {
-        println!("xdp {} {}", attachment.iface, attachment.mode);
-    }
-    println!("sink sqlite {}", config.db.display());
-    let delivery = start_clickhouse(&config, &metrics)?;
-    if let Some(url) = &config.clickhouse.url {
-        println!("sink clickhouse {url} {}", config.clickhouse.database);
-    }
-    println!("ready");
-
-    let mut associator = Associator::new(
-        config.stop_grace.0.as_millis() as u64,
-        config.late_window.0.as_millis() as u64,
-    );
-    associator.restore(waiting);
-    let mut flusher = Flusher::new(
-        drainer,
-        Arc::clone(&history),
-        associator,
-        templates_file,
-        socket_path,
-        db,
-        metrics,
+/// The socket path's decoding state, with the templates saved by the last
+/// run (installed in the kernel too, when there is one).
+fn start_socket_path(
+    config: &Config,
+    metrics: &Metrics,
+    kernel_templates: Option<KernelTemplates>,
+) -> anyhow::Result<SocketPath> {
+    let profile: Profile = config.aggregation.profile();
+    let aggregator = Aggregator::new(
         profile,
-    );
-    flusher = flusher.record_run(run);
-    if let Some(delivery) = &delivery {
-        flusher = flusher.notify_writes(delivery.waker());
-    }
+        config.aggregation.flags(),
+        SubscriberNets::new(&config.subscriber_networks),
+    )
+    .with_scope(&config.scope_keys());
+    let limits = Limits {
+        max_templates_per_exporter: config.templates.max_per_exporter,
+        max_fields_per_template: config.templates.max_fields,
+        max_template_bytes: config.templates.max_record_bytes,
+        template_timeout_ms: config.templates.timeout.0.as_millis() as u64,
+        ..Limits::default()
+    };
+    let cache = templates_file::restore(&config.templates_file(), limits, clock::unix_ms())?;
+    Ok(SocketPath::new(
+        aggregator,
+        cache,
+        kernel_templates,
+        &config.exporters,
+        metrics.clone(),
+    ))
+}
+
+/// Flushes every `flush_interval` until a signal comes; returns its name.
+async fn flush_until(
+    flusher: &mut Flusher,
+    config: &Config,
+    signal: impl Future<Output = &'static str>,
+) -> &'static str {
+    let mut log = FlushLog::new(config.log_summary.0.as_millis() as u64, clock::unix_ms());
     let mut ticks = interval(config.flush_interval.0);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     ticks.tick().await;
     tokio::pin!(signal);
-    let signal = loop {
+    loop {
         tokio::select! {
-            signal = &mut signal => break signal,
+            signal = &mut signal => return signal,
             _ = ticks.tick() => {
-                match block_in_place(|| flusher.flush(false)) {
-                    Ok(flushed) => tracing::info!("flush: {flushed}"),
+                let now_ms = clock::unix_ms();
+                match block_in_place(|| flusher.flush(now_ms, false)) {
+                    Ok(flushed) => {
+                        tracing::debug!("flush: {flushed}");
+                        if let Some(line) = log.flushed(now_ms, &flushed) {
+                            tracing::info!("{line}");
+                        }
+                    }
                     Err(err) => tracing::error!("flush: {err:#}"),
                 }
             }
         }
-    };
-    tracing::info!("{signal}: stopping intake, flushing");
-    // Stop all intake first so that the last flush sees everything: the
-    // links detach with the data plane, the sockets close with their tasks.
-    drop(data_plane);
-    receivers.shutdown().await;
-    let flushed = block_in_place(|| flusher.flush(true)).context("final flush")?;
-    tracing::info!("final flush: {flushed}");
-    if let Some(delivery) = delivery {
-        delivery.finish().await;
     }
-    tasks.shutdown().await;
-    Ok(())
 }
 
 /// The RADIUS accounting server, when some client can be trusted.
@@ -281,17 +378,18 @@ async fn start_radius(
             .set(history.open_sessions() as i64);
         metrics.radius.sessions_in_memory.set(history.len() as i64);
     }
-    let server = radius_socket::Server {
+    let server = radius_socket::RadiusSocket {
         socket,
-        clients,
+        server: radius::server::Server::new(
+            clients,
+            Limiter::new(config.radius.rate_limit),
+            config.radius.silence_multiple,
+            config.radius.default_interim.0.as_secs() as u32,
+        ),
         history: Arc::clone(history),
         db,
         metrics: metrics.radius.clone(),
-        limiter: Limiter::new(config.radius.rate_limit),
-        silence_multiple: config.radius.silence_multiple,
         retention_ms: config.radius.history_retention.0.as_millis() as u64,
-        default_interim_s: config.radius.default_interim.0.as_secs() as u32,
-        dedup: Dedup::default(),
     };
     tasks.spawn(server.serve());
     Ok(Some(addr))

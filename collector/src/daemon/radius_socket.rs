@@ -1,8 +1,8 @@
-//! The RADIUS accounting server: datagrams in, the session history updated
-//! and made durable in SQLite, and only then the Accounting-Response out
-//! (RFC 2866 §2). Requests that queue up while one transaction commits are
-//! committed together in the next (group commit), so durability costs one
-//! fsync per batch, not per request.
+//! The RADIUS socket loop around [`radius::server::Server`]: datagrams in,
+//! the session history's changes made durable in SQLite, and only then the
+//! Accounting-Responses out (RFC 2866 §2). Requests that queue up while one
+//! transaction commits are committed together in the next (group commit), so
+//! durability costs one fsync per batch, not per request.
 
 use std::{
     net::SocketAddr,
@@ -13,16 +13,15 @@ use std::{
 use rusqlite::Connection;
 use tokio::{net::UdpSocket, task::block_in_place};
 
-use crate::radius::{
-    AccountingRequest, Code, Packet, StatusType,
-    clients::Clients,
-    dedup::{self, Dedup, Seen},
-    limiter::Limiter,
-};
+use super::clock::unix_ms;
 use crate::{
-    daemon::clock::unix_ms,
     metrics::RadiusMetrics,
-    sessions::{Change, Event, EventKind, History},
+    radius::{
+        self,
+        dedup::Key,
+        server::{Handled, status_label},
+    },
+    sessions::{Change, History},
     sink::session_store,
 };
 
@@ -35,33 +34,28 @@ const SILENCE_CHECK: Duration = Duration::from_secs(10);
 /// How often sessions past the retention leave memory, at most.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
-pub struct Server {
+pub struct RadiusSocket {
     pub socket: UdpSocket,
-    pub clients: Clients,
+    pub server: radius::server::Server,
     pub history: Arc<Mutex<History>>,
     /// A connection of its own, with `synchronous = FULL`: a commit is on
     /// disk before the answer leaves.
     pub db: Connection,
     pub metrics: RadiusMetrics,
-    pub limiter: Limiter,
-    /// Sessions silent for this many interim intervals are closed.
-    pub silence_multiple: u32,
     /// Sessions stopped longer ago leave memory (not SQLite).
     pub retention_ms: u64,
-    pub default_interim_s: u32,
-    pub dedup: Dedup,
 }
 
 /// One batch: what to make durable, then what to send.
 #[derive(Default)]
 struct Batch {
     changes: Vec<Change>,
-    answers: Vec<(dedup::Key, Vec<u8>)>,
+    answers: Vec<(Key, Vec<u8>)>,
     /// Answers to retransmissions of requests already durable.
     resend: Vec<(SocketAddr, Vec<u8>)>,
 }
 
-impl Server {
+impl RadiusSocket {
     /// Serves until the task is dropped.
     pub async fn serve(mut self) {
         let mut buf = vec![0; MAX_PACKET];
@@ -83,11 +77,7 @@ impl Server {
                 }
                 _ = silence.tick() => {
                     let mut history = self.history.lock().expect("history lock poisoned");
-                    batch.changes = history.close_silent(
-                        unix_ms(),
-                        self.silence_multiple,
-                        self.default_interim_s,
-                    );
+                    batch.changes = self.server.close_silent(unix_ms(), &mut history);
                 }
             }
             // Whatever queued meanwhile rides on the same commit.
@@ -127,53 +117,24 @@ impl Server {
     }
 
     fn handle(&mut self, datagram: &[u8], peer: SocketAddr, batch: &mut Batch) {
-        let now_ms = unix_ms();
-        let Some(secret) = self.clients.secret(peer.ip()) else {
-            return self.metrics.count("unknown", "unknown_client");
-        };
-        let packet = match Packet::decode(datagram) {
-            Ok(packet) => packet,
-            Err(_) => return self.metrics.count("unknown", "malformed"),
-        };
-        if packet.code != Code::AccountingRequest {
-            return self.metrics.count("unknown", "unsupported_code");
-        }
-        // Silently discarded, as RFC 5080 §2.2.1 asks: no hint for a guesser.
-        if packet.verify_accounting_request(secret).is_err() {
-            return self.metrics.count("unknown", "bad_authenticator");
-        }
-        // After authentication, so forged requests cannot spend a NAS's budget.
-        if !self.limiter.allow(peer.ip(), now_ms) {
-            return self.metrics.count("unknown", "rate_limited");
-        }
-        let key = dedup::Key {
-            peer,
-            identifier: packet.identifier,
-            authenticator: packet.authenticator,
-        };
-        match self.dedup.check(key, now_ms) {
-            Seen::New => {}
-            Seen::Pending => return self.metrics.count("unknown", "duplicate"),
-            Seen::Answered(answer) => {
-                batch.resend.push((peer, answer.to_vec()));
-                return self.metrics.count("unknown", "duplicate");
-            }
-        }
-        let request = match AccountingRequest::from_packet(&packet) {
-            Ok(request) => request,
-            Err(_) => {
-                self.dedup.forget(&key);
-                return self.metrics.count("unknown", "malformed");
-            }
-        };
-        if let Some(event) = event(&request, peer, now_ms) {
+        let handled = {
             let mut history = self.history.lock().expect("history lock poisoned");
-            batch.changes.extend(history.apply(&event));
+            self.server.handle(unix_ms(), peer, datagram, &mut history)
+        };
+        match handled {
+            Handled::Discarded { reason } => self.metrics.count("unknown", reason),
+            Handled::Pending => self.metrics.count("unknown", "duplicate"),
+            Handled::Resend { answer } => {
+                batch.resend.push((peer, answer));
+                self.metrics.count("unknown", "duplicate");
+            }
+            Handled::Accepted(accepted) => {
+                batch.changes.extend(accepted.changes);
+                batch.answers.push((accepted.key, accepted.answer));
+                self.metrics
+                    .count(status_label(accepted.status), "accepted");
+            }
         }
-        batch
-            .answers
-            .push((key, packet.accounting_response(secret)));
-        self.metrics.count(status_label(request.status), "accepted");
     }
 
     async fn commit(&mut self, batch: Batch) {
@@ -187,7 +148,7 @@ impl Server {
                 batch.changes.len()
             );
             for (key, _) in &batch.answers {
-                self.dedup.forget(key);
+                self.server.failed(key);
             }
             self.metrics.count("unknown", "store_failed");
             return;
@@ -196,7 +157,7 @@ impl Server {
             if let Err(err) = self.socket.send_to(&answer, key.peer).await {
                 tracing::debug!("radius answer to {}: {err}", key.peer);
             }
-            self.dedup.answered(&key, answer);
+            self.server.answered(&key, answer);
         }
         for (peer, answer) in batch.resend {
             let _ = self.socket.send_to(&answer, peer).await;
@@ -206,63 +167,5 @@ impl Server {
             .sessions_open
             .set(history.open_sessions() as i64);
         self.metrics.sessions_in_memory.set(history.len() as i64);
-    }
-}
-
-/// The session event an accounting request describes; `None` for status
-/// types that say nothing about sessions (answered all the same).
-pub fn event(request: &AccountingRequest, peer: SocketAddr, now_ms: u64) -> Option<Event> {
-    let kind = match request.status {
-        StatusType::Start => EventKind::Start,
-        StatusType::Stop => EventKind::Stop,
-        StatusType::InterimUpdate => EventKind::InterimUpdate,
-        StatusType::AccountingOn => EventKind::AccountingOn,
-        StatusType::AccountingOff => EventKind::AccountingOff,
-        StatusType::Other(_) => return None,
-    };
-    // Event-Timestamp when the NAS sent one, else arrival minus the delay
-    // the NAS reports (RFC 2866 §5.2).
-    let time_ms = match request.event_timestamp {
-        Some(secs) => u64::from(secs) * 1000,
-        None => now_ms.saturating_sub(u64::from(request.delay_time.unwrap_or(0)) * 1000),
-    };
-    let nas = request
-        .nas_ip
-        .map(|ip| ip.to_string())
-        .or_else(|| request.nas_ipv6.map(|ip| ip.to_string()))
-        .or_else(|| request.nas_identifier.clone())
-        .unwrap_or_else(|| peer.ip().to_canonical().to_string());
-    Some(Event {
-        kind,
-        nas,
-        session_id: request.session_id.clone().unwrap_or_default(),
-        user_name: request.user_name.clone(),
-        framed_ip: request.framed_ip,
-        framed_ipv6: request.framed_ipv6_address,
-        framed_prefixes: request
-            .framed_ipv6_prefix
-            .into_iter()
-            .chain(request.delegated_ipv6_prefix)
-            .collect(),
-        time_ms,
-        session_time_s: request.session_time,
-        interim_interval_s: request.interim_interval,
-        input_octets: request.input_octets,
-        output_octets: request.output_octets,
-        nas_port_id: request.nas_port_id.clone(),
-        calling_station_id: request.calling_station_id.clone(),
-        class: request.class.first().cloned(),
-        terminate_cause: request.terminate_cause,
-    })
-}
-
-fn status_label(status: StatusType) -> &'static str {
-    match status {
-        StatusType::Start => "start",
-        StatusType::Stop => "stop",
-        StatusType::InterimUpdate => "interim_update",
-        StatusType::AccountingOn => "accounting_on",
-        StatusType::AccountingOff => "accounting_off",
-        StatusType::Other(_) => "other",
     }
 }

@@ -1,6 +1,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
+use crate::rng::Rng;
 
 const T0: u64 = 1_700_000_000_000;
 const NAS: &str = "198.18.0.1";
@@ -1018,26 +1019,6 @@ impl Rows {
             self.sessions.values().rev().cloned(),
             self.addresses.values().rev().cloned(),
         )
-    }
-}
-
-/// Deterministic pseudo-random numbers (xorshift64).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
     }
 }
 
