@@ -15,7 +15,7 @@ use flowtally::{
     associate::Associator,
     radius::{AccountingRequest, StatusType},
     rng::Rng,
-    sessions::{Event, EventKind, History},
+    sessions::{Event, History},
     usage::UsageRow,
 };
 use flowtally_common::agg::Direction;
@@ -129,24 +129,13 @@ fn whois_rate() -> History {
     let mut history = History::new();
     let build = Instant::now();
     for n in 0..SESSIONS {
-        let event = Event {
-            kind: EventKind::Start,
-            nas: format!("198.18.0.{}", n % 200),
-            session_id: format!("s{n}"),
-            user_name: Some(format!("user{n}")),
-            framed_ip: Some(std::net::Ipv4Addr::from(0x6440_0000 + n)),
-            framed_ipv6: None,
-            framed_prefixes: Vec::new(),
-            time_ms: 1_700_000_000_000 + u64::from(n),
-            session_time_s: None,
-            interim_interval_s: None,
-            input_octets: None,
-            output_octets: None,
-            nas_port_id: None,
-            calling_station_id: None,
-            class: None,
-            terminate_cause: None,
-        };
+        let event = Event::start_v4(
+            format!("198.18.0.{}", n % 200),
+            format!("s{n}"),
+            format!("user{n}"),
+            std::net::Ipv4Addr::from(0x6440_0000 + n),
+            1_700_000_000_000 + u64::from(n),
+        );
         history.apply(&event);
     }
     let build = build.elapsed();

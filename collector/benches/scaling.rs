@@ -25,7 +25,7 @@ use flowtally::{
         v5::{Record, encode},
     },
     rng::Rng,
-    sessions::{Event, EventKind, History},
+    sessions::{Event, History},
     subscribers::SubscriberNets,
     xdp::{DataPlane, KernelConfig, KernelTemplates},
 };
@@ -383,24 +383,13 @@ fn udp_frame(src: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
 }
 
 fn start(n: u32) -> Event {
-    Event {
-        kind: EventKind::Start,
-        nas: format!("198.18.0.{}", n % 200),
-        session_id: format!("s{n}"),
-        user_name: Some(format!("user{n}")),
-        framed_ip: Some(Ipv4Addr::from(0x6440_0000 + n)),
-        framed_ipv6: None,
-        framed_prefixes: Vec::new(),
-        time_ms: 1_700_000_000_000 + u64::from(n),
-        session_time_s: None,
-        interim_interval_s: None,
-        input_octets: None,
-        output_octets: None,
-        nas_port_id: None,
-        calling_station_id: None,
-        class: None,
-        terminate_cause: None,
-    }
+    Event::start_v4(
+        format!("198.18.0.{}", n % 200),
+        format!("s{n}"),
+        format!("user{n}"),
+        Ipv4Addr::from(0x6440_0000 + n),
+        1_700_000_000_000 + u64::from(n),
+    )
 }
 
 /// Memory charged to this process's BPF maps (`memlock` of each map fd).

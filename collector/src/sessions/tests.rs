@@ -11,33 +11,12 @@ fn s(seconds: u64) -> u64 {
 }
 
 fn event(kind: EventKind, session_id: &str, time_ms: u64) -> Event {
-    Event {
-        kind,
-        nas: NAS.into(),
-        session_id: session_id.into(),
-        user_name: None,
-        framed_ip: None,
-        framed_ipv6: None,
-        framed_prefixes: Vec::new(),
-        time_ms,
-        session_time_s: None,
-        interim_interval_s: None,
-        input_octets: None,
-        output_octets: None,
-        nas_port_id: None,
-        calling_station_id: None,
-        class: None,
-        terminate_cause: None,
-    }
+    Event::new(kind, NAS, session_id, time_ms)
 }
 
 /// A Start of `user` holding the IPv4 address `ip`.
 fn start(session_id: &str, user: &str, ip: &str, time_ms: u64) -> Event {
-    Event {
-        user_name: Some(user.into()),
-        framed_ip: Some(ip.parse().unwrap()),
-        ..event(EventKind::Start, session_id, time_ms)
-    }
+    Event::start_v4(NAS, session_id, user, ip.parse().unwrap(), time_ms)
 }
 
 fn interim(session_id: &str, time_ms: u64) -> Event {
