@@ -100,22 +100,9 @@ mod tests {
 
     fn row(exporter: Option<&str>, bytes: u64, flows: u64) -> UsageRow {
         UsageRow {
-            bucket_start_ms: 0,
-            bucket_width_ms: 60_000,
-            subscriber_ip: "100.64.0.1".parse().unwrap(),
-            direction: Direction::Down,
-            user_name: None,
-            session_id: None,
-            peer_ip: None,
-            protocol: None,
-            subscriber_port: None,
-            peer_port: None,
             exporter: exporter.map(|e| e.parse().unwrap()),
-            bytes,
-            packets: 1,
             flows,
-            first_ms: 0,
-            last_ms: 0,
+            ..UsageRow::bare(0, "100.64.0.1".parse().unwrap(), Direction::Down, bytes)
         }
     }
 

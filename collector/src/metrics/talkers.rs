@@ -181,22 +181,8 @@ mod tests {
 
     fn row(user: Option<&str>, ip: &str, direction: Direction, bytes: u64) -> UsageRow {
         UsageRow {
-            bucket_start_ms: 0,
-            bucket_width_ms: 60_000,
-            subscriber_ip: ip.parse().unwrap(),
-            direction,
             user_name: user.map(str::to_owned),
-            session_id: None,
-            peer_ip: None,
-            protocol: None,
-            subscriber_port: None,
-            peer_port: None,
-            exporter: None,
-            bytes,
-            packets: 1,
-            flows: 1,
-            first_ms: 0,
-            last_ms: 0,
+            ..UsageRow::bare(0, ip.parse().unwrap(), direction, bytes)
         }
     }
 
