@@ -405,7 +405,11 @@ impl Drop for Flowtally {
 pub fn scrape(addr: SocketAddr) -> BTreeMap<String, f64> {
     let mut stream = TcpStream::connect_timeout(&addr, PATIENCE).expect("connect to /metrics");
     stream.set_read_timeout(Some(PATIENCE)).unwrap();
-    write!(stream, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");

@@ -155,8 +155,8 @@ pub fn check(ws: &Workspace, deb: &Path) -> Result<()> {
     )
     .context("the packaged configuration fails the packaged binary's check-config")?;
     ensure!(
-        effective.contains("metrics = \"127.0.0.1:9725\""),
-        "the packaged configuration does not keep /metrics local:\n{effective}"
+        effective.contains("[http]\nlisten = \"127.0.0.1:9725\""),
+        "the packaged configuration does not keep the HTTP listener local:\n{effective}"
     );
     verify_unit(&root)?;
     println!(
