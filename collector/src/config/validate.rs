@@ -31,6 +31,7 @@ impl Config {
         if self.db.as_os_str().is_empty() {
             return invalid("db", "--db", "must not be empty");
         }
+        self.http()?;
         clickhouse(&self.clickhouse)?;
         radius(&self.radius, self.late_window.0 + self.stop_grace.0)
     }
@@ -77,6 +78,32 @@ impl Config {
         }
         if self.log_summary.0 < Duration::from_secs(1) {
             return invalid("log_summary", "-", "must be at least 1s");
+        }
+        Ok(())
+    }
+
+    /// The HTTP listener, under its old name too: off loopback, its API
+    /// must not be open to the network.
+    fn http(&self) -> Checked {
+        if let Some(old) = self.metrics
+            && old != self.http.listen
+        {
+            return invalid(
+                "metrics",
+                "--metrics",
+                "is the old name of `http.listen`: give one of them",
+            );
+        }
+        if !self.http.listen.ip().is_loopback() && self.http.token_file.is_none() {
+            return invalid(
+                "http.token_file",
+                "-",
+                format!(
+                    "needed: the HTTP listener {} is not on loopback, and its API must not be \
+                     open to the network",
+                    self.http.listen
+                ),
+            );
         }
         Ok(())
     }

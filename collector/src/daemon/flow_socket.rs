@@ -3,7 +3,7 @@
 //! here and is decoded and aggregated with the same rules as in the kernel.
 
 use std::{
-    collections::HashSet,
+    collections::{BTreeMap, HashSet},
     io,
     net::{IpAddr, SocketAddr},
     sync::{Arc, Mutex},
@@ -20,7 +20,7 @@ use tokio::net::UdpSocket;
 use crate::{
     aggregate::Aggregator,
     daemon::clock::unix_ms,
-    ip::to_ip,
+    ip::{to_addr, to_ip},
     metrics::Metrics,
     netflow::{TemplateCache, TemplateChange},
     xdp::KernelTemplates,
@@ -155,6 +155,7 @@ impl SocketPath {
         {
             return self.reject("unknown_exporter");
         }
+        self.metrics.exporters.datagram(to_addr(&exporter), now_ms);
         match datagram.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]])) {
             Some(v5::VERSION) => self.handle_v5(&exporter, datagram),
             Some(V9 | IPFIX) => self.handle_templated(now_ms, &exporter, datagram),
@@ -223,6 +224,17 @@ impl SocketPath {
         {
             tracing::warn!("kernel template hold: {err}");
         }
+    }
+
+    /// Per exporter: the templates held, and how many are compiled.
+    pub fn templates_per_exporter(&self) -> BTreeMap<IpAddr, (usize, usize)> {
+        let templates = self.templates.lock().expect("templates lock poisoned");
+        templates
+            .cache
+            .per_exporter()
+            .into_iter()
+            .map(|(ip, counts)| (to_addr(&ip), counts))
+            .collect()
     }
 
     fn reject(&self, reason: &'static str) {

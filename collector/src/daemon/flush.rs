@@ -139,6 +139,8 @@ impl Flusher {
             .inc_by(summary.unattributed_bytes);
         metrics.association_backlog.set(associator.backlog() as i64);
         metrics.users.observe(&attributed);
+        metrics.talkers.observe(&attributed, now_ms);
+        metrics.exporters.flushed(&attributed, now_ms);
         let mut rows = std::mem::take(&mut self.pending);
         rows.extend(attributed);
         let mut changes = std::mem::take(&mut self.pending_changes);

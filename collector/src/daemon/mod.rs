@@ -1,7 +1,8 @@
 //! The I/O shell of `flowtally run`: everything that touches sockets, the
 //! kernel, files and the clock, around the sans-IO cores. `serve` runs the
 //! steps in order: open the store, bind the flow sockets, start the XDP data
-//! plane, serve metrics, start the socket path and the RADIUS server, drop
+//! plane, start the socket path, serve HTTP (metrics, API, console), start
+//! the RADIUS server, drop
 //! privileges, announce, then flush every interval until SIGINT or SIGTERM,
 //! when it stops all intake, flushes everything, and exits.
 
@@ -37,7 +38,8 @@ use crate::{
     aggregate::Aggregator,
     associate::{Associator, Waiting},
     config::{Config, Mode},
-    metrics::{self, Metrics, UserMetrics},
+    http,
+    metrics::{Metrics, UserMetrics},
     netflow::Limits,
     radius::{self, clients::Clients, limiter::Limiter},
     sessions::History,
@@ -69,12 +71,19 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .collect::<Result<Vec<SocketAddr>, _>>()?;
     let mut tasks = JoinSet::new();
     let mut kernel = start_kernel(&config, &netflow_addrs, &metrics, &mut tasks)?;
-    let metrics_addr = serve_metrics(&config, &metrics, kernel.stats.take(), &mut tasks).await?;
     let socket_path = Arc::new(start_socket_path(
         &config,
         &metrics,
         kernel.templates.take(),
     )?);
+    let http_addr = serve_http(
+        &config,
+        &metrics,
+        kernel.stats.take(),
+        &socket_path,
+        &mut tasks,
+    )
+    .await?;
     let radius_addr = start_radius(&config, &store.history, &metrics, &mut tasks).await?;
     let mut receivers = JoinSet::new();
     for socket in sockets {
@@ -96,7 +105,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(addr) = radius_addr {
         println!("listen radius udp {addr}");
     }
-    println!("listen metrics http://{metrics_addr}/metrics");
+    println!("listen metrics http://{http_addr}/metrics");
+    println!("listen http http://{http_addr}/");
     for attachment in kernel.plane.iter().flat_map(|plane| plane.attachments()) {
         println!("xdp {} {}", attachment.iface, attachment.mode);
     }
@@ -249,19 +259,33 @@ fn start_kernel(
     })
 }
 
-/// Binds the metrics endpoint and serves it; returns its address.
-async fn serve_metrics(
+/// Binds the HTTP listener and serves `/metrics`, the API and the console
+/// on it; returns its address.
+async fn serve_http(
     config: &Config,
     metrics: &Metrics,
     kernel_stats: Option<KernelStats>,
+    socket_path: &Arc<SocketPath>,
     tasks: &mut JoinSet<()>,
 ) -> anyhow::Result<SocketAddr> {
-    let registry = Arc::new(metrics.registry(kernel_stats));
-    let listener = TcpListener::bind(config.metrics)
+    let access = http::Access::load(&config.http)?;
+    let listener = TcpListener::bind(config.http.listen)
         .await
-        .with_context(|| format!("metrics {}", config.metrics))?;
+        .with_context(|| format!("http {}", config.http.listen))?;
     let addr = listener.local_addr()?;
-    tasks.spawn(metrics::http::serve(listener, registry));
+    let templates = Arc::clone(socket_path);
+    let shared = http::Shared {
+        registry: Arc::new(metrics.registry(kernel_stats)),
+        db: config.db.clone(),
+        access,
+        tariffs: config.http.tariffs.clone(),
+        orgs: config.http.orgs.clone(),
+        metrics: metrics.clone(),
+        templates: Box::new(move || templates.templates_per_exporter()),
+        clock: || Timestamp(clock::unix_ms()),
+        reads: tokio::sync::Semaphore::new(http::MAX_READS),
+    };
+    tasks.spawn(http::serve(listener, http::router(Arc::new(shared))));
     Ok(addr)
 }
 

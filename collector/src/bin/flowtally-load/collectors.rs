@@ -351,7 +351,10 @@ pub fn scrape(lab: &Lab) -> Result<BTreeMap<String, f64>> {
         let addr: SocketAddr = METRICS.parse()?;
         let mut stream = TcpStream::connect_timeout(&addr, STARTUP)?;
         stream.set_read_timeout(Some(STARTUP))?;
-        write!(stream, "GET /metrics HTTP/1.1\r\nHost: l\r\n\r\n")?;
+        write!(
+            stream,
+            "GET /metrics HTTP/1.1\r\nHost: l\r\nConnection: close\r\n\r\n"
+        )?;
         let mut response = String::new();
         stream.read_to_string(&mut response)?;
         Ok(response)
