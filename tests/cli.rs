@@ -175,3 +175,54 @@ fn netflow_sockets_get_the_receive_buffer_asked_for() {
         flowtally.stderr()
     );
 }
+
+/// An idle daemon logs no line per flush at INFO (17 280 a day at 5 s):
+/// one `idle:` summary per `log_summary` period, and the first flush that
+/// writes usage at once.
+#[test]
+fn an_idle_daemon_logs_a_summary_per_period_not_a_line_per_flush() {
+    let tmp = TempDir::new();
+    let config = tmp.path("ft.toml");
+    std::fs::write(&config, "log_summary = \"1s\"\n").unwrap();
+    let db = tmp.path("flowtally.db");
+    let flowtally = Flowtally::start(
+        None,
+        &[
+            "--config",
+            path_str(&config),
+            "--mode",
+            "socket",
+            "--netflow",
+            "127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:0",
+            "--flush-interval",
+            "100ms",
+            "--db",
+            path_str(&db),
+        ],
+    );
+    let flushes = |n: f64| {
+        scrape(flowtally.metrics_addr())
+            .get("flowtally_drain_duration_seconds_count")
+            .is_some_and(|&count| count >= n)
+    };
+    eventually("30 idle flushes", || flushes(30.0));
+    let stderr = flowtally.stderr();
+    let idle = stderr.lines().filter(|l| l.contains(" idle: ")).count();
+    assert!(idle >= 2, "an idle line per second of 3: {stderr}");
+    assert!(idle <= 4, "{stderr}");
+    assert!(!stderr.contains("flush:"), "no per-flush line: {stderr}");
+
+    let export = support::v5gen::exports(1, 7).remove(0).bytes();
+    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sender.send_to(&export, flowtally.ready.netflow[0]).unwrap();
+    eventually(
+        &format!("the first usage logged: {}", flowtally.stderr()),
+        || {
+            flowtally
+                .stderr()
+                .contains("flows arriving: first flush with usage")
+        },
+    );
+}

@@ -12,7 +12,7 @@ use std::{
 };
 
 use flowtally::netflow::v5::{Record, encode};
-use flowtally::sink::clickhouse::read;
+use flowtally::report::source::clickhouse as read;
 use flowtally_common::v5::Header;
 use support::{
     BIN, Flowtally, NetNs, RADIUS_SECRET, TempDir, clickhouse::ClickHouse, eventually,

@@ -18,10 +18,7 @@ use flowtally::{
     xdp::DataPlane,
 };
 use flowtally_common::{RecordStat, XdpStat, agg::ip_from_v4};
-use support::{frames::udp_v4_frame, kernel_config, require_root};
-
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
+use support::{XDP_DROP, XDP_PASS, frames::udp_v4_frame, kernel_config, require_root};
 
 fn inputs() -> Vec<(String, Vec<u8>)> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/template_compiler");

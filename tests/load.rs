@@ -83,8 +83,8 @@ fn a_short_soak_with_restarts_loses_nothing() {
     require_root();
     let stdout = flowtally_load(&[
         "soak",
-        "--minutes",
-        "0.4",
+        "--runs",
+        "3",
         "--restart-every",
         "8",
         "--sample-every",

@@ -14,8 +14,8 @@ use std::{
 use flowtally::netflow::v5::{Record, encode};
 use flowtally_common::v5::Header;
 use support::{
-    Flowtally, NetNs, RADIUS_SECRET, TempDir, clickhouse::ClickHouse, eventually, path_str,
-    radclient, require_root, scrape, start_on_loopback, usage_by_user, veth_pair,
+    RADIUS_SECRET, TempDir, VethLab, clickhouse::ClickHouse, eventually, path_str, radclient,
+    require_root, scrape, start_on_loopback, usage_by_user,
 };
 
 const SECRET: &str = RADIUS_SECRET;
@@ -67,27 +67,17 @@ fn start_session(radius: SocketAddr, user: &str, host: u8) {
 #[ignore = "needs root: run `cargo xtask test`"]
 fn sigterm_writes_maps_ring_backlog_and_clickhouse_before_exiting() {
     require_root();
-    let (sender, collector) = (NetNs::new(), NetNs::new());
-    let (_, iface) = veth_pair(&sender, "198.18.0.1/30", &collector, "198.18.0.2/30");
-    let ch = ClickHouse::start_in(&collector, [127, 0, 0, 1]);
+    let lab = VethLab::new();
+    let ch = ClickHouse::start_in(&lab.collector, [127, 0, 0, 1]);
     let tmp = TempDir::new();
     let (db, config) = (tmp.path("ft.db"), tmp.path("ft.toml"));
     std::fs::write(&config, "[maps]\naggregate_entries = 4\n").unwrap();
-    let mut flowtally = Flowtally::start(
-        Some(&collector),
+    let mut flowtally = lab.start(
+        "xdp",
+        &db,
         &[
             "--config",
             path_str(&config),
-            "--iface",
-            &iface,
-            "--mode",
-            "xdp",
-            "--netflow",
-            "198.18.0.2:2055",
-            "--metrics",
-            "127.0.0.1:0",
-            "--db",
-            path_str(&db),
             "--subscriber-net",
             "198.18.100.0/24",
             "--flush-interval",
@@ -101,17 +91,11 @@ fn sigterm_writes_maps_ring_backlog_and_clickhouse_before_exiting() {
     let metrics = flowtally.metrics_addr();
     let hosts: Vec<u8> = (1..=30).collect();
     let exports = 20;
-    sender.enter(|| {
-        let socket = UdpSocket::bind("198.18.0.1:0").unwrap();
-        for _ in 0..exports {
-            socket
-                .send_to(&export(&hosts, 1000), "198.18.0.2:2055")
-                .unwrap();
-        }
-    });
+    let export = export(&hosts, 1000);
+    lab.send((0..exports).map(|_| &export[..]));
     let xdp_packets = "flowtally_packets_total{path=\"xdp\"}";
     eventually("the exports aggregated in the kernel", || {
-        metric(&collector.enter(|| scrape(metrics)), xdp_packets) == exports
+        metric(&lab.scrape(metrics), xdp_packets) == exports
     });
     assert!(
         usage_by_user(&db).is_empty(),

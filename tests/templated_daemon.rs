@@ -4,13 +4,13 @@
 
 mod support;
 
-use std::{collections::BTreeMap, net::UdpSocket};
+use std::collections::BTreeMap;
 
 use flowtally::netflow::{
     encode::{Set, Template, export},
     sets::{FieldSpec, Header, V9},
 };
-use support::{Flowtally, NetNs, TempDir, eventually, path_str, require_root, scrape, veth_pair};
+use support::{TempDir, VethLab, eventually, require_root};
 
 const TEMPLATE_ID: u16 = 260;
 /// Source, destination, octets, packets, last switched.
@@ -65,38 +65,22 @@ fn metric(metrics: &BTreeMap<String, f64>, name: &str) -> u64 {
 #[ignore = "needs root: run `cargo xtask test`"]
 fn templates_move_data_into_the_kernel_and_survive_a_kill() {
     require_root();
-    let (sender, collector) = (NetNs::new(), NetNs::new());
-    let (_, iface) = veth_pair(&sender, "198.18.0.1/30", &collector, "198.18.0.2/30");
+    let lab = VethLab::new();
     let tmp = TempDir::new();
     let db = tmp.path("ft.db");
     let args = [
-        "--iface",
-        &iface,
-        "--mode",
-        "xdp",
-        "--netflow",
-        "198.18.0.2:2055",
-        "--metrics",
-        "127.0.0.1:0",
-        "--db",
-        path_str(&db),
         "--subscriber-net",
         "198.18.100.0/24",
         "--flush-interval",
         "100ms",
     ];
-    let send = |payload: &[u8]| {
-        sender.enter(|| {
-            let socket = UdpSocket::bind("198.18.0.1:0").unwrap();
-            socket.send_to(payload, "198.18.0.2:2055").unwrap();
-        });
-    };
+    let send = |payload: &[u8]| lab.send([payload]);
     let xdp_records = r#"flowtally_records_total{path="xdp"}"#;
     let socket_records = r#"flowtally_records_total{path="socket"}"#;
 
-    let mut first = Flowtally::start(Some(&collector), &args);
+    let mut first = lab.start("xdp", &db, &args);
     let metrics = first.metrics_addr();
-    let now = || collector.enter(|| scrape(metrics));
+    let now = || lab.scrape(metrics);
     send(&data(1, 1000));
     eventually("data before its template to be buffered", || {
         metric(
@@ -123,9 +107,9 @@ fn templates_move_data_into_the_kernel_and_survive_a_kill() {
     first.signal(libc::SIGKILL);
     first.wait();
 
-    let mut second = Flowtally::start(Some(&collector), &args);
+    let mut second = lab.start("xdp", &db, &args);
     let metrics = second.metrics_addr();
-    let now = || collector.enter(|| scrape(metrics));
+    let now = || lab.scrape(metrics);
     assert_eq!(
         metric(&now(), "flowtally_templates_compiled"),
         1,

@@ -4,13 +4,12 @@
 
 mod support;
 
-use std::{collections::BTreeMap, net::UdpSocket};
+use std::collections::BTreeMap;
 
 use flowtally_common::agg::Direction;
 use support::{
-    Flowtally, NetNs, TempDir, eventually, path_str, require_root, scrape,
-    v5gen::{SUBSCRIBERS, expected_bytes, exports},
-    veth_pair,
+    TempDir, VethLab, eventually, require_root,
+    v5gen::{Export, SUBSCRIBERS, expected_bytes, exports},
 };
 
 /// Exports go out in batches, each waited for on `/metrics`: a veth ring
@@ -54,52 +53,33 @@ fn usage_bytes(db: &std::path::Path) -> (BTreeMap<Direction, u64>, u64) {
 
 fn every_exported_byte_lands_in_usage(mode: &str, path: &str) {
     require_root();
-    let (sender, collector) = (NetNs::new(), NetNs::new());
-    let (_, iface) = veth_pair(&sender, "198.18.0.1/30", &collector, "198.18.0.2/30");
+    let lab = VethLab::new();
     let tmp = TempDir::new();
     let db = tmp.path("ft.db");
-    let mut flowtally = Flowtally::start(
-        Some(&collector),
-        &[
-            "--iface",
-            &iface,
-            "--mode",
-            mode,
-            "--netflow",
-            "198.18.0.2:2055",
-            "--metrics",
-            "127.0.0.1:0",
-            "--db",
-            path_str(&db),
-            "--subscriber-net",
-            SUBSCRIBERS,
-            "--flush-interval",
-            "100ms",
-        ],
+    let mut flowtally = lab.start(
+        mode,
+        &db,
+        &["--subscriber-net", SUBSCRIBERS, "--flush-interval", "100ms"],
     );
     let metrics = flowtally.metrics_addr();
     let exports = exports(400, 0xfeed);
     let packets = format!("flowtally_packets_total{{path=\"{path}\"}}");
     let records = format!("flowtally_records_total{{path=\"{path}\"}}");
-    sender.enter(|| {
-        let socket = UdpSocket::bind("198.18.0.1:0").unwrap();
-        for (batch, chunk) in exports.chunks(BATCH).enumerate() {
-            for export in chunk {
-                socket.send_to(&export.bytes(), "198.18.0.2:2055").unwrap();
-            }
-            let sent = (batch * BATCH + chunk.len()) as u64;
-            let now = || collector.enter(|| scrape(metrics));
-            eventually("a batch to be counted", || metric(&now(), &packets) >= sent);
-            // Let a drain fall between every other pair of batches, so that
-            // both kernel maps take turns holding data.
-            if batch % 2 == 0 {
-                let drains = metric(&now(), DRAINS);
-                eventually("a drain", || metric(&now(), DRAINS) > drains);
-            }
+    for (batch, chunk) in exports.chunks(BATCH).enumerate() {
+        let bytes: Vec<Vec<u8>> = chunk.iter().map(Export::bytes).collect();
+        lab.send(bytes.iter().map(Vec::as_slice));
+        let sent = (batch * BATCH + chunk.len()) as u64;
+        let now = || lab.scrape(metrics);
+        eventually("a batch to be counted", || metric(&now(), &packets) >= sent);
+        // Let a drain fall between every other pair of batches, so that
+        // both kernel maps take turns holding data.
+        if batch % 2 == 0 {
+            let drains = metric(&now(), DRAINS);
+            eventually("a drain", || metric(&now(), DRAINS) > drains);
         }
-    });
+    }
     let record_count: usize = exports.iter().map(|e| e.records.len()).sum();
-    let seen = collector.enter(|| scrape(metrics));
+    let seen = lab.scrape(metrics);
     assert_eq!(metric(&seen, &records), record_count as u64, "{seen:#?}");
     assert!(metric(&seen, DRAINS) >= 4, "drained while exports arrived");
 

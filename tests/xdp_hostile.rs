@@ -12,6 +12,7 @@ use flowtally::{
     netflow::{
         Limits, TemplateCache, TemplateChange,
         encode::{Set, Template, export},
+        layouts,
         sets::{FieldSpec, Header, IPFIX, V9},
         v5::{Record, encode},
     },
@@ -20,11 +21,9 @@ use flowtally::{
 use flowtally_common::{Counter, RecordStat, XdpStat, v5};
 use support::{
     frames::{V4, V6, ethernet, ipv4, ipv4_from, ipv6, udp_with},
-    kernel_config, require_root,
+    kernel_config, require_root, xdp_action,
 };
 
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
 const UDP: u8 = 17;
 /// `frames::ipv4`'s source: the exporter of every export here.
 const EXPORTER: [u8; 4] = [198, 18, 0, 1];
@@ -38,17 +37,7 @@ const FLOOD_DOMAIN: u32 = 99;
 const V9_ID: u16 = 300;
 const IPFIX_ID: u16 = 301;
 const TINY_ID: u16 = 302;
-const V9_FIELDS: [(u16, u16); 9] = [
-    (8, 4),
-    (12, 4),
-    (7, 2),
-    (11, 2),
-    (4, 1),
-    (1, 4),
-    (2, 4),
-    (22, 4),
-    (21, 4),
-];
+const V9_FIELDS: layouts::Fields = layouts::SOFTFLOWD_V9;
 const IPFIX_FIELDS: [(u16, u16); 4] = [(8, 4), (12, 4), (1, 8), (152, 8)];
 const TINY_FIELDS: [(u16, u16); 3] = [(8, 4), (12, 4), (1, 1)];
 
@@ -165,7 +154,7 @@ fn data(version: u16, sets: &[DataSet]) -> Vec<u8> {
 }
 
 fn v9(n: usize) -> Vec<u8> {
-    data(V9, &[(V9_ID, &V9_FIELDS, n)])
+    data(V9, &[(V9_ID, V9_FIELDS, n)])
 }
 
 fn ipfix(n: usize) -> Vec<u8> {
@@ -182,7 +171,7 @@ fn install_templates(plane: &mut DataPlane) {
     let teach_v9 = export(
         &header(V9, DOMAIN),
         &[Set::Templates(vec![
-            template(V9_ID, &V9_FIELDS),
+            template(V9_ID, V9_FIELDS),
             template(TINY_ID, &TINY_FIELDS),
         ])],
         false,
@@ -420,17 +409,17 @@ fn cases() -> Vec<Case> {
             ethernet(&[], V4, &ipv4(UDP, 0, 0, &udp_with(2056, &one))),
             PassOther,
         ),
-        case("empty UDP payload", v4_frame(&[]), PassFlowExport),
-        case("1-byte UDP payload", v4_frame(&[0]), PassFlowExport),
+        case("empty UDP payload", v4_frame(&[]), PassUnknownVersion),
+        case("1-byte UDP payload", v4_frame(&[0]), PassUnknownVersion),
         case(
             "version 7",
             v4_frame(&with(one.clone(), 0, &[0, 7])),
-            PassFlowExport,
+            PassUnknownVersion,
         ),
         case(
             "version 0xffff",
             v4_frame(&with(one.clone(), 0, &[0xff, 0xff])),
-            PassFlowExport,
+            PassUnknownVersion,
         ),
         // NetFlow v5.
         aggregated(
@@ -497,14 +486,14 @@ fn cases() -> Vec<Case> {
         ),
         aggregated(
             "v9, 16 sets (the most the kernel walks)",
-            v4_frame(&data(V9, &[(V9_ID, &V9_FIELDS[..], 1); 16])),
+            v4_frame(&data(V9, &[(V9_ID, V9_FIELDS, 1); 16])),
             DropTemplatedAggregated,
             16,
             16 * 50,
         ),
         case(
             "v9, 17 sets",
-            v4_frame(&data(V9, &[(V9_ID, &V9_FIELDS[..], 1); 17])),
+            v4_frame(&data(V9, &[(V9_ID, V9_FIELDS, 1); 17])),
             PassTemplatedInvalid,
         ),
         aggregated(
@@ -566,13 +555,13 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "v9 compiled data, then data of an unknown template",
-            v4_frame(&data(V9, &[(V9_ID, &V9_FIELDS, 1), (555, &V9_FIELDS, 1)])),
+            v4_frame(&data(V9, &[(V9_ID, V9_FIELDS, 1), (555, V9_FIELDS, 1)])),
             PassTemplatedToUser,
         ),
         case(
             "v9 compiled data, then a set running past the end",
             v4_frame(&{
-                let export = data(V9, &[(V9_ID, &V9_FIELDS, 1), (V9_ID, &V9_FIELDS, 1)]);
+                let export = data(V9, &[(V9_ID, V9_FIELDS, 1), (V9_ID, V9_FIELDS, 1)]);
                 with(export, 20 + 33 + 2, &[0, 34])
             }),
             PassTemplatedInvalid,
@@ -666,10 +655,7 @@ fn every_hostile_frame_gets_its_verdict_and_moves_exactly_its_counters() {
     assert!(cases.len() >= 50, "{} cases", cases.len());
     for c in cases {
         let (frames_before, records_before) = totals(&stats);
-        let verdict = match c.stat.verdict() {
-            "drop" => XDP_DROP,
-            _ => XDP_PASS,
-        };
+        let verdict = xdp_action(c.stat.verdict());
         let ran = plane.run_frame(&c.frame);
         assert_eq!(
             ran.unwrap_or_else(|e| panic!("{}: {e}", c.name)),
@@ -748,11 +734,7 @@ fn a_strangers_exports_are_dropped_and_nothing_else_of_it() {
         let frame = ethernet(&[], V4, &packet);
         let before = stats.frames(stat).count;
         let parsed = stats.records(RecordStat::Parsed).count;
-        let verdict = if stat.verdict() == "drop" {
-            XDP_DROP
-        } else {
-            XDP_PASS
-        };
+        let verdict = xdp_action(stat.verdict());
         assert_eq!(plane.run_frame(&frame).unwrap(), verdict, "case {i}");
         assert_eq!(stats.frames(stat).count, before + 1, "case {i}");
         let records = u64::from(stat == XdpStat::DropV5Aggregated);

@@ -1,5 +1,6 @@
 //! The XDP program: finds flow exports (UDP to a collector port) among the
-//! frames of an interface, parses NetFlow v5 exports and aggregates their
+//! frames of an interface, parses NetFlow v5 exports and the v9/IPFIX
+//! exports whose templates userspace compiled for it, aggregates their
 //! records in the kernel, and passes everything else up unchanged. Every
 //! frame is counted by verdict and class.
 #![no_std]
@@ -23,8 +24,9 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use flowtally_common::{
-    Counter, MAX_COLLECTOR_PORTS, MAX_EXPORTERS, MAX_SUBSCRIBER_NETS, RecordStat, XdpStat,
+    Counter, MAX_COLLECTOR_PORTS, MAX_EXPORTERS, MAX_SUBSCRIBER_NETS, RecordStat, Verdict, XdpStat,
     agg::{FLAG_EXPORTER_ALLOWLIST, Ip, KEEP_ALL},
+    templated::{IPFIX, V9},
     v5::VERSION as V5,
 };
 
@@ -65,8 +67,8 @@ pub fn flowtally(ctx: XdpContext) -> u32 {
     let stat = classify(&ctx, &frame);
     count(&STATS, stat as u32, 1, frame.len() as u64);
     match stat.verdict() {
-        "drop" => xdp_action::XDP_DROP,
-        _ => xdp_action::XDP_PASS,
+        Verdict::Drop => xdp_action::XDP_DROP,
+        Verdict::Pass => xdp_action::XDP_PASS,
     }
 }
 
@@ -89,8 +91,10 @@ fn classify(ctx: &XdpContext, frame: &Frame) -> XdpStat {
             }
             match frame.array::<2>(payload).map(u16::from_be_bytes) {
                 Some(V5) => v5::aggregate(ctx, payload, len, &src),
-                Some(version @ (9 | 10)) => templated::aggregate(ctx, payload, len, &src, version),
-                _ => XdpStat::PassFlowExport,
+                Some(version @ (V9 | IPFIX)) => {
+                    templated::aggregate(ctx, payload, len, &src, version)
+                }
+                _ => XdpStat::PassUnknownVersion,
             }
         }
         Transport::Fragment => XdpStat::PassFragment,

@@ -22,6 +22,7 @@ use flowtally_common::{
         CompiledTemplate, ExportTime, MAX_COMPILED_TEMPLATES, MAX_EXPORT_LEN, MAX_EXPORT_RECORDS,
         MAX_RECORD_LEN, MAX_SETS, MAX_TEMPLATE_DOMAINS, MIN_RECORD_LEN, TemplateKey,
     },
+    templated::{FIRST_DATA_SET_ID, V9, header_len},
 };
 
 use crate::flow;
@@ -35,11 +36,6 @@ static SEEN: HashMap<TemplateKey, u64> = HashMap::with_max_entries(MAX_TEMPLATE_
 
 #[map(name = "TEMPLATE_SETS_DONE")]
 static DONE: HashMap<TemplateKey, u64> = HashMap::with_max_entries(MAX_TEMPLATE_DOMAINS, 0);
-
-const V9_HEADER_LEN: usize = 20;
-const IPFIX_HEADER_LEN: usize = 16;
-/// Set ids below this are (options) template sets.
-const FIRST_DATA_SET_ID: u16 = 256;
 
 /// What the set walk concluded.
 const OK: u32 = 0;
@@ -94,11 +90,7 @@ pub fn aggregate(
     exporter: &Ip,
     version: u16,
 ) -> XdpStat {
-    let header_len = if version == 9 {
-        V9_HEADER_LEN
-    } else {
-        IPFIX_HEADER_LEN
-    };
+    let header_len = header_len(version);
     if len < header_len || len > MAX_EXPORT_LEN {
         return XdpStat::PassTemplatedInvalid;
     }
@@ -116,7 +108,7 @@ pub fn aggregate(
     e.len = n;
     e.key.exporter = *exporter;
     e.key.version = version;
-    if version == 9 {
+    if version == V9 {
         e.time = ExportTime {
             unix_secs: be32(&e.buf, 8),
             sys_uptime_ms: be32(&e.buf, 4),

@@ -14,6 +14,7 @@ use flowtally::{
     netflow::{
         Limits, TemplateCache, TemplateChange,
         encode::{Set, Template, export},
+        layouts,
         sets::{FieldSpec, Header as SetsHeader, IPFIX},
         v5::{Record, encode},
     },
@@ -178,18 +179,11 @@ fn install_ipfix_template(kernel: &mut KernelTemplates, v6: bool, flags: u32) ->
 
 /// The layout softflowd uses, with 8-byte counters and millisecond times.
 fn ipfix_fields(v6: bool) -> Vec<FieldSpec> {
-    let (src, dst, len) = if v6 { (27, 28, 16) } else { (8, 12, 4) };
-    [
-        (src, len),
-        (dst, len),
-        (7, 2),
-        (11, 2),
-        (4, 1),
-        (1, 8),
-        (2, 8),
-        (152, 8),
-        (153, 8),
-    ]
+    if v6 {
+        layouts::V6_MILLISECONDS
+    } else {
+        layouts::V4_MILLISECONDS
+    }
     .iter()
     .map(|&(ie, len)| FieldSpec::iana(ie, len))
     .collect()

@@ -20,6 +20,7 @@ use flowtally::{
     netflow::{
         Limits, TemplateCache, TemplateChange,
         encode::{Set, Template, export},
+        layouts,
         sets::{FieldSpec, Header as SetsHeader, IPFIX},
         v5::{Record, encode},
     },
@@ -332,20 +333,10 @@ fn ipfix_header() -> SetsHeader {
 }
 
 fn ipfix_template(id: u16) -> Vec<u8> {
-    let fields = [
-        (8, 4),
-        (12, 4),
-        (7, 2),
-        (11, 2),
-        (4, 1),
-        (1, 8),
-        (2, 8),
-        (152, 8),
-        (153, 8),
-    ]
-    .iter()
-    .map(|&(ie, len)| FieldSpec::iana(ie, len))
-    .collect();
+    let fields = layouts::V4_MILLISECONDS
+        .iter()
+        .map(|&(ie, len)| FieldSpec::iana(ie, len))
+        .collect();
     export(
         &ipfix_header(),
         &[Set::Templates(vec![Template { id, fields }])],

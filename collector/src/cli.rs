@@ -1,12 +1,21 @@
-//! Command-line interface. Every setting of the config file has a flag that
-//! overrides it.
+//! Command-line interface. The key settings of the config file have flags
+//! that override it (the README's configuration reference lists which).
 
 use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
 
-use crate::config::{Config, ConfigError, Mode, Overrides, Span};
+use crate::{
+    config::{Config, ConfigError, Mode, Overrides, Span},
+    report::{
+        command::Request,
+        group::By,
+        render::Format,
+        source::{ClickHouseSource, Source},
+    },
+    timestamp::Timestamp,
+};
 
 #[derive(Debug, Parser)]
 #[command(name = "flowtally", version, about, propagate_version = true)]
@@ -45,13 +54,13 @@ pub struct ReportArgs {
     /// Usage whose bucket starts at or after this: RFC 3339 or Unix seconds
     /// (default: all).
     #[arg(long, value_name = "TIME")]
-    pub from: Option<crate::timestamp::Timestamp>,
+    pub from: Option<Timestamp>,
     /// Usage whose bucket starts before this (default: now).
     #[arg(long, value_name = "TIME")]
-    pub to: Option<crate::timestamp::Timestamp>,
+    pub to: Option<Timestamp>,
     /// One row per user, session, subscriber subnet or organisation.
     #[arg(long, value_enum, default_value = "user")]
-    pub by: crate::report::group::By,
+    pub by: By,
     /// TOML tariff: prices per period of the week (no costs without it).
     #[arg(long, value_name = "FILE")]
     pub tariff: Option<PathBuf>,
@@ -68,7 +77,7 @@ pub struct ReportArgs {
     pub subnet_prefix_v6: u8,
     /// `table` for people; `csv` and `json` with raw numbers.
     #[arg(long, value_enum, default_value = "table")]
-    pub format: crate::report::render::Format,
+    pub format: Format,
 }
 
 #[derive(Debug, Args)]
@@ -77,7 +86,7 @@ pub struct WhoisArgs {
     pub ip: std::net::IpAddr,
     /// The moment: RFC 3339 (2026-11-21T15:00:00Z) or Unix seconds.
     #[arg(long, value_name = "TIME")]
-    pub at: crate::timestamp::Timestamp,
+    pub at: Timestamp,
     /// The SQLite database `flowtally run` writes.
     #[arg(long, value_name = "PATH")]
     pub db: PathBuf,
@@ -124,6 +133,34 @@ pub struct RunArgs {
     /// How long an aggregate without an owner waits for a late session, e.g. 30s.
     #[arg(long, value_name = "DURATION")]
     pub late_window: Option<Span>,
+}
+
+impl ReportArgs {
+    /// The report these arguments ask for; the ClickHouse password comes
+    /// from the environment, never from the command line (`ps` shows it).
+    pub fn request(self) -> Request {
+        let source = match (self.clickhouse, self.db) {
+            (Some(url), _) => Source::ClickHouse(ClickHouseSource {
+                url,
+                database: self.clickhouse_database,
+                user: self.clickhouse_user,
+                password: std::env::var("FLOWTALLY_CLICKHOUSE_PASSWORD").ok(),
+            }),
+            (None, Some(db)) => Source::Sqlite(db),
+            (None, None) => unreachable!("clap requires --db or --clickhouse"),
+        };
+        Request {
+            source,
+            from: self.from,
+            to: self.to,
+            by: self.by,
+            tariff: self.tariff,
+            orgs: self.orgs,
+            subnet_prefix_v4: self.subnet_prefix_v4,
+            subnet_prefix_v6: self.subnet_prefix_v6,
+            format: self.format,
+        }
+    }
 }
 
 impl RunArgs {

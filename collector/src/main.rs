@@ -39,27 +39,7 @@ fn main() -> ExitCode {
                 }
             };
         }
-        Command::Report(args) => {
-            let now = Timestamp(
-                SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as u64),
-            );
-            return match flowtally::report::command::run(&args, now) {
-                Ok(report) => match std::io::stdout().lock().write_all(report.as_bytes()) {
-                    // A reader that has seen enough (`| head`) is no failure.
-                    Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => {
-                        eprintln!("flowtally: cannot write the report: {err}");
-                        ExitCode::from(1)
-                    }
-                    _ => ExitCode::SUCCESS,
-                },
-                Err(err) => {
-                    eprintln!("flowtally: {err}");
-                    ExitCode::from(err.exit_code())
-                }
-            };
-        }
+        Command::Report(args) => return report(args),
     };
     let config = match args.load() {
         Ok(config) => config,
@@ -78,5 +58,31 @@ fn main() -> ExitCode {
             tracing::error!("{err:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+fn report(args: flowtally::cli::ReportArgs) -> ExitCode {
+    let now = Timestamp(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+    );
+    let report = match flowtally::report::command::run(&args.request(), now) {
+        Ok(report) => report,
+        Err(err) => {
+            eprintln!("flowtally: {err}");
+            return ExitCode::from(err.exit_code());
+        }
+    };
+    for warning in &report.warnings {
+        eprintln!("warning: {warning}");
+    }
+    match std::io::stdout().lock().write_all(report.text.as_bytes()) {
+        // A reader that has seen enough (`| head`) is no failure.
+        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => {
+            eprintln!("flowtally: cannot write the report: {err}");
+            ExitCode::from(1)
+        }
+        _ => ExitCode::SUCCESS,
     }
 }

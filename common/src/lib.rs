@@ -7,9 +7,10 @@ pub mod agg;
 pub mod members;
 pub mod stats;
 pub mod template;
+pub mod templated;
 pub mod v5;
 
-pub use stats::{Counter, RecordStat, XdpStat};
+pub use stats::{Counter, RecordStat, Verdict, XdpStat};
 
 /// Per-CPU frame counters (`PerCpuArray<Counter>`), indexed by [`XdpStat`].
 pub const STATS_MAP: &str = "STATS";

@@ -19,6 +19,25 @@ impl core::ops::Add for Counter {
     }
 }
 
+/// What the XDP program returns for a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// On to the network stack (and the socket path, for flow exports).
+    Pass,
+    /// Consumed: aggregated in the kernel, or refused.
+    Drop,
+}
+
+impl Verdict {
+    /// Metric label.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Pass => "pass",
+            Self::Drop => "drop",
+        }
+    }
+}
+
 /// What the XDP program did with a frame, and why. The discriminant is the
 /// index into `STATS`; `count` is frames and `bytes` their length.
 #[repr(u32)]
@@ -26,9 +45,10 @@ impl core::ops::Add for Counter {
 pub enum XdpStat {
     /// Not addressed to a collector port: passed on untouched.
     PassOther = 0,
-    /// A flow export the kernel does not parse (v9, IPFIX): passed to the
-    /// socket path.
-    PassFlowExport = 1,
+    /// To a collector port, but not a flow export version the kernel
+    /// parses (or too short to tell): passed to the socket path, which
+    /// rejects and counts it.
+    PassUnknownVersion = 1,
     /// An IPv4 or IPv6 fragment: passed up so the kernel reassembles it; the
     /// reassembled datagram reaches the socket path.
     PassFragment = 2,
@@ -57,7 +77,7 @@ pub enum XdpStat {
 impl XdpStat {
     pub const ALL: [Self; 10] = [
         Self::PassOther,
-        Self::PassFlowExport,
+        Self::PassUnknownVersion,
         Self::PassFragment,
         Self::PassMalformed,
         Self::DropV5Aggregated,
@@ -71,13 +91,13 @@ impl XdpStat {
     /// Number of `STATS` entries.
     pub const COUNT: u32 = Self::ALL.len() as u32;
 
-    /// The XDP verdict this stat records, as a metric label.
-    pub const fn verdict(self) -> &'static str {
+    /// The XDP verdict this stat records.
+    pub const fn verdict(self) -> Verdict {
         match self {
             Self::DropV5Aggregated | Self::DropUnknownExporter | Self::DropTemplatedAggregated => {
-                "drop"
+                Verdict::Drop
             }
-            _ => "pass",
+            _ => Verdict::Pass,
         }
     }
 
@@ -85,7 +105,7 @@ impl XdpStat {
     pub const fn class(self) -> &'static str {
         match self {
             Self::PassOther => "other",
-            Self::PassFlowExport => "flow_export",
+            Self::PassUnknownVersion => "unknown_version",
             Self::PassFragment => "fragment",
             Self::PassMalformed => "malformed",
             Self::DropV5Aggregated => "v5_aggregated",

@@ -44,6 +44,7 @@ pub mod ie {
     pub const OCTET_DELTA_COUNT: u16 = 1;
     pub const PACKET_DELTA_COUNT: u16 = 2;
     pub const PROTOCOL: u16 = 4;
+    pub const IP_CLASS_OF_SERVICE: u16 = 5;
     pub const SOURCE_TRANSPORT_PORT: u16 = 7;
     pub const SOURCE_IPV4_ADDRESS: u16 = 8;
     pub const INGRESS_INTERFACE: u16 = 10;

@@ -26,6 +26,18 @@ use std::{
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_flowtally");
 
+/// XDP return codes (`enum xdp_action`).
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+
+/// The return code a verdict stands for.
+pub fn xdp_action(verdict: flowtally_common::Verdict) -> u32 {
+    match verdict {
+        flowtally_common::Verdict::Drop => XDP_DROP,
+        flowtally_common::Verdict::Pass => XDP_PASS,
+    }
+}
+
 /// How long any polled condition may take before the test fails.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -432,6 +444,65 @@ pub fn start_on_loopback(db: &Path, extra: &[&str]) -> Flowtally {
     ];
     args.extend_from_slice(extra);
     Flowtally::start(None, &args)
+}
+
+/// Two namespaces joined by a veth pair: a sender (198.18.0.1) and a
+/// collector (198.18.0.2) whose veth end takes the XDP program natively.
+pub struct VethLab {
+    pub sender: NetNs,
+    pub collector: NetNs,
+    /// The collector's end of the pair.
+    pub iface: String,
+}
+
+impl VethLab {
+    /// Where the collector's daemon receives flow exports.
+    pub const NETFLOW: &str = "198.18.0.2:2055";
+
+    pub fn new() -> Self {
+        let (sender, collector) = (NetNs::new(), NetNs::new());
+        let (_, iface) = veth_pair(&sender, "198.18.0.1/30", &collector, "198.18.0.2/30");
+        Self {
+            sender,
+            collector,
+            iface,
+        }
+    }
+
+    /// `flowtally run` in the collector namespace, `mode` (xdp, socket,
+    /// auto) on its veth end, flows on [`Self::NETFLOW`], metrics on a free
+    /// port, database `db`, then `extra`.
+    pub fn start(&self, mode: &str, db: &Path, extra: &[&str]) -> Flowtally {
+        let mut args = vec![
+            "--iface",
+            &self.iface,
+            "--mode",
+            mode,
+            "--netflow",
+            Self::NETFLOW,
+            "--metrics",
+            "127.0.0.1:0",
+            "--db",
+            path_str(db),
+        ];
+        args.extend_from_slice(extra);
+        Flowtally::start(Some(&self.collector), &args)
+    }
+
+    /// Sends each payload from the sender to the collector.
+    pub fn send<'a>(&self, payloads: impl IntoIterator<Item = &'a [u8]> + Send) {
+        self.sender.enter(|| {
+            let socket = std::net::UdpSocket::bind("198.18.0.1:0").unwrap();
+            for payload in payloads {
+                socket.send_to(payload, Self::NETFLOW).unwrap();
+            }
+        });
+    }
+
+    /// `/metrics` of a daemon running in the collector namespace.
+    pub fn scrape(&self, metrics: SocketAddr) -> BTreeMap<String, f64> {
+        self.collector.enter(|| scrape(metrics))
+    }
 }
 
 /// Bytes per user in `db`'s `usage` table; `None` for unattributed rows.

@@ -304,7 +304,10 @@ impl FlowStats {
             XdpStat::ALL
                 .iter()
                 .map(|&stat| {
-                    let labels = vec![("verdict", stat.verdict()), ("class", stat.class())];
+                    let labels = vec![
+                        ("verdict", stat.verdict().as_str()),
+                        ("class", stat.class()),
+                    ];
                     (labels, f(kernel.frames(stat)))
                 })
                 .collect()

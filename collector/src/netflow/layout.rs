@@ -11,7 +11,6 @@ use flowtally_common::{
 use super::{
     options::DomainState,
     sets::{FieldSpec, IPFIX},
-    template::Report,
 };
 
 /// The fields of one template (or, for variable-length templates, of one
@@ -224,14 +223,14 @@ impl Layout {
     /// of two, as `record_into` wants it) when the kernel cannot read it:
     /// sampler interval and address family per record; IPFIX uptime times
     /// without a system init time are dropped (the record is timed at
-    /// export). Counts what it had to make do with.
+    /// export). Notes what it had to make do with.
     pub fn for_record(
         &self,
         rec: &[u8],
         version: u16,
         domain: Option<&DomainState>,
-        report: &mut Report,
-    ) -> CompiledTemplate {
+    ) -> (CompiledTemplate, MadeDo) {
+        let mut made_do = MadeDo::default();
         let mut t = CompiledTemplate {
             sampling: domain.and_then(|d| d.sampling).unwrap_or(1),
             ..self.slots
@@ -248,7 +247,7 @@ impl Layout {
             t.sampling = match domain.and_then(|d| d.samplers.get(&id)) {
                 Some(&interval) => interval,
                 None => {
-                    report.unknown_sampler += 1;
+                    made_do.unknown_sampler = true;
                     1
                 }
             };
@@ -257,7 +256,7 @@ impl Layout {
             match domain.and_then(|d| d.system_init_ms) {
                 Some(init) => t.uptime_base_ms = init,
                 None => {
-                    report.no_system_init_time += 1;
+                    made_do.no_system_init_time = true;
                     for time in [&mut t.start, &mut t.end] {
                         if time.kind == TimeKind::UptimeMs as u8 {
                             *time = Slot::default();
@@ -266,11 +265,20 @@ impl Layout {
                 }
             }
         }
-        if self.bad_field {
-            report.bad_field_records += 1;
-        }
-        t
+        made_do.bad_field = self.bad_field;
+        (t, made_do)
     }
+}
+
+/// What [`Layout::for_record`] had to make do with, for the decode report.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MadeDo {
+    /// The record's sampler id has no interval yet: taken as unsampled.
+    pub unknown_sampler: bool,
+    /// IPFIX uptime times without the system init time: timed at export.
+    pub no_system_init_time: bool,
+    /// A field of a size unsupported for its element, read as absent.
+    pub bad_field: bool,
 }
 
 fn unset(ip: &Ip) -> bool {
@@ -382,10 +390,10 @@ mod tests {
         let both = fixed(&[(8, 4), (12, 4), (27, 16), (28, 16), (1, 4)]);
         let mut rec = vec![0; 64];
         rec[8] = 0x20; // 2000:: as the IPv6 source
-        let t = both.for_record(&rec, V9, None, &mut Report::default());
+        let (t, _) = both.for_record(&rec, V9, None);
         assert_eq!((t.src.offset, t.src.size), (8, 16));
         rec[0] = 10; // 10.0.0.0 as the IPv4 source
-        let t = both.for_record(&rec, V9, None, &mut Report::default());
+        let (t, _) = both.for_record(&rec, V9, None);
         assert_eq!((t.src.offset, t.src.size), (0, 4));
     }
 
@@ -403,9 +411,8 @@ mod tests {
         };
         let t = layout.compile(IPFIX, Some(&domain)).unwrap();
         assert_eq!(t.uptime_base_ms, 1_600_000_000_000);
-        let mut report = Report::default();
-        let t = layout.for_record(&[0; 16], IPFIX, None, &mut report);
+        let (t, made_do) = layout.for_record(&[0; 16], IPFIX, None);
         assert!(!t.end.present(), "timed at export instead");
-        assert_eq!(report.no_system_init_time, 1);
+        assert!(made_do.no_system_init_time);
     }
 }

@@ -3,6 +3,7 @@
 pub mod encode;
 pub mod fuzz;
 mod layout;
+pub mod layouts;
 mod options;
 mod persist;
 pub mod sets;

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use flowtally_common::{agg::Ip, template::ie};
 
-use super::{sets::FieldSpec, template::Report};
+use super::sets::FieldSpec;
 
 /// An exporter's observation domain (v9: source id) in one protocol version.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -85,16 +85,10 @@ fn interval(given: Option<u64>, taken: Option<u64>, space: Option<u64>) -> Optio
 }
 
 impl DomainState {
-    /// Takes in what `rec` says. True when something compiled templates
-    /// depend on (domain-wide interval, system init time) changed. A sampler
-    /// beyond `max_samplers` is ignored and counted.
-    pub fn apply(
-        &mut self,
-        rec: &OptionsRecord,
-        now_ms: u64,
-        max_samplers: usize,
-        report: &mut Report,
-    ) -> bool {
+    /// Takes in what `rec` says. A sampler beyond `max_samplers` is
+    /// ignored, and the answer says so.
+    pub fn apply(&mut self, rec: &OptionsRecord, now_ms: u64, max_samplers: usize) -> Applied {
+        let mut sampler_rejected = false;
         let before = (self.sampling, self.system_init_ms);
         self.refreshed_ms = now_ms;
         if rec.system_init_ms.is_some() {
@@ -105,14 +99,26 @@ impl DomainState {
                 if self.samplers.len() < max_samplers || self.samplers.contains_key(&id) {
                     self.samplers.insert(id, n);
                 } else {
-                    report.samplers_rejected += 1;
+                    sampler_rejected = true;
                 }
             }
             (None, Some(n)) => self.sampling = Some(n),
             _ => {}
         }
-        before != (self.sampling, self.system_init_ms)
+        Applied {
+            changed: before != (self.sampling, self.system_init_ms),
+            sampler_rejected,
+        }
     }
+}
+
+/// What [`DomainState::apply`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Applied {
+    /// Something compiled templates depend on (domain-wide interval, system
+    /// init time) changed.
+    pub changed: bool,
+    pub sampler_rejected: bool,
 }
 
 #[cfg(test)]
@@ -157,14 +163,13 @@ mod tests {
     #[test]
     fn sampler_records_set_their_sampler_only() {
         let mut domain = DomainState::default();
-        let mut report = Report::default();
         let per_sampler = OptionsRecord {
             sampler: Some(3),
             interval: Some(1000),
             system_init_ms: None,
         };
         assert!(
-            !domain.apply(&per_sampler, 1, 1, &mut report),
+            !domain.apply(&per_sampler, 1, 1).changed,
             "no compiled template depends on it"
         );
         assert_eq!(domain.samplers.get(&3), Some(&1000));
@@ -173,15 +178,17 @@ mod tests {
             sampler: Some(4),
             ..per_sampler
         };
-        domain.apply(&another, 2, 1, &mut report);
-        assert_eq!(report.samplers_rejected, 1, "past max_samplers");
+        assert!(
+            domain.apply(&another, 2, 1).sampler_rejected,
+            "past max_samplers"
+        );
         let domain_wide = OptionsRecord {
             sampler: None,
             interval: Some(10),
             system_init_ms: Some(5),
         };
-        assert!(domain.apply(&domain_wide, 3, 1, &mut report));
-        assert!(!domain.apply(&domain_wide, 4, 1, &mut report), "unchanged");
+        assert!(domain.apply(&domain_wide, 3, 1).changed);
+        assert!(!domain.apply(&domain_wide, 4, 1).changed, "unchanged");
         assert_eq!(
             (domain.sampling, domain.system_init_ms, domain.refreshed_ms),
             (Some(10), Some(5), 4)

@@ -22,7 +22,7 @@ use super::{
     sets::{FieldSpec, Header, IPFIX, V9, VARLEN},
     template::{Limits, TemplateCache},
 };
-use crate::ip::to_ip;
+use crate::{ip::to_ip, netflow::layouts};
 
 /// What both decoders must agree on.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -141,17 +141,7 @@ fn xorshift(state: &mut u64) -> u64 {
 /// Layouts of flow templates: IPv4 and IPv6, counters of 4 and 8 bytes,
 /// fields in different orders, times and interfaces among them.
 const LAYOUTS: [&[(u16, u16)]; 5] = [
-    &[
-        (8, 4),
-        (12, 4),
-        (7, 2),
-        (11, 2),
-        (4, 1),
-        (1, 4),
-        (2, 4),
-        (21, 4),
-        (22, 4),
-    ],
+    layouts::V4_UPTIME_LAST_FIRST,
     &[(1, 8), (27, 16), (4, 1), (28, 16), (2, 8), (11, 2), (7, 2)],
     &[
         (22, 4),

@@ -3,19 +3,11 @@
 //! Structure only; what templates mean is `template.rs`'s business.
 
 use flowtally_common::template::ExportTime;
-
-pub const V9: u16 = 9;
-pub const IPFIX: u16 = 10;
-pub const V9_HEADER_LEN: usize = 20;
-pub const IPFIX_HEADER_LEN: usize = 16;
-pub const SET_HEADER_LEN: usize = 4;
-/// Set ids of template and options template sets.
-pub const V9_TEMPLATE_SET: u16 = 0;
-pub const V9_OPTIONS_TEMPLATE_SET: u16 = 1;
-pub const IPFIX_TEMPLATE_SET: u16 = 2;
-pub const IPFIX_OPTIONS_TEMPLATE_SET: u16 = 3;
-/// Data sets carry their template's id, which starts here.
-pub const MIN_TEMPLATE_ID: u16 = 256;
+// Shared with the kernel's set walk.
+pub use flowtally_common::templated::{
+    FIRST_DATA_SET_ID, IPFIX, IPFIX_HEADER_LEN, IPFIX_OPTIONS_TEMPLATE_SET, IPFIX_TEMPLATE_SET,
+    SET_HEADER_LEN, V9, V9_HEADER_LEN, V9_OPTIONS_TEMPLATE_SET, V9_TEMPLATE_SET,
+};
 /// An IPFIX field length meaning "variable, given in each record".
 pub const VARLEN: u16 = 65_535;
 /// Marks an IPFIX field specifier followed by an enterprise number.
@@ -92,7 +84,7 @@ pub enum SetKind {
 impl SetKind {
     fn of(version: u16, id: u16) -> Option<Self> {
         match (version, id) {
-            (_, id) if id >= MIN_TEMPLATE_ID => Some(Self::Data(id)),
+            (_, id) if id >= FIRST_DATA_SET_ID => Some(Self::Data(id)),
             (V9, V9_TEMPLATE_SET) | (IPFIX, IPFIX_TEMPLATE_SET) => Some(Self::Templates),
             (V9, V9_OPTIONS_TEMPLATE_SET) | (IPFIX, IPFIX_OPTIONS_TEMPLATE_SET) => {
                 Some(Self::OptionsTemplates)
@@ -262,7 +254,7 @@ pub fn define(
         Some(scope) => usize::from(scope) <= fields.len(),
         None => true,
     };
-    if id < MIN_TEMPLATE_ID || fields.is_empty() || !scope_ok {
+    if id < FIRST_DATA_SET_ID || fields.is_empty() || !scope_ok {
         return Err(Malformed);
     }
     Ok(TemplateRecord::Define(
@@ -375,7 +367,7 @@ fn ipfix_template(rest: &[u8], options: bool) -> Parsed {
         };
         let record = match id {
             id if id == set_id => Ok(TemplateRecord::WithdrawAll),
-            id if id >= MIN_TEMPLATE_ID => Ok(TemplateRecord::Withdraw(id)),
+            id if id >= FIRST_DATA_SET_ID => Ok(TemplateRecord::Withdraw(id)),
             _ => Err(Malformed),
         };
         return Some((record, 4));

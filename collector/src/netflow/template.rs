@@ -17,7 +17,7 @@ use flowtally_common::{
 };
 
 use super::{
-    layout::Layout,
+    layout::{Layout, MadeDo},
     options::{DomainKey, DomainState, OptionsRecord},
     sets::{
         Definition, Malformed, Message, SET_HEADER_LEN, SetKind, TemplateRecord, TemplateRecords,
@@ -178,6 +178,12 @@ pub struct Report {
 }
 
 impl Report {
+    fn made_do(&mut self, made_do: MadeDo) {
+        self.unknown_sampler += u64::from(made_do.unknown_sampler);
+        self.no_system_init_time += u64::from(made_do.no_system_init_time);
+        self.bad_field_records += u64::from(made_do.bad_field);
+    }
+
     fn counts(&mut self, def: &Definition) -> &mut TemplateCounts {
         match def.scope_fields {
             Some(_) => &mut self.options_templates,
@@ -597,12 +603,13 @@ impl TemplateCache {
                 };
                 let rec = OptionsRecord::read(rec, fields, &extents, skip);
                 if rec.interval.is_some() || rec.system_init_ms.is_some() {
-                    options_changed |= self.domains.entry(*scope).or_default().apply(
+                    let applied = self.domains.entry(*scope).or_default().apply(
                         &rec,
                         o.now_ms,
                         self.limits.max_samplers_per_domain,
-                        &mut o.report,
                     );
+                    options_changed |= applied.changed;
+                    o.report.samplers_rejected += u64::from(applied.sampler_rejected);
                 }
                 continue;
             }
@@ -618,7 +625,10 @@ impl TemplateCache {
             let compiled = match template.compiled {
                 Some(compiled) => compiled,
                 None => {
-                    layout.for_record(rec, scope.version, self.domains.get(scope), &mut o.report)
+                    let (compiled, made_do) =
+                        layout.for_record(rec, scope.version, self.domains.get(scope));
+                    o.report.made_do(made_do);
+                    compiled
                 }
             };
             let mut record = FlowRecord::default();

@@ -1,6 +1,7 @@
-//! RADIUS accounting codec (sans-IO): datagrams in, packets, verdicts on
-//! their authenticators and typed Accounting-Requests out; responses and,
-//! for tests and load generation, requests back to bytes.
+//! RADIUS accounting, sans-IO: the codec (datagrams in, packets, verdicts
+//! on their authenticators and typed Accounting-Requests out; responses
+//! and, for tests and load generation, requests back to bytes) and the
+//! server's decisions (`server`). The socket loop is the daemon's.
 
 pub mod accounting;
 pub mod attributes;

@@ -1,17 +1,24 @@
-//! The RADIUS accounting server: datagrams in, the session history updated
-//! and made durable in SQLite, and only then the Accounting-Response out
-//! (RFC 2866 §2). Requests that queue up while one transaction commits are
-//! committed together in the next (group commit), so durability costs one
-//! fsync per batch, not per request.
+//! The accounting server's decisions, sans-IO: `(now, peer, datagram)` in,
+//! what to make durable and what to answer out. The daemon's RADIUS socket
+//! loop (`daemon/radius_socket.rs`) owns the socket, SQLite and the clock,
+//! and tells the server which answers went out.
+//!
+//! The rules, in the order they are applied:
+//! 1. A datagram from an address with no secret, one that does not decode,
+//!    or one that is not an Accounting-Request is discarded and counted.
+//! 2. A bad Request Authenticator is discarded silently (RFC 5080 §2.2.1:
+//!    no hint for a guesser).
+//! 3. Only then the per-client rate limit, so forged requests cannot spend
+//!    a NAS's budget.
+//! 4. A retransmission (same source, identifier and authenticator within
+//!    the window, RFC 5080 §2.2.2) gets the original's answer again once
+//!    that is durable, and is never recorded twice.
+//! 5. A new request is applied to the session history; its changes must be
+//!    durable before its answer goes out (RFC 2866 §2). If storing fails,
+//!    the request is forgotten, so the NAS's retransmission is processed
+//!    anew.
 
-use std::{
-    net::SocketAddr,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
-
-use rusqlite::Connection;
-use tokio::{net::UdpSocket, task::block_in_place};
+use std::net::SocketAddr;
 
 use super::{
     AccountingRequest, Code, Packet, StatusType,
@@ -19,132 +26,82 @@ use super::{
     dedup::{self, Dedup, Seen},
     limiter::Limiter,
 };
-use crate::{
-    clock::unix_ms,
-    metrics::RadiusMetrics,
-    sessions::{Change, Event, EventKind, History},
-    sink::session_store,
-};
-
-/// RADIUS packets are at most 4096 bytes (RFC 2865 §3).
-const MAX_PACKET: usize = 4096;
-/// Requests committed together at most.
-const BATCH: usize = 256;
-/// How often silent sessions are looked for.
-const SILENCE_CHECK: Duration = Duration::from_secs(10);
-/// How often sessions past the retention leave memory, at most.
-const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+use crate::sessions::{Change, Event, EventKind, History};
 
 pub struct Server {
-    pub socket: UdpSocket,
-    pub clients: Clients,
-    pub history: Arc<Mutex<History>>,
-    /// A connection of its own, with `synchronous = FULL`: a commit is on
-    /// disk before the answer leaves.
-    pub db: Connection,
-    pub metrics: RadiusMetrics,
-    pub limiter: Limiter,
+    clients: Clients,
+    limiter: Limiter,
+    dedup: Dedup,
     /// Sessions silent for this many interim intervals are closed.
-    pub silence_multiple: u32,
-    /// Sessions stopped longer ago leave memory (not SQLite).
-    pub retention_ms: u64,
-    pub default_interim_s: u32,
-    pub dedup: Dedup,
+    silence_multiple: u32,
+    /// The interim interval of sessions whose NAS announced none.
+    default_interim_s: u32,
 }
 
-/// One batch: what to make durable, then what to send.
-#[derive(Default)]
-struct Batch {
-    changes: Vec<Change>,
-    answers: Vec<(dedup::Key, Vec<u8>)>,
-    /// Answers to retransmissions of requests already durable.
-    resend: Vec<(SocketAddr, Vec<u8>)>,
+/// What became of one datagram.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Handled {
+    /// Not answered. `reason` is the metric's `result` label.
+    Discarded { reason: &'static str },
+    /// A retransmission of a request whose answer already went out: send it
+    /// again.
+    Resend { answer: Vec<u8> },
+    /// A retransmission of a request not yet durable: its answer goes out
+    /// when it is.
+    Pending,
+    /// A new request: make `changes` durable, then send `answer` and call
+    /// [`Server::answered`] (or [`Server::failed`] when storing failed).
+    Accepted(Accepted),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct Accepted {
+    pub key: dedup::Key,
+    pub status: StatusType,
+    pub changes: Vec<Change>,
+    pub answer: Vec<u8>,
 }
 
 impl Server {
-    /// Serves until the task is dropped.
-    pub async fn serve(mut self) {
-        let mut buf = vec![0; MAX_PACKET];
-        let mut silence = tokio::time::interval(SILENCE_CHECK);
-        let prune_every = PRUNE_EVERY
-            .min(Duration::from_millis(self.retention_ms / 4).max(Duration::from_secs(1)));
-        let mut prune =
-            tokio::time::interval_at(tokio::time::Instant::now() + prune_every, prune_every);
-        loop {
-            let mut batch = Batch::default();
-            tokio::select! {
-                received = self.socket.recv_from(&mut buf) => match received {
-                    Ok((len, peer)) => self.handle(&buf[..len], peer, &mut batch),
-                    Err(err) => tracing::debug!("radius socket: {err}"),
-                },
-                _ = prune.tick() => {
-                    self.prune();
-                    continue;
-                }
-                _ = silence.tick() => {
-                    let mut history = self.history.lock().expect("history lock poisoned");
-                    batch.changes = history.close_silent(
-                        unix_ms(),
-                        self.silence_multiple,
-                        self.default_interim_s,
-                    );
-                }
-            }
-            // Whatever queued meanwhile rides on the same commit.
-            while batch.answers.len() < BATCH {
-                match self.socket.try_recv_from(&mut buf) {
-                    Ok((len, peer)) => self.handle(&buf[..len], peer, &mut batch),
-                    Err(_) => break,
-                }
-            }
-            self.commit(batch).await;
+    pub fn new(
+        clients: Clients,
+        limiter: Limiter,
+        silence_multiple: u32,
+        default_interim_s: u32,
+    ) -> Self {
+        Self {
+            clients,
+            limiter,
+            dedup: Dedup::default(),
+            silence_multiple,
+            default_interim_s,
         }
     }
 
-    /// Rebuilds the history from SQLite without the sessions past the
-    /// retention. Everything applied so far is committed (this task is the
-    /// only writer and commits before it gets here), so SQLite holds all of
-    /// it; the lock keeps readers on the old history until the swap.
-    fn prune(&mut self) {
-        let mut history = self.history.lock().expect("history lock poisoned");
-        let before = history.len();
-        match block_in_place(|| session_store::load_history(&self.db, self.retention_ms, unix_ms()))
-        {
-            Ok(pruned) => {
-                *history = pruned;
-                let left = before.saturating_sub(history.len());
-                if left > 0 {
-                    tracing::info!(
-                        "history: {left} sessions stopped before the retention left memory \
-                         (they stay in SQLite), {} kept",
-                        history.len()
-                    );
-                }
-                self.metrics.sessions_in_memory.set(history.len() as i64);
-            }
-            Err(err) => tracing::warn!("pruning the session history: {err}"),
-        }
-    }
-
-    fn handle(&mut self, datagram: &[u8], peer: SocketAddr, batch: &mut Batch) {
-        let now_ms = unix_ms();
+    /// Judges one datagram from `peer` received at `now_ms`, applying what
+    /// it says to `history`.
+    pub fn handle(
+        &mut self,
+        now_ms: u64,
+        peer: SocketAddr,
+        datagram: &[u8],
+        history: &mut History,
+    ) -> Handled {
+        let discarded = |reason| Handled::Discarded { reason };
         let Some(secret) = self.clients.secret(peer.ip()) else {
-            return self.metrics.count("unknown", "unknown_client");
+            return discarded("unknown_client");
         };
-        let packet = match Packet::decode(datagram) {
-            Ok(packet) => packet,
-            Err(_) => return self.metrics.count("unknown", "malformed"),
+        let Ok(packet) = Packet::decode(datagram) else {
+            return discarded("malformed");
         };
         if packet.code != Code::AccountingRequest {
-            return self.metrics.count("unknown", "unsupported_code");
+            return discarded("unsupported_code");
         }
-        // Silently discarded, as RFC 5080 §2.2.1 asks: no hint for a guesser.
         if packet.verify_accounting_request(secret).is_err() {
-            return self.metrics.count("unknown", "bad_authenticator");
+            return discarded("bad_authenticator");
         }
-        // After authentication, so forged requests cannot spend a NAS's budget.
         if !self.limiter.allow(peer.ip(), now_ms) {
-            return self.metrics.count("unknown", "rate_limited");
+            return discarded("rate_limited");
         }
         let key = dedup::Key {
             peer,
@@ -153,59 +110,43 @@ impl Server {
         };
         match self.dedup.check(key, now_ms) {
             Seen::New => {}
-            Seen::Pending => return self.metrics.count("unknown", "duplicate"),
+            Seen::Pending => return Handled::Pending,
             Seen::Answered(answer) => {
-                batch.resend.push((peer, answer.to_vec()));
-                return self.metrics.count("unknown", "duplicate");
+                return Handled::Resend {
+                    answer: answer.to_vec(),
+                };
             }
         }
-        let request = match AccountingRequest::from_packet(&packet) {
-            Ok(request) => request,
-            Err(_) => {
-                self.dedup.forget(&key);
-                return self.metrics.count("unknown", "malformed");
-            }
+        let Ok(request) = AccountingRequest::from_packet(&packet) else {
+            self.dedup.forget(&key);
+            return discarded("malformed");
         };
-        if let Some(event) = event(&request, peer, now_ms) {
-            let mut history = self.history.lock().expect("history lock poisoned");
-            batch.changes.extend(history.apply(&event));
-        }
-        batch
-            .answers
-            .push((key, packet.accounting_response(secret)));
-        self.metrics.count(status_label(request.status), "accepted");
+        let changes = event(&request, peer, now_ms)
+            .map(|event| history.apply(&event))
+            .unwrap_or_default();
+        Handled::Accepted(Accepted {
+            key,
+            status: request.status,
+            changes,
+            answer: packet.accounting_response(secret),
+        })
     }
 
-    async fn commit(&mut self, batch: Batch) {
-        if !batch.changes.is_empty()
-            && let Err(err) = block_in_place(|| session_store::write(&mut self.db, &batch.changes))
-        {
-            // No answer: the NAS retransmits, and the retransmission is
-            // processed anew.
-            tracing::error!(
-                "recording {} session changes failed: {err}",
-                batch.changes.len()
-            );
-            for (key, _) in &batch.answers {
-                self.dedup.forget(key);
-            }
-            self.metrics.count("unknown", "store_failed");
-            return;
-        }
-        for (key, answer) in batch.answers {
-            if let Err(err) = self.socket.send_to(&answer, key.peer).await {
-                tracing::debug!("radius answer to {}: {err}", key.peer);
-            }
-            self.dedup.answered(&key, answer);
-        }
-        for (peer, answer) in batch.resend {
-            let _ = self.socket.send_to(&answer, peer).await;
-        }
-        let history = self.history.lock().expect("history lock poisoned");
-        self.metrics
-            .sessions_open
-            .set(history.open_sessions() as i64);
-        self.metrics.sessions_in_memory.set(history.len() as i64);
+    /// The request's changes are durable and `answer` went out: a
+    /// retransmission gets the same answer.
+    pub fn answered(&mut self, key: &dedup::Key, answer: Vec<u8>) {
+        self.dedup.answered(key, answer);
+    }
+
+    /// Storing the request's changes failed and no answer went out: its
+    /// retransmission is processed anew.
+    pub fn failed(&mut self, key: &dedup::Key) {
+        self.dedup.forget(key);
+    }
+
+    /// Closes the sessions of `history` silent for too long at `now_ms`.
+    pub fn close_silent(&self, now_ms: u64, history: &mut History) -> Vec<Change> {
+        history.close_silent(now_ms, self.silence_multiple, self.default_interim_s)
     }
 }
 
@@ -256,7 +197,8 @@ pub fn event(request: &AccountingRequest, peer: SocketAddr, now_ms: u64) -> Opti
     })
 }
 
-fn status_label(status: StatusType) -> &'static str {
+/// Metric label of a status type.
+pub fn status_label(status: StatusType) -> &'static str {
     match status {
         StatusType::Start => "start",
         StatusType::Stop => "stop",
@@ -264,5 +206,165 @@ fn status_label(status: StatusType) -> &'static str {
         StatusType::AccountingOn => "accounting_on",
         StatusType::AccountingOff => "accounting_off",
         StatusType::Other(_) => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::{
+        config::{RadiusClient, RadiusConfig},
+        radius::accounting::tests::full_request,
+    };
+
+    const SECRET: &[u8] = b"testing123";
+    const T0: u64 = 1_700_000_000_000;
+
+    fn nas() -> SocketAddr {
+        "198.18.0.1:40000".parse().unwrap()
+    }
+
+    /// Trusts `nas()` only, 10 requests per second, interim 60 s by default.
+    fn server() -> Server {
+        let config = RadiusConfig {
+            clients: vec![RadiusClient {
+                address: nas().ip().into(),
+                secret: String::from_utf8(SECRET.to_vec()).unwrap(),
+            }],
+            ..RadiusConfig::default()
+        };
+        Server::new(Clients::new(&config), Limiter::new(10), 3, 60)
+    }
+
+    fn start(session: &str, identifier: u8) -> Vec<u8> {
+        let request = AccountingRequest {
+            status: StatusType::Start,
+            user_name: Some("alice".into()),
+            session_id: Some(session.into()),
+            framed_ip: Some(Ipv4Addr::new(100, 64, 0, 7)),
+            ..AccountingRequest::new(StatusType::Start)
+        };
+        request.encode(identifier, SECRET).unwrap()
+    }
+
+    fn accepted(handled: Handled) -> Accepted {
+        match handled {
+            Handled::Accepted(accepted) => accepted,
+            other => panic!("not accepted: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_new_request_changes_the_history_and_is_answered_once_durable() {
+        let (mut server, mut history) = (server(), History::new());
+        let a = accepted(server.handle(T0, nas(), &start("s1", 1), &mut history));
+        assert_eq!(a.status, StatusType::Start);
+        assert!(!a.changes.is_empty(), "a Start records a session");
+        assert_eq!(history.open_sessions(), 1);
+        let answer = Packet::decode(&a.answer).unwrap();
+        assert_eq!(answer.code, Code::AccountingResponse);
+        assert_eq!(answer.identifier, 1);
+    }
+
+    #[test]
+    fn a_retransmission_waits_for_the_original_then_gets_its_answer_and_records_nothing() {
+        let (mut server, mut history) = (server(), History::new());
+        let datagram = start("s1", 1);
+        let a = accepted(server.handle(T0, nas(), &datagram, &mut history));
+        assert_eq!(
+            server.handle(T0 + 1, nas(), &datagram, &mut history),
+            Handled::Pending
+        );
+        server.answered(&a.key, a.answer.clone());
+        assert_eq!(
+            server.handle(T0 + 2_000, nas(), &datagram, &mut history),
+            Handled::Resend { answer: a.answer }
+        );
+        assert_eq!(history.len(), 1);
+    }
+
+    #[test]
+    fn after_a_failed_store_the_retransmission_is_processed_anew() {
+        let (mut server, mut history) = (server(), History::new());
+        let datagram = start("s1", 1);
+        let a = accepted(server.handle(T0, nas(), &datagram, &mut history));
+        server.failed(&a.key);
+        let again = accepted(server.handle(T0 + 3_000, nas(), &datagram, &mut history));
+        assert_eq!(again.key, a.key);
+    }
+
+    #[test]
+    fn the_same_identifier_with_another_authenticator_is_a_new_request() {
+        let (mut server, mut history) = (server(), History::new());
+        let a = accepted(server.handle(T0, nas(), &start("s1", 7), &mut history));
+        server.answered(&a.key, a.answer);
+        accepted(server.handle(T0 + 1, nas(), &start("s2", 7), &mut history));
+        assert_eq!(history.open_sessions(), 2);
+    }
+
+    #[test]
+    fn untrusted_garbled_forged_and_other_packets_are_discarded_by_reason() {
+        let (mut server, mut history) = (server(), History::new());
+        let stranger: SocketAddr = "198.18.9.9:1813".parse().unwrap();
+        let mut forged = start("s1", 1);
+        forged[4] ^= 1;
+        let request = full_request();
+        let mut access_request = request.to_packet(1).unwrap();
+        access_request.code = Code::AccessRequest;
+        let cases = [
+            (stranger, start("s1", 1), "unknown_client"),
+            (nas(), vec![4, 1, 0], "malformed"),
+            (nas(), access_request.encode(), "unsupported_code"),
+            (nas(), forged, "bad_authenticator"),
+        ];
+        for (peer, datagram, reason) in cases {
+            assert_eq!(
+                server.handle(T0, peer, &datagram, &mut history),
+                Handled::Discarded { reason },
+                "{reason}"
+            );
+        }
+        assert!(history.is_empty(), "nothing discarded reached the history");
+    }
+
+    #[test]
+    fn a_flooding_client_is_limited_after_its_burst_and_refilled_in_time() {
+        let (mut server, mut history) = (server(), History::new());
+        // Burst of twice the rate, then refused until a second passes.
+        for n in 0..20 {
+            accepted(server.handle(T0, nas(), &start(&format!("s{n}"), n), &mut history));
+        }
+        assert_eq!(
+            server.handle(T0, nas(), &start("s20", 20), &mut history),
+            Handled::Discarded {
+                reason: "rate_limited"
+            }
+        );
+        accepted(server.handle(T0 + 1_000, nas(), &start("s21", 21), &mut history));
+    }
+
+    #[test]
+    fn sessions_silent_for_the_multiple_of_their_interval_are_closed() {
+        let (mut server, mut history) = (server(), History::new());
+        accepted(server.handle(T0, nas(), &start("s1", 1), &mut history));
+        assert!(server.close_silent(T0 + 179_000, &mut history).is_empty());
+        assert!(!server.close_silent(T0 + 181_000, &mut history).is_empty());
+        assert_eq!(history.open_sessions(), 0);
+    }
+
+    #[test]
+    fn events_take_the_nas_time_else_arrival_minus_the_reported_delay() {
+        let peer = nas();
+        let mut request = full_request();
+        let stamped = event(&request, peer, T0).unwrap();
+        assert_eq!(stamped.time_ms, 1_700_000_000_000);
+        assert_eq!(stamped.nas, "198.18.0.1", "NAS-IP-Address first");
+        request.event_timestamp = None;
+        request.delay_time = Some(4);
+        assert_eq!(event(&request, peer, T0).unwrap().time_ms, T0 - 4_000);
+        request.status = StatusType::Other(15);
+        assert_eq!(event(&request, peer, T0), None);
     }
 }

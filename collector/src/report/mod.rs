@@ -27,6 +27,7 @@ pub mod group;
 pub mod orgs;
 pub mod periods;
 pub mod render;
+pub mod source;
 pub mod tariff;
 
 use std::{collections::BTreeMap, net::IpAddr};

@@ -30,6 +30,10 @@ pub struct SoakArgs {
     /// Minutes in all
     #[arg(long, default_value_t = 10.0)]
     minutes: f64,
+    /// Runs in all, each of --restart-every seconds; replaces --minutes
+    /// with a count that a slow machine cannot shorten
+    #[arg(long)]
+    runs: Option<usize>,
     /// Seconds between restarts
     #[arg(long, default_value_t = 60.0)]
     restart_every: f64,
@@ -63,10 +67,17 @@ pub fn run(args: &SoakArgs) -> Result<()> {
     // Memory (PSS) samples of each run.
     let mut runs: Vec<Vec<u64>> = Vec::new();
     let mut db = None;
-    while started.elapsed() < total {
+    let more = |done: usize| match args.runs {
+        Some(runs) => done < runs,
+        None => started.elapsed() < total,
+    };
+    while more(runs.len()) {
         let collector = bench.start(Kind::Xdp)?;
         db = Some(collector.db());
-        let end = (Instant::now() + segment).min(started + total);
+        let end = match args.runs {
+            Some(_) => Instant::now() + segment,
+            None => (Instant::now() + segment).min(started + total),
+        };
         let mut samples = Vec::new();
         while Instant::now() < end {
             let churn = Churn {

@@ -9,6 +9,7 @@ use flowtally_common::template::ie;
 
 use super::*;
 use crate::netflow::encode::varlen;
+use crate::netflow::layouts;
 
 /// A template shape: version, fields and options data (IE, value).
 struct Shape {
@@ -21,70 +22,31 @@ const SHAPES: &[Shape] = &[
     // softflowd's v9 layout, uptime times.
     Shape {
         version: V9,
-        fields: &[
-            (8, 4),
-            (12, 4),
-            (7, 2),
-            (11, 2),
-            (4, 1),
-            (1, 4),
-            (2, 4),
-            (22, 4),
-            (21, 4),
-        ],
+        fields: layouts::SOFTFLOWD_V9,
         options: &[],
     },
     // v9, 8-byte counters first, sampled 1 in 100.
     Shape {
         version: V9,
-        fields: &[
-            (1, 8),
-            (2, 8),
-            (12, 4),
-            (8, 4),
-            (21, 4),
-            (4, 1),
-            (11, 2),
-            (7, 2),
-        ],
+        fields: layouts::V4_WIDE_COUNTERS_FIRST,
         options: &[(ie::SAMPLING_INTERVAL, 100)],
     },
     // IPFIX, IPv4, millisecond times.
     Shape {
         version: IPFIX,
-        fields: &[
-            (8, 4),
-            (12, 4),
-            (7, 2),
-            (11, 2),
-            (4, 1),
-            (1, 8),
-            (2, 8),
-            (152, 8),
-            (153, 8),
-        ],
+        fields: layouts::V4_MILLISECONDS,
         options: &[],
     },
     // IPFIX, IPv6, NTP times, odd counter sizes, interfaces.
     Shape {
         version: IPFIX,
-        fields: &[
-            (10, 4),
-            (28, 16),
-            (5, 1),
-            (27, 16),
-            (1, 3),
-            (2, 2),
-            (14, 4),
-            (154, 8),
-            (155, 8),
-        ],
+        fields: layouts::V6_MICROSECONDS_ODD_COUNTERS,
         options: &[],
     },
     // IPFIX uptimes with systemInitTimeMilliseconds.
     Shape {
         version: IPFIX,
-        fields: &[(8, 4), (12, 4), (1, 4), (2, 4), (22, 4), (21, 4), (4, 1)],
+        fields: layouts::V4_UPTIME_PROTOCOL_LAST,
         options: &[(ie::SYSTEM_INIT_TIME_MILLISECONDS, 1_699_990_000_000)],
     },
 ];

@@ -4,6 +4,7 @@ use flowtally_common::{
 };
 
 use super::*;
+use crate::netflow::layouts;
 use crate::{
     ip::to_ip,
     netflow::{
@@ -56,21 +57,11 @@ fn export(version: u16, domain: u32, sets: &[Set]) -> Vec<u8> {
 }
 
 /// src, dst, octets (4 bytes each).
-const MINIMAL: &[(u16, u16)] = &[(8, 4), (12, 4), (1, 4)];
+const MINIMAL: &[(u16, u16)] = layouts::MINIMAL_V4;
 /// MINIMAL with the octets first.
 const OCTETS_FIRST: &[(u16, u16)] = &[(1, 4), (8, 4), (12, 4)];
 /// src, dst, src port, dst port, protocol, octets, packets, last and first switched.
-const V4_FLOW: &[(u16, u16)] = &[
-    (8, 4),
-    (12, 4),
-    (7, 2),
-    (11, 2),
-    (4, 1),
-    (1, 4),
-    (2, 4),
-    (21, 4),
-    (22, 4),
-];
+const V4_FLOW: &[(u16, u16)] = layouts::V4_UPTIME_LAST_FIRST;
 
 fn minimal(src: [u8; 4], dst: [u8; 4], octets: u32) -> Vec<u8> {
     [&src[..], &dst[..], &octets.to_be_bytes()[..]].concat()

@@ -21,7 +21,6 @@
 
 mod deliver;
 mod metrics;
-pub mod read;
 mod rows;
 mod schema;
 mod spool;

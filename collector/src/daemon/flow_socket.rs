@@ -12,13 +12,14 @@ use std::{
 use flowtally_common::{
     agg::{FlowRecord, Ip},
     template::TemplateKey,
+    templated::{IPFIX, V9},
     v5,
 };
 use tokio::net::UdpSocket;
 
 use crate::{
     aggregate::Aggregator,
-    clock::unix_ms,
+    daemon::clock::unix_ms,
     ip::to_ip,
     metrics::Metrics,
     netflow::{TemplateCache, TemplateChange},
@@ -144,8 +145,9 @@ impl SocketPath {
         templates.cache.save()
     }
 
-    /// Decodes and aggregates one datagram, counting it either way.
-    pub fn handle(&self, from: IpAddr, datagram: &[u8]) {
+    /// Decodes and aggregates one datagram received at `now_ms`, counting
+    /// it either way.
+    pub fn handle(&self, now_ms: u64, from: IpAddr, datagram: &[u8]) {
         self.metrics.socket.packets.inc();
         let exporter = to_ip(from);
         if let Some(allowed) = &self.exporters
@@ -155,7 +157,7 @@ impl SocketPath {
         }
         match datagram.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]])) {
             Some(v5::VERSION) => self.handle_v5(&exporter, datagram),
-            Some(9 | 10) => self.handle_templated(&exporter, datagram),
+            Some(V9 | IPFIX) => self.handle_templated(now_ms, &exporter, datagram),
             Some(_) => self.reject("unsupported_version"),
             None => self.reject("truncated"),
         }
@@ -184,7 +186,7 @@ impl SocketPath {
         }
     }
 
-    fn handle_templated(&self, exporter: &Ip, datagram: &[u8]) {
+    fn handle_templated(&self, now_ms: u64, exporter: &Ip, datagram: &[u8]) {
         let mut guard = self.templates.lock().expect("templates lock poisoned");
         let templates = &mut *guard;
         templates.records.clear();
@@ -192,7 +194,7 @@ impl SocketPath {
         let decoded = templates.cache.decode(
             exporter,
             datagram,
-            unix_ms(),
+            now_ms,
             aggregator.flags(),
             &mut templates.records,
         );
@@ -306,7 +308,7 @@ pub async fn receive(socket: UdpSocket, path: Arc<SocketPath>) {
     let mut buf = vec![0; MAX_DATAGRAM];
     loop {
         match socket.recv_from(&mut buf).await {
-            Ok((len, from)) => path.handle(from.ip(), &buf[..len]),
+            Ok((len, from)) => path.handle(unix_ms(), from.ip(), &buf[..len]),
             // ICMP errors surface on UDP sockets as transient errors; keep going.
             Err(err) => tracing::debug!("netflow socket: {err}"),
         }
@@ -357,12 +359,12 @@ mod tests {
             ..Header::default()
         };
         let export = encode(&header, &[Record::default(); 3]);
-        path.handle(allowed, &export);
-        path.handle("198.18.0.9".parse().unwrap(), &export);
-        path.handle(allowed, &export[..30]);
-        path.handle(allowed, &[0, 10, 0, 0]);
-        path.handle(allowed, &[0, 7, 0, 0]);
-        path.handle(allowed, &[5]);
+        path.handle(0, allowed, &export);
+        path.handle(0, "198.18.0.9".parse().unwrap(), &export);
+        path.handle(0, allowed, &export[..30]);
+        path.handle(0, allowed, &[0, 10, 0, 0]);
+        path.handle(0, allowed, &[0, 7, 0, 0]);
+        path.handle(0, allowed, &[5]);
         assert_eq!(metrics.socket.packets.get(), 6);
         assert_eq!(metrics.socket.records.get(), 3);
         assert_eq!(rejected(&metrics, "unknown_exporter"), 1);

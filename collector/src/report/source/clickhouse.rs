@@ -1,5 +1,5 @@
-//! What `flowtally report --clickhouse` reads: the same usage sums,
-//! sessions and address intervals as from SQLite, from every instance.
+//! The report's rows from ClickHouse: the same usage sums, sessions and
+//! address intervals as from SQLite, from every instance.
 
 use std::{collections::HashMap, str::FromStr};
 
@@ -8,9 +8,11 @@ use clickhouse::{Client, Row};
 use flowtally_common::agg::Direction;
 use serde::Deserialize;
 
+use super::Rows;
 use crate::{
     report::Usage,
     sessions::{AddressRow, SessionRow},
+    sink::clickhouse::client,
 };
 
 #[derive(Row, Deserialize)]
@@ -73,13 +75,38 @@ FROM sessions FINAL ORDER BY start_ms, nas, session_id";
 pub const ADDRESSES: &str = "
 SELECT nas, session_id, start_ms, net, from_ms, to_ms FROM session_addresses FINAL";
 
+/// Where a shared ClickHouse is and who reads it.
+#[derive(Clone, Debug)]
+pub struct ClickHouseSource {
+    pub url: String,
+    pub database: String,
+    pub user: Option<String>,
+    pub password: Option<String>,
+}
+
+impl ClickHouseSource {
+    /// See [`read`]; a runtime of its own, for callers without one.
+    pub fn read_blocking(&self, from_ms: u64, to_ms: u64) -> anyhow::Result<Rows> {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(self.read(from_ms, to_ms))
+    }
+
+    pub async fn read(&self, from_ms: u64, to_ms: u64) -> anyhow::Result<Rows> {
+        let client = client(
+            &self.url,
+            &self.database,
+            self.user.as_deref(),
+            self.password.as_deref(),
+        );
+        read(&client, from_ms, to_ms).await
+    }
+}
+
 /// Usage rows whose bucket starts in `[from_ms, to_ms)`, summed like the
 /// SQLite report, and all sessions with their addresses (ids made here).
-pub async fn read(
-    client: &Client,
-    from_ms: u64,
-    to_ms: u64,
-) -> anyhow::Result<(Vec<Usage>, Vec<SessionRow>, Vec<AddressRow>)> {
+pub async fn read(client: &Client, from_ms: u64, to_ms: u64) -> anyhow::Result<Rows> {
     let usage = client
         .query(USAGE_SUMS)
         .bind(from_ms as i64)

@@ -12,6 +12,8 @@ use std::{
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+mod validate;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {error}")]
@@ -62,6 +64,9 @@ pub struct Config {
     /// A shared ClickHouse that also receives usage and sessions.
     pub clickhouse: ClickHouseConfig,
     pub flush_interval: Span,
+    /// How often the log sums up what the flushes wrote (each flush is
+    /// logged at DEBUG only).
+    pub log_summary: Span,
     pub late_window: Span,
     /// Flows up to this long after a session's Stop still belong to it
     /// (routers export late), unless another session takes the address.
@@ -354,6 +359,7 @@ impl Default for Config {
             db: PathBuf::from("flowtally.db"),
             clickhouse: ClickHouseConfig::default(),
             flush_interval: Span(Duration::from_secs(5)),
+            log_summary: Span(Duration::from_secs(600)),
             late_window: Span(Duration::from_secs(30)),
             stop_grace: Span(Duration::from_secs(5)),
             user_metrics_top: 0,
@@ -458,174 +464,6 @@ impl Config {
         self.radius.listen = o.radius.unwrap_or(self.radius.listen);
         self.radius.secret = o.radius_secret.or(self.radius.secret.take());
     }
-
-    fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key, flag, message: &str| {
-            Err(ConfigError::Invalid {
-                key,
-                flag,
-                message: message.to_owned(),
-            })
-        };
-        if self.mode == Mode::Xdp && self.interfaces.is_empty() {
-            return invalid("interfaces", "--iface", "mode `xdp` needs an interface");
-        }
-        if let Some(name) = self.interfaces.iter().find(|name| !valid_ifname(name)) {
-            return invalid(
-                "interfaces",
-                "--iface",
-                &format!("{name:?} is not an interface name"),
-            );
-        }
-        if !(4096..=1 << 30).contains(&self.socket_receive_buffer) {
-            return invalid(
-                "socket_receive_buffer",
-                "-",
-                "must be between 4096 and 1073741824 bytes",
-            );
-        }
-        if self.netflow.is_empty() {
-            return invalid("netflow", "--netflow", "at least one address is needed");
-        }
-        if self.flush_interval.0 < Duration::from_millis(100) {
-            return invalid(
-                "flush_interval",
-                "--flush-interval",
-                "must be at least 100ms",
-            );
-        }
-        let bucket = self.aggregation.bucket.0;
-        if bucket < Duration::from_millis(1) || bucket > Duration::from_secs(86_400) {
-            return invalid("aggregation.bucket", "-", "must be between 1ms and 24h");
-        }
-        if !(1..=1 << 24).contains(&self.maps.aggregate_entries) {
-            return invalid(
-                "maps.aggregate_entries",
-                "-",
-                "must be between 1 and 16777216",
-            );
-        }
-        let ring = self.maps.overflow_ring_bytes;
-        if ring < 4096 || !ring.is_power_of_two() {
-            return invalid(
-                "maps.overflow_ring_bytes",
-                "-",
-                "must be a power of two, at least 4096",
-            );
-        }
-        if self.subscriber_networks.len() > flowtally_common::MAX_SUBSCRIBER_NETS as usize {
-            return invalid(
-                "subscriber_networks",
-                "--subscriber-net",
-                &format!("at most {} networks", flowtally_common::MAX_SUBSCRIBER_NETS),
-            );
-        }
-        if self.exporters.len() > flowtally_common::MAX_EXPORTERS as usize {
-            return invalid(
-                "exporters",
-                "--exporter",
-                &format!("at most {} exporters", flowtally_common::MAX_EXPORTERS),
-            );
-        }
-        for (key, value) in [
-            (
-                "templates.max_per_exporter",
-                self.templates.max_per_exporter,
-            ),
-            ("templates.max_fields", self.templates.max_fields),
-            (
-                "templates.max_record_bytes",
-                self.templates.max_record_bytes,
-            ),
-        ] {
-            if value == 0 {
-                return invalid(key, "-", "must be at least 1");
-            }
-        }
-        if self.user_metrics_top > 1000 {
-            return invalid(
-                "user_metrics_top",
-                "-",
-                "at most 1000: per-user series must stay few",
-            );
-        }
-        if self.scope_keys().len() > flowtally_common::MAX_SCOPE_ENTRIES as usize {
-            return invalid(
-                "billing_scope",
-                "-",
-                &format!(
-                    "at most {} exporter/interface pairs",
-                    flowtally_common::MAX_SCOPE_ENTRIES
-                ),
-            );
-        }
-        if self.db.as_os_str().is_empty() {
-            return invalid("db", "--db", "must not be empty");
-        }
-        // No TLS is built in (the client's TLS features pull a crypto stack):
-        // use a trusted network or a local TLS proxy.
-        if let Some(url) = &self.clickhouse.url
-            && !url.starts_with("http://")
-        {
-            return invalid(
-                "clickhouse.url",
-                "--clickhouse",
-                &format!("{url:?} is not an http:// URL of ClickHouse's HTTP interface"),
-            );
-        }
-        if !valid_identifier(&self.clickhouse.database) {
-            return invalid(
-                "clickhouse.database",
-                "-",
-                "must be letters, digits and underscores, not starting with a digit",
-            );
-        }
-        if self.clickhouse.batch_rows == 0 {
-            return invalid("clickhouse.batch_rows", "-", "must be at least 1");
-        }
-        if self.clickhouse.spool_max_rows == 0 {
-            return invalid("clickhouse.spool_max_rows", "-", "must be at least 1");
-        }
-        if self.radius.secret.as_deref() == Some("") {
-            return invalid("radius.secret", "--radius-secret", "must not be empty");
-        }
-        if self.radius.rate_limit == 0 {
-            return invalid("radius.rate_limit", "-", "must be at least 1");
-        }
-        if self.radius.silence_multiple == 0 {
-            return invalid("radius.silence_multiple", "-", "must be at least 1");
-        }
-        if self.radius.history_retention.0 < self.late_window.0 + self.stop_grace.0 {
-            return invalid(
-                "radius.history_retention",
-                "-",
-                "must be at least late_window + stop_grace: rows still waiting need their sessions",
-            );
-        }
-        if self.radius.default_interim.0 < Duration::from_secs(1) {
-            return invalid("radius.default_interim", "-", "must be at least 1s");
-        }
-        if self.radius.clients.iter().any(|c| c.secret.is_empty()) {
-            return invalid("radius.clients.secret", "-", "must not be empty");
-        }
-        Ok(())
-    }
-}
-
-/// A ClickHouse database name we can splice into SQL unquoted.
-fn valid_identifier(name: &str) -> bool {
-    name.chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-/// Linux interface names: 1 to 15 bytes, no '/', ':' or whitespace.
-fn valid_ifname(name: &str) -> bool {
-    (1..16).contains(&name.len())
-        && !name
-            .chars()
-            .any(|c| c == '/' || c == ':' || c.is_whitespace())
 }
 
 /// A duration written like `500ms`, `5s`, `2m`.

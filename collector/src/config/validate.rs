@@ -1,0 +1,221 @@
+//! Checks of a loaded configuration, a function per section; each error
+//! names the key and the flag that sets it ("-" when only the file does).
+
+use std::time::Duration;
+
+use flowtally_common::{MAX_EXPORTERS, MAX_SCOPE_ENTRIES, MAX_SUBSCRIBER_NETS};
+
+use super::{
+    AggregationConfig, ClickHouseConfig, Config, ConfigError, MapsConfig, Mode, RadiusConfig,
+    TemplatesConfig,
+};
+
+type Checked = Result<(), ConfigError>;
+
+fn invalid(key: &'static str, flag: &'static str, message: impl Into<String>) -> Checked {
+    Err(ConfigError::Invalid {
+        key,
+        flag,
+        message: message.into(),
+    })
+}
+
+impl Config {
+    pub(super) fn validate(&self) -> Checked {
+        self.intake()?;
+        self.timing()?;
+        self.accounting_scope()?;
+        aggregation(&self.aggregation)?;
+        maps(&self.maps)?;
+        templates(&self.templates)?;
+        if self.db.as_os_str().is_empty() {
+            return invalid("db", "--db", "must not be empty");
+        }
+        clickhouse(&self.clickhouse)?;
+        radius(&self.radius, self.late_window.0 + self.stop_grace.0)
+    }
+
+    /// Where and how flow exports come in.
+    fn intake(&self) -> Checked {
+        if self.mode == Mode::Xdp && self.interfaces.is_empty() {
+            return invalid("interfaces", "--iface", "mode `xdp` needs an interface");
+        }
+        if let Some(name) = self.interfaces.iter().find(|name| !valid_ifname(name)) {
+            return invalid(
+                "interfaces",
+                "--iface",
+                format!("{name:?} is not an interface name"),
+            );
+        }
+        if !(4096..=1 << 30).contains(&self.socket_receive_buffer) {
+            return invalid(
+                "socket_receive_buffer",
+                "-",
+                "must be between 4096 and 1073741824 bytes",
+            );
+        }
+        if self.netflow.is_empty() {
+            return invalid("netflow", "--netflow", "at least one address is needed");
+        }
+        if self.exporters.len() > MAX_EXPORTERS as usize {
+            return invalid(
+                "exporters",
+                "--exporter",
+                format!("at most {MAX_EXPORTERS} exporters"),
+            );
+        }
+        Ok(())
+    }
+
+    fn timing(&self) -> Checked {
+        if self.flush_interval.0 < Duration::from_millis(100) {
+            return invalid(
+                "flush_interval",
+                "--flush-interval",
+                "must be at least 100ms",
+            );
+        }
+        if self.log_summary.0 < Duration::from_secs(1) {
+            return invalid("log_summary", "-", "must be at least 1s");
+        }
+        Ok(())
+    }
+
+    /// Who is billed and which records count.
+    fn accounting_scope(&self) -> Checked {
+        if self.subscriber_networks.len() > MAX_SUBSCRIBER_NETS as usize {
+            return invalid(
+                "subscriber_networks",
+                "--subscriber-net",
+                format!("at most {MAX_SUBSCRIBER_NETS} networks"),
+            );
+        }
+        if self.scope_keys().len() > MAX_SCOPE_ENTRIES as usize {
+            return invalid(
+                "billing_scope",
+                "-",
+                format!("at most {MAX_SCOPE_ENTRIES} exporter/interface pairs"),
+            );
+        }
+        if self.user_metrics_top > 1000 {
+            return invalid(
+                "user_metrics_top",
+                "-",
+                "at most 1000: per-user series must stay few",
+            );
+        }
+        Ok(())
+    }
+}
+
+fn aggregation(aggregation: &AggregationConfig) -> Checked {
+    let bucket = aggregation.bucket.0;
+    if bucket < Duration::from_millis(1) || bucket > Duration::from_secs(86_400) {
+        return invalid("aggregation.bucket", "-", "must be between 1ms and 24h");
+    }
+    Ok(())
+}
+
+fn maps(maps: &MapsConfig) -> Checked {
+    if !(1..=1 << 24).contains(&maps.aggregate_entries) {
+        return invalid(
+            "maps.aggregate_entries",
+            "-",
+            "must be between 1 and 16777216",
+        );
+    }
+    let ring = maps.overflow_ring_bytes;
+    if ring < 4096 || !ring.is_power_of_two() {
+        return invalid(
+            "maps.overflow_ring_bytes",
+            "-",
+            "must be a power of two, at least 4096",
+        );
+    }
+    Ok(())
+}
+
+fn templates(templates: &TemplatesConfig) -> Checked {
+    for (key, value) in [
+        ("templates.max_per_exporter", templates.max_per_exporter),
+        ("templates.max_fields", templates.max_fields),
+        ("templates.max_record_bytes", templates.max_record_bytes),
+    ] {
+        if value == 0 {
+            return invalid(key, "-", "must be at least 1");
+        }
+    }
+    Ok(())
+}
+
+fn clickhouse(clickhouse: &ClickHouseConfig) -> Checked {
+    // No TLS is built in (the client's TLS features pull a crypto stack):
+    // use a trusted network or a local TLS proxy.
+    if let Some(url) = &clickhouse.url
+        && !url.starts_with("http://")
+    {
+        return invalid(
+            "clickhouse.url",
+            "--clickhouse",
+            format!("{url:?} is not an http:// URL of ClickHouse's HTTP interface"),
+        );
+    }
+    if !valid_identifier(&clickhouse.database) {
+        return invalid(
+            "clickhouse.database",
+            "-",
+            "must be letters, digits and underscores, not starting with a digit",
+        );
+    }
+    if clickhouse.batch_rows == 0 {
+        return invalid("clickhouse.batch_rows", "-", "must be at least 1");
+    }
+    if clickhouse.spool_max_rows == 0 {
+        return invalid("clickhouse.spool_max_rows", "-", "must be at least 1");
+    }
+    Ok(())
+}
+
+/// `waiting` is how long usage rows may wait for their sessions
+/// (late_window + stop_grace): the history must keep sessions that long.
+fn radius(radius: &RadiusConfig, waiting: Duration) -> Checked {
+    if radius.secret.as_deref() == Some("") {
+        return invalid("radius.secret", "--radius-secret", "must not be empty");
+    }
+    if radius.clients.iter().any(|c| c.secret.is_empty()) {
+        return invalid("radius.clients.secret", "-", "must not be empty");
+    }
+    if radius.rate_limit == 0 {
+        return invalid("radius.rate_limit", "-", "must be at least 1");
+    }
+    if radius.silence_multiple == 0 {
+        return invalid("radius.silence_multiple", "-", "must be at least 1");
+    }
+    if radius.history_retention.0 < waiting {
+        return invalid(
+            "radius.history_retention",
+            "-",
+            "must be at least late_window + stop_grace: rows still waiting need their sessions",
+        );
+    }
+    if radius.default_interim.0 < Duration::from_secs(1) {
+        return invalid("radius.default_interim", "-", "must be at least 1s");
+    }
+    Ok(())
+}
+
+/// A ClickHouse database name we can splice into SQL unquoted.
+fn valid_identifier(name: &str) -> bool {
+    name.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Linux interface names: 1 to 15 bytes, no '/', ':' or whitespace.
+fn valid_ifname(name: &str) -> bool {
+    (1..16).contains(&name.len())
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace())
+}

@@ -1,0 +1,188 @@
+//! One flush: swap and drain the kernel maps, take the socket path's
+//! aggregates, attribute them, and write them all as `usage` rows in one
+//! transaction; then expire and save templates.
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Instant,
+};
+
+use flowtally_common::agg::Profile;
+use rusqlite::Connection;
+use tokio::sync::Notify;
+
+use super::{flow_socket::SocketPath, templates_file};
+use crate::{
+    aggregate::{Table, merge},
+    associate::{Associator, BacklogChanges},
+    metrics::Metrics,
+    sessions::History,
+    sink::{runs, sqlite},
+    usage::UsageRow,
+    xdp::Drainer,
+};
+
+pub struct Flusher {
+    parts: FlushParts,
+    /// Rows a failed write left behind; retried first next time.
+    pending: Vec<UsageRow>,
+    /// Backlog changes a failed write left behind.
+    pending_changes: BacklogChanges,
+}
+
+/// Everything a flush reads from and writes to.
+pub struct FlushParts {
+    /// The kernel's maps, with XDP.
+    pub drainer: Option<Drainer>,
+    pub history: Arc<Mutex<History>>,
+    pub associator: Associator,
+    /// Where the template cache is saved after each flush.
+    pub templates_file: PathBuf,
+    pub socket: Arc<SocketPath>,
+    pub db: Connection,
+    pub metrics: Metrics,
+    pub profile: Profile,
+    /// This run's row in `runs`, where each flush is recorded.
+    pub run: i64,
+    /// Told when rows were written, to deliver them onwards (ClickHouse).
+    pub written: Option<Arc<Notify>>,
+}
+
+/// What a flush took in and wrote.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Flushed {
+    /// Aggregates drained from the kernel and the socket path.
+    pub aggregates: usize,
+    /// Usage rows written (some of them may have waited for a late session).
+    pub rows: usize,
+    pub bytes: u64,
+    pub attributed_bytes: u64,
+    /// Aggregates that found the kernel map full and came through the ring.
+    pub overflow_records: u64,
+    /// Rows still waiting for a late session.
+    pub backlog: usize,
+}
+
+impl std::fmt::Display for Flushed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let share = if self.bytes == 0 {
+            100.0
+        } else {
+            100.0 * self.attributed_bytes as f64 / self.bytes as f64
+        };
+        write!(
+            f,
+            "{} new aggregates ({} through the overflow ring); {} usage rows, {} bytes, \
+             {share:.1}% attributed, {} bytes unattributed, {} rows waiting for a late session",
+            self.aggregates,
+            self.overflow_records,
+            self.rows,
+            self.bytes,
+            self.bytes.saturating_sub(self.attributed_bytes),
+            self.backlog
+        )
+    }
+}
+
+impl Flusher {
+    pub fn new(parts: FlushParts) -> Self {
+        Self {
+            parts,
+            pending: Vec::new(),
+            pending_changes: BacklogChanges::default(),
+        }
+    }
+
+    /// One flush at `now_ms`. With `last`, rows waiting for a late session
+    /// are written too.
+    pub fn flush(&mut self, now_ms: u64, last: bool) -> anyhow::Result<Flushed> {
+        let started = Instant::now();
+        let FlushParts {
+            drainer,
+            history,
+            associator,
+            templates_file,
+            socket,
+            db,
+            metrics,
+            profile,
+            run,
+            written,
+        } = &mut self.parts;
+        let mut table: Table = socket
+            .aggregator
+            .lock()
+            .expect("aggregator lock poisoned")
+            .take();
+        let mut overflow_records = 0;
+        if let Some(drainer) = drainer {
+            let drained = drainer.drain(|key, value| merge(&mut table, key, value))?;
+            overflow_records = drained.overflow_records;
+            metrics
+                .aggregate_map_entries
+                .set(drained.map_entries as i64);
+            metrics.overflow_records.inc_by(drained.overflow_records);
+        }
+        let aggregates = table.len();
+        let fresh = table
+            .iter()
+            .filter_map(|(key, value)| UsageRow::new(key, value, profile))
+            .collect();
+        let (attributed, summary) = {
+            let history = history.lock().expect("history lock poisoned");
+            associator.associate(fresh, &history, now_ms, last)
+        };
+        metrics.attributed_bytes.inc_by(summary.attributed_bytes);
+        metrics
+            .unattributed_bytes
+            .inc_by(summary.unattributed_bytes);
+        metrics.association_backlog.set(associator.backlog() as i64);
+        metrics.users.observe(&attributed);
+        let mut rows = std::mem::take(&mut self.pending);
+        rows.extend(attributed);
+        let mut changes = std::mem::take(&mut self.pending_changes);
+        let fresh = associator.take_changes();
+        changes.entered.extend(fresh.entered);
+        changes.left.extend(fresh.left);
+        if let Err(err) = sqlite::write_flush(db, &rows, &changes) {
+            self.pending = rows;
+            self.pending_changes = changes;
+            return Err(anyhow::anyhow!(
+                "writing {} usage rows failed, retrying next flush: {err}",
+                self.pending.len()
+            ));
+        }
+        let mut flushed = Flushed {
+            aggregates,
+            rows: rows.len(),
+            bytes: 0,
+            attributed_bytes: summary.attributed_bytes,
+            overflow_records,
+            backlog: associator.backlog(),
+        };
+        for row in &rows {
+            flushed.bytes += row.bytes;
+            metrics
+                .usage_bytes
+                .get_or_create(&[("direction", row.direction.as_str())])
+                .inc_by(row.bytes);
+        }
+        metrics.usage_rows.inc_by(rows.len() as u64);
+        let record = if last { runs::stopped } else { runs::flushed };
+        if let Err(err) = record(db, *run, now_ms) {
+            tracing::warn!("recording the flush in `runs`: {err}");
+        }
+        if let Some(written) = written {
+            written.notify_one();
+        }
+        let saved = socket.maintain(now_ms);
+        if let Err(err) = templates_file::save(templates_file, &saved) {
+            tracing::warn!("saving templates to {}: {err}", templates_file.display());
+        }
+        metrics
+            .drain_duration
+            .observe(started.elapsed().as_secs_f64());
+        Ok(flushed)
+    }
+}

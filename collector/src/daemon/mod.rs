@@ -1,0 +1,424 @@
+//! The I/O shell of `flowtally run`: everything that touches sockets, the
+//! kernel, files and the clock, around the sans-IO cores. `serve` runs the
+//! steps in order: open the store, bind the flow sockets, start the XDP data
+//! plane, serve metrics, start the socket path and the RADIUS server, drop
+//! privileges, announce, then flush every interval until SIGINT or SIGTERM,
+//! when it stops all intake, flushes everything, and exits.
+
+pub mod clock;
+pub mod flow_socket;
+pub mod flush;
+mod flush_log;
+pub mod privileges;
+pub mod radius_socket;
+pub mod templates_file;
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
+
+use anyhow::Context as _;
+use flowtally_common::agg::Profile;
+use rusqlite::Connection;
+use tokio::{
+    net::{TcpListener, UdpSocket},
+    signal::unix::{Signal, SignalKind, signal},
+    task::{JoinSet, block_in_place},
+    time::{MissedTickBehavior, interval},
+};
+
+use self::{
+    flow_socket::SocketPath,
+    flush::{FlushParts, Flusher},
+    flush_log::FlushLog,
+};
+use crate::{
+    aggregate::Aggregator,
+    associate::{Associator, Waiting},
+    config::{Config, Mode},
+    metrics::{self, Metrics, UserMetrics},
+    netflow::Limits,
+    radius::{self, clients::Clients, limiter::Limiter},
+    sessions::History,
+    sink::{
+        self,
+        clickhouse::{ClickHouseMetrics, Deliverer, Spool, Stop},
+    },
+    subscribers::SubscriberNets,
+    timestamp::Timestamp,
+    xdp::{self, DataPlane, Drainer, KernelConfig, KernelStats, KernelTemplates},
+};
+
+pub fn run(config: Config) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(serve(config))
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let metrics = new_metrics(&config);
+    let store = open_store(&config, &metrics)?;
+    let sockets = flow_socket::bind(&config.netflow, config.socket_receive_buffer).await?;
+    let netflow_addrs = sockets
+        .iter()
+        .map(|socket| socket.local_addr())
+        .collect::<Result<Vec<SocketAddr>, _>>()?;
+    let mut tasks = JoinSet::new();
+    let mut kernel = start_kernel(&config, &netflow_addrs, &metrics, &mut tasks)?;
+    let metrics_addr = serve_metrics(&config, &metrics, kernel.stats.take(), &mut tasks).await?;
+    let socket_path = Arc::new(start_socket_path(
+        &config,
+        &metrics,
+        kernel.templates.take(),
+    )?);
+    let radius_addr = start_radius(&config, &store.history, &metrics, &mut tasks).await?;
+    let mut receivers = JoinSet::new();
+    for socket in sockets {
+        receivers.spawn(flow_socket::receive(socket, Arc::clone(&socket_path)));
+    }
+    // Handlers go in before `ready`: a signal right after it must not find
+    // the default action (terminate without flushing).
+    let signal = wait_for_signal(
+        signal(SignalKind::interrupt())?,
+        signal(SignalKind::terminate())?,
+    );
+    privileges::drop_after_setup()?;
+    let delivery = start_clickhouse(&config, &metrics)?;
+
+    // What we listen on, for people and for scripts (one item per line).
+    for addr in &netflow_addrs {
+        println!("listen netflow udp {addr}");
+    }
+    if let Some(addr) = radius_addr {
+        println!("listen radius udp {addr}");
+    }
+    println!("listen metrics http://{metrics_addr}/metrics");
+    for attachment in kernel.plane.iter().flat_map(|plane| plane.attachments()) {
+        println!("xdp {} {}", attachment.iface, attachment.mode);
+    }
+    println!("sink sqlite {}", config.db.display());
+    if let Some(url) = &config.clickhouse.url {
+        println!("sink clickhouse {url} {}", config.clickhouse.database);
+    }
+    println!("ready");
+
+    let mut associator = Associator::new(
+        config.stop_grace.0.as_millis() as u64,
+        config.late_window.0.as_millis() as u64,
+    );
+    associator.restore(store.waiting);
+    let mut flusher = Flusher::new(FlushParts {
+        drainer: kernel.drainer.take(),
+        history: Arc::clone(&store.history),
+        associator,
+        templates_file: config.templates_file(),
+        socket: socket_path,
+        db: store.db,
+        metrics,
+        profile: config.aggregation.profile(),
+        run: store.run,
+        written: delivery.as_ref().map(Stop::waker),
+    });
+    let signal = flush_until(&mut flusher, &config, signal).await;
+
+    tracing::info!("{signal}: stopping intake, flushing");
+    // Stop all intake first so that the last flush sees everything: the
+    // links detach with the data plane, the sockets close with their tasks.
+    drop(kernel.plane);
+    receivers.shutdown().await;
+    let flushed =
+        block_in_place(|| flusher.flush(clock::unix_ms(), true)).context("final flush")?;
+    tracing::info!("final flush: {flushed}");
+    if let Some(delivery) = delivery {
+        delivery.finish().await;
+    }
+    tasks.shutdown().await;
+    Ok(())
+}
+
+fn new_metrics(config: &Config) -> Metrics {
+    Metrics {
+        users: UserMetrics::new(config.user_metrics_top),
+        clickhouse: config
+            .clickhouse
+            .url
+            .is_some()
+            .then(ClickHouseMetrics::default),
+        ..Metrics::default()
+    }
+}
+
+/// What the database holds for this run to go on from.
+struct Store {
+    db: Connection,
+    /// This run's row in `runs`.
+    run: i64,
+    /// Usage rows a previous run left waiting for a late session.
+    waiting: Vec<Waiting>,
+    history: Arc<Mutex<History>>,
+}
+
+/// Opens the database, records this run (and the gap an unclean stop of the
+/// previous one left), and reads back the backlog and the session history.
+fn open_store(config: &Config, metrics: &Metrics) -> anyhow::Result<Store> {
+    let db = sink::sqlite::open(&config.db)?;
+    let (run, gap) = sink::runs::begin(&db, clock::unix_ms())
+        .with_context(|| format!("cannot record this run in {}", config.db.display()))?;
+    if let Some(gap) = gap {
+        metrics.unclean_stops.inc();
+        metrics
+            .last_gap_seconds
+            .set(((gap.to_ms - gap.from_ms) / 1000) as i64);
+        tracing::warn!(
+            "the previous run stopped without its final flush (killed or crashed): usage it \
+             held after its last flush at {} is lost; recorded as a gap until {} (`runs` table)",
+            Timestamp(gap.from_ms),
+            Timestamp(gap.to_ms)
+        );
+    }
+    let waiting = sink::sqlite::read_pending(&db)
+        .with_context(|| format!("cannot read the usage backlog of {}", config.db.display()))?;
+    let retention_ms = config.radius.history_retention.0.as_millis() as u64;
+    let history = sink::session_store::load_history(&db, retention_ms, clock::unix_ms())
+        .with_context(|| format!("cannot read the session history of {}", config.db.display()))?;
+    Ok(Store {
+        db,
+        run,
+        waiting,
+        history: Arc::new(Mutex::new(history)),
+    })
+}
+
+/// The XDP data plane and the handles the other steps take from it; all
+/// `None` without XDP.
+struct Kernel {
+    plane: Option<DataPlane>,
+    stats: Option<KernelStats>,
+    drainer: Option<Drainer>,
+    templates: Option<KernelTemplates>,
+}
+
+fn start_kernel(
+    config: &Config,
+    netflow_addrs: &[SocketAddr],
+    metrics: &Metrics,
+    tasks: &mut JoinSet<()>,
+) -> anyhow::Result<Kernel> {
+    let kernel_config = KernelConfig {
+        collector_ports: netflow_addrs.iter().map(SocketAddr::port).collect(),
+        subscriber_networks: config.subscriber_networks.clone(),
+        exporters: config.exporters.clone(),
+        billing_scope: config.scope_keys(),
+        profile: config.aggregation.profile(),
+        flags: config.aggregation.flags(),
+        aggregate_entries: config.maps.aggregate_entries,
+        overflow_ring_bytes: config.maps.overflow_ring_bytes,
+    };
+    let Some(mut plane) = start_data_plane(config, &kernel_config)? else {
+        return Ok(Kernel {
+            plane: None,
+            stats: None,
+            drainer: None,
+            templates: None,
+        });
+    };
+    for attachment in plane.attachments() {
+        metrics
+            .xdp_attached
+            .get_or_create(&[
+                ("iface", attachment.iface.clone()),
+                ("mode", attachment.mode.to_string()),
+            ])
+            .set(1);
+    }
+    metrics
+        .aggregate_map_capacity
+        .set(i64::from(config.maps.aggregate_entries));
+    if let Some(logger) = plane.take_logger() {
+        tasks.spawn(xdp::forward_kernel_logs(logger));
+    }
+    Ok(Kernel {
+        stats: Some(plane.take_stats()?),
+        drainer: Some(plane.take_drainer()?),
+        templates: Some(plane.take_templates()?),
+        plane: Some(plane),
+    })
+}
+
+/// Binds the metrics endpoint and serves it; returns its address.
+async fn serve_metrics(
+    config: &Config,
+    metrics: &Metrics,
+    kernel_stats: Option<KernelStats>,
+    tasks: &mut JoinSet<()>,
+) -> anyhow::Result<SocketAddr> {
+    let registry = Arc::new(metrics.registry(kernel_stats));
+    let listener = TcpListener::bind(config.metrics)
+        .await
+        .with_context(|| format!("metrics {}", config.metrics))?;
+    let addr = listener.local_addr()?;
+    tasks.spawn(metrics::http::serve(listener, registry));
+    Ok(addr)
+}
+
+/// The socket path's decoding state, with the templates saved by the last
+/// run (installed in the kernel too, when there is one).
+fn start_socket_path(
+    config: &Config,
+    metrics: &Metrics,
+    kernel_templates: Option<KernelTemplates>,
+) -> anyhow::Result<SocketPath> {
+    let profile: Profile = config.aggregation.profile();
+    let aggregator = Aggregator::new(
+        profile,
+        config.aggregation.flags(),
+        SubscriberNets::new(&config.subscriber_networks),
+    )
+    .with_scope(&config.scope_keys());
+    let limits = Limits {
+        max_templates_per_exporter: config.templates.max_per_exporter,
+        max_fields_per_template: config.templates.max_fields,
+        max_template_bytes: config.templates.max_record_bytes,
+        template_timeout_ms: config.templates.timeout.0.as_millis() as u64,
+        ..Limits::default()
+    };
+    let cache = templates_file::restore(&config.templates_file(), limits, clock::unix_ms())?;
+    Ok(SocketPath::new(
+        aggregator,
+        cache,
+        kernel_templates,
+        &config.exporters,
+        metrics.clone(),
+    ))
+}
+
+/// Flushes every `flush_interval` until a signal comes; returns its name.
+async fn flush_until(
+    flusher: &mut Flusher,
+    config: &Config,
+    signal: impl Future<Output = &'static str>,
+) -> &'static str {
+    let mut log = FlushLog::new(config.log_summary.0.as_millis() as u64, clock::unix_ms());
+    let mut ticks = interval(config.flush_interval.0);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    ticks.tick().await;
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            signal = &mut signal => return signal,
+            _ = ticks.tick() => {
+                let now_ms = clock::unix_ms();
+                match block_in_place(|| flusher.flush(now_ms, false)) {
+                    Ok(flushed) => {
+                        tracing::debug!("flush: {flushed}");
+                        if let Some(line) = log.flushed(now_ms, &flushed) {
+                            tracing::info!("{line}");
+                        }
+                    }
+                    Err(err) => tracing::error!("flush: {err:#}"),
+                }
+            }
+        }
+    }
+}
+
+/// The RADIUS accounting server, when some client can be trusted.
+async fn start_radius(
+    config: &Config,
+    history: &Arc<Mutex<History>>,
+    metrics: &Metrics,
+    tasks: &mut JoinSet<()>,
+) -> anyhow::Result<Option<SocketAddr>> {
+    let clients = Clients::new(&config.radius);
+    if clients.is_empty() {
+        tracing::info!("RADIUS accounting off: no secret (--radius-secret or [[radius.clients]])");
+        return Ok(None);
+    }
+    let listen = config.radius.listen;
+    let socket = UdpSocket::bind(listen)
+        .await
+        .with_context(|| format!("radius {listen}"))?;
+    let addr = socket.local_addr()?;
+    let db = sink::sqlite::open(&config.db)?;
+    // An Accounting-Response promises the record is on disk (RFC 2866 §2).
+    db.pragma_update(None, "synchronous", "FULL")?;
+    {
+        let history = history.lock().expect("history lock poisoned");
+        metrics
+            .radius
+            .sessions_open
+            .set(history.open_sessions() as i64);
+        metrics.radius.sessions_in_memory.set(history.len() as i64);
+    }
+    let server = radius_socket::RadiusSocket {
+        socket,
+        server: radius::server::Server::new(
+            clients,
+            Limiter::new(config.radius.rate_limit),
+            config.radius.silence_multiple,
+            config.radius.default_interim.0.as_secs() as u32,
+        ),
+        history: Arc::clone(history),
+        db,
+        metrics: metrics.radius.clone(),
+        retention_ms: config.radius.history_retention.0.as_millis() as u64,
+    };
+    tasks.spawn(server.serve());
+    Ok(Some(addr))
+}
+
+/// Delivery of what SQLite receives to ClickHouse, when configured.
+fn start_clickhouse(config: &Config, metrics: &Metrics) -> anyhow::Result<Option<Stop>> {
+    let (Some(url), Some(metrics)) = (&config.clickhouse.url, &metrics.clickhouse) else {
+        return Ok(None);
+    };
+    let ch = &config.clickhouse;
+    let deliverer = Deliverer {
+        client: sink::clickhouse::client(
+            url,
+            &ch.database,
+            ch.user.as_deref(),
+            ch.password.as_deref(),
+        ),
+        database: ch.database.clone(),
+        spool: Mutex::new(Spool::open(&config.db)?),
+        batch_rows: ch.batch_rows,
+        spool_max_rows: ch.spool_max_rows,
+        sessions: ch.sessions,
+        metrics: metrics.clone(),
+        poll: config.flush_interval.0,
+        shutdown_timeout: ch.shutdown_timeout.0,
+    };
+    Ok(Some(deliverer.spawn()))
+}
+
+/// The XDP data plane as `mode` asks: required, optional, or none.
+fn start_data_plane(config: &Config, kernel: &KernelConfig) -> anyhow::Result<Option<DataPlane>> {
+    match config.mode {
+        Mode::Socket => Ok(None),
+        Mode::Auto if config.interfaces.is_empty() => {
+            tracing::info!("no --iface given: receiving flow exports on sockets only");
+            Ok(None)
+        }
+        Mode::Xdp => Ok(Some(DataPlane::start(&config.interfaces, kernel)?)),
+        Mode::Auto => match DataPlane::start(&config.interfaces, kernel) {
+            Ok(plane) => Ok(Some(plane)),
+            Err(err) => {
+                tracing::warn!("XDP unavailable, falling back to sockets only: {err}");
+                Ok(None)
+            }
+        },
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM, naming the signal.
+async fn wait_for_signal(mut interrupt: Signal, mut terminate: Signal) -> &'static str {
+    tokio::select! {
+        _ = interrupt.recv() => "SIGINT",
+        _ = terminate.recv() => "SIGTERM",
+    }
+}

@@ -1,0 +1,171 @@
+//! The RADIUS socket loop around [`radius::server::Server`]: datagrams in,
+//! the session history's changes made durable in SQLite, and only then the
+//! Accounting-Responses out (RFC 2866 §2). Requests that queue up while one
+//! transaction commits are committed together in the next (group commit), so
+//! durability costs one fsync per batch, not per request.
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use rusqlite::Connection;
+use tokio::{net::UdpSocket, task::block_in_place};
+
+use super::clock::unix_ms;
+use crate::{
+    metrics::RadiusMetrics,
+    radius::{
+        self,
+        dedup::Key,
+        server::{Handled, status_label},
+    },
+    sessions::{Change, History},
+    sink::session_store,
+};
+
+/// RADIUS packets are at most 4096 bytes (RFC 2865 §3).
+const MAX_PACKET: usize = 4096;
+/// Requests committed together at most.
+const BATCH: usize = 256;
+/// How often silent sessions are looked for.
+const SILENCE_CHECK: Duration = Duration::from_secs(10);
+/// How often sessions past the retention leave memory, at most.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+pub struct RadiusSocket {
+    pub socket: UdpSocket,
+    pub server: radius::server::Server,
+    pub history: Arc<Mutex<History>>,
+    /// A connection of its own, with `synchronous = FULL`: a commit is on
+    /// disk before the answer leaves.
+    pub db: Connection,
+    pub metrics: RadiusMetrics,
+    /// Sessions stopped longer ago leave memory (not SQLite).
+    pub retention_ms: u64,
+}
+
+/// One batch: what to make durable, then what to send.
+#[derive(Default)]
+struct Batch {
+    changes: Vec<Change>,
+    answers: Vec<(Key, Vec<u8>)>,
+    /// Answers to retransmissions of requests already durable.
+    resend: Vec<(SocketAddr, Vec<u8>)>,
+}
+
+impl RadiusSocket {
+    /// Serves until the task is dropped.
+    pub async fn serve(mut self) {
+        let mut buf = vec![0; MAX_PACKET];
+        let mut silence = tokio::time::interval(SILENCE_CHECK);
+        let prune_every = PRUNE_EVERY
+            .min(Duration::from_millis(self.retention_ms / 4).max(Duration::from_secs(1)));
+        let mut prune =
+            tokio::time::interval_at(tokio::time::Instant::now() + prune_every, prune_every);
+        loop {
+            let mut batch = Batch::default();
+            tokio::select! {
+                received = self.socket.recv_from(&mut buf) => match received {
+                    Ok((len, peer)) => self.handle(&buf[..len], peer, &mut batch),
+                    Err(err) => tracing::debug!("radius socket: {err}"),
+                },
+                _ = prune.tick() => {
+                    self.prune();
+                    continue;
+                }
+                _ = silence.tick() => {
+                    let mut history = self.history.lock().expect("history lock poisoned");
+                    batch.changes = self.server.close_silent(unix_ms(), &mut history);
+                }
+            }
+            // Whatever queued meanwhile rides on the same commit.
+            while batch.answers.len() < BATCH {
+                match self.socket.try_recv_from(&mut buf) {
+                    Ok((len, peer)) => self.handle(&buf[..len], peer, &mut batch),
+                    Err(_) => break,
+                }
+            }
+            self.commit(batch).await;
+        }
+    }
+
+    /// Rebuilds the history from SQLite without the sessions past the
+    /// retention. Everything applied so far is committed (this task is the
+    /// only writer and commits before it gets here), so SQLite holds all of
+    /// it; the lock keeps readers on the old history until the swap.
+    fn prune(&mut self) {
+        let mut history = self.history.lock().expect("history lock poisoned");
+        let before = history.len();
+        match block_in_place(|| session_store::load_history(&self.db, self.retention_ms, unix_ms()))
+        {
+            Ok(pruned) => {
+                *history = pruned;
+                let left = before.saturating_sub(history.len());
+                if left > 0 {
+                    tracing::info!(
+                        "history: {left} sessions stopped before the retention left memory \
+                         (they stay in SQLite), {} kept",
+                        history.len()
+                    );
+                }
+                self.metrics.sessions_in_memory.set(history.len() as i64);
+            }
+            Err(err) => tracing::warn!("pruning the session history: {err}"),
+        }
+    }
+
+    fn handle(&mut self, datagram: &[u8], peer: SocketAddr, batch: &mut Batch) {
+        let handled = {
+            let mut history = self.history.lock().expect("history lock poisoned");
+            self.server.handle(unix_ms(), peer, datagram, &mut history)
+        };
+        match handled {
+            Handled::Discarded { reason } => self.metrics.count("unknown", reason),
+            Handled::Pending => self.metrics.count("unknown", "duplicate"),
+            Handled::Resend { answer } => {
+                batch.resend.push((peer, answer));
+                self.metrics.count("unknown", "duplicate");
+            }
+            Handled::Accepted(accepted) => {
+                batch.changes.extend(accepted.changes);
+                batch.answers.push((accepted.key, accepted.answer));
+                self.metrics
+                    .count(status_label(accepted.status), "accepted");
+            }
+        }
+    }
+
+    async fn commit(&mut self, batch: Batch) {
+        if !batch.changes.is_empty()
+            && let Err(err) = block_in_place(|| session_store::write(&mut self.db, &batch.changes))
+        {
+            // No answer: the NAS retransmits, and the retransmission is
+            // processed anew.
+            tracing::error!(
+                "recording {} session changes failed: {err}",
+                batch.changes.len()
+            );
+            for (key, _) in &batch.answers {
+                self.server.failed(key);
+            }
+            self.metrics.count("unknown", "store_failed");
+            return;
+        }
+        for (key, answer) in batch.answers {
+            if let Err(err) = self.socket.send_to(&answer, key.peer).await {
+                tracing::debug!("radius answer to {}: {err}", key.peer);
+            }
+            self.server.answered(&key, answer);
+        }
+        for (peer, answer) in batch.resend {
+            let _ = self.socket.send_to(&answer, peer).await;
+        }
+        let history = self.history.lock().expect("history lock poisoned");
+        self.metrics
+            .sessions_open
+            .set(history.open_sessions() as i64);
+        self.metrics.sessions_in_memory.set(history.len() as i64);
+    }
+}
