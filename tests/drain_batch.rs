@@ -43,7 +43,7 @@ fn run_and_drain(
     config: &KernelConfig,
     exports: &[Export],
     shape: impl FnOnce(Drainer) -> Drainer,
-) -> (Table, flowtally::xdp::Drained) {
+) -> (Table, Drain) {
     let mut plane = DataPlane::start(&[], config).expect("the program loads");
     for frame in frames(exports) {
         assert_eq!(plane.run_frame(&frame).unwrap(), XDP_DROP);
@@ -58,7 +58,20 @@ fn run_and_drain(
         .drain(|key, value| merge(&mut again, key, value))
         .unwrap();
     assert!(again.is_empty(), "a drain empties the maps it read");
-    (table, drained)
+    (
+        table,
+        Drain {
+            drained,
+            batched: drainer.batched(),
+        },
+    )
+}
+
+/// What a drain reported, and whether it still used batch operations.
+#[derive(Debug, PartialEq)]
+struct Drain {
+    drained: flowtally::xdp::Drained,
+    batched: bool,
 }
 
 #[test]
@@ -68,17 +81,22 @@ fn batches_per_key_and_partial_batches_drain_the_same_table() {
     let exports = exports(300, 0xba7c4);
     let config = kernel_config(&[2055], &[SUBSCRIBERS]);
     let (batched, drained) = run_and_drain(&config, &exports, |d| d);
-    assert!(drained.map_entries > 100, "{drained:?}");
+    assert!(drained.drained.map_entries > 100, "{drained:?}");
+    assert!(drained.batched, "this kernel has batch operations");
     let (partial, partial_drained) = run_and_drain(&config, &exports, |d| d.batch_size(7));
     // A batch of one key is smaller than some hash buckets: the wrapper
     // grows it rather than fail.
     let (single, _) = run_and_drain(&config, &exports, |d| d.batch_size(1));
-    let (per_key, per_key_drained) = run_and_drain(&config, &exports, Drainer::per_key);
+    let (per_key, per_key_drained) = run_and_drain(&config, &exports, |d| d.without_batch_ops());
     assert!(batched == partial, "batches of 7 keys");
     assert!(batched == single, "batches of 1 key");
     assert!(batched == per_key, "the per-key fallback");
     assert_eq!(partial_drained, drained);
-    assert_eq!(per_key_drained, drained);
+    assert_eq!(per_key_drained.drained, drained.drained);
+    assert!(
+        !per_key_drained.batched,
+        "the refused batch call was noticed"
+    );
     let expected: u64 = expected_bytes(&exports).values().sum();
     assert_eq!(total(&batched).0, expected);
 }
@@ -91,10 +109,10 @@ fn a_full_map_drains_whole_and_its_overflow_arrives_once() {
     let mut config = kernel_config(&[2055], &[SUBSCRIBERS]);
     config.aggregate_entries = 64;
     let batched: fn(Drainer) -> Drainer = |d| d;
-    for shape in [batched, Drainer::per_key] {
+    for shape in [batched, Drainer::without_batch_ops] {
         let (table, drained) = run_and_drain(&config, &exports, shape);
-        assert_eq!(drained.map_entries, 64, "the IPv4 map was full");
-        assert!(drained.overflow_records > 0, "{drained:?}");
+        assert_eq!(drained.drained.map_entries, 64, "the IPv4 map was full");
+        assert!(drained.drained.overflow_records > 0, "{drained:?}");
         let expected: u64 = expected_bytes(&exports).values().sum();
         assert_eq!(total(&table).0, expected);
     }
@@ -138,8 +156,8 @@ fn draining_while_the_program_writes_loses_and_doubles_nothing() {
         .unwrap();
     assert!(drains > 10, "drained while writing ({drains} drains)");
     let per_round: u64 = expected_bytes(&exports).values().sum();
-    let aggregated = stats.records(RecordStat::Aggregated).bytes
-        + stats.records(RecordStat::Overflowed).bytes;
+    let aggregated =
+        stats.records(RecordStat::Aggregated).bytes + stats.records(RecordStat::Overflowed).bytes;
     assert_eq!(stats.records(RecordStat::Dropped).count, 0);
     assert_eq!(aggregated, per_round * rounds, "the kernel's own count");
     assert_eq!(total(&table).0, per_round * rounds, "{rounds} rounds");

@@ -80,6 +80,18 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     for socket in sockets {
         receivers.spawn(flow_socket::receive(socket, Arc::clone(&socket_path)));
     }
+    if let Some(drainer) = &kernel.drainer {
+        let path = Arc::clone(&socket_path);
+        receivers.spawn(xdp::read_overflow(
+            drainer.overflow_reader(),
+            move |key, value| {
+                path.aggregator
+                    .lock()
+                    .expect("aggregator lock poisoned")
+                    .absorb(key, value);
+            },
+        ));
+    }
     // Handlers go in before `ready`: a signal right after it must not find
     // the default action (terminate without flushing).
     let signal = wait_for_signal(
@@ -127,7 +139,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
     tracing::info!("{signal}: stopping intake, flushing");
     // Stop all intake first so that the last flush sees everything: the
-    // links detach with the data plane, the sockets close with their tasks.
+    // links detach with the data plane, the sockets close with their tasks
+    // (and the overflow ring's reader stops; the last drain reads the rest).
     drop(kernel.plane);
     receivers.shutdown().await;
     let flushed =

@@ -38,6 +38,9 @@ pub enum BatchError {
 
 /// Reused buffers for one map's key and value layout.
 pub struct Batcher {
+    /// The `bpf()` command; another number stands in for a kernel that
+    /// lacks this one ([`Batcher::unsupported`]).
+    command: libc::c_long,
     /// Keys per call; grows when a hash bucket holds more (`ENOSPC`).
     capacity: usize,
     cpus: usize,
@@ -50,11 +53,19 @@ impl Batcher {
     /// per-CPU over `cpus` possible CPUs.
     pub fn new(capacity: usize, cpus: usize) -> Self {
         Self {
+            command: BPF_MAP_LOOKUP_AND_DELETE_BATCH,
             capacity: capacity.max(1),
             cpus,
             keys: Vec::new(),
             values: Vec::new(),
         }
+    }
+
+    /// A batcher that the kernel refuses as one without batch operations
+    /// would (an unknown command, `EINVAL`): for tests of the fallback.
+    pub fn unsupported(mut self) -> Self {
+        self.command = libc::c_long::from(u16::MAX);
+        self
     }
 
     /// Reads and deletes every key of the per-CPU hash map `map`, handing
@@ -95,7 +106,7 @@ impl Batcher {
             let rc = unsafe {
                 libc::syscall(
                     libc::SYS_bpf,
-                    BPF_MAP_LOOKUP_AND_DELETE_BATCH,
+                    self.command,
                     std::ptr::from_mut(&mut attr),
                     size_of::<BatchAttr>(),
                 )

@@ -12,7 +12,10 @@
 //! Maps are read and emptied in batches (`BPF_MAP_LOOKUP_AND_DELETE_BATCH`,
 //! see `batch.rs`); on kernels without it, key by key, with one log line.
 
-use std::os::fd::AsFd as _;
+use std::{
+    os::fd::AsFd as _,
+    sync::{Arc, Mutex},
+};
 
 use aya::maps::{Array, IterableMap, MapData, PerCpuHashMap, RingBuf};
 use flowtally_common::agg::{AggKey, AggKeyV4, AggValue, Overflow};
@@ -33,9 +36,11 @@ pub struct Drainer {
     active: Array<MapData, u32>,
     current: u32,
     barrier: RcuBarrier,
-    overflow: OverflowReader,
-    /// `None` once batches proved unsupported (or were switched off).
+    /// Shared with the daemon's continuous reader (`overflow_reader`).
+    overflow: Arc<Mutex<OverflowReader>>,
+    /// `None` once batches proved unsupported.
     batcher: Option<Batcher>,
+    cpus: usize,
 }
 
 /// Keys per batch call: 1 MiB of per-CPU values on a 2-CPU machine.
@@ -76,25 +81,34 @@ impl Drainer {
             active,
             current: 0,
             barrier,
-            overflow: OverflowReader(overflow),
+            overflow: Arc::new(Mutex::new(OverflowReader {
+                ring: overflow,
+                unreported: 0,
+            })),
             batcher: Some(Batcher::new(BATCH_KEYS, cpus)),
+            cpus,
         })
     }
 
-    /// Drains key by key, as on kernels without batch operations; for
-    /// tests and benchmarks of that fallback.
-    pub fn per_key(mut self) -> Self {
-        self.batcher = None;
+    /// Behaves as on a kernel without batch operations: the first drain
+    /// finds the batch command refused, says so once, and goes on key by
+    /// key. For tests and benchmarks of that fallback.
+    pub fn without_batch_ops(mut self) -> Self {
+        self.batcher = self.batcher.map(Batcher::unsupported);
         self
     }
 
     /// Batches of `keys` keys per call; for tests of partial batches.
     pub fn batch_size(mut self, keys: usize) -> Self {
         if self.batcher.is_some() {
-            let cpus = aya::util::nr_cpus().unwrap_or(1);
-            self.batcher = Some(Batcher::new(keys, cpus));
+            self.batcher = Some(Batcher::new(keys, self.cpus));
         }
         self
+    }
+
+    /// Whether drains still use batch operations.
+    pub fn batched(&self) -> bool {
+        self.batcher.is_some()
     }
 
     /// Swaps the maps, then hands every aggregate of the old pair (per-CPU
@@ -115,16 +129,20 @@ impl Drainer {
         map_entries += drain_map(&mut self.batcher, &mut pair.full, |key, value| {
             sink(*key, value);
         })?;
-        let overflow_records = self.overflow.read(&mut sink);
+        let mut overflow = self.overflow.lock().expect("overflow lock poisoned");
+        overflow.read(&mut sink);
+        let overflow_records = std::mem::take(&mut overflow.unreported);
         Ok(Drained {
             map_entries,
             overflow_records,
         })
     }
 
-    /// Reads the overflow ring on its own, between drains.
-    pub fn overflow(&mut self) -> &mut OverflowReader {
-        &mut self.overflow
+    /// The overflow ring, to read as records arrive between drains (so
+    /// that it need not hold a whole flush interval of overflow). What is
+    /// read there counts in the next drain's `overflow_records`.
+    pub fn overflow_reader(&self) -> Arc<Mutex<OverflowReader>> {
+        Arc::clone(&self.overflow)
     }
 }
 
@@ -163,25 +181,27 @@ fn drain_map<K: aya::Pod>(
 }
 
 /// The overflow ring: aggregates that found their map full.
-pub struct OverflowReader(RingBuf<MapData>);
+pub struct OverflowReader {
+    ring: RingBuf<MapData>,
+    /// Records read since the last drain reported them.
+    unreported: u64,
+}
 
 impl OverflowReader {
-    /// Hands everything in the ring to `sink`; returns how many.
-    pub fn read(&mut self, mut sink: impl FnMut(AggKey, &AggValue)) -> u64 {
-        let mut records = 0;
-        while let Some(item) = self.0.next() {
+    /// Hands everything in the ring to `sink`.
+    pub fn read(&mut self, mut sink: impl FnMut(AggKey, &AggValue)) {
+        while let Some(item) = self.ring.next() {
             if let Some(record) = read_overflow(&item) {
                 sink(record.key, &record.value);
-                records += 1;
+                self.unreported += 1;
             }
         }
-        records
     }
 }
 
 impl std::os::fd::AsFd for OverflowReader {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.0.as_fd()
+        self.ring.as_fd()
     }
 }
 

@@ -8,7 +8,13 @@ mod drain;
 mod rcu_barrier;
 mod stats;
 
-use std::{collections::BTreeSet, fmt, io, net::IpAddr, os::fd::AsFd as _};
+use std::{
+    collections::BTreeSet,
+    fmt, io,
+    net::IpAddr,
+    os::fd::AsFd as _,
+    sync::{Arc, Mutex},
+};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -19,7 +25,7 @@ use flowtally_common::{
     ACTIVE_MAP, AGGREGATE_MAPS, BILLING_SCOPE_MAP, COLLECTOR_PORTS_MAP, EXPORTERS_MAP,
     GLOBAL_BUCKET_MS, GLOBAL_FLAGS, GLOBAL_KEEP_FIELDS, OVERFLOW_RING, RECORD_STATS_MAP, STATS_MAP,
     SUBSCRIBER_NETS_MAP,
-    agg::{FLAG_BILLING_SCOPE, FLAG_EXPORTER_ALLOWLIST, Ip, Profile, ScopeKey},
+    agg::{AggKey, AggValue, FLAG_BILLING_SCOPE, FLAG_EXPORTER_ALLOWLIST, Ip, Profile, ScopeKey},
     members::SUBSCRIBER_V4_MAP,
     template::{
         CompiledTemplate, MAX_RECORD_LEN, MIN_RECORD_LEN, TEMPLATE_SETS_DONE_MAP,
@@ -31,7 +37,7 @@ use tokio::io::{Interest, unix::AsyncFd};
 
 use self::rcu_barrier::RcuBarrier;
 pub use self::{
-    drain::{DrainError, Drained, Drainer, MapPair},
+    drain::{DrainError, Drained, Drainer, MapPair, OverflowReader},
     stats::KernelStats,
 };
 use crate::{
@@ -353,6 +359,41 @@ impl KernelTemplates {
             }
         }
         Ok(())
+    }
+}
+
+/// Reads the overflow ring whenever the kernel adds to it, handing each
+/// aggregate to `sink`, until dropped.
+pub async fn read_overflow(
+    reader: Arc<Mutex<OverflowReader>>,
+    mut sink: impl FnMut(AggKey, &AggValue),
+) {
+    let fd = reader
+        .lock()
+        .expect("overflow lock poisoned")
+        .as_fd()
+        .try_clone_to_owned();
+    // SAFETY: the fd is our own duplicate, open until the `AsyncFd` drops.
+    let registered = fd.and_then(|fd| {
+        unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
+            .map_err(|err| err.into_parts().1)
+    });
+    let ready = match registered {
+        Ok(ready) => ready,
+        Err(err) => {
+            tracing::warn!("overflow ring read only at flushes: {err}");
+            return;
+        }
+    };
+    loop {
+        let Ok(mut guard) = ready.readable().await else {
+            return;
+        };
+        guard.clear_ready();
+        reader
+            .lock()
+            .expect("overflow lock poisoned")
+            .read(&mut sink);
     }
 }
 
