@@ -58,6 +58,9 @@ pub struct Config {
     /// Receive buffer of each of those sockets, in bytes: what absorbs a
     /// burst of exports while the socket path is busy.
     pub socket_receive_buffer: usize,
+    /// Receive threads per NetFlow address, each on its own SO_REUSEPORT
+    /// socket; 0: one per CPU.
+    pub socket_receive_threads: usize,
     pub metrics: SocketAddr,
     /// SQLite database, the default sink.
     pub db: PathBuf,
@@ -355,6 +358,7 @@ impl Default for Config {
                 SocketAddr::from(([0, 0, 0, 0], 4739)),
             ],
             socket_receive_buffer: 16 << 20,
+            socket_receive_threads: 0,
             metrics: SocketAddr::from(([127, 0, 0, 1], 9725)),
             db: PathBuf::from("flowtally.db"),
             clickhouse: ClickHouseConfig::default(),
