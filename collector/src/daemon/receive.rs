@@ -242,15 +242,17 @@ mod tests {
     fn one_port_many_sockets_and_each_datagram_reaches_one_of_them() {
         let sockets = bind_group("127.0.0.1:0".parse().unwrap(), 4).unwrap();
         let port = sockets[0].local_addr().unwrap().port();
-        assert!(sockets.iter().all(|s| s.local_addr().unwrap().port() == port));
+        assert!(
+            sockets
+                .iter()
+                .all(|s| s.local_addr().unwrap().port() == port)
+        );
         let senders: Vec<UdpSocket> = (0..16)
             .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
             .collect();
         for (i, sender) in senders.iter().enumerate() {
             for n in 0..3u8 {
-                sender
-                    .send_to(&[i as u8, n], ("127.0.0.1", port))
-                    .unwrap();
+                sender.send_to(&[i as u8, n], ("127.0.0.1", port)).unwrap();
             }
         }
         // Each sender's datagrams all land on one socket, in order.
@@ -268,10 +270,7 @@ mod tests {
         for got in &seen {
             assert_eq!(got.len(), 3, "{seen:?}");
             assert!(got.iter().all(|&(s, _)| s == got[0].0), "{seen:?}");
-            assert_eq!(
-                got.iter().map(|&(_, n)| n).collect::<Vec<_>>(),
-                [0, 1, 2]
-            );
+            assert_eq!(got.iter().map(|&(_, n)| n).collect::<Vec<_>>(), [0, 1, 2]);
         }
     }
 }
