@@ -6,9 +6,9 @@
 pub type Ip = [u8; 16];
 
 pub const fn ip_from_v4(v4: [u8; 4]) -> Ip {
-    [
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, v4[0], v4[1], v4[2], v4[3],
-    ]
+    // One 16-byte value: built byte by byte, the zero prefix became a call
+    // to `memset` per address in the kernel.
+    ((0xffff_u128 << 32) | u32::from_be_bytes(v4) as u128).to_be_bytes()
 }
 
 /// Which side of a flow is the subscriber.
@@ -125,7 +125,10 @@ pub struct AggKeyV4 {
     /// `ABSENT_*` bits: which addresses the profile masked out (all-zero in
     /// [`AggKey`], which no IPv4-mapped address is).
     pub absent: u8,
-    pub _pad: [u8; 5],
+    /// Padding as whole fields: zeroing a `[u8; 5]` became a `memset` call
+    /// per record in the kernel.
+    pub _pad: u8,
+    pub _pad2: u32,
 }
 
 pub const ABSENT_PEER: u8 = 1 << 0;
@@ -257,8 +260,10 @@ impl Profile {
         let s = self.sides(record, dir, exporter);
         AggKey {
             subscriber: *s.subscriber,
-            peer: s.peer.copied().unwrap_or([0; 16]),
-            exporter: s.exporter.copied().unwrap_or([0; 16]),
+            // A zero `u128`, not `[0; 16]`, which the kernel build zeroes
+            // through a call to `memset`.
+            peer: s.peer.map_or(0u128.to_ne_bytes(), |ip| *ip),
+            exporter: s.exporter.map_or(0u128.to_ne_bytes(), |ip| *ip),
             bucket_start_ms: s.bucket_start_ms,
             subscriber_port: s.subscriber_port,
             peer_port: s.peer_port,
@@ -304,7 +309,8 @@ impl Profile {
         out.peer_port = s.peer_port;
         out.protocol = s.protocol;
         out.direction = dir as u8;
-        out._pad = [0; 5];
+        out._pad = 0;
+        out._pad2 = 0;
         true
     }
 
