@@ -2,7 +2,7 @@ use anyhow::{Context as _, anyhow};
 use aya_build::{Package, Toolchain};
 
 /// Builds the XDP program with nightly + bpf-linker and leaves the object in
-/// `OUT_DIR`, where `src/ebpf/loader.rs` embeds it.
+/// `OUT_DIR`, where `src/xdp/mod.rs` embeds it.
 fn main() -> anyhow::Result<()> {
     let metadata = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()

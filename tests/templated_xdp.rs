@@ -219,7 +219,7 @@ fn data_export(shape: &Shape, n: usize, sequence: u32, rng: &mut Rng) -> Vec<u8>
                         ((secs << 32) | frac).to_be_bytes().to_vec()
                     }
                     _ => {
-                        let value = rng.next();
+                        let value = rng.next_u64();
                         value.to_be_bytes()[8 - usize::from(len)..].to_vec()
                     }
                 };

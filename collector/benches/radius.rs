@@ -14,7 +14,8 @@ use std::{
 use flowtally::{
     associate::Associator,
     radius::{AccountingRequest, StatusType},
-    sessions::{Event, EventKind, History},
+    rng::Rng,
+    sessions::{Event, History},
     usage::UsageRow,
 };
 use flowtally_common::agg::Direction;
@@ -128,34 +129,21 @@ fn whois_rate() -> History {
     let mut history = History::new();
     let build = Instant::now();
     for n in 0..SESSIONS {
-        let event = Event {
-            kind: EventKind::Start,
-            nas: format!("198.18.0.{}", n % 200),
-            session_id: format!("s{n}"),
-            user_name: Some(format!("user{n}")),
-            framed_ip: Some(std::net::Ipv4Addr::from(0x6440_0000 + n)),
-            framed_ipv6: None,
-            framed_prefixes: Vec::new(),
-            time_ms: 1_700_000_000_000 + u64::from(n),
-            session_time_s: None,
-            interim_interval_s: None,
-            input_octets: None,
-            output_octets: None,
-            nas_port_id: None,
-            calling_station_id: None,
-            class: None,
-            terminate_cause: None,
-        };
+        let event = Event::start_v4(
+            format!("198.18.0.{}", n % 200),
+            format!("s{n}"),
+            format!("user{n}"),
+            std::net::Ipv4Addr::from(0x6440_0000 + n),
+            1_700_000_000_000 + u64::from(n),
+        );
         history.apply(&event);
     }
     let build = build.elapsed();
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let started = Instant::now();
     let mut found = 0u32;
     for _ in 0..LOOKUPS {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
+        let x = rng.next_u64();
         let ip = std::net::Ipv4Addr::from(0x6440_0000 + (x % u64::from(SESSIONS)) as u32);
         let at = 1_700_000_000_000 + x % (2 * u64::from(SESSIONS));
         found += u32::from(std::hint::black_box(history.whois(ip.into(), at)).is_some());
@@ -175,12 +163,10 @@ fn whois_rate() -> History {
 /// through the associator, against the million-session history.
 fn association_rate(history: &History) {
     let rss_before = resident_bytes();
-    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
     let rows: Vec<UsageRow> = (0..AGGREGATES)
         .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = rng.next_u64();
             let at = 1_700_000_000_000 + x % (2 * u64::from(SESSIONS));
             UsageRow {
                 bucket_start_ms: at - at % 60_000,

@@ -24,7 +24,8 @@ use flowtally::{
         sets::{FieldSpec, Header as SetsHeader, IPFIX},
         v5::{Record, encode},
     },
-    sessions::{Event, EventKind, History},
+    rng::Rng,
+    sessions::{Event, History},
     subscribers::SubscriberNets,
     xdp::{DataPlane, Drainer, KernelConfig, KernelTemplates},
 };
@@ -112,10 +113,10 @@ fn map_keys() {
         for frame in &frames {
             plane.run_frame(frame).unwrap();
         }
-        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         let mut total = 0u128;
         for _ in 0..SAMPLES {
-            let frame = &frames[(xorshift(&mut rng) % frames.len() as u64) as usize];
+            let frame = &frames[(rng.next_u64() % frames.len() as u64) as usize];
             total += plane.time_frame(frame, 1).unwrap().1.as_nanos();
         }
         let per_record = total as f64 / SAMPLES as f64 / 30.0;
@@ -203,12 +204,12 @@ fn sessions() {
         let with = HEAP.load(Ordering::Relaxed) - before;
         let per_session = with as f64 / f64::from(sessions);
         let index = (with - without) as f64 / f64::from(sessions);
-        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
         let lookups = 200_000;
         let started = Instant::now();
         let mut found = 0;
         for _ in 0..lookups {
-            let x = xorshift(&mut rng);
+            let x = rng.next_u64();
             let ip = Ipv4Addr::from(0x6440_0000 + (x % u64::from(sessions)) as u32);
             found += usize::from(black_box(history.whois(ip.into(), 1_800_000_000_000)).is_some());
         }
@@ -408,24 +409,13 @@ fn udp_frame(src: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
 }
 
 fn start(n: u32) -> Event {
-    Event {
-        kind: EventKind::Start,
-        nas: format!("198.18.0.{}", n % 200),
-        session_id: format!("s{n}"),
-        user_name: Some(format!("user{n}")),
-        framed_ip: Some(Ipv4Addr::from(0x6440_0000 + n)),
-        framed_ipv6: None,
-        framed_prefixes: Vec::new(),
-        time_ms: 1_700_000_000_000 + u64::from(n),
-        session_time_s: None,
-        interim_interval_s: None,
-        input_octets: None,
-        output_octets: None,
-        nas_port_id: None,
-        calling_station_id: None,
-        class: None,
-        terminate_cause: None,
-    }
+    Event::start_v4(
+        format!("198.18.0.{}", n % 200),
+        format!("s{n}"),
+        format!("user{n}"),
+        Ipv4Addr::from(0x6440_0000 + n),
+        1_700_000_000_000 + u64::from(n),
+    )
 }
 
 /// A BPF map of this process, from its fdinfo.
@@ -465,13 +455,6 @@ fn thread_cpu() -> std::time::Duration {
     // SAFETY: clock_gettime writes the timespec we own.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &raw mut ts) };
     std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
-fn xorshift(x: &mut u64) -> u64 {
-    *x ^= *x << 13;
-    *x ^= *x >> 7;
-    *x ^= *x << 17;
-    *x
 }
 
 /// One curve, written as `# title|x|y[|y2]` then `x y [y2]` lines.

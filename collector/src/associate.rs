@@ -161,22 +161,9 @@ mod tests {
 
     fn event(kind: EventKind, user: &str, session: &str, at: u64) -> Event {
         Event {
-            kind,
-            nas: "198.18.0.1".into(),
-            session_id: session.into(),
             user_name: Some(user.into()),
             framed_ip: Some(IP),
-            framed_ipv6: None,
-            framed_prefixes: Vec::new(),
-            time_ms: at,
-            session_time_s: None,
-            interim_interval_s: None,
-            input_octets: None,
-            output_octets: None,
-            nas_port_id: None,
-            calling_station_id: None,
-            class: None,
-            terminate_cause: None,
+            ..Event::new(kind, "198.18.0.1", session, at)
         }
     }
 

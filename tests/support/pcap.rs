@@ -355,22 +355,7 @@ pub fn total(flows: &BTreeMap<FlowKey, Totals>) -> Totals {
     sum
 }
 
-/// xorshift64*: deterministic and dependency-free.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Uniform in `0..n` (bias irrelevant here).
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use flowtally::rng::Rng;
 
 #[derive(Clone, Copy)]
 enum Kind {
@@ -548,7 +533,7 @@ pub fn synthetic_traffic(mix: Mix) -> Vec<Packet> {
 }
 
 fn payload(rng: &mut Rng, len: usize) -> Vec<u8> {
-    (0..len).map(|_| rng.next() as u8).collect()
+    (0..len).map(|_| rng.next_u64() as u8).collect()
 }
 
 fn ethernet(ethertype: u16, ip: &[u8]) -> Vec<u8> {

@@ -9,21 +9,7 @@ use flowtally_common::{agg::Direction, v5::Header};
 pub const SUBSCRIBERS: &str = "198.18.100.0/24";
 pub const EXPORTERS: [[u8; 4]; 2] = [[198, 18, 0, 1], [198, 18, 0, 5]];
 
-/// A deterministic xorshift generator: varied but reproducible exports.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+pub use flowtally::rng::Rng;
 
 pub struct Export {
     pub exporter: [u8; 4],

@@ -62,29 +62,12 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
-    use crate::radius::{
-        accounting::tests::full_request, attributes::*, radclient_tests::radclient_requests,
+    use crate::{
+        radius::{
+            accounting::tests::full_request, attributes::*, radclient_tests::radclient_requests,
+        },
+        rng::Rng,
     };
-
-    /// xorshift64: the same mutations on every run and machine.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-
-        fn byte(&mut self) -> u8 {
-            self.next() as u8
-        }
-    }
 
     fn seeds() -> Vec<Vec<u8>> {
         let mut seeds = radclient_requests();
@@ -127,26 +110,26 @@ mod tests {
 
     fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
         let mut bytes = seed.to_vec();
-        for _ in 0..=rng.below(3) {
-            let at = rng.below(bytes.len().max(1));
-            match rng.below(6) {
-                0 if !bytes.is_empty() => bytes[at] ^= 1 << rng.below(8),
+        for _ in 0..=rng.index(3) {
+            let at = rng.index(bytes.len().max(1));
+            match rng.index(6) {
+                0 if !bytes.is_empty() => bytes[at] ^= 1 << rng.index(8),
                 1 if !bytes.is_empty() => bytes[at] = rng.byte(),
-                2 if !bytes.is_empty() => bytes[at] = EDGES[rng.below(EDGES.len())],
+                2 if !bytes.is_empty() => bytes[at] = EDGES[rng.index(EDGES.len())],
                 3 => bytes.truncate(at),
                 4 => {
-                    let insert: Vec<u8> = (0..rng.below(8)).map(|_| rng.byte()).collect();
+                    let insert: Vec<u8> = (0..rng.index(8)).map(|_| rng.byte()).collect();
                     bytes.splice(at.min(bytes.len())..at.min(bytes.len()), insert);
                 }
                 _ => {
-                    let from = rng.below(bytes.len().max(1));
+                    let from = rng.index(bytes.len().max(1));
                     let piece = bytes[from.min(bytes.len())..].to_vec();
-                    bytes.extend(piece.iter().take(rng.below(64)));
+                    bytes.extend(piece.iter().take(rng.index(64)));
                 }
             }
         }
         // Mostly keep the Length field right, so that what breaks is deeper.
-        if bytes.len() >= 4 && rng.below(4) != 0 {
+        if bytes.len() >= 4 && rng.index(4) != 0 {
             let length = bytes.len().min(4096) as u16;
             bytes[2..4].copy_from_slice(&length.to_be_bytes());
         }
@@ -159,7 +142,7 @@ mod tests {
         let mut rng = Rng(0x5eed_f10e_7a11_0001);
         let mut outcomes = BTreeSet::new();
         for _ in 0..50_000 {
-            let seed = &seeds[rng.below(seeds.len())];
+            let seed = &seeds[rng.index(seeds.len())];
             let bytes = mutate(&mut rng, seed);
             fuzz_decode(&bytes);
             let outcome = match Packet::decode(&bytes) {

@@ -80,6 +80,50 @@ pub struct Event {
     pub terminate_cause: Option<u32>,
 }
 
+impl Event {
+    /// An event that says only what happened to which session, and when.
+    pub fn new(
+        kind: EventKind,
+        nas: impl Into<String>,
+        session_id: impl Into<String>,
+        time_ms: u64,
+    ) -> Self {
+        Self {
+            kind,
+            nas: nas.into(),
+            session_id: session_id.into(),
+            user_name: None,
+            framed_ip: None,
+            framed_ipv6: None,
+            framed_prefixes: Vec::new(),
+            time_ms,
+            session_time_s: None,
+            interim_interval_s: None,
+            input_octets: None,
+            output_octets: None,
+            nas_port_id: None,
+            calling_station_id: None,
+            class: None,
+            terminate_cause: None,
+        }
+    }
+
+    /// A Start of `user`'s session holding the IPv4 address `ip`.
+    pub fn start_v4(
+        nas: impl Into<String>,
+        session_id: impl Into<String>,
+        user: impl Into<String>,
+        ip: Ipv4Addr,
+        time_ms: u64,
+    ) -> Self {
+        Self {
+            user_name: Some(user.into()),
+            framed_ip: Some(ip),
+            ..Self::new(EventKind::Start, nas, session_id, time_ms)
+        }
+    }
+}
+
 /// One session, as persisted (table `sessions`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionRow {

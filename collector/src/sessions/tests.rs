@@ -1,6 +1,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
+use crate::rng::Rng;
 
 const T0: u64 = 1_700_000_000_000;
 const NAS: &str = "198.18.0.1";
@@ -10,33 +11,12 @@ fn s(seconds: u64) -> u64 {
 }
 
 fn event(kind: EventKind, session_id: &str, time_ms: u64) -> Event {
-    Event {
-        kind,
-        nas: NAS.into(),
-        session_id: session_id.into(),
-        user_name: None,
-        framed_ip: None,
-        framed_ipv6: None,
-        framed_prefixes: Vec::new(),
-        time_ms,
-        session_time_s: None,
-        interim_interval_s: None,
-        input_octets: None,
-        output_octets: None,
-        nas_port_id: None,
-        calling_station_id: None,
-        class: None,
-        terminate_cause: None,
-    }
+    Event::new(kind, NAS, session_id, time_ms)
 }
 
 /// A Start of `user` holding the IPv4 address `ip`.
 fn start(session_id: &str, user: &str, ip: &str, time_ms: u64) -> Event {
-    Event {
-        user_name: Some(user.into()),
-        framed_ip: Some(ip.parse().unwrap()),
-        ..event(EventKind::Start, session_id, time_ms)
-    }
+    Event::start_v4(NAS, session_id, user, ip.parse().unwrap(), time_ms)
 }
 
 fn interim(session_id: &str, time_ms: u64) -> Event {
@@ -1018,26 +998,6 @@ impl Rows {
             self.sessions.values().rev().cloned(),
             self.addresses.values().rev().cloned(),
         )
-    }
-}
-
-/// Deterministic pseudo-random numbers (xorshift64).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
     }
 }
 

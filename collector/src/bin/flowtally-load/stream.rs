@@ -10,6 +10,7 @@ use flowtally::netflow::{
     sets::{FieldSpec, Header as SetsHeader, IPFIX, V9},
     v5::{self, Record},
 };
+use flowtally::rng::Rng;
 use flowtally_common::v5::Header as V5Header;
 
 /// Subscribers are numbered from here (198.18.0.0/16, up to 65 536).
@@ -70,7 +71,7 @@ impl Stream {
     pub fn generate(spec: &Spec) -> Self {
         assert!(spec.exporters >= 1 && spec.exporters <= MAX_EXPORTERS);
         assert!(spec.subscribers >= 1 && spec.subscribers <= MAX_SUBSCRIBERS);
-        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         let mut next_subscriber = 0u32;
         let mut templates = Vec::new();
         let mut data = Vec::new();
@@ -128,9 +129,9 @@ struct Flow {
 impl Flow {
     /// Half upload, half download: the subscriber is the source or the
     /// destination, never both, so each record makes exactly one aggregate.
-    fn random(rng: &mut XorShift, subscriber: u32) -> Self {
+    fn random(rng: &mut Rng, subscriber: u32) -> Self {
         let sub = subscriber_ip(subscriber);
-        let peer = Ipv4Addr::from(u32::from(PEER_BASE) + rng.below(1 << 15));
+        let peer = Ipv4Addr::from(u32::from(PEER_BASE) + rng.below(1 << 15) as u32);
         let (protocol, service) = match rng.below(10) {
             0..=5 => (6, 443),
             6..=7 => (17, 443),
@@ -138,10 +139,10 @@ impl Flow {
             _ => (17, 53),
         };
         let client_port = 32_768 + rng.below(28_000) as u16;
-        let packets = 1 + rng.below(200);
-        let octets = packets * (40 + rng.below(1460));
-        let ended_ago = rng.below(5_000);
-        let started_ago = ended_ago + rng.below(55_000);
+        let packets = 1 + rng.below(200) as u32;
+        let octets = packets * (40 + rng.below(1460) as u32);
+        let ended_ago = rng.below(5_000) as u32;
+        let started_ago = ended_ago + rng.below(55_000) as u32;
         let up = rng.below(2) == 0;
         let (src, dst, src_port, dst_port) = if up {
             (sub, peer, client_port, service)
@@ -366,22 +367,6 @@ fn ipfix_record(f: &Flow, export_ms: u64) -> Vec<u8> {
     r.extend_from_slice(&[0; 8]);
     r.extend_from_slice(&[24, 24]);
     r
-}
-
-/// A small deterministic generator: the same spec gives the same stream.
-pub struct XorShift(pub u64);
-
-impl XorShift {
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    pub fn below(&mut self, n: u32) -> u32 {
-        (self.next() % u64::from(n)) as u32
-    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,6 @@ use flowtally_common::{
 };
 
 use super::*;
-use crate::netflow::layouts;
 use crate::{
     ip::to_ip,
     netflow::{
@@ -12,6 +11,7 @@ use crate::{
         sets::{FieldSpec, Header, IPFIX, VARLEN},
     },
 };
+use crate::{netflow::layouts, rng::Rng};
 
 const NOW: u64 = 1_700_000_000_000;
 const UNIX_SECS: u32 = 1_700_000_000;
@@ -612,7 +612,7 @@ fn compiled_templates_decode_exactly_as_the_kernel_reads_them() {
         ],
         &[(156, 8), (1, 2), (12, 4), (10, 4), (8, 4), (4, 1), (2, 1)],
     ];
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut seed = Rng(0x9e37_79b9_7f4a_7c15);
     for (i, layout) in layouts.into_iter().enumerate() {
         let version = if i == 0 { V9 } else { IPFIX };
         let mut cache = cache();
@@ -623,7 +623,7 @@ fn compiled_templates_decode_exactly_as_the_kernel_reads_them() {
         );
         let (_, compiled) = installed(&cache.take_changes())[0];
         let len = usize::from(compiled.record_len);
-        let body: Vec<u8> = (0..4 * len).map(|_| xorshift(&mut seed) as u8).collect();
+        let body: Vec<u8> = (0..4 * len).map(|_| seed.next_u64() as u8).collect();
         let records: Vec<Vec<u8>> = body.chunks(len).map(<[u8]>::to_vec).collect();
         for flags in [0, FLAG_SCALE_SAMPLING | FLAG_TIME_FROM_START] {
             let ours = decode_at(
@@ -1094,13 +1094,6 @@ fn records_shorter_than_the_template_are_counted_and_zero_padding_is_not() {
 
 // Robustness.
 
-fn xorshift(state: &mut u64) -> u64 {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    *state
-}
-
 /// Valid datagrams touching every part of the decoder.
 fn corpus() -> Vec<Vec<u8>> {
     let options = |version| {
@@ -1197,19 +1190,19 @@ fn no_mutation_of_a_valid_datagram_makes_decode_panic() {
     for datagram in &corpus {
         decode(&mut cache, "198.18.0.1", datagram);
     }
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut seed = Rng(0x2545_f491_4f6c_dd1d);
     let (mut accepted, mut rejected) = (0, 0);
     for i in 0..40_000u64 {
-        let mut bytes = corpus[(xorshift(&mut seed) % corpus.len() as u64) as usize].clone();
-        for _ in 0..1 + xorshift(&mut seed) % 4 {
-            let at = (xorshift(&mut seed) % bytes.len() as u64) as usize;
-            match xorshift(&mut seed) % 6 {
-                0 => bytes[at] ^= 1 << (xorshift(&mut seed) % 8),
+        let mut bytes = corpus[(seed.next_u64() % corpus.len() as u64) as usize].clone();
+        for _ in 0..1 + seed.next_u64() % 4 {
+            let at = (seed.next_u64() % bytes.len() as u64) as usize;
+            match seed.next_u64() % 6 {
+                0 => bytes[at] ^= 1 << (seed.next_u64() % 8),
                 1 => bytes[at] = 0,
                 2 => bytes[at] = 0xff,
-                3 => bytes[at] = xorshift(&mut seed) as u8,
+                3 => bytes[at] = seed.next_u64() as u8,
                 4 => bytes.truncate(at.max(1)),
-                _ => bytes.insert(at, xorshift(&mut seed) as u8),
+                _ => bytes.insert(at, seed.next_u64() as u8),
             }
         }
         // Keep IPFIX lengths consistent half the time, to get past the header.
@@ -1251,8 +1244,8 @@ fn no_mutation_of_a_valid_datagram_makes_decode_panic() {
     );
     for _ in 0..5_000 {
         let mut bytes = saved.clone();
-        let at = (xorshift(&mut seed) % bytes.len() as u64) as usize;
-        bytes[at] = xorshift(&mut seed) as u8;
+        let at = (seed.next_u64() % bytes.len() as u64) as usize;
+        bytes[at] = seed.next_u64() as u8;
         let _ = TemplateCache::restore(&bytes, limits, NOW);
     }
 }
