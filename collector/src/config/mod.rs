@@ -58,6 +58,9 @@ pub struct Config {
     /// Receive buffer of each of those sockets, in bytes: what absorbs a
     /// burst of exports while the socket path is busy.
     pub socket_receive_buffer: usize,
+    /// Receive threads per NetFlow address, each on its own SO_REUSEPORT
+    /// socket; 0: one per CPU.
+    pub socket_receive_threads: usize,
     /// The HTTP listener: `/metrics`, `/api/v1/`, the console.
     pub http: HttpConfig,
     /// The old name of `http.listen`, still read.
@@ -389,6 +392,7 @@ impl Default for Config {
                 SocketAddr::from(([0, 0, 0, 0], 4739)),
             ],
             socket_receive_buffer: 16 << 20,
+            socket_receive_threads: 0,
             http: HttpConfig::default(),
             metrics: None,
             db: PathBuf::from("flowtally.db"),

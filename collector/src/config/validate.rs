@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use flowtally_common::{MAX_EXPORTERS, MAX_SCOPE_ENTRIES, MAX_SUBSCRIBER_NETS};
 
+use crate::daemon::receive::MAX_RECEIVE_THREADS;
+
 use super::{
     AggregationConfig, ClickHouseConfig, Config, ConfigError, MapsConfig, Mode, RadiusConfig,
     TemplatesConfig,
@@ -53,6 +55,13 @@ impl Config {
                 "socket_receive_buffer",
                 "-",
                 "must be between 4096 and 1073741824 bytes",
+            );
+        }
+        if self.socket_receive_threads > MAX_RECEIVE_THREADS {
+            return invalid(
+                "socket_receive_threads",
+                "-",
+                format!("must be between 0 (one per CPU) and {MAX_RECEIVE_THREADS}"),
             );
         }
         if self.netflow.is_empty() {

@@ -12,6 +12,7 @@ pub mod flush;
 mod flush_log;
 pub mod privileges;
 pub mod radius_socket;
+pub mod receive;
 pub mod templates_file;
 
 use std::{
@@ -33,6 +34,7 @@ use self::{
     flow_socket::SocketPath,
     flush::{FlushParts, Flusher},
     flush_log::FlushLog,
+    receive::Receivers,
 };
 use crate::{
     aggregate::Aggregator,
@@ -64,10 +66,11 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 async fn serve(config: Config) -> anyhow::Result<()> {
     let metrics = new_metrics(&config);
     let store = open_store(&config, &metrics)?;
-    let sockets = flow_socket::bind(&config.netflow, config.socket_receive_buffer).await?;
+    let threads = receive::thread_count(config.socket_receive_threads);
+    let sockets = flow_socket::bind(&config.netflow, config.socket_receive_buffer, threads)?;
     let netflow_addrs = sockets
         .iter()
-        .map(|socket| socket.local_addr())
+        .map(|group| group[0].local_addr())
         .collect::<Result<Vec<SocketAddr>, _>>()?;
     let mut tasks = JoinSet::new();
     let mut kernel = start_kernel(&config, &netflow_addrs, &metrics, &mut tasks)?;
@@ -85,9 +88,19 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     )
     .await?;
     let radius_addr = start_radius(&config, &store.history, &metrics, &mut tasks).await?;
-    let mut receivers = JoinSet::new();
-    for socket in sockets {
-        receivers.spawn(flow_socket::receive(socket, Arc::clone(&socket_path)));
+    let receivers = Receivers::start(sockets.into_iter().flatten().collect(), &socket_path)?;
+    let mut overflow = JoinSet::new();
+    if let Some(drainer) = &kernel.drainer {
+        let path = Arc::clone(&socket_path);
+        overflow.spawn(xdp::read_overflow(
+            drainer.overflow_reader(),
+            move |key, value| {
+                path.aggregator
+                    .lock()
+                    .expect("aggregator lock poisoned")
+                    .absorb(key, value);
+            },
+        ));
     }
     // Handlers go in before `ready`: a signal right after it must not find
     // the default action (terminate without flushing).
@@ -137,9 +150,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
     tracing::info!("{signal}: stopping intake, flushing");
     // Stop all intake first so that the last flush sees everything: the
-    // links detach with the data plane, the sockets close with their tasks.
+    // links detach with the data plane, the sockets close with their tasks
+    // (and the overflow ring's reader stops; the last drain reads the rest).
     drop(kernel.plane);
-    receivers.shutdown().await;
+    block_in_place(|| receivers.stop());
+    overflow.shutdown().await;
     let flushed =
         block_in_place(|| flusher.flush(clock::unix_ms(), true)).context("final flush")?;
     tracing::info!("final flush: {flushed}");
