@@ -86,7 +86,10 @@ struct Datagram {
     records_left: u32,
     sample_end: u32,
     records: u32,
+    /// Samples by outcome, counted once per datagram.
     skipped: u32,
+    flows: u32,
+    no_ip: u32,
     noted: u32,
     sub_agent: u32,
     agent: Ip,
@@ -167,12 +170,8 @@ pub fn aggregate(ctx: &XdpContext, payload: usize, len: usize) -> XdpStat {
     let mono_ns = unsafe { bpf_ktime_get_ns() };
     let offset = CLOCK.get(0).copied().unwrap_or(0);
     d.time_ms = mono_ns.wrapping_add(offset) / 1_000_000;
-    count(
-        &SAMPLE_STATS,
-        SampleStat::Skipped as u32,
-        d.skipped as u64,
-        0,
-    );
+    d.flows = 0;
+    d.no_ip = 0;
     unsafe {
         bpf_loop(
             d.noted,
@@ -181,6 +180,18 @@ pub fn aggregate(ctx: &XdpContext, payload: usize, len: usize) -> XdpStat {
             0,
         )
     };
+    if let Some(flow) = flow::scratch() {
+        flow.finish();
+    }
+    for (stat, n) in [
+        (SampleStat::Flow, d.flows),
+        (SampleStat::NoIpPacket, d.no_ip),
+        (SampleStat::Skipped, d.skipped),
+    ] {
+        if n != 0 {
+            count(&SAMPLE_STATS, stat as u32, u64::from(n), 0);
+        }
+    }
     XdpStat::DropSflowAggregated
 }
 
@@ -351,7 +362,7 @@ extern "C" fn aggregate_sample(index: u64, _ctx: *mut c_void) -> i64 {
         noted.len as usize,
         &mut flow.record,
     ) {
-        count(&SAMPLE_STATS, SampleStat::NoIpPacket as u32, 1, 0);
+        d.no_ip += 1;
         return 0;
     }
     // SAFETY: copied out at once.
@@ -365,7 +376,7 @@ extern "C" fn aggregate_sample(index: u64, _ctx: *mut c_void) -> i64 {
     };
     finish(&mut flow.record, &noted.sample, rate, flow.flags, d.time_ms);
     flow.aggregate();
-    count(&SAMPLE_STATS, SampleStat::Flow as u32, 1, 0);
+    d.flows += 1;
     0
 }
 

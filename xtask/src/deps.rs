@@ -51,12 +51,15 @@ const DEBIAN: &[Deb] = &[
     deb("pmacct", "pmacctd's sfprobe plugin, a real sFlow agent"),
     deb("clickhouse-server", "ClickHouse servers the ClickHouse tests start"),
     deb("systemd", "systemd-analyze verifies the packaged unit"),
+    deb("chromium", "a real browser for the console test (driven by playwright, never downloaded)"),
+    deb("prometheus", "promtool checks and unit-tests the shipped alerting rules"),
     deb("python3-pip", "pip, which installs the PyPI packages below"),
 ];
 
 #[rustfmt::skip]
 const PYPI: &[PyPi] = &[
     pypi("chdb-core", "chdb", "ClickHouse 26's engine as a library; a test replays inserts into it"),
+    pypi("playwright", "playwright", "drives Debian's chromium (/usr/bin/chromium) in the console test"),
 ];
 
 /// Installs whatever in the lists is missing, or fails saying how to.

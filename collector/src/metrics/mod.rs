@@ -1,11 +1,14 @@
 //! Prometheus metrics, all prefixed `flowtally_`.
 
-pub mod http;
+pub mod exporters;
 mod sflow;
+pub mod talkers;
 mod templates;
 mod users;
 
+pub use exporters::Exporters;
 pub use sflow::SflowMetrics;
+pub use talkers::Talkers;
 pub use templates::TemplateMetrics;
 pub use users::UserMetrics;
 
@@ -57,6 +60,10 @@ pub struct Metrics {
     pub association_backlog: Gauge,
     /// Off unless `user_metrics.top` is set.
     pub users: UserMetrics,
+    /// For the HTTP API, not exported: per exporter, and the top talkers of
+    /// the latest flushes.
+    pub exporters: Exporters,
+    pub talkers: Talkers,
     /// Only with a ClickHouse sink.
     pub clickhouse: Option<ClickHouseMetrics>,
     /// Found at start: the previous run ended without its final flush.
@@ -135,6 +142,8 @@ impl Default for Metrics {
             unattributed_bytes: Counter::default(),
             association_backlog: Gauge::default(),
             users: UserMetrics::default(),
+            exporters: Exporters::default(),
+            talkers: Talkers::default(),
             clickhouse: None,
             unclean_stops: Counter::default(),
             last_gap_seconds: Gauge::default(),
@@ -262,7 +271,15 @@ impl FlowStats {
                 "packets",
                 "Flow export datagrams whose records were counted, by data path",
                 self.path_samples(&self.socket.packets, |k| {
-                    k.frames(XdpStat::DropV5Aggregated).count
+                    // Every export the kernel aggregated (and consumed).
+                    [
+                        XdpStat::DropV5Aggregated,
+                        XdpStat::DropTemplatedAggregated,
+                        XdpStat::DropSflowAggregated,
+                    ]
+                    .into_iter()
+                    .map(|stat| k.frames(stat).count)
+                    .sum()
                 }),
             ),
             (
