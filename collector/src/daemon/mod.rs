@@ -51,7 +51,7 @@ use crate::{
     },
     subscribers::SubscriberNets,
     timestamp::Timestamp,
-    xdp::{self, DataPlane, Drainer, KernelConfig, KernelStats, KernelTemplates},
+    xdp::{self, DataPlane, Drainer, KernelConfig, KernelSflow, KernelStats, KernelTemplates},
 };
 
 pub fn run(config: Config) -> anyhow::Result<()> {
@@ -67,13 +67,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let metrics = new_metrics(&config);
     let store = open_store(&config, &metrics)?;
     let threads = receive::thread_count(config.socket_receive_threads);
-    let sockets = flow_socket::bind(&config.netflow, config.socket_receive_buffer, threads)?;
-    let netflow_addrs = sockets
-        .iter()
-        .map(|group| group[0].local_addr())
-        .collect::<Result<Vec<SocketAddr>, _>>()?;
+    let buffer = config.socket_receive_buffer;
+    let mut sockets = flow_socket::bind("netflow", &config.netflow, buffer, threads)?;
+    let netflow_addrs = group_addrs(&sockets)?;
+    let sflow_sockets = flow_socket::bind("sflow", &config.sflow, buffer, threads)?;
+    let sflow_addrs = group_addrs(&sflow_sockets)?;
+    sockets.extend(sflow_sockets);
     let mut tasks = JoinSet::new();
-    let mut kernel = start_kernel(&config, &netflow_addrs, &metrics, &mut tasks)?;
+    let flow_addrs = [&netflow_addrs[..], &sflow_addrs[..]].concat();
+    let mut kernel = start_kernel(&config, &flow_addrs, &metrics, &mut tasks)?;
     let socket_path = Arc::new(start_socket_path(
         &config,
         &metrics,
@@ -115,6 +117,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     for addr in &netflow_addrs {
         println!("listen netflow udp {addr}");
     }
+    for addr in &sflow_addrs {
+        println!("listen sflow udp {addr}");
+    }
     if let Some(addr) = radius_addr {
         println!("listen radius udp {addr}");
     }
@@ -145,6 +150,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         profile: config.aggregation.profile(),
         run: store.run,
         written: delivery.as_ref().map(Stop::waker),
+        kernel_sflow: kernel.sflow.take(),
     });
     let signal = flush_until(&mut flusher, &config, signal).await;
 
@@ -225,21 +231,29 @@ struct Kernel {
     stats: Option<KernelStats>,
     drainer: Option<Drainer>,
     templates: Option<KernelTemplates>,
+    sflow: Option<KernelSflow>,
 }
 
+/// The address each group of sockets is bound to (port 0 resolved).
+fn group_addrs(groups: &[Vec<std::net::UdpSocket>]) -> std::io::Result<Vec<SocketAddr>> {
+    groups.iter().map(|group| group[0].local_addr()).collect()
+}
+
+/// `flow_addrs`: every NetFlow and sFlow address, whose ports the XDP
+/// program looks for.
 fn start_kernel(
     config: &Config,
-    netflow_addrs: &[SocketAddr],
+    flow_addrs: &[SocketAddr],
     metrics: &Metrics,
     tasks: &mut JoinSet<()>,
 ) -> anyhow::Result<Kernel> {
     let kernel_config = KernelConfig {
-        collector_ports: netflow_addrs.iter().map(SocketAddr::port).collect(),
+        collector_ports: flow_addrs.iter().map(SocketAddr::port).collect(),
         subscriber_networks: config.subscriber_networks.clone(),
         exporters: config.exporters.clone(),
         billing_scope: config.scope_keys(),
         profile: config.aggregation.profile(),
-        flags: config.aggregation.flags(),
+        flags: config.flags(),
         aggregate_entries: config.maps.aggregate_entries,
         overflow_ring_bytes: config.maps.overflow_ring_bytes,
     };
@@ -249,6 +263,7 @@ fn start_kernel(
             stats: None,
             drainer: None,
             templates: None,
+            sflow: None,
         });
     };
     for attachment in plane.attachments() {
@@ -270,6 +285,7 @@ fn start_kernel(
         stats: Some(plane.take_stats()?),
         drainer: Some(plane.take_drainer()?),
         templates: Some(plane.take_templates()?),
+        sflow: Some(plane.take_sflow()?),
         plane: Some(plane),
     })
 }
@@ -314,7 +330,7 @@ fn start_socket_path(
     let profile: Profile = config.aggregation.profile();
     let aggregator = Aggregator::new(
         profile,
-        config.aggregation.flags(),
+        config.flags(),
         SubscriberNets::new(&config.subscriber_networks),
     )
     .with_scope(&config.scope_keys());

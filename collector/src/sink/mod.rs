@@ -3,4 +3,5 @@
 pub mod clickhouse;
 pub mod runs;
 pub mod session_store;
+pub mod sflow_health;
 pub mod sqlite;
