@@ -9,12 +9,14 @@ use aya_ebpf::{
 use flowtally_common::{
     MAX_SCOPE_ENTRIES, RecordStat,
     agg::{
-        AggKey, AggValue, FLAG_BILLING_SCOPE, FlowRecord, Ip, Profile, ScopeKey, directions,
-        in_scope,
+        AggKey, AggValue, FLAG_BILLING_SCOPE, FLAG_INTERFACE_FLOWS, FlowRecord, Ip, Profile,
+        ScopeKey, directions, in_scope,
     },
 };
 
-use crate::{BUCKET_MS, FLAGS, KEEP_FIELDS, RECORD_STATS, SUBSCRIBER_NETS, aggregate, count};
+use crate::{
+    BUCKET_MS, FLAGS, KEEP_FIELDS, RECORD_STATS, SUBSCRIBER_NETS, aggregate, count, interfaces,
+};
 
 /// What every record of one export shares, and the record in hand. No map
 /// pointer: the verifier forbids storing pointers in map values, so the
@@ -69,6 +71,9 @@ impl Flow {
             1,
             self.record.bytes,
         );
+        if self.flags & FLAG_INTERFACE_FLOWS != 0 {
+            interfaces::count(&self.exporter, &self.record);
+        }
         // SAFETY: only tested for presence, never dereferenced.
         let scoped = |key: &ScopeKey| unsafe { BILLING_SCOPE.get(key) }.is_some();
         if self.flags & FLAG_BILLING_SCOPE != 0 && !in_scope(scoped, &self.exporter, &self.record) {

@@ -25,7 +25,7 @@ use flowtally_common::{
     templated::{FIRST_DATA_SET_ID, V9, header_len},
 };
 
-use crate::flow;
+use crate::{exports, flow};
 
 #[map(name = "TEMPLATES")]
 static TEMPLATES: HashMap<TemplateKey, CompiledTemplate> =
@@ -68,6 +68,10 @@ struct Export {
     records: u32,
     set_count: u32,
     set_index: u32,
+    /// Header sequence number and octets aggregated, for the export's
+    /// sequence entry.
+    sequence: u32,
+    bytes: u64,
     sets: [Set; MAX_SETS],
 }
 
@@ -111,6 +115,7 @@ pub fn aggregate(
             version,
         };
         e.key.domain = be32(&e.buf, 16);
+        e.sequence = be32(&e.buf, 12);
     } else {
         if usize::from(be16(&e.buf, 2)) != len {
             return XdpStat::PassTemplatedInvalid;
@@ -121,6 +126,7 @@ pub fn aggregate(
             version,
         };
         e.key.domain = be32(&e.buf, 12);
+        e.sequence = be32(&e.buf, 8);
     }
     e.key.template_id = 0;
     if held(&e.key) {
@@ -152,10 +158,28 @@ pub fn aggregate(
     if flow::begin(exporter).is_none() {
         return XdpStat::PassTemplatedInvalid;
     }
+    // v9 restarts show in its uptime, IPFIX ones in its export time.
+    let clock = if version == V9 {
+        e.time.sys_uptime_ms
+    } else {
+        e.time.unix_secs
+    };
+    let Some(seen) = exports::reserve(
+        exporter,
+        version,
+        e.key.domain,
+        e.sequence,
+        clock,
+        e.records,
+    ) else {
+        return XdpStat::PassExportRingFull;
+    };
+    e.bytes = 0;
     e.set_index = 0;
     e.cursor = e.sets[0].start;
     let steps = e.records + e.set_count;
     unsafe { bpf_loop(steps, walk_record as *mut c_void, core::ptr::null_mut(), 0) };
+    exports::submit(seen, e.bytes);
     XdpStat::DropTemplatedAggregated
 }
 
@@ -235,6 +259,15 @@ extern "C" fn walk_record(_index: u64, _ctx: *mut c_void) -> i64 {
     set.template
         .record_into(record, &e.time, flow.flags, &mut flow.record);
     flow.aggregate();
+    e.bytes = e.bytes.saturating_add(flow.record.bytes);
+    // RFC 5103 biflows: the reverse direction is a record of its own.
+    if set
+        .template
+        .reverse_into(record, flow.flags, &mut flow.record)
+    {
+        flow.aggregate();
+        e.bytes = e.bytes.saturating_add(flow.record.bytes);
+    }
     e.cursor = (cursor + record_len) as u32;
     0
 }

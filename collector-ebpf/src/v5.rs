@@ -13,10 +13,11 @@ use aya_ebpf::{
 use flowtally_common::{
     XdpStat,
     agg::Ip,
-    v5::{HEADER_LEN, Header, MAX_RECORDS, RECORD_LEN, RawHeader, RawRecord},
+    sequence::v5_domain,
+    v5::{HEADER_LEN, Header, MAX_RECORDS, RECORD_LEN, RawHeader, RawRecord, VERSION},
 };
 
-use crate::flow;
+use crate::{exports, flow};
 
 /// The export, copied out of the packet so that the per-record callback
 /// reads map memory, whose bounds the verifier checks once, rather than
@@ -27,6 +28,8 @@ struct Export {
     header: Header,
     /// Room for 32 records: the count mask below can yield up to 32.
     records: [RawRecord; 32],
+    /// Octets of the records aggregated so far, for the export's sequence entry.
+    bytes: u64,
 }
 
 #[map(name = "V5_SCRATCH")]
@@ -60,6 +63,18 @@ pub fn aggregate(ctx: &XdpContext, payload: usize, len: usize, exporter: &Ip) ->
     if copied != 0 || flow::begin(exporter).is_none() {
         return XdpStat::PassV5Invalid;
     }
+    let h = &export.header;
+    let Some(seen) = exports::reserve(
+        exporter,
+        VERSION,
+        v5_domain(h.engine_type, h.engine_id),
+        h.flow_sequence,
+        h.sys_uptime,
+        count,
+    ) else {
+        return XdpStat::PassExportRingFull;
+    };
+    export.bytes = 0;
     // SAFETY: a static callback with the signature bpf_loop expects.
     unsafe {
         bpf_loop(
@@ -69,6 +84,7 @@ pub fn aggregate(ctx: &XdpContext, payload: usize, len: usize, exporter: &Ip) ->
             0,
         );
     }
+    exports::submit(seen, export.bytes);
     XdpStat::DropV5Aggregated
 }
 
@@ -86,7 +102,7 @@ extern "C" fn aggregate_record(index: u64, _ctx: *mut c_void) -> i64 {
         return 1;
     };
     // SAFETY: this CPU's scratch slot, filled by `aggregate` above.
-    let export = unsafe { &*export };
+    let export = unsafe { &mut *export };
     let i = index as usize;
     if i >= MAX_RECORDS {
         return 1;
@@ -95,5 +111,6 @@ extern "C" fn aggregate_record(index: u64, _ctx: *mut c_void) -> i64 {
         .header
         .record_into(&export.records[i], flow.flags, &mut flow.record);
     flow.aggregate();
+    export.bytes = export.bytes.saturating_add(flow.record.bytes);
     0
 }

@@ -30,6 +30,7 @@ pub mod associate;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod integrity;
 pub mod ip;
 pub mod metrics;
 pub mod netflow;

@@ -40,6 +40,7 @@ fn main() -> ExitCode {
             };
         }
         Command::Report(args) => return report(args),
+        Command::Audit(args) => return audit(args),
     };
     let config = match args.load() {
         Ok(config) => config,
@@ -61,12 +62,39 @@ fn main() -> ExitCode {
     }
 }
 
-fn report(args: flowtally::cli::ReportArgs) -> ExitCode {
-    let now = Timestamp(
+fn now() -> Timestamp {
+    Timestamp(
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),
-    );
+    )
+}
+
+/// Exit 0 whatever it finds (it is a report); 2 on bad usage, 1 when the
+/// database cannot be read.
+fn audit(args: flowtally::cli::AuditArgs) -> ExitCode {
+    match flowtally::integrity::command::run(&args.request(), now()) {
+        Ok((_, text)) => write_out(&text),
+        Err(err) => {
+            eprintln!("flowtally: {err}");
+            ExitCode::from(err.exit_code())
+        }
+    }
+}
+
+fn write_out(text: &str) -> ExitCode {
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        // A reader that has seen enough (`| head`) is no failure.
+        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => {
+            eprintln!("flowtally: cannot write: {err}");
+            ExitCode::from(1)
+        }
+        _ => ExitCode::SUCCESS,
+    }
+}
+
+fn report(args: flowtally::cli::ReportArgs) -> ExitCode {
+    let now = now();
     let report = match flowtally::report::command::run(&args.request(), now) {
         Ok(report) => report,
         Err(err) => {
@@ -77,12 +105,5 @@ fn report(args: flowtally::cli::ReportArgs) -> ExitCode {
     for warning in &report.warnings {
         eprintln!("warning: {warning}");
     }
-    match std::io::stdout().lock().write_all(report.text.as_bytes()) {
-        // A reader that has seen enough (`| head`) is no failure.
-        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => {
-            eprintln!("flowtally: cannot write the report: {err}");
-            ExitCode::from(1)
-        }
-        _ => ExitCode::SUCCESS,
-    }
+    write_out(&report.text)
 }

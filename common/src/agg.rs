@@ -61,6 +61,9 @@ pub const FLAG_SCALE_SAMPLING: u32 = 1 << 1;
 pub const FLAG_EXPORTER_ALLOWLIST: u32 = 1 << 2;
 /// Bill only records inside the billing scope (`BILLING_SCOPE` map).
 pub const FLAG_BILLING_SCOPE: u32 = 1 << 3;
+/// Count flow bytes per listed interface (`interfaces::INTERFACE_FLOWS_MAP`).
+/// (Bit 4 is sFlow's.)
+pub const FLAG_INTERFACE_FLOWS: u32 = 1 << 5;
 
 /// One entry of the billing scope: records from `exporter` that entered or
 /// left it by interface `ifindex` count ([`ANY_INTERFACE`]: all of them).

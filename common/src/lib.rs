@@ -4,6 +4,8 @@
 #![no_std]
 
 pub mod agg;
+pub mod interfaces;
+pub mod sequence;
 pub mod stats;
 pub mod template;
 pub mod templated;

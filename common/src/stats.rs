@@ -72,10 +72,14 @@ pub enum XdpStat {
     /// longer than its buffer, too many sets or records): passed to the
     /// socket path, which decodes or rejects and counts it.
     PassTemplatedInvalid = 9,
+    /// A v5/v9/IPFIX export the kernel would have aggregated, but the
+    /// `EXPORTS` ring had no room for its sequence number: passed to the
+    /// socket path, which aggregates it and notes its sequence itself.
+    PassExportRingFull = 10,
 }
 
 impl XdpStat {
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::PassOther,
         Self::PassUnknownVersion,
         Self::PassFragment,
@@ -86,6 +90,7 @@ impl XdpStat {
         Self::DropTemplatedAggregated,
         Self::PassTemplatedToUser,
         Self::PassTemplatedInvalid,
+        Self::PassExportRingFull,
     ];
 
     /// Number of `STATS` entries.
@@ -114,6 +119,7 @@ impl XdpStat {
             Self::DropTemplatedAggregated => "templated_aggregated",
             Self::PassTemplatedToUser => "templated_to_user",
             Self::PassTemplatedInvalid => "templated_invalid",
+            Self::PassExportRingFull => "export_ring_full",
         }
     }
 }

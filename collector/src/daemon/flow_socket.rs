@@ -11,6 +11,7 @@ use std::{
 
 use flowtally_common::{
     agg::{FlowRecord, Ip},
+    sequence::{ExportSeen, v5_domain},
     template::TemplateKey,
     templated::{IPFIX, V9},
     v5,
@@ -20,6 +21,7 @@ use tokio::net::UdpSocket;
 use crate::{
     aggregate::Aggregator,
     daemon::clock::unix_ms,
+    integrity::sequence::{Seen, Sequences, StreamKey},
     ip::to_ip,
     metrics::Metrics,
     netflow::{TemplateCache, TemplateChange},
@@ -85,6 +87,8 @@ fn set_receive_buffer(socket: &UdpSocket, bytes: usize) -> io::Result<usize> {
 /// Decoding state shared by all sockets.
 pub struct SocketPath {
     pub aggregator: Mutex<Aggregator>,
+    /// Sequence tracking, fed by this path and the kernel's `EXPORTS` ring.
+    pub sequences: Mutex<Sequences>,
     templates: Mutex<Templates>,
     /// Allowed exporters; `None` allows any.
     exporters: Option<HashSet<Ip>>,
@@ -122,6 +126,7 @@ impl SocketPath {
         templates.apply(all, &metrics);
         Self {
             aggregator: Mutex::new(aggregator),
+            sequences: Mutex::default(),
             templates: Mutex::new(templates),
             exporters: (!exporters.is_empty())
                 .then(|| exporters.iter().copied().map(to_ip).collect()),
@@ -156,14 +161,26 @@ impl SocketPath {
             return self.reject("unknown_exporter");
         }
         match datagram.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]])) {
-            Some(v5::VERSION) => self.handle_v5(&exporter, datagram),
+            Some(v5::VERSION) => self.handle_v5(now_ms, &exporter, datagram),
             Some(V9 | IPFIX) => self.handle_templated(now_ms, &exporter, datagram),
             Some(_) => self.reject("unsupported_version"),
             None => self.reject("truncated"),
         }
     }
 
-    fn handle_v5(&self, exporter: &Ip, datagram: &[u8]) {
+    /// Notes an export the kernel aggregated (from its `EXPORTS` ring).
+    pub fn observe_kernel(&self, seen: &ExportSeen, now_ms: u64) {
+        self.observe(&Seen::from(seen), now_ms);
+    }
+
+    fn observe(&self, seen: &Seen, now_ms: u64) {
+        self.sequences
+            .lock()
+            .expect("sequences lock poisoned")
+            .observe(seen, now_ms);
+    }
+
+    fn handle_v5(&self, now_ms: u64, exporter: &Ip, datagram: &[u8]) {
         let added = self
             .aggregator
             .lock()
@@ -181,6 +198,19 @@ impl SocketPath {
                     .socket
                     .out_of_scope_bytes
                     .inc_by(added.out_of_scope_bytes);
+                let h = &added.header;
+                let seen = Seen {
+                    key: StreamKey {
+                        exporter: *exporter,
+                        version: v5::VERSION,
+                        domain: v5_domain(h.engine_type, h.engine_id),
+                    },
+                    sequence: h.flow_sequence,
+                    clock: h.sys_uptime,
+                    records: u32::try_from(added.records).ok(),
+                    bytes: added.bytes,
+                };
+                self.observe(&seen, now_ms);
             }
             Err(invalid) => self.reject(invalid.as_str()),
         }
@@ -212,6 +242,26 @@ impl SocketPath {
                 self.metrics.templates.observe(&report);
                 let changes = templates.cache.take_changes();
                 templates.apply(changes, &self.metrics);
+                let h = &report.header;
+                let seen = Seen {
+                    key: StreamKey {
+                        exporter: *exporter,
+                        version: h.version,
+                        domain: h.domain,
+                    },
+                    sequence: h.sequence,
+                    // v9 restarts show in its uptime, IPFIX ones in its export time.
+                    clock: if h.version == V9 {
+                        h.sys_uptime_ms
+                    } else {
+                        h.unix_secs
+                    },
+                    records: (report.uncounted_sets == 0)
+                        .then(|| u32::try_from(report.data_records).ok())
+                        .flatten(),
+                    bytes: report.bytes,
+                };
+                self.observe(&seen, now_ms);
             }
             Err(err) => self.reject(err.as_str()),
         }

@@ -18,9 +18,9 @@ use crate::{
     associate::{Associator, BacklogChanges},
     metrics::Metrics,
     sessions::History,
-    sink::{runs, sqlite},
+    sink::{integrity, runs, sqlite},
     usage::UsageRow,
-    xdp::Drainer,
+    xdp::{Drainer, KernelIntegrity},
 };
 
 pub struct Flusher {
@@ -47,6 +47,12 @@ pub struct FlushParts {
     pub run: i64,
     /// Told when rows were written, to deliver them onwards (ClickHouse).
     pub written: Option<Arc<Notify>>,
+    /// The kernel's exports ring and interface counters, with XDP.
+    pub integrity: Option<KernelIntegrity>,
+    /// How long a sequence gap may wait for a late export.
+    pub hold_ms: u64,
+    /// When the interval the next flush closes began.
+    pub since_ms: u64,
 }
 
 /// What a flush took in and wrote.
@@ -109,6 +115,7 @@ impl Flusher {
             profile,
             run,
             written,
+            ..
         } = &mut self.parts;
         let mut table: Table = socket
             .aggregator
@@ -180,9 +187,50 @@ impl Flusher {
         if let Err(err) = templates_file::save(templates_file, &saved) {
             tracing::warn!("saving templates to {}: {err}", templates_file.display());
         }
-        metrics
+        self.close_integrity(now_ms, last);
+        self.parts
+            .metrics
             .drain_duration
             .observe(started.elapsed().as_secs_f64());
         Ok(flushed)
+    }
+
+    /// Sequence figures and per-interface flow bytes of this interval to
+    /// metrics and SQLite. A failure here loses audit figures, never
+    /// usage: logged.
+    fn close_integrity(&mut self, now_ms: u64, last: bool) {
+        let p = &mut self.parts;
+        let mut flows = p
+            .socket
+            .aggregator
+            .lock()
+            .expect("aggregator lock poisoned")
+            .take_interfaces();
+        let mut sequences = p.socket.sequences.lock().expect("sequences lock poisoned");
+        if let Some(kernel) = &mut p.integrity {
+            kernel
+                .ring
+                .lock()
+                .expect("exports ring lock poisoned")
+                .read(|seen| sequences.observe(&seen.into(), now_ms));
+            match kernel.interface_flows() {
+                Ok(kernel_flows) => {
+                    for (key, counter) in kernel_flows {
+                        let sum = flows.entry(key).or_default();
+                        *sum = *sum + counter;
+                    }
+                }
+                Err(err) => tracing::warn!("kernel interface counters: {err}"),
+            }
+        }
+        let healths = sequences.close(now_ms, p.hold_ms, last);
+        p.metrics.integrity.untracked.inc_by(std::mem::take(&mut sequences.untracked));
+        drop(sequences);
+        p.metrics.integrity.observe(&healths);
+        if let Err(err) = integrity::write_interval(&mut p.db, p.since_ms, now_ms, &healths, &flows)
+        {
+            tracing::warn!("writing export health and interface flows: {err}");
+        }
+        p.since_ms = now_ms;
     }
 }

@@ -11,6 +11,7 @@ pub mod flush;
 mod flush_log;
 pub mod privileges;
 pub mod radius_socket;
+pub mod snmp_poll;
 pub mod templates_file;
 
 use std::{
@@ -47,8 +48,12 @@ use crate::{
     },
     subscribers::SubscriberNets,
     timestamp::Timestamp,
-    xdp::{self, DataPlane, Drainer, KernelConfig, KernelStats, KernelTemplates},
+    xdp::{self, DataPlane, Drainer, KernelConfig, KernelIntegrity, KernelStats, KernelTemplates},
 };
+
+/// Sequence gaps wait at least this long for a late export (the socket
+/// path may lag the kernel by a few seconds under load).
+const MIN_SEQUENCE_HOLD_MS: u64 = 2_000;
 
 pub fn run(config: Config) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread()
@@ -79,6 +84,18 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let mut receivers = JoinSet::new();
     for socket in sockets {
         receivers.spawn(flow_socket::receive(socket, Arc::clone(&socket_path)));
+    }
+    if let Some(integrity) = &kernel.integrity {
+        let path = Arc::clone(&socket_path);
+        receivers.spawn(xdp::read_exports(Arc::clone(&integrity.ring), move |seen| {
+            path.observe_kernel(seen, clock::unix_ms());
+        }));
+    }
+    if !config.snmp.agents.is_empty() {
+        tasks.spawn(snmp_poll::run(
+            snmp_poll::Poller::new(&config)?,
+            metrics.integrity.clone(),
+        ));
     }
     // Handlers go in before `ready`: a signal right after it must not find
     // the default action (terminate without flushing).
@@ -122,6 +139,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         profile: config.aggregation.profile(),
         run: store.run,
         written: delivery.as_ref().map(Stop::waker),
+        integrity: kernel.integrity.take(),
+        hold_ms: (config.flush_interval.0.as_millis() as u64).max(MIN_SEQUENCE_HOLD_MS),
+        since_ms: store.started_ms,
     });
     let signal = flush_until(&mut flusher, &config, signal).await;
 
@@ -157,6 +177,7 @@ struct Store {
     db: Connection,
     /// This run's row in `runs`.
     run: i64,
+    started_ms: u64,
     /// Usage rows a previous run left waiting for a late session.
     waiting: Vec<Waiting>,
     history: Arc<Mutex<History>>,
@@ -166,7 +187,8 @@ struct Store {
 /// previous one left), and reads back the backlog and the session history.
 fn open_store(config: &Config, metrics: &Metrics) -> anyhow::Result<Store> {
     let db = sink::sqlite::open(&config.db)?;
-    let (run, gap) = sink::runs::begin(&db, clock::unix_ms())
+    let started_ms = clock::unix_ms();
+    let (run, gap) = sink::runs::begin(&db, started_ms)
         .with_context(|| format!("cannot record this run in {}", config.db.display()))?;
     if let Some(gap) = gap {
         metrics.unclean_stops.inc();
@@ -188,6 +210,7 @@ fn open_store(config: &Config, metrics: &Metrics) -> anyhow::Result<Store> {
     Ok(Store {
         db,
         run,
+        started_ms,
         waiting,
         history: Arc::new(Mutex::new(history)),
     })
@@ -200,6 +223,7 @@ struct Kernel {
     stats: Option<KernelStats>,
     drainer: Option<Drainer>,
     templates: Option<KernelTemplates>,
+    integrity: Option<KernelIntegrity>,
 }
 
 fn start_kernel(
@@ -217,6 +241,7 @@ fn start_kernel(
         flags: config.aggregation.flags(),
         aggregate_entries: config.maps.aggregate_entries,
         overflow_ring_bytes: config.maps.overflow_ring_bytes,
+        interfaces: config.reconciled_interfaces(),
     };
     let Some(mut plane) = start_data_plane(config, &kernel_config)? else {
         return Ok(Kernel {
@@ -224,6 +249,7 @@ fn start_kernel(
             stats: None,
             drainer: None,
             templates: None,
+            integrity: None,
         });
     };
     for attachment in plane.attachments() {
@@ -245,6 +271,7 @@ fn start_kernel(
         stats: Some(plane.take_stats()?),
         drainer: Some(plane.take_drainer()?),
         templates: Some(plane.take_templates()?),
+        integrity: Some(plane.take_integrity()?),
         plane: Some(plane),
     })
 }
@@ -278,7 +305,8 @@ fn start_socket_path(
         config.aggregation.flags(),
         SubscriberNets::new(&config.subscriber_networks),
     )
-    .with_scope(&config.scope_keys());
+    .with_scope(&config.scope_keys())
+    .with_interfaces(&config.reconciled_interfaces());
     let limits = Limits {
         max_templates_per_exporter: config.templates.max_per_exporter,
         max_fields_per_template: config.templates.max_fields,

@@ -1,9 +1,11 @@
 //! Prometheus metrics, all prefixed `flowtally_`.
 
 pub mod http;
+mod integrity;
 mod templates;
 mod users;
 
+pub use integrity::IntegrityMetrics;
 pub use templates::TemplateMetrics;
 pub use users::UserMetrics;
 
@@ -59,6 +61,8 @@ pub struct Metrics {
     /// Found at start: the previous run ended without its final flush.
     pub unclean_stops: Counter,
     pub last_gap_seconds: Gauge,
+    /// Export loss, restarts, interface counter polls.
+    pub integrity: IntegrityMetrics,
 }
 
 /// RADIUS accounting requests and the sessions they keep open.
@@ -134,6 +138,7 @@ impl Default for Metrics {
             clickhouse: None,
             unclean_stops: Counter::default(),
             last_gap_seconds: Gauge::default(),
+            integrity: IntegrityMetrics::default(),
         }
     }
 }
@@ -187,6 +192,7 @@ impl Metrics {
         );
         self.templates.register(&mut r);
         self.radius.register(&mut r);
+        self.integrity.register(&mut r);
         r.register(
             "unclean_stops",
             "Previous runs found at start to have ended without their final flush (killed or \

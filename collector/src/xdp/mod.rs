@@ -4,6 +4,7 @@
 //! the kernel detaches them when the process exits, even after a crash.
 
 mod drain;
+mod integrity;
 mod rcu_barrier;
 mod stats;
 
@@ -11,14 +12,17 @@ use std::{collections::BTreeSet, fmt, io, net::IpAddr, os::fd::AsFd as _};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, LpmTrie, Map, MapData, lpm_trie::Key},
+    maps::{HashMap, LpmTrie, Map, MapData, PerCpuHashMap, PerCpuValues, lpm_trie::Key},
     programs::{ProgramError, TestRun as _, TestRunOptions, Xdp, XdpMode, links::FdLink},
 };
 use flowtally_common::{
     ACTIVE_MAP, AGGREGATE_MAPS, BILLING_SCOPE_MAP, COLLECTOR_PORTS_MAP, EXPORTERS_MAP,
     GLOBAL_BUCKET_MS, GLOBAL_FLAGS, GLOBAL_KEEP_FIELDS, OVERFLOW_RING, RECORD_STATS_MAP, STATS_MAP,
     SUBSCRIBER_NETS_MAP,
-    agg::{FLAG_BILLING_SCOPE, FLAG_EXPORTER_ALLOWLIST, Ip, Profile, ScopeKey},
+    Counter,
+    agg::{FLAG_BILLING_SCOPE, FLAG_EXPORTER_ALLOWLIST, FLAG_INTERFACE_FLOWS, Ip, Profile, ScopeKey},
+    interfaces::INTERFACE_FLOWS_MAP,
+    sequence::EXPORTS_RING,
     template::{
         CompiledTemplate, MAX_RECORD_LEN, MIN_RECORD_LEN, TEMPLATE_SETS_DONE_MAP,
         TEMPLATE_SETS_SEEN_MAP, TEMPLATES_MAP, TemplateKey,
@@ -30,6 +34,7 @@ use tokio::io::{Interest, unix::AsyncFd};
 use self::rcu_barrier::RcuBarrier;
 pub use self::{
     drain::{DrainError, Drained, Drainer},
+    integrity::{ExportRing, KernelIntegrity, read_exports},
     stats::KernelStats,
 };
 use crate::ip::{to_ip, to_prefix};
@@ -131,6 +136,8 @@ pub struct KernelConfig {
     pub flags: u32,
     pub aggregate_entries: u32,
     pub overflow_ring_bytes: u32,
+    /// Interfaces to count flow bytes on (the billed ones); empty: none.
+    pub interfaces: Vec<ScopeKey>,
 }
 
 /// The loaded program, its maps and its attachments.
@@ -150,6 +157,9 @@ impl DataPlane {
         }
         if !config.billing_scope.is_empty() {
             flags |= FLAG_BILLING_SCOPE;
+        }
+        if !config.interfaces.is_empty() {
+            flags |= FLAG_INTERFACE_FLOWS;
         }
         let mut loader = EbpfLoader::new();
         loader
@@ -240,6 +250,20 @@ impl DataPlane {
             .try_into()
             .map_err(map_error(OVERFLOW_RING))?;
         Drainer::new(maps, active, barrier, overflow).map_err(XdpError::Drain)
+    }
+
+    /// Takes the `EXPORTS` ring and the per-interface flow counters.
+    pub fn take_integrity(&mut self) -> Result<KernelIntegrity, XdpError> {
+        let map_error = |map| move |error| XdpError::Map { map, error };
+        let ring = self
+            .take(EXPORTS_RING)?
+            .try_into()
+            .map_err(map_error(EXPORTS_RING))?;
+        let interfaces = self
+            .take(INTERFACE_FLOWS_MAP)?
+            .try_into()
+            .map_err(map_error(INTERFACE_FLOWS_MAP))?;
+        Ok(KernelIntegrity::new(ring, interfaces))
     }
 
     /// Takes the compiled-template map, for installing what the socket path
@@ -399,6 +423,25 @@ fn fill_maps(ebpf: &mut Ebpf, config: &KernelConfig) -> Result<(), XdpError> {
         scope
             .insert(key, 1, 0)
             .map_err(map_error(BILLING_SCOPE_MAP))?;
+    }
+
+    let mut interfaces: PerCpuHashMap<_, ScopeKey, Counter> =
+        map_mut(ebpf, INTERFACE_FLOWS_MAP)?
+            .try_into()
+            .map_err(map_error(INTERFACE_FLOWS_MAP))?;
+    let cpus = aya::util::nr_cpus().map_err(|(_, error)| XdpError::Map {
+        map: INTERFACE_FLOWS_MAP,
+        error: aya::maps::MapError::IoError(error),
+    })?;
+    for key in &config.interfaces {
+        let zeros = PerCpuValues::try_from(vec![Counter::default(); cpus])
+            .map_err(|error| XdpError::Map {
+                map: INTERFACE_FLOWS_MAP,
+                error: aya::maps::MapError::IoError(error),
+            })?;
+        interfaces
+            .insert(key, zeros, 0)
+            .map_err(map_error(INTERFACE_FLOWS_MAP))?;
     }
 
     let mut nets: LpmTrie<_, Ip, u8> = map_mut(ebpf, SUBSCRIBER_NETS_MAP)?
