@@ -1,51 +1,55 @@
 //! One [`ExportSeen`] per aggregated export, for userspace's sequence
 //! tracking: the kernel consumes these exports, so their sequence numbers
-//! would be lost otherwise. Reserved before any record is aggregated; when
-//! the ring is full the export goes up to the socket path instead.
+//! would be lost otherwise. Written before any record is aggregated; when
+//! the ring is full the export goes up to the socket path instead. The
+//! octets its records carried are added to `EXPORT_BYTES` after.
 
 use aya_ebpf::{
+    bindings::BPF_NOEXIST,
     macros::map,
-    maps::{RingBuf, ring_buf::RingBufEntry},
+    maps::{PerCpuHashMap, RingBuf},
 };
 use flowtally_common::{
-    agg::Ip,
-    sequence::{DEFAULT_EXPORTS_RING_BYTES, ExportSeen},
+    sequence::{DEFAULT_EXPORTS_RING_BYTES, ExportKey, ExportSeen, MAX_EXPORT_DOMAINS},
 };
 
 #[map(name = "EXPORTS")]
 static EXPORTS: RingBuf = RingBuf::with_byte_size(DEFAULT_EXPORTS_RING_BYTES, 0);
 
-/// A reserved entry, filled but for its bytes; `None` when the ring is full.
+#[map(name = "EXPORT_BYTES")]
+static EXPORT_BYTES: PerCpuHashMap<ExportKey, u64> =
+    PerCpuHashMap::with_max_entries(MAX_EXPORT_DOMAINS, 0);
+
+/// Notes an export; false when the ring is full.
 #[inline(always)]
-pub fn reserve(
-    exporter: &Ip,
-    version: u16,
-    domain: u32,
-    sequence: u32,
-    clock: u32,
-    records: u32,
-) -> Option<RingBufEntry<ExportSeen>> {
-    let mut entry = EXPORTS.reserve::<ExportSeen>(0)?;
+pub fn note(key: &ExportKey, sequence: u32, clock: u32, records: u32) -> bool {
+    let Some(mut entry) = EXPORTS.reserve::<ExportSeen>(0) else {
+        return false;
+    };
     let seen = entry.as_mut_ptr();
     // SAFETY: a reserved, exclusively ours, `ExportSeen`-sized entry,
     // written field by field in place (no copy staged on the stack).
     unsafe {
-        (*seen).exporter = *exporter;
-        (*seen).domain = domain;
+        (*seen).exporter = key.exporter;
+        (*seen).domain = key.domain;
         (*seen).sequence = sequence;
         (*seen).clock = clock;
         (*seen).records = records;
-        (*seen).bytes = 0;
-        (*seen).version = version;
+        (*seen).version = key.version;
         (*seen)._pad = [0; 6];
     }
-    Some(entry)
+    entry.submit(0);
+    true
 }
 
-/// Completes an entry with the octets its export's records carried.
+/// Adds the octets an export's records carried.
 #[inline(always)]
-pub fn submit(mut entry: RingBufEntry<ExportSeen>, bytes: u64) {
-    // SAFETY: as in `reserve`; the entry is still ours until submitted.
-    unsafe { (*entry.as_mut_ptr()).bytes = bytes };
-    entry.submit(0);
+pub fn add_bytes(key: &ExportKey, bytes: u64) {
+    if let Some(sum) = EXPORT_BYTES.get_ptr_mut(key) {
+        // SAFETY: this CPU's slot of a per-CPU value: no concurrent writer.
+        unsafe { *sum += bytes };
+    } else {
+        // Full map: those bytes go uncounted (the records are aggregated).
+        let _ = EXPORT_BYTES.insert(key, &bytes, u64::from(BPF_NOEXIST));
+    }
 }

@@ -13,7 +13,7 @@ use aya_ebpf::{
 use flowtally_common::{
     XdpStat,
     agg::Ip,
-    sequence::v5_domain,
+    sequence::{ExportKey, v5_domain},
     v5::{HEADER_LEN, Header, MAX_RECORDS, RECORD_LEN, RawHeader, RawRecord, VERSION},
 };
 
@@ -28,7 +28,8 @@ struct Export {
     header: Header,
     /// Room for 32 records: the count mask below can yield up to 32.
     records: [RawRecord; 32],
-    /// Octets of the records aggregated so far, for the export's sequence entry.
+    /// Its domain, and the octets of its records aggregated so far.
+    key: ExportKey,
     bytes: u64,
 }
 
@@ -63,17 +64,16 @@ pub fn aggregate(ctx: &XdpContext, payload: usize, len: usize, exporter: &Ip) ->
     if copied != 0 || flow::begin(exporter).is_none() {
         return XdpStat::PassV5Invalid;
     }
-    let h = &export.header;
-    let Some(seen) = exports::reserve(
-        exporter,
-        VERSION,
-        v5_domain(h.engine_type, h.engine_id),
-        h.flow_sequence,
-        h.sys_uptime,
-        count,
-    ) else {
-        return XdpStat::PassExportRingFull;
+    export.key = ExportKey {
+        exporter: *exporter,
+        domain: v5_domain(export.header.engine_type, export.header.engine_id),
+        version: VERSION,
+        _pad: 0,
     };
+    let (sequence, uptime) = (export.header.flow_sequence, export.header.sys_uptime);
+    if !exports::note(&export.key, sequence, uptime, count) {
+        return XdpStat::PassExportRingFull;
+    }
     export.bytes = 0;
     // SAFETY: a static callback with the signature bpf_loop expects.
     unsafe {
@@ -84,7 +84,7 @@ pub fn aggregate(ctx: &XdpContext, payload: usize, len: usize, exporter: &Ip) ->
             0,
         );
     }
-    exports::submit(seen, export.bytes);
+    exports::add_bytes(&export.key, export.bytes);
     XdpStat::DropV5Aggregated
 }
 

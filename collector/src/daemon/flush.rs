@@ -16,6 +16,7 @@ use super::{flow_socket::SocketPath, templates_file};
 use crate::{
     aggregate::{Table, merge},
     associate::{Associator, BacklogChanges},
+    integrity::sequence::StreamKey,
     metrics::Metrics,
     sessions::History,
     sink::{integrity, runs, sqlite},
@@ -213,6 +214,19 @@ impl Flusher {
                 .lock()
                 .expect("exports ring lock poisoned")
                 .read(|seen| sequences.observe(&seen.into(), now_ms));
+            match kernel.export_bytes() {
+                Ok(bytes) => {
+                    for (key, bytes) in bytes {
+                        let stream = StreamKey {
+                            exporter: key.exporter,
+                            version: key.version,
+                            domain: key.domain,
+                        };
+                        sequences.add_bytes(&stream, bytes);
+                    }
+                }
+                Err(err) => tracing::warn!("kernel export bytes: {err}"),
+            }
             match kernel.interface_flows() {
                 Ok(kernel_flows) => {
                     for (key, counter) in kernel_flows {

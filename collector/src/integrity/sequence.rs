@@ -86,7 +86,9 @@ impl From<&ExportSeen> for Seen {
             sequence: e.sequence,
             clock: e.clock,
             records: Some(e.records),
-            bytes: e.bytes,
+            // The kernel counts them per domain (`EXPORT_BYTES`): see
+            // [`Sequences::add_bytes`].
+            bytes: 0,
         }
     }
 }
@@ -498,6 +500,13 @@ impl Sequences {
         f.exports += 1;
         f.records += u64::from(seen.records.unwrap_or(0));
         f.bytes += seen.bytes;
+    }
+
+    /// Adds octets the kernel counted for a stream's exports.
+    pub fn add_bytes(&mut self, key: &StreamKey, bytes: u64) {
+        if let Some(stream) = self.streams.get_mut(key) {
+            stream.figures.bytes += bytes;
+        }
     }
 
     /// Closes an interval at `now_ms`: every stream's figures since the

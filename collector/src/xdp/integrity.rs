@@ -1,6 +1,7 @@
 //! What the kernel tells about completeness: the `EXPORTS` ring (one entry
-//! per export it aggregated, for sequence tracking) and the per-interface
-//! flow counters of `INTERFACE_FLOWS`.
+//! per export it aggregated, for sequence tracking), the octets of those
+//! exports per domain (`EXPORT_BYTES`), and the per-interface flow counters
+//! of `INTERFACE_FLOWS`.
 
 use std::{
     collections::HashMap,
@@ -8,8 +9,15 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use aya::maps::{MapData, MapError, PerCpuHashMap, RingBuf};
-use flowtally_common::{Counter, agg::ScopeKey, sequence::ExportSeen};
+use aya::{
+    Pod,
+    maps::{MapData, MapError, PerCpuHashMap, RingBuf},
+};
+use flowtally_common::{
+    Counter,
+    agg::ScopeKey,
+    sequence::{ExportKey, ExportSeen},
+};
 use tokio::io::{Interest, unix::AsyncFd};
 
 /// The `EXPORTS` ring.
@@ -35,37 +43,59 @@ impl ExportRing {
 /// The kernel's completeness maps.
 pub struct KernelIntegrity {
     pub ring: Arc<Mutex<ExportRing>>,
-    interfaces: PerCpuHashMap<MapData, ScopeKey, Counter>,
-    /// Cumulative counts at the last read.
-    last: HashMap<ScopeKey, Counter>,
+    export_bytes: Cumulative<ExportKey, u64>,
+    interfaces: Cumulative<ScopeKey, Counter>,
 }
 
 impl KernelIntegrity {
-    pub(super) fn new(ring: RingBuf<MapData>, interfaces: PerCpuHashMap<MapData, ScopeKey, Counter>) -> Self {
+    pub(super) fn new(
+        ring: RingBuf<MapData>,
+        export_bytes: PerCpuHashMap<MapData, ExportKey, u64>,
+        interfaces: PerCpuHashMap<MapData, ScopeKey, Counter>,
+    ) -> Self {
         Self {
             ring: Arc::new(Mutex::new(ExportRing(ring))),
-            interfaces,
+            export_bytes: Cumulative::new(export_bytes),
+            interfaces: Cumulative::new(interfaces),
+        }
+    }
+
+    /// Octets per exporter domain since the last call.
+    pub fn export_bytes(&mut self) -> Result<HashMap<ExportKey, u64>, MapError> {
+        self.export_bytes.deltas(|now, last| now.wrapping_sub(last))
+    }
+
+    /// Flows per listed interface since the last call.
+    pub fn interface_flows(&mut self) -> Result<HashMap<ScopeKey, Counter>, MapError> {
+        self.interfaces.deltas(|now, last| Counter {
+            count: now.count.wrapping_sub(last.count),
+            bytes: now.bytes.wrapping_sub(last.bytes),
+        })
+    }
+}
+
+/// A per-CPU map of cumulative counters, read as what changed since the
+/// last read (summed over CPUs).
+struct Cumulative<K: Pod, V: Pod> {
+    map: PerCpuHashMap<MapData, K, V>,
+    last: HashMap<K, V>,
+}
+
+impl<K: Pod + Eq + std::hash::Hash, V: Pod + Default + std::ops::Add<Output = V>> Cumulative<K, V> {
+    fn new(map: PerCpuHashMap<MapData, K, V>) -> Self {
+        Self {
+            map,
             last: HashMap::new(),
         }
     }
 
-    /// Flows per listed interface since the last call (the kernel's
-    /// counters are cumulative, summed over CPUs here).
-    pub fn interface_flows(&mut self) -> Result<HashMap<ScopeKey, Counter>, MapError> {
+    fn deltas(&mut self, minus: impl Fn(V, V) -> V) -> Result<HashMap<K, V>, MapError> {
         let mut deltas = HashMap::new();
-        for entry in self.interfaces.iter() {
+        for entry in self.map.iter() {
             let (key, per_cpu) = entry?;
-            let now = per_cpu
-                .iter()
-                .fold(Counter::default(), |sum, c| sum + *c);
+            let now = per_cpu.iter().fold(V::default(), |sum, v| sum + *v);
             let last = self.last.insert(key, now).unwrap_or_default();
-            deltas.insert(
-                key,
-                Counter {
-                    count: now.count.wrapping_sub(last.count),
-                    bytes: now.bytes.wrapping_sub(last.bytes),
-                },
-            );
+            deltas.insert(key, minus(now, last));
         }
         Ok(deltas)
     }

@@ -22,7 +22,7 @@ use flowtally_common::{
     Counter,
     agg::{FLAG_BILLING_SCOPE, FLAG_EXPORTER_ALLOWLIST, FLAG_INTERFACE_FLOWS, Ip, Profile, ScopeKey},
     interfaces::INTERFACE_FLOWS_MAP,
-    sequence::EXPORTS_RING,
+    sequence::{EXPORT_BYTES_MAP, EXPORTS_RING},
     template::{
         CompiledTemplate, MAX_RECORD_LEN, MIN_RECORD_LEN, TEMPLATE_SETS_DONE_MAP,
         TEMPLATE_SETS_SEEN_MAP, TEMPLATES_MAP, TemplateKey,
@@ -259,11 +259,15 @@ impl DataPlane {
             .take(EXPORTS_RING)?
             .try_into()
             .map_err(map_error(EXPORTS_RING))?;
+        let export_bytes = self
+            .take(EXPORT_BYTES_MAP)?
+            .try_into()
+            .map_err(map_error(EXPORT_BYTES_MAP))?;
         let interfaces = self
             .take(INTERFACE_FLOWS_MAP)?
             .try_into()
             .map_err(map_error(INTERFACE_FLOWS_MAP))?;
-        Ok(KernelIntegrity::new(ring, interfaces))
+        Ok(KernelIntegrity::new(ring, export_bytes, interfaces))
     }
 
     /// Takes the compiled-template map, for installing what the socket path
