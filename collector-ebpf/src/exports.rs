@@ -9,8 +9,8 @@ use aya_ebpf::{
     macros::map,
     maps::{PerCpuHashMap, RingBuf},
 };
-use flowtally_common::{
-    sequence::{DEFAULT_EXPORTS_RING_BYTES, ExportKey, ExportSeen, MAX_EXPORT_DOMAINS},
+use flowtally_common::sequence::{
+    DEFAULT_EXPORTS_RING_BYTES, ExportKey, ExportSeen, MAX_EXPORT_DOMAINS,
 };
 
 #[map(name = "EXPORTS")]

@@ -18,11 +18,11 @@ use aya_ebpf::{
 use flowtally_common::{
     XdpStat,
     agg::Ip,
+    sequence::ExportKey,
     template::{
         CompiledTemplate, ExportTime, MAX_COMPILED_TEMPLATES, MAX_EXPORT_LEN, MAX_EXPORT_RECORDS,
         MAX_RECORD_LEN, MAX_SETS, MAX_TEMPLATE_DOMAINS, MIN_RECORD_LEN, TemplateKey,
     },
-    sequence::ExportKey,
     templated::{FIRST_DATA_SET_ID, V9, header_len},
 };
 

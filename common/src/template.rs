@@ -371,7 +371,11 @@ mod tests {
         assert_eq!((r.src, r.dst), (forward.dst, forward.src));
         assert_eq!((r.src_port, r.dst_port), (443, 50_000));
         assert_eq!((r.input_if, r.output_if), (2, 1));
-        assert_eq!((r.bytes, r.packets), (70_000, 50), "scaled like the forward");
+        assert_eq!(
+            (r.bytes, r.packets),
+            (70_000, 50),
+            "scaled like the forward"
+        );
         assert_eq!(r.time_ms, forward.time_ms);
 
         rec[12..18].fill(0);

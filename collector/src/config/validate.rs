@@ -45,13 +45,21 @@ impl Config {
             return invalid("snmp.interval", "-", "must be at least 1s");
         }
         if snmp.timeout.0.is_zero() || snmp.timeout.0 > snmp.interval.0 {
-            return invalid("snmp.timeout", "-", "must be above 0 and at most snmp.interval");
+            return invalid(
+                "snmp.timeout",
+                "-",
+                "must be above 0 and at most snmp.interval",
+            );
         }
         for (i, agent) in snmp.agents.iter().enumerate() {
             let name = format!("agent {} ({})", i + 1, agent.exporter);
             match agent.version.as_str() {
                 "2c" if agent.community.is_none() => {
-                    return invalid("snmp.agents.community", "-", format!("{name}: v2c needs a community"));
+                    return invalid(
+                        "snmp.agents.community",
+                        "-",
+                        format!("{name}: v2c needs a community"),
+                    );
                 }
                 "2c" => {}
                 "3" => {
@@ -63,7 +71,11 @@ impl Config {
                         );
                     }
                     if let Err(message) = crate::daemon::snmp_poll::security(agent) {
-                        return invalid("snmp.agents.auth_protocol", "-", format!("{name}: {message}"));
+                        return invalid(
+                            "snmp.agents.auth_protocol",
+                            "-",
+                            format!("{name}: {message}"),
+                        );
                     }
                 }
                 other => {

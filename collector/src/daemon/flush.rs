@@ -238,7 +238,10 @@ impl Flusher {
             }
         }
         let healths = sequences.close(now_ms, p.hold_ms, last);
-        p.metrics.integrity.untracked.inc_by(std::mem::take(&mut sequences.untracked));
+        p.metrics
+            .integrity
+            .untracked
+            .inc_by(std::mem::take(&mut sequences.untracked));
         drop(sequences);
         p.metrics.integrity.observe(&healths);
         if let Err(err) = integrity::write_interval(&mut p.db, p.since_ms, now_ms, &healths, &flows)

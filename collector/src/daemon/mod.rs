@@ -87,9 +87,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     if let Some(integrity) = &kernel.integrity {
         let path = Arc::clone(&socket_path);
-        receivers.spawn(xdp::read_exports(Arc::clone(&integrity.ring), move |seen| {
-            path.observe_kernel(seen, clock::unix_ms());
-        }));
+        receivers.spawn(xdp::read_exports(
+            Arc::clone(&integrity.ring),
+            move |seen| {
+                path.observe_kernel(seen, clock::unix_ms());
+            },
+        ));
     }
     if !config.snmp.agents.is_empty() {
         tasks.spawn(snmp_poll::run(

@@ -97,9 +97,7 @@ impl Poller {
             .map(|agent| {
                 let credentials = match agent.version.as_str() {
                     "3" => Credentials::V3(security(agent).map_err(anyhow::Error::msg)?),
-                    _ => Credentials::V2c(
-                        agent.community.clone().unwrap_or_default().into_bytes(),
-                    ),
+                    _ => Credentials::V2c(agent.community.clone().unwrap_or_default().into_bytes()),
                 };
                 Ok(Agent {
                     exporter: agent.exporter.to_string(),
@@ -172,7 +170,12 @@ async fn poll(
     for chunk in agent.interfaces.chunks(INTERFACES_PER_REQUEST) {
         let oids: Vec<Oid> = chunk
             .iter()
-            .flat_map(|&ifindex| [oid(&IF_HC_IN_OCTETS, ifindex), oid(&IF_HC_OUT_OCTETS, ifindex)])
+            .flat_map(|&ifindex| {
+                [
+                    oid(&IF_HC_IN_OCTETS, ifindex),
+                    oid(&IF_HC_OUT_OCTETS, ifindex),
+                ]
+            })
             .collect::<Result<_, _>>()?;
         let refs: Vec<&Oid> = oids.iter().collect();
         let pdu = timeout(limit, session.get_many(&refs))
@@ -180,7 +183,10 @@ async fn poll(
             .map_err(|_| format!("no answer within {limit:?}"))?
             .map_err(|err| format!("{err:?}"))?;
         if pdu.error_status != 0 {
-            return Err(format!("error status {} at variable {}", pdu.error_status, pdu.error_index));
+            return Err(format!(
+                "error status {} at variable {}",
+                pdu.error_status, pdu.error_index
+            ));
         }
         let values: Vec<Option<u64>> = pdu
             .varbinds

@@ -270,8 +270,19 @@ fn ratio(r: Option<f64>) -> String {
 fn table(audit: &Audit) -> String {
     let mut out = String::from("Exporters\n");
     let header = [
-        "exporter", "protocol", "domain", "exports", "records", "bytes", "unit", "lost",
-        "lost %", "lost bytes (est.)", "duplicates", "restarts", "verdict",
+        "exporter",
+        "protocol",
+        "domain",
+        "exports",
+        "records",
+        "bytes",
+        "unit",
+        "lost",
+        "lost %",
+        "lost bytes (est.)",
+        "duplicates",
+        "restarts",
+        "verdict",
     ];
     let rows: Vec<Vec<String>> = audit
         .exporters
@@ -298,8 +309,17 @@ fn table(audit: &Audit) -> String {
     out.push_str(&grid(&header, &rows));
     out.push_str("\nInterfaces\n");
     let header = [
-        "exporter", "ifindex", "counters", "from", "to", "flow bytes", "flow packets",
-        "interface octets", "ratio", "discontinuities", "verdict",
+        "exporter",
+        "ifindex",
+        "counters",
+        "from",
+        "to",
+        "flow bytes",
+        "flow packets",
+        "interface octets",
+        "ratio",
+        "discontinuities",
+        "verdict",
     ];
     let rows: Vec<Vec<String>> = audit
         .interfaces
@@ -517,9 +537,16 @@ mod tests {
         let audit = compute(&rows, JUDGEMENT);
         assert_eq!(audit.exporters.len(), 2);
         let a = &audit.exporters[0];
-        assert_eq!((a.health.received, a.health.lost, a.health.restarts), (900, 100, 1));
+        assert_eq!(
+            (a.health.received, a.health.lost, a.health.restarts),
+            (900, 100, 1)
+        );
         assert!((a.lost_share - 0.1).abs() < 1e-9);
-        assert_eq!(a.lost_bytes_estimate, 100 * 1000, "at the average record size");
+        assert_eq!(
+            a.lost_bytes_estimate,
+            100 * 1000,
+            "at the average record size"
+        );
         assert_eq!(a.verdict, "loss 10.00%, restarted");
         assert_eq!(audit.exporters[1].verdict, "ok");
         assert_eq!(audit.lost(), 100);
@@ -528,7 +555,11 @@ mod tests {
     #[test]
     fn interface_octets_are_compared_with_flow_bytes_and_link_overhead() {
         let rows = Rows {
-            counters: vec![poll(10_000, 1_000, 50), poll(20_000, 101_000, 50), poll(30_000, 201_400, 50)],
+            counters: vec![
+                poll(10_000, 1_000, 50),
+                poll(20_000, 101_000, 50),
+                poll(30_000, 201_400, 50),
+            ],
             // 100 packets of 986 IP bytes per 10 s: 1000 bytes a frame.
             flows: vec![
                 flows(5_000, 15_000, 98_600, 100),  // half inside
@@ -550,7 +581,12 @@ mod tests {
     #[test]
     fn a_counter_that_went_back_is_skipped_as_a_discontinuity() {
         let rows = Rows {
-            counters: vec![poll(0, 5_000, 0), poll(10_000, 15_000, 0), poll(20_000, 700, 0), poll(30_000, 10_700, 0)],
+            counters: vec![
+                poll(0, 5_000, 0),
+                poll(10_000, 15_000, 0),
+                poll(20_000, 700, 0),
+                poll(30_000, 10_700, 0),
+            ],
             flows: vec![flows(0, 30_000, 10_000, 0)],
             ..Rows::default()
         };
@@ -569,11 +605,17 @@ mod tests {
         let audit = compute(&rows, JUDGEMENT);
         use crate::report::render::Format;
         let table = render(&audit, Format::Table);
-        assert!(table.contains("loss 9.09%") && table.contains("1.000"), "{table}");
+        assert!(
+            table.contains("loss 9.09%") && table.contains("1.000"),
+            "{table}"
+        );
         let csv = render(&audit, Format::Csv);
         assert_eq!(csv.lines().count(), 3, "{csv}");
         assert!(csv.contains("interface,198.18.0.1,snmp,3,"), "{csv}");
         let json = render(&audit, Format::Json);
-        assert!(json.contains("\"lost\":30") && json.contains("\"ratio\":1.000000"), "{json}");
+        assert!(
+            json.contains("\"lost\":30") && json.contains("\"ratio\":1.000000"),
+            "{json}"
+        );
     }
 }

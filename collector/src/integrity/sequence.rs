@@ -130,7 +130,9 @@ impl Counting {
         match (self, seen.records) {
             (Self::Exports, _) => (0, Some(1)),
             (Self::RecordsBefore, records) => (0, records.map(i64::from)),
-            (Self::RecordsIncluding, Some(records)) => (-i64::from(records), Some(i64::from(records))),
+            (Self::RecordsIncluding, Some(records)) => {
+                (-i64::from(records), Some(i64::from(records)))
+            }
             (Self::RecordsIncluding, None) => (0, None),
         }
     }
@@ -214,7 +216,10 @@ impl Stream {
         let mut stream = Self {
             counting,
             votes: [0; 3],
-            latest: Latest { seen: *seen, at: ORIGIN },
+            latest: Latest {
+                seen: *seen,
+                at: ORIGIN,
+            },
             next: ORIGIN,
             open_end: false,
             max_clock: seen.clock,
@@ -312,7 +317,11 @@ impl Stream {
     /// lost, and counting starts again (what the sequence counts stays).
     fn restart(&mut self, first: &Seen, now_ms: u64) {
         let mut figures = self.figures;
-        figures.lost += self.gaps.iter().map(|g| (g.end - g.start) as u64).sum::<u64>();
+        figures.lost += self
+            .gaps
+            .iter()
+            .map(|g| (g.end - g.start) as u64)
+            .sum::<u64>();
         figures.restarts += 1;
         let fresh = Self::new(first, self.counting, now_ms);
         figures.received += fresh.figures.received;

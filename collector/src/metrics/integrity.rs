@@ -28,7 +28,8 @@ impl IntegrityMetrics {
     pub fn observe(&self, healths: &[Health]) {
         for h in healths {
             let exporter = to_addr(&h.key.exporter).to_string();
-            let unit = |exporter: &str| [("exporter", exporter.to_owned()), ("unit", h.unit.into())];
+            let unit =
+                |exporter: &str| [("exporter", exporter.to_owned()), ("unit", h.unit.into())];
             let f = &h.figures;
             // Families create a series on first use: only for what happened.
             if f.lost > 0 {

@@ -223,7 +223,11 @@ pub fn read_audit(conn: &Connection, from_ms: u64, to_ms: u64) -> rusqlite::Resu
 
 /// sFlow data sources' sample loss (the `sflow_sources` table of sFlow
 /// intake), in the audit's terms: a sample is the unit.
-fn read_sflow_sources(conn: &Connection, from_ms: u64, to_ms: u64) -> rusqlite::Result<Vec<HealthRow>> {
+fn read_sflow_sources(
+    conn: &Connection,
+    from_ms: u64,
+    to_ms: u64,
+) -> rusqlite::Result<Vec<HealthRow>> {
     conn.prepare(
         "SELECT agent, source_type * 16777216 + source_index, samples, lost_samples, restarted
          FROM sflow_sources WHERE time_ms > ?1 AND time_ms <= ?2",

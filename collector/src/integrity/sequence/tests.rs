@@ -79,7 +79,10 @@ fn exports_in_order_lose_nothing() {
     let mut run = Run::new();
     run.feed(v5_run(1000, 10));
     let f = run.close(10_000);
-    assert_eq!((f.exports, f.records, f.received, f.lost), (10, 300, 300, 0));
+    assert_eq!(
+        (f.exports, f.records, f.received, f.lost),
+        (10, 300, 300, 0)
+    );
     assert_eq!(f.bytes, 300_000);
     assert_eq!(run.unit(), "records");
 }
@@ -168,7 +171,11 @@ fn an_exporter_counting_records_including_its_own_is_followed() {
         .collect();
     run.feed(exports.clone());
     let f = run.close(HOLD * 2);
-    assert_eq!((f.received, f.lost, f.duplicates), (69, 0, 0), "no phantom loss");
+    assert_eq!(
+        (f.received, f.lost, f.duplicates),
+        (69, 0, 0),
+        "no phantom loss"
+    );
     // And loss is still found in its terms.
     let mut run = Run::new();
     let mut gappy = exports;
@@ -201,9 +208,7 @@ fn a_v5_restart_is_a_restart_not_loss() {
     let mut run = Run::new();
     // 20 exports, then the exporter restarts: sequence and uptime from 0.
     run.feed(v5_run(0, 20));
-    let again: Vec<Seen> = (0..5)
-        .map(|i| seen(V5, 30 * i, 30, 500 + i * 10))
-        .collect();
+    let again: Vec<Seen> = (0..5).map(|i| seen(V5, 30 * i, 30, 500 + i * 10)).collect();
     run.feed(again);
     let f = run.close(HOLD * 2);
     assert_eq!((f.restarts, f.lost, f.duplicates), (1, 0, 0));
@@ -213,12 +218,19 @@ fn a_v5_restart_is_a_restart_not_loss() {
 #[test]
 fn an_ipfix_restart_shows_in_its_export_time() {
     let mut run = Run::new();
-    let before: Vec<Seen> = (0..10).map(|i| seen(IPFIX, i * 10, 10, 1_700_000_000)).collect();
+    let before: Vec<Seen> = (0..10)
+        .map(|i| seen(IPFIX, i * 10, 10, 1_700_000_000))
+        .collect();
     run.feed(before);
-    let after: Vec<Seen> = (0..3).map(|i| seen(IPFIX, i * 10, 10, 1_700_000_005)).collect();
+    let after: Vec<Seen> = (0..3)
+        .map(|i| seen(IPFIX, i * 10, 10, 1_700_000_005))
+        .collect();
     run.feed(after);
     let f = run.close(HOLD * 2);
-    assert_eq!((f.restarts, f.lost, f.duplicates, f.received), (1, 0, 0, 130));
+    assert_eq!(
+        (f.restarts, f.lost, f.duplicates, f.received),
+        (1, 0, 0, 130)
+    );
 }
 
 #[test]
