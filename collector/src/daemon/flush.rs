@@ -207,13 +207,16 @@ impl Flusher {
             .lock()
             .expect("aggregator lock poisoned")
             .take_interfaces();
-        let mut sequences = p.socket.sequences.lock().expect("sequences lock poisoned");
         if let Some(kernel) = &mut p.integrity {
+            // The ring before the tracker, as its reader task locks them.
             kernel
                 .ring
                 .lock()
                 .expect("exports ring lock poisoned")
-                .read(|seen| sequences.observe(&seen.into(), now_ms));
+                .read(|seen| p.socket.observe_kernel(seen, now_ms));
+        }
+        let mut sequences = p.socket.sequences.lock().expect("sequences lock poisoned");
+        if let Some(kernel) = &mut p.integrity {
             match kernel.export_bytes() {
                 Ok(bytes) => {
                     for (key, bytes) in bytes {

@@ -168,6 +168,20 @@ struct Gap {
     start: i64,
     end: i64,
     opened_ms: u64,
+    /// What came before the stream's first export: late arrivals fill it,
+    /// but what never comes is no loss (it may predate flowtally).
+    before_start: bool,
+}
+
+impl Gap {
+    /// Units lost when the gap is given up.
+    fn lost(&self) -> u64 {
+        if self.before_start {
+            0
+        } else {
+            (self.end - self.start) as u64
+        }
+    }
 }
 
 /// The export that reached furthest.
@@ -232,6 +246,19 @@ impl Stream {
         let (_, len) = stream.counting.range(seen);
         stream.figures.received += len.unwrap_or(0) as u64;
         stream
+    }
+
+    /// The first export seen need not be the first sent (reordering): what
+    /// lies before it may still arrive, late, within the hold.
+    fn open_before_start(&mut self, now_ms: u64) {
+        let (offset, _) = self.counting.range(&self.latest.seen);
+        let start = self.latest.at + offset;
+        self.gaps.push_front(Gap {
+            start: start - WINDOW,
+            end: start,
+            opened_ms: now_ms,
+            before_start: true,
+        });
     }
 
     /// Positions the furthest range by the current counting.
@@ -309,21 +336,23 @@ impl Stream {
         (0..=WINDOW).contains(&ahead) && !clock_back
     }
 
+    /// Whether `[start, end)` would fill a gap the stream opened (not the
+    /// room before its start: what lands there with a restart's clock is
+    /// a restart).
     fn overlaps_gap(&self, start: i64, end: i64) -> bool {
-        self.gaps.iter().any(|g| start < g.end && g.start < end)
+        self.gaps
+            .iter()
+            .any(|g| !g.before_start && start < g.end && g.start < end)
     }
 
     /// A confirmed restart from `first`: what the old run left open is
     /// lost, and counting starts again (what the sequence counts stays).
     fn restart(&mut self, first: &Seen, now_ms: u64) {
         let mut figures = self.figures;
-        figures.lost += self
-            .gaps
-            .iter()
-            .map(|g| (g.end - g.start) as u64)
-            .sum::<u64>();
+        figures.lost += self.gaps.iter().map(Gap::lost).sum::<u64>();
         figures.restarts += 1;
-        let fresh = Self::new(first, self.counting, now_ms);
+        let mut fresh = Self::new(first, self.counting, now_ms);
+        fresh.open_before_start(now_ms);
         figures.received += fresh.figures.received;
         *self = Self {
             votes: self.votes,
@@ -361,7 +390,11 @@ impl Stream {
             self.counting = best;
             let new = self.units(&self.latest.seen);
             self.figures.received = (self.figures.received + new).saturating_sub(old);
+            let before_start = self.gaps.iter().any(|g| g.before_start);
             self.renormalise();
+            if before_start {
+                self.open_before_start(self.last_seen_ms);
+            }
         }
     }
 
@@ -379,6 +412,7 @@ impl Stream {
                     start: self.next,
                     end: start,
                     opened_ms: now_ms,
+                    before_start: false,
                 });
             }
             self.next = start;
@@ -446,15 +480,15 @@ impl Stream {
     fn bound_gaps(&mut self) {
         while self.gaps.len() > MAX_GAPS {
             if let Some(g) = self.gaps.pop_front() {
-                self.figures.lost += (g.end - g.start) as u64;
+                self.figures.lost += g.lost();
             }
         }
         let next = self.next;
         let mut lost = 0;
         self.gaps.retain(|g| {
-            let keep = next - g.start <= WINDOW;
+            let keep = next - g.end < WINDOW;
             if !keep {
-                lost += (g.end - g.start) as u64;
+                lost += g.lost();
             }
             keep
         });
@@ -474,7 +508,7 @@ impl Stream {
         self.gaps.retain(|g| {
             let keep = !old(g.opened_ms);
             if !keep {
-                lost += (g.end - g.start) as u64;
+                lost += g.lost();
             }
             keep
         });
@@ -502,8 +536,9 @@ impl Sequences {
             return;
         }
         let counting = Counting::default_for(seen.key.version);
-        self.streams
-            .insert(seen.key, Stream::new(seen, counting, now_ms));
+        let mut stream = Stream::new(seen, counting, now_ms);
+        stream.open_before_start(now_ms);
+        self.streams.insert(seen.key, stream);
         let stream = self.streams.get_mut(&seen.key).expect("just inserted");
         let f = &mut stream.figures;
         f.exports += 1;

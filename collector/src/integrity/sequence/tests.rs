@@ -334,3 +334,41 @@ fn streams_are_kept_apart() {
     assert_eq!(healths[0].figures.lost, 0);
     assert_eq!(healths[1].figures.lost, 60);
 }
+
+#[test]
+fn exports_sent_before_the_first_one_seen_are_late_not_duplicates() {
+    let mut run = Run::new();
+    let exports = v5_run(0, 8);
+    // The stream is first seen at its third export.
+    run.feed([2, 3, 1, 0, 4, 6, 5, 7].map(|i| exports[i]));
+    let f = run.close(HOLD * 2);
+    assert_eq!((f.received, f.duplicates, f.lost), (240, 0, 0));
+    assert_eq!(f.late, 3 * 30, "exports 1 and 0, and 5: {f:?}");
+}
+
+#[test]
+fn shuffled_windows_with_copies_ahead_and_behind_add_up() {
+    let mut rng = crate::rng::Rng(0x18);
+    let mut order: Vec<u32> = (0..200).collect();
+    for window in order.chunks_mut(4) {
+        for i in (1..window.len()).rev() {
+            window.swap(i, rng.below(i as u64 + 1) as usize);
+        }
+    }
+    let copies: Vec<u32> = (0..10).map(|_| rng.below(200) as u32).collect();
+    for (n, copy) in copies.iter().enumerate() {
+        order.insert(20 * n + 7, *copy);
+    }
+    let mut run = Run::new();
+    run.feed(
+        order
+            .iter()
+            .map(|&i| seen(V5, i * 10, 10, 5_000_000 + i * 10)),
+    );
+    let f = run.close(HOLD * 2);
+    assert_eq!(
+        (f.received, f.duplicates, f.lost, f.restarts),
+        (2000, 100, 0, 0),
+        "{copies:?}"
+    );
+}
