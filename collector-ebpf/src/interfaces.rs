@@ -2,29 +2,25 @@
 
 use aya_ebpf::{macros::map, maps::PerCpuHashMap};
 use flowtally_common::{
-    Counter,
     agg::{FlowRecord, Ip, ScopeKey},
-    interfaces::{MAX_INTERFACES, touched},
+    interfaces::{InterfaceFlows, MAX_INTERFACES, touched},
 };
 
 #[map(name = "INTERFACE_FLOWS")]
-static INTERFACE_FLOWS: PerCpuHashMap<ScopeKey, Counter> =
+static INTERFACE_FLOWS: PerCpuHashMap<ScopeKey, InterfaceFlows> =
     PerCpuHashMap::with_max_entries(MAX_INTERFACES, 0);
 
 /// Adds `record` to the interfaces it touched that userspace listed.
 #[inline(always)]
 pub fn count(exporter: &Ip, record: &FlowRecord) {
-    for ifindex in touched(record).into_iter().flatten() {
+    for (ifindex, side) in touched(record).into_iter().flatten() {
         let key = ScopeKey {
             exporter: *exporter,
             ifindex,
         };
-        if let Some(counter) = INTERFACE_FLOWS.get_ptr_mut(&key) {
+        if let Some(flows) = INTERFACE_FLOWS.get_ptr_mut(&key) {
             // SAFETY: this CPU's slot of a per-CPU value: no concurrent writer.
-            unsafe {
-                (*counter).count += record.packets;
-                (*counter).bytes += record.bytes;
-            }
+            unsafe { (*flows).add(side, record) };
         }
     }
 }

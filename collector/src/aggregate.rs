@@ -4,9 +4,8 @@
 use std::collections::{HashMap, HashSet};
 
 use flowtally_common::{
-    Counter,
     agg::{AggKey, AggValue, FlowRecord, Ip, Profile, ScopeKey, directions, in_scope},
-    interfaces::touched,
+    interfaces::{self, touched},
     v5::{Header, Invalid},
 };
 
@@ -15,8 +14,8 @@ use crate::{netflow::v5::Export, subscribers::SubscriberNets};
 /// Aggregates keyed as the kernel keys them.
 pub type Table = HashMap<AggKey, AggValue>;
 
-/// Flow packets (`count`) and bytes per listed interface.
-pub type InterfaceFlows = HashMap<ScopeKey, Counter>;
+/// Flows in and out of each listed interface.
+pub type InterfaceFlows = HashMap<ScopeKey, interfaces::InterfaceFlows>;
 
 /// What one export contributed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -61,7 +60,7 @@ impl Aggregator {
     pub fn with_interfaces(mut self, interfaces: &[ScopeKey]) -> Self {
         self.interfaces = interfaces
             .iter()
-            .map(|key| (*key, Counter::default()))
+            .map(|key| (*key, interfaces::InterfaceFlows::default()))
             .collect();
         self
     }
@@ -102,14 +101,13 @@ impl Aggregator {
     /// billing scope.
     pub fn add(&mut self, exporter: &Ip, record: &FlowRecord) -> bool {
         if !self.interfaces.is_empty() {
-            for ifindex in touched(record).into_iter().flatten() {
+            for (ifindex, side) in touched(record).into_iter().flatten() {
                 let key = ScopeKey {
                     exporter: *exporter,
                     ifindex,
                 };
-                if let Some(counter) = self.interfaces.get_mut(&key) {
-                    counter.count += record.packets;
-                    counter.bytes += record.bytes;
+                if let Some(flows) = self.interfaces.get_mut(&key) {
+                    flows.add(side, record);
                 }
             }
         }

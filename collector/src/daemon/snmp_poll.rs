@@ -23,8 +23,8 @@ use crate::{
 };
 
 /// IF-MIB ifXTable columns (RFC 2863): ifHCInOctets, ifHCOutOctets.
-const IF_HC_IN_OCTETS: [u64; 10] = [1, 3, 6, 1, 2, 1, 31, 1, 1, 6];
-const IF_HC_OUT_OCTETS: [u64; 10] = [1, 3, 6, 1, 2, 1, 31, 1, 1, 10];
+const IF_HC_IN_OCTETS: [u64; 11] = [1, 3, 6, 1, 2, 1, 31, 1, 1, 1, 6];
+const IF_HC_OUT_OCTETS: [u64; 11] = [1, 3, 6, 1, 2, 1, 31, 1, 1, 1, 10];
 /// Interfaces per request (two variables each).
 const INTERFACES_PER_REQUEST: usize = 16;
 
@@ -188,11 +188,15 @@ async fn poll(
                 pdu.error_status, pdu.error_index
             ));
         }
+        let mut seen = Vec::new();
         let values: Vec<Option<u64>> = pdu
             .varbinds
             .map(|(_, value)| match value {
                 Value::Counter64(n) => Some(n),
-                _ => None,
+                other => {
+                    seen.push(format!("{other:?}"));
+                    None
+                }
             })
             .collect();
         let time_ms = clock::unix_ms();
@@ -200,7 +204,10 @@ async fn poll(
             let (Some(Some(in_octets)), Some(Some(out_octets))) =
                 (values.get(2 * i).copied(), values.get(2 * i + 1).copied())
             else {
-                return Err(format!("no 64-bit octet counters for ifIndex {if_index}"));
+                return Err(format!(
+                    "no 64-bit octet counters for ifIndex {if_index} ({} values, {seen:?})",
+                    values.len()
+                ));
             };
             rows.push(CounterRow {
                 exporter: agent.exporter.clone(),
@@ -238,4 +245,21 @@ fn oid(column: &[u64], ifindex: u32) -> Result<Oid<'static>, String> {
     let mut arcs = column.to_vec();
     arcs.push(u64::from(ifindex));
     Oid::from(&arcs).map_err(|err| format!("OID: {err:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interface_counter_oids_are_the_if_mib_ones() {
+        assert_eq!(
+            oid(&IF_HC_IN_OCTETS, 7).unwrap().to_id_string(),
+            "1.3.6.1.2.1.31.1.1.1.6.7"
+        );
+        assert_eq!(
+            oid(&IF_HC_OUT_OCTETS, 7).unwrap().to_id_string(),
+            "1.3.6.1.2.1.31.1.1.1.10.7"
+        );
+    }
 }

@@ -6,15 +6,17 @@
 //! - Per exporter stream: what arrived, what its sequence numbers say was
 //!   lost (as a share of what was sent, and in bytes estimated at the
 //!   average of what arrived), duplicates and restarts.
-//! - Per interface: the interface's octets between its first and last
-//!   counter reading in the range (the sum of the differences of
-//!   consecutive readings; a counter that went back is a discontinuity,
-//!   skipped) against the flow bytes that entered or left by it in that
-//!   span (per-flush figures, prorated at the span's edges), plus a
-//!   link-layer overhead per flow packet: interface counters count frames
-//!   (an Ethernet header is 14 bytes), flows count IP bytes. Flows are
-//!   exported after they end (active and inactive timeouts), so compare
-//!   spans much longer than those.
+//! - Per interface and direction: the interface's octets in (or out)
+//!   between its first and last counter reading in the range (the sum of
+//!   the differences of consecutive readings; a counter that went back is
+//!   a discontinuity, skipped) against the bytes of flow records that
+//!   entered (or left) by it in that span (per-flush figures, prorated at
+//!   the span's edges), plus a link-layer overhead per flow packet:
+//!   interface counters count frames (an Ethernet header is 14 bytes),
+//!   flows count IP bytes. A probe that reports one interface as both
+//!   input and output (softflowd) has its records counted as input. Flows
+//!   are exported after they end (active and inactive timeouts), so
+//!   compare spans much longer than those.
 
 use std::collections::BTreeMap;
 
@@ -37,15 +39,15 @@ pub struct HealthRow {
     pub restarts: u64,
 }
 
-/// One `interface_flows` row: flows of `(from_ms, time_ms]`.
+/// One `interface_flows` row: flows of `(from_ms, time_ms]`, in and out.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FlowRow {
     pub exporter: String,
     pub if_index: u32,
     pub from_ms: u64,
     pub time_ms: u64,
-    pub bytes: u64,
-    pub packets: u64,
+    pub bytes: [u64; 2],
+    pub packets: [u64; 2],
 }
 
 /// One `interface_counters` row.
@@ -86,18 +88,20 @@ pub struct ExporterLine {
     pub verdict: String,
 }
 
-/// One interface's line.
+/// One interface's line, for one direction.
 #[derive(Clone, Debug, PartialEq)]
 pub struct InterfaceLine {
     pub exporter: String,
     pub if_index: u32,
+    /// `in` or `out`.
+    pub direction: &'static str,
     pub source: String,
     /// First and last counter reading compared.
     pub from_ms: u64,
     pub to_ms: u64,
     pub flow_bytes: u64,
     pub flow_packets: u64,
-    /// The interface's in + out octets over the span.
+    /// The interface's octets in that direction over the span.
     pub interface_octets: u64,
     /// (flow bytes + overhead × packets) / interface octets.
     pub ratio: Option<f64>,
@@ -193,7 +197,7 @@ fn interfaces(rows: &Rows, judgement: Judgement) -> Vec<InterfaceLine> {
     for ((exporter, if_index, source), mut polls) in readings {
         polls.sort_by_key(|c| c.time_ms);
         let (first, last) = (polls[0].time_ms, polls[polls.len() - 1].time_ms);
-        let mut octets = 0u64;
+        let mut octets = [0u64; 2];
         let mut discontinuities = 0;
         for pair in polls.windows(2) {
             let (a, b) = (pair[0], pair[1]);
@@ -201,45 +205,58 @@ fn interfaces(rows: &Rows, judgement: Judgement) -> Vec<InterfaceLine> {
                 b.in_octets.checked_sub(a.in_octets),
                 b.out_octets.checked_sub(a.out_octets),
             ) {
-                (Some(i), Some(o)) => octets = octets.saturating_add(i).saturating_add(o),
+                (Some(i), Some(o)) => {
+                    octets[0] = octets[0].saturating_add(i);
+                    octets[1] = octets[1].saturating_add(o);
+                }
                 // A counter that went back: the agent restarted or reset it.
                 _ => discontinuities += 1,
             }
         }
-        let (mut bytes, mut packets) = (0f64, 0f64);
+        let (mut bytes, mut packets) = ([0f64; 2], [0f64; 2]);
         for f in rows
             .flows
             .iter()
             .filter(|f| f.exporter == exporter && f.if_index == if_index)
         {
             let share = overlap(f.from_ms, f.time_ms, first, last);
-            bytes += f.bytes as f64 * share;
-            packets += f.packets as f64 * share;
+            for side in 0..2 {
+                bytes[side] += f.bytes[side] as f64 * share;
+                packets[side] += f.packets[side] as f64 * share;
+            }
         }
-        let (flow_bytes, flow_packets) = (bytes.round() as u64, packets.round() as u64);
-        let wire = flow_bytes + judgement.link_overhead * flow_packets;
-        let ratio = (octets > 0).then(|| wire as f64 / octets as f64);
-        let verdict = match ratio {
-            _ if polls.len() < 2 => "one reading",
-            None if flow_bytes == 0 => "idle",
-            None => "no counters",
-            Some(r) if (r - 1.0).abs() <= judgement.tolerance => "ok",
-            Some(r) if r < 1.0 => "flows short",
-            Some(_) => "flows over",
-        };
-        lines.push(InterfaceLine {
-            exporter,
-            if_index,
-            source,
-            from_ms: first,
-            to_ms: last,
-            flow_bytes,
-            flow_packets,
-            interface_octets: octets,
-            ratio,
-            discontinuities,
-            verdict,
-        });
+        for (side, direction) in ["in", "out"].into_iter().enumerate() {
+            let (flow_bytes, flow_packets) =
+                (bytes[side].round() as u64, packets[side].round() as u64);
+            let octets = octets[side];
+            if flow_bytes == 0 && octets == 0 && polls.len() > 1 {
+                continue;
+            }
+            let wire = flow_bytes + judgement.link_overhead * flow_packets;
+            let ratio = (octets > 0).then(|| wire as f64 / octets as f64);
+            let verdict = match ratio {
+                _ if polls.len() < 2 => "one reading",
+                None => "no counters",
+                Some(_) if flow_bytes == 0 => "no flows",
+                Some(r) if (r - 1.0).abs() <= judgement.tolerance => "ok",
+                Some(r) if r < 1.0 => "flows short",
+                Some(_) => "flows over",
+            };
+            lines.push(InterfaceLine {
+                exporter: exporter.clone(),
+                if_index,
+                direction,
+                source: source.clone(),
+                from_ms: first,
+                to_ms: last,
+                flow_bytes,
+                flow_packets,
+                interface_octets: octets,
+                ratio,
+                discontinuities,
+                verdict,
+            });
+        }
     }
     lines
 }
@@ -328,6 +345,7 @@ fn table(audit: &Audit) -> String {
             vec![
                 i.exporter.clone(),
                 i.if_index.to_string(),
+                i.direction.to_owned(),
                 i.source.clone(),
                 crate::timestamp::Timestamp(i.from_ms).to_string(),
                 crate::timestamp::Timestamp(i.to_ms).to_string(),
@@ -380,13 +398,13 @@ fn grid(header: &[&str], rows: &[Vec<String>]) -> String {
 fn csv(audit: &Audit) -> String {
     let mut out = String::from(
         "kind,exporter,protocol_or_source,domain_or_ifindex,exports,records,bytes,unit,lost,\
-         lost_share,lost_bytes_estimate,duplicates,restarts,from_ms,to_ms,flow_bytes,\
-         flow_packets,interface_octets,ratio,discontinuities,verdict\n",
+         lost_share,lost_bytes_estimate,duplicates,restarts,direction,from_ms,to_ms,\
+         flow_bytes,flow_packets,interface_octets,ratio,discontinuities,verdict\n",
     );
     for e in &audit.exporters {
         let h = &e.health;
         out.push_str(&format!(
-            "exporter,{},{},{},{},{},{},{},{},{:.6},{},{},{},,,,,,,,{}\n",
+            "exporter,{},{},{},{},{},{},{},{},{:.6},{},{},{},,,,,,,,,{}\n",
             csv_field(&h.exporter),
             h.protocol,
             h.domain,
@@ -404,10 +422,11 @@ fn csv(audit: &Audit) -> String {
     }
     for i in &audit.interfaces {
         out.push_str(&format!(
-            "interface,{},{},{},,,,,,,,,,{},{},{},{},{},{},{},{}\n",
+            "interface,{},{},{},,,,,,,,,,{},{},{},{},{},{},{},{},{}\n",
             csv_field(&i.exporter),
             csv_field(&i.source),
             i.if_index,
+            i.direction,
             i.from_ms,
             i.to_ms,
             i.flow_bytes,
@@ -454,11 +473,12 @@ fn json(audit: &Audit) -> String {
         .iter()
         .map(|i| {
             format!(
-                "{{\"exporter\":{},\"ifindex\":{},\"source\":{},\"from_ms\":{},\"to_ms\":{},\
+                "{{\"exporter\":{},\"ifindex\":{},\"direction\":\"{}\",\"source\":{},\"from_ms\":{},\"to_ms\":{},\
                  \"flow_bytes\":{},\"flow_packets\":{},\"interface_octets\":{},\"ratio\":{},\
                  \"discontinuities\":{},\"verdict\":\"{}\"}}",
                 json_string(&i.exporter),
                 i.if_index,
+                i.direction,
                 json_string(&i.source),
                 i.from_ms,
                 i.to_ms,
@@ -513,14 +533,15 @@ mod tests {
         }
     }
 
+    /// Flows in by the interface.
     fn flows(from_ms: u64, time_ms: u64, bytes: u64, packets: u64) -> FlowRow {
         FlowRow {
             exporter: "198.18.0.1".to_owned(),
             if_index: 3,
             from_ms,
             time_ms,
-            bytes,
-            packets,
+            bytes: [bytes, 0],
+            packets: [packets, 0],
         }
     }
 
@@ -611,7 +632,10 @@ mod tests {
         );
         let csv = render(&audit, Format::Csv);
         assert_eq!(csv.lines().count(), 3, "{csv}");
-        assert!(csv.contains("interface,198.18.0.1,snmp,3,"), "{csv}");
+        assert!(
+            csv.contains("interface,198.18.0.1,snmp,3,,,,,,,,,,in,"),
+            "{csv}"
+        );
         let json = render(&audit, Format::Json);
         assert!(
             json.contains("\"lost\":30") && json.contains("\"ratio\":1.000000"),

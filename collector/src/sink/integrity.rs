@@ -34,12 +34,14 @@ CREATE TABLE IF NOT EXISTS export_health (
 );
 CREATE INDEX IF NOT EXISTS export_health_by_time ON export_health (time_ms);
 CREATE TABLE IF NOT EXISTS interface_flows (
-    time_ms   INTEGER NOT NULL,
-    from_ms   INTEGER NOT NULL,
-    exporter  TEXT NOT NULL,
-    if_index  INTEGER NOT NULL,
-    bytes     INTEGER NOT NULL, -- of flow records that entered or left by it
-    packets   INTEGER NOT NULL
+    time_ms      INTEGER NOT NULL,
+    from_ms      INTEGER NOT NULL,
+    exporter     TEXT NOT NULL,
+    if_index     INTEGER NOT NULL,
+    in_bytes     INTEGER NOT NULL, -- of flow records that entered by it
+    in_packets   INTEGER NOT NULL,
+    out_bytes    INTEGER NOT NULL, -- of those that left by it (another one)
+    out_packets  INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS interface_flows_by_time ON interface_flows (time_ms);
 -- Cumulative counters as reported: the traffic between two rows of an
@@ -70,7 +72,10 @@ pub fn write_interval(
     healths: &[Health],
     flows: &InterfaceFlows,
 ) -> rusqlite::Result<()> {
-    let flows: Vec<_> = flows.iter().filter(|(_, c)| c.bytes > 0).collect();
+    let flows: Vec<_> = flows
+        .iter()
+        .filter(|(_, f)| f.input.count + f.output.count > 0)
+        .collect();
     if healths.is_empty() && flows.is_empty() {
         return Ok(());
     }
@@ -100,17 +105,20 @@ pub fn write_interval(
             ])?;
         }
         let mut insert = tx.prepare_cached(
-            "INSERT INTO interface_flows (time_ms, from_ms, exporter, if_index, bytes, packets)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO interface_flows (time_ms, from_ms, exporter, if_index, in_bytes,
+                in_packets, out_bytes, out_packets)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )?;
-        for (key, counter) in flows {
+        for (key, f) in flows {
             insert.execute(params![
                 int(time_ms),
                 int(from_ms),
                 to_addr(&key.exporter).to_string(),
                 key.ifindex,
-                int(counter.bytes),
-                int(counter.count),
+                int(f.input.bytes),
+                int(f.input.count),
+                int(f.output.bytes),
+                int(f.output.count),
             ])?;
         }
     }
@@ -184,8 +192,9 @@ pub fn read_audit(conn: &Connection, from_ms: u64, to_ms: u64) -> rusqlite::Resu
     health.extend(read_sflow_sources(conn, from_ms, to_ms).unwrap_or_default());
     let flows = conn
         .prepare(
-            "SELECT exporter, if_index, from_ms, time_ms, bytes, packets FROM interface_flows
-             WHERE time_ms > ?1 AND from_ms < ?2",
+            "SELECT exporter, if_index, from_ms, time_ms, in_bytes, in_packets, out_bytes,
+                out_packets
+             FROM interface_flows WHERE time_ms > ?1 AND from_ms < ?2",
         )?
         .query_map(range, |row| {
             Ok(FlowRow {
@@ -193,8 +202,8 @@ pub fn read_audit(conn: &Connection, from_ms: u64, to_ms: u64) -> rusqlite::Resu
                 if_index: row.get(1)?,
                 from_ms: count(row, 2)?,
                 time_ms: count(row, 3)?,
-                bytes: count(row, 4)?,
-                packets: count(row, 5)?,
+                bytes: [count(row, 4)?, count(row, 6)?],
+                packets: [count(row, 5)?, count(row, 7)?],
             })
         })?
         .collect::<rusqlite::Result<_>>()?;

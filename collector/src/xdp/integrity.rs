@@ -16,6 +16,7 @@ use aya::{
 use flowtally_common::{
     Counter,
     agg::ScopeKey,
+    interfaces::InterfaceFlows,
     sequence::{ExportKey, ExportSeen},
 };
 use tokio::io::{Interest, unix::AsyncFd};
@@ -44,14 +45,14 @@ impl ExportRing {
 pub struct KernelIntegrity {
     pub ring: Arc<Mutex<ExportRing>>,
     export_bytes: Cumulative<ExportKey, u64>,
-    interfaces: Cumulative<ScopeKey, Counter>,
+    interfaces: Cumulative<ScopeKey, InterfaceFlows>,
 }
 
 impl KernelIntegrity {
     pub(super) fn new(
         ring: RingBuf<MapData>,
         export_bytes: PerCpuHashMap<MapData, ExportKey, u64>,
-        interfaces: PerCpuHashMap<MapData, ScopeKey, Counter>,
+        interfaces: PerCpuHashMap<MapData, ScopeKey, InterfaceFlows>,
     ) -> Self {
         Self {
             ring: Arc::new(Mutex::new(ExportRing(ring))),
@@ -66,10 +67,14 @@ impl KernelIntegrity {
     }
 
     /// Flows per listed interface since the last call.
-    pub fn interface_flows(&mut self) -> Result<HashMap<ScopeKey, Counter>, MapError> {
-        self.interfaces.deltas(|now, last| Counter {
+    pub fn interface_flows(&mut self) -> Result<HashMap<ScopeKey, InterfaceFlows>, MapError> {
+        let minus = |now: Counter, last: Counter| Counter {
             count: now.count.wrapping_sub(last.count),
             bytes: now.bytes.wrapping_sub(last.bytes),
+        };
+        self.interfaces.deltas(|now, last| InterfaceFlows {
+            input: minus(now.input, last.input),
+            output: minus(now.output, last.output),
         })
     }
 }

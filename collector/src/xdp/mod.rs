@@ -16,13 +16,13 @@ use aya::{
     programs::{ProgramError, TestRun as _, TestRunOptions, Xdp, XdpMode, links::FdLink},
 };
 use flowtally_common::{
-    ACTIVE_MAP, AGGREGATE_MAPS, BILLING_SCOPE_MAP, COLLECTOR_PORTS_MAP, Counter, EXPORTERS_MAP,
+    ACTIVE_MAP, AGGREGATE_MAPS, BILLING_SCOPE_MAP, COLLECTOR_PORTS_MAP, EXPORTERS_MAP,
     GLOBAL_BUCKET_MS, GLOBAL_FLAGS, GLOBAL_KEEP_FIELDS, OVERFLOW_RING, RECORD_STATS_MAP, STATS_MAP,
     SUBSCRIBER_NETS_MAP,
     agg::{
         FLAG_BILLING_SCOPE, FLAG_EXPORTER_ALLOWLIST, FLAG_INTERFACE_FLOWS, Ip, Profile, ScopeKey,
     },
-    interfaces::INTERFACE_FLOWS_MAP,
+    interfaces::{INTERFACE_FLOWS_MAP, InterfaceFlows},
     sequence::{EXPORT_BYTES_MAP, EXPORTS_RING},
     template::{
         CompiledTemplate, MAX_RECORD_LEN, MIN_RECORD_LEN, TEMPLATE_SETS_DONE_MAP,
@@ -430,20 +430,22 @@ fn fill_maps(ebpf: &mut Ebpf, config: &KernelConfig) -> Result<(), XdpError> {
             .map_err(map_error(BILLING_SCOPE_MAP))?;
     }
 
-    let mut interfaces: PerCpuHashMap<_, ScopeKey, Counter> = map_mut(ebpf, INTERFACE_FLOWS_MAP)?
-        .try_into()
-        .map_err(map_error(INTERFACE_FLOWS_MAP))?;
+    let mut interfaces: PerCpuHashMap<_, ScopeKey, InterfaceFlows> =
+        map_mut(ebpf, INTERFACE_FLOWS_MAP)?
+            .try_into()
+            .map_err(map_error(INTERFACE_FLOWS_MAP))?;
     let cpus = aya::util::nr_cpus().map_err(|(_, error)| XdpError::Map {
         map: INTERFACE_FLOWS_MAP,
         error: aya::maps::MapError::IoError(error),
     })?;
     for key in &config.interfaces {
-        let zeros = PerCpuValues::try_from(vec![Counter::default(); cpus]).map_err(|error| {
-            XdpError::Map {
-                map: INTERFACE_FLOWS_MAP,
-                error: aya::maps::MapError::IoError(error),
-            }
-        })?;
+        let zeros =
+            PerCpuValues::try_from(vec![InterfaceFlows::default(); cpus]).map_err(|error| {
+                XdpError::Map {
+                    map: INTERFACE_FLOWS_MAP,
+                    error: aya::maps::MapError::IoError(error),
+                }
+            })?;
         interfaces
             .insert(key, zeros, 0)
             .map_err(map_error(INTERFACE_FLOWS_MAP))?;
