@@ -66,7 +66,7 @@ pub fn security(agent: &SnmpAgent) -> Result<v3::Security, String> {
 /// How an agent is spoken to.
 enum Credentials {
     V2c(Vec<u8>),
-    V3(v3::Security),
+    V3(Box<v3::Security>),
 }
 
 struct Agent {
@@ -96,7 +96,7 @@ impl Poller {
             .iter()
             .map(|agent| {
                 let credentials = match agent.version.as_str() {
-                    "3" => Credentials::V3(security(agent).map_err(anyhow::Error::msg)?),
+                    "3" => Credentials::V3(Box::new(security(agent).map_err(anyhow::Error::msg)?)),
                     _ => Credentials::V2c(agent.community.clone().unwrap_or_default().into_bytes()),
                 };
                 Ok(Agent {
@@ -228,7 +228,7 @@ async fn connect(agent: &Agent, request_id: i32, limit: Duration) -> Result<Asyn
             .await
             .map_err(io),
         Credentials::V3(security) => {
-            let mut session = AsyncSession::new_v3(agent.address, request_id, security.clone())
+            let mut session = AsyncSession::new_v3(agent.address, request_id, (**security).clone())
                 .await
                 .map_err(io)?;
             // Engine discovery (RFC 3414 §4), then the keys localised to it.
