@@ -155,6 +155,15 @@ pub struct Figures {
     pub restarts: u64,
 }
 
+impl Figures {
+    /// Counts an export that arrived (octets saturate: exporters claim any).
+    fn count(&mut self, seen: &Seen) {
+        self.exports += 1;
+        self.records += u64::from(seen.records.unwrap_or(0));
+        self.bytes = self.bytes.saturating_add(seen.bytes);
+    }
+}
+
 /// A stream's figures at a flush.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Health {
@@ -278,9 +287,7 @@ impl Stream {
     fn observe(&mut self, seen: &Seen, now_ms: u64) {
         self.last_seen_ms = now_ms;
         let f = &mut self.figures;
-        f.exports += 1;
-        f.records += u64::from(seen.records.unwrap_or(0));
-        f.bytes += seen.bytes;
+        f.count(seen);
         if let Some(candidate) = self.candidate.take() {
             if !self.suspect(seen) {
                 // The old run goes on: the candidate was a stray.
@@ -541,15 +548,13 @@ impl Sequences {
         self.streams.insert(seen.key, stream);
         let stream = self.streams.get_mut(&seen.key).expect("just inserted");
         let f = &mut stream.figures;
-        f.exports += 1;
-        f.records += u64::from(seen.records.unwrap_or(0));
-        f.bytes += seen.bytes;
+        f.count(seen);
     }
 
     /// Adds octets the kernel counted for a stream's exports.
     pub fn add_bytes(&mut self, key: &StreamKey, bytes: u64) {
         if let Some(stream) = self.streams.get_mut(key) {
-            stream.figures.bytes += bytes;
+            stream.figures.bytes = stream.figures.bytes.saturating_add(bytes);
         }
     }
 
