@@ -213,45 +213,12 @@ fn drop_one_in_ten(ns: &NetNs, sport: u16) {
         "table inet integrity {{\n chain out {{\n  type filter hook output priority 0;\n  \
          udp sport {sport} numgen random mod 10 0 counter drop\n }}\n}}\n"
     );
-    nft(ns, &["-f", "-"], Some(&rules));
+    ns.nft(&["-f", "-"], Some(&rules));
 }
 
 /// Packets the drop rule dropped.
 fn dropped(ns: &NetNs) -> u64 {
-    let out = nft(ns, &["list", "table", "inet", "integrity"], None);
-    let words: Vec<&str> = out.split_whitespace().collect();
-    let at = words
-        .iter()
-        .position(|w| *w == "packets")
-        .unwrap_or_else(|| panic!("no counter in {out}"));
-    words[at + 1].parse().unwrap()
-}
-
-fn nft(ns: &NetNs, args: &[&str], stdin: Option<&str>) -> String {
-    use std::io::Write as _;
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", &ns.name, "nft"])
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("nft runs (Debian package nftables)");
-    if let Some(text) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "nft {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    ns.nft_counter("inet", "integrity").0
 }
 
 /// Sends each payload from the sender's port `sport`, in batches that the
@@ -358,7 +325,8 @@ fn losses_restarts_and_reordering_are_told_apart(version: Version, mode: &str) {
         &mut taken,
     );
     let dropped_exports = dropped(&lab.sender);
-    nft(&lab.sender, &["delete", "table", "inet", "integrity"], None);
+    lab.sender
+        .nft(&["delete", "table", "inet", "integrity"], None);
     let last = version.encode(&version.nth(LOST, 400, start_clock));
     send(
         &lab,

@@ -257,7 +257,7 @@ fn replay_and_audit(mode: &str, snmp: &str, drop: bool) -> Run {
                  priority 0;\n  udp dport 2055 numgen random mod 10 0 counter drop\n }}\n}}\n",
             lab.export_if
         );
-        nft(&lab.probe, &["-f", "-"], Some(&rules));
+        lab.probe.nft(&["-f", "-"], Some(&rules));
     }
     // With drops, flows of one size only: then what share of the records
     // was lost is what share of the bytes was (a capture's big flows
@@ -275,12 +275,9 @@ fn replay_and_audit(mode: &str, snmp: &str, drop: bool) -> Run {
     traffic.drain(&lab, &softflowd);
     softflowd.expire_all();
     let (dropped_packets, dropped_bytes) = if drop {
-        let counted = counter(&lab.probe);
-        nft(
-            &lab.probe,
-            &["delete", "table", "netdev", "integrity"],
-            None,
-        );
+        let counted = lab.probe.nft_counter("netdev", "integrity");
+        lab.probe
+            .nft(&["delete", "table", "netdev", "integrity"], None);
         // One more export, let through, shows a gap at the tail.
         traffic.send(&lab, &[filler(60_000)]);
         traffic.drain(&lab, &softflowd);
@@ -344,44 +341,6 @@ fn replay_and_audit(mode: &str, snmp: &str, drop: bool) -> Run {
         sent_records,
         dropped_records,
     }
-}
-
-fn nft(ns: &NetNs, args: &[&str], stdin: Option<&str>) -> String {
-    use std::io::Write as _;
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", &ns.name, "nft"])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("nft runs (Debian package nftables)");
-    if let Some(text) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "nft {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Packets and bytes the drop rule dropped.
-fn counter(ns: &NetNs) -> (u64, u64) {
-    let out = nft(ns, &["list", "table", "netdev", "integrity"], None);
-    let words: Vec<&str> = out.split_whitespace().collect();
-    let at = |name| {
-        let i = words.iter().position(|w| *w == name).unwrap();
-        words[i + 1].parse::<u64>().unwrap()
-    };
-    (at("packets"), at("bytes"))
 }
 
 #[test]

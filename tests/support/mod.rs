@@ -144,6 +144,50 @@ impl NetNs {
         in_netns(&self.name, f)
     }
 
+    /// Runs `nft ARGS` in this namespace (Debian package nftables), with
+    /// `stdin` fed to it; its output.
+    pub fn nft(&self, args: &[&str], stdin: Option<&str>) -> String {
+        use std::io::Write as _;
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.name, "nft"])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("nft runs (Debian package nftables)");
+        if let Some(text) = stdin {
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "nft {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Packets and bytes of the one counter in nftables table `family
+    /// name`.
+    pub fn nft_counter(&self, family: &str, table: &str) -> (u64, u64) {
+        let out = self.nft(&["list", "table", family, table], None);
+        let words: Vec<&str> = out.split_whitespace().collect();
+        let after = |name| {
+            let i = words
+                .iter()
+                .position(|w| *w == name)
+                .unwrap_or_else(|| panic!("no counter in {out}"));
+            words[i + 1].parse::<u64>().unwrap()
+        };
+        (after("packets"), after("bytes"))
+    }
+
     /// The XDP program id attached to `iface`, if any.
     pub fn xdp_prog(&self, iface: &str) -> Option<String> {
         let out = self.ip(&["-d", "link", "show", "dev", iface]);

@@ -242,25 +242,7 @@ impl SocketPath {
                 self.metrics.templates.observe(&report);
                 let changes = templates.cache.take_changes();
                 templates.apply(changes, &self.metrics);
-                let h = &report.header;
-                let seen = Seen {
-                    key: StreamKey {
-                        exporter: *exporter,
-                        version: h.version,
-                        domain: h.domain,
-                    },
-                    sequence: h.sequence,
-                    // v9 restarts show in its uptime, IPFIX ones in its export time.
-                    clock: if h.version == V9 {
-                        h.sys_uptime_ms
-                    } else {
-                        h.unix_secs
-                    },
-                    records: (report.uncounted_sets == 0)
-                        .then(|| u32::try_from(report.data_records).ok())
-                        .flatten(),
-                    bytes: report.bytes,
-                };
+                let seen = Seen::templated(exporter, &report);
                 self.observe(&seen, now_ms);
             }
             Err(err) => self.reject(err.as_str()),

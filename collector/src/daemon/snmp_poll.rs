@@ -15,11 +15,9 @@ use tokio::time::{MissedTickBehavior, interval, timeout};
 use super::clock;
 use crate::{
     config::{Config, SnmpAgent},
+    integrity::audit::CounterRow,
     metrics::IntegrityMetrics,
-    sink::{
-        integrity::{CounterRow, write_snmp_counters},
-        sqlite,
-    },
+    sink::{integrity::write_counters, sqlite},
 };
 
 /// IF-MIB ifXTable columns (RFC 2863): ifHCInOctets, ifHCOutOctets.
@@ -148,8 +146,7 @@ pub async fn run(mut poller: Poller, metrics: IntegrityMetrics) {
             }
         }
         if !rows.is_empty()
-            && let Err(err) =
-                tokio::task::block_in_place(|| write_snmp_counters(&mut poller.db, &rows))
+            && let Err(err) = tokio::task::block_in_place(|| write_counters(&mut poller.db, &rows))
         {
             tracing::warn!("writing SNMP interface counters: {err}");
         }
@@ -215,6 +212,7 @@ async fn poll(
                 time_ms,
                 in_octets,
                 out_octets,
+                source: "snmp".to_owned(),
             });
         }
     }

@@ -40,6 +40,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 use flowtally_common::{agg::Ip, sequence::ExportSeen, templated::V9, v5};
 
+use crate::netflow::Report;
+
 /// How far (in units) behind the furthest range an export may be and still
 /// be late or a duplicate; further is a restart. Wide enough for seconds of
 /// socket-path lag behind the kernel at high rates.
@@ -73,6 +75,31 @@ pub struct Seen {
     /// waiting for its template).
     pub records: Option<u32>,
     pub bytes: u64,
+}
+
+impl Seen {
+    /// A v9/IPFIX export the socket path decoded into `report`.
+    pub fn templated(exporter: &Ip, report: &Report) -> Self {
+        let h = &report.header;
+        Self {
+            key: StreamKey {
+                exporter: *exporter,
+                version: h.version,
+                domain: h.domain,
+            },
+            sequence: h.sequence,
+            // v9 restarts show in its uptime, IPFIX ones in its export time.
+            clock: if h.version == V9 {
+                h.sys_uptime_ms
+            } else {
+                h.unix_secs
+            },
+            records: (report.uncounted_sets == 0)
+                .then(|| u32::try_from(report.data_records).ok())
+                .flatten(),
+            bytes: report.bytes,
+        }
+    }
 }
 
 impl From<&ExportSeen> for Seen {

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::integrity::sequence::{Seen, Sequences, StreamKey};
+use crate::integrity::sequence::{Seen, Sequences};
 
 use flowtally_common::{
     agg::{FLAG_SCALE_SAMPLING, FLAG_TIME_FROM_START, FlowRecord, Ip, ip_from_v4, scale},
@@ -228,24 +228,7 @@ pub fn templates(data: &[u8]) {
                 assert_eq!(report.records, out.len() as u64);
                 let bytes = out.iter().fold(0u64, |sum, r| sum.saturating_add(r.bytes));
                 assert_eq!(report.bytes, bytes);
-                let h = report.header;
-                let seen = Seen {
-                    key: StreamKey {
-                        exporter,
-                        version: h.version,
-                        domain: h.domain,
-                    },
-                    sequence: h.sequence,
-                    clock: if h.version == V9 {
-                        h.sys_uptime_ms
-                    } else {
-                        h.unix_secs
-                    },
-                    records: (report.uncounted_sets == 0)
-                        .then(|| u32::try_from(report.data_records).ok())
-                        .flatten(),
-                    bytes: report.bytes,
-                };
+                let seen = Seen::templated(&exporter, &report);
                 sequences.observe(&seen, now_ms);
                 decoded += 1;
             }

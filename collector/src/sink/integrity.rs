@@ -10,7 +10,7 @@ use rusqlite::{Connection, params};
 use crate::{
     aggregate::InterfaceFlows,
     integrity::{
-        audit::{CounterRow as AuditCounterRow, FlowRow, HealthRow, Rows},
+        audit::{CounterRow, FlowRow, HealthRow, Rows},
         sequence::Health,
     },
     ip::to_addr,
@@ -125,24 +125,14 @@ pub fn write_interval(
     tx.commit()
 }
 
-/// One poll of an interface's octet counters.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CounterRow {
-    pub exporter: String,
-    pub if_index: u32,
-    pub time_ms: u64,
-    pub in_octets: u64,
-    pub out_octets: u64,
-}
-
-/// Writes one round of SNMP polls.
-pub fn write_snmp_counters(conn: &mut Connection, rows: &[CounterRow]) -> rusqlite::Result<()> {
+/// Writes one round of counter readings.
+pub fn write_counters(conn: &mut Connection, rows: &[CounterRow]) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     {
         let mut insert = tx.prepare_cached(
             "INSERT INTO interface_counters
                 (exporter, if_index, time_ms, in_octets, out_octets, source)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'snmp')",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?;
         for r in rows {
             insert.execute(params![
@@ -151,6 +141,7 @@ pub fn write_snmp_counters(conn: &mut Connection, rows: &[CounterRow]) -> rusqli
                 int(r.time_ms),
                 int(r.in_octets),
                 int(r.out_octets),
+                r.source,
             ])?;
         }
     }
@@ -213,7 +204,7 @@ pub fn read_audit(conn: &Connection, from_ms: u64, to_ms: u64) -> rusqlite::Resu
              FROM interface_counters WHERE time_ms >= ?1 AND time_ms <= ?2",
         )?
         .query_map(range, |row| {
-            Ok(AuditCounterRow {
+            Ok(CounterRow {
                 exporter: row.get(0)?,
                 if_index: row.get(1)?,
                 time_ms: count(row, 2)?,
