@@ -22,6 +22,9 @@
 //!   Gaps still open `hold` after they opened are lost, counted at the
 //!   flush that finds them so; so is the oldest when more than
 //!   [`MAX_GAPS`] are open, and one further than [`WINDOW`] behind.
+//! - The first export seen of a stream need not be the first sent: what
+//!   lies before it is a gap that late exports fill but that is never
+//!   counted lost (it may predate flowtally).
 //! - **Duplicates**: an export behind the furthest range that fills no
 //!   open gap covers units already received: counted as duplicates, never
 //!   as received twice and never as loss.
