@@ -89,6 +89,10 @@ fn scratch() -> Option<&'static mut Export> {
     SCRATCH.get_ptr_mut(0).map(|export| unsafe { &mut *export })
 }
 
+// A function of its own (a BPF subprogram): the stack of the record
+// callbacks and of the frame walk then need not fit the verifier's 512
+// bytes together.
+#[inline(never)]
 pub fn aggregate(
     ctx: &XdpContext,
     payload: usize,
@@ -187,6 +191,9 @@ pub fn aggregate(
     let steps = e.records + e.reverse_steps + e.set_count;
     e.reverse = 0;
     unsafe { bpf_loop(steps, walk_record as *mut c_void, core::ptr::null_mut(), 0) };
+    if let Some(flow) = flow::scratch() {
+        flow.finish();
+    }
     exports::add_bytes(&e.export_key, e.bytes);
     XdpStat::DropTemplatedAggregated
 }

@@ -50,6 +50,8 @@ const DEBIAN: &[Deb] = &[
     deb("freeradius-utils", "radclient, a real RADIUS accounting client"),
     deb("clickhouse-server", "ClickHouse servers the ClickHouse tests start"),
     deb("systemd", "systemd-analyze verifies the packaged unit"),
+    deb("chromium", "a real browser for the console test (driven by playwright, never downloaded)"),
+    deb("prometheus", "promtool checks and unit-tests the shipped alerting rules"),
     deb("nftables", "nft drops exports on their way out of a test namespace (no netem here)"),
     deb("snmpd", "a real SNMP agent serving a veth's IF-MIB counters"),
     deb("snmp", "snmpget, to know when the test's snmpd answers"),
@@ -59,6 +61,7 @@ const DEBIAN: &[Deb] = &[
 #[rustfmt::skip]
 const PYPI: &[PyPi] = &[
     pypi("chdb-core", "chdb", "ClickHouse 26's engine as a library; a test replays inserts into it"),
+    pypi("playwright", "playwright", "drives Debian's chromium (/usr/bin/chromium) in the console test"),
 ];
 
 /// Installs whatever in the lists is missing, or fails saying how to.
