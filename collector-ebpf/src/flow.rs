@@ -11,8 +11,8 @@ use aya_ebpf::{
 use flowtally_common::{
     MAX_SCOPE_ENTRIES, RecordStat,
     agg::{
-        AggKey, AggKeyV4, AggValue, FLAG_BILLING_SCOPE, FlowRecord, Ip, Profile, ScopeKey,
-        directions, in_scope,
+        AggKey, AggKeyV4, AggValue, FLAG_BILLING_SCOPE, FLAG_INTERFACE_FLOWS, FlowRecord, Ip,
+        Profile, ScopeKey, directions, in_scope,
     },
     members::{self, INSIDE, OUTSIDE, V4_TABLE_WORDS},
 };
@@ -20,7 +20,7 @@ use flowtally_common::{
 use crate::{
     BUCKET_MS, FLAGS, KEEP_FIELDS, RECORD_STATS, SUBSCRIBER_NETS,
     aggregate::{self, Tally},
-    count,
+    count, interfaces,
 };
 
 /// What every record of one export shares, and the record in hand. No map
@@ -86,6 +86,9 @@ impl Flow {
     pub fn aggregate(&mut self) {
         let bytes = self.record.bytes;
         self.tally.add(RecordStat::Parsed, bytes);
+        if self.flags & FLAG_INTERFACE_FLOWS != 0 {
+            interfaces::count(&self.exporter, &self.record);
+        }
         // SAFETY: only tested for presence, never dereferenced.
         let scoped = |key: &ScopeKey| unsafe { BILLING_SCOPE.get(key) }.is_some();
         if self.flags & FLAG_BILLING_SCOPE != 0 && !in_scope(scoped, &self.exporter, &self.record) {

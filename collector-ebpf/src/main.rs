@@ -10,8 +10,10 @@
 #![allow(internal_features)]
 
 mod aggregate;
+mod exports;
 mod flow;
 mod headers;
+mod interfaces;
 mod sflow;
 mod templated;
 mod v5;

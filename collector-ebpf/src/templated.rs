@@ -18,6 +18,7 @@ use aya_ebpf::{
 use flowtally_common::{
     XdpStat,
     agg::Ip,
+    sequence::ExportKey,
     template::{
         CompiledTemplate, ExportTime, MAX_COMPILED_TEMPLATES, MAX_EXPORT_LEN, MAX_EXPORT_RECORDS,
         MAX_RECORD_LEN, MAX_SETS, MAX_TEMPLATE_DOMAINS, MIN_RECORD_LEN, TemplateKey,
@@ -25,7 +26,7 @@ use flowtally_common::{
     templated::{FIRST_DATA_SET_ID, V9, header_len},
 };
 
-use crate::flow;
+use crate::{exports, flow};
 
 #[map(name = "TEMPLATES")]
 static TEMPLATES: HashMap<TemplateKey, CompiledTemplate> =
@@ -68,6 +69,15 @@ struct Export {
     records: u32,
     set_count: u32,
     set_index: u32,
+    /// Header sequence number, domain, and the octets aggregated, for
+    /// sequence tracking.
+    sequence: u32,
+    export_key: ExportKey,
+    bytes: u64,
+    /// Steps for the reverse directions of biflow records, and whether
+    /// the next step is the reverse of the record at `cursor`.
+    reverse_steps: u32,
+    reverse: u32,
     sets: [Set; MAX_SETS],
 }
 
@@ -115,6 +125,7 @@ pub fn aggregate(
             version,
         };
         e.key.domain = be32(&e.buf, 16);
+        e.sequence = be32(&e.buf, 12);
     } else {
         if usize::from(be16(&e.buf, 2)) != len {
             return XdpStat::PassTemplatedInvalid;
@@ -125,6 +136,7 @@ pub fn aggregate(
             version,
         };
         e.key.domain = be32(&e.buf, 12);
+        e.sequence = be32(&e.buf, 8);
     }
     e.key.template_id = 0;
     if held(&e.key) {
@@ -133,6 +145,7 @@ pub fn aggregate(
     e.cursor = header_len as u32;
     e.verdict = OK;
     e.records = 0;
+    e.reverse_steps = 0;
     e.set_count = 0;
     // SAFETY (both loops): static callbacks with the signature bpf_loop expects.
     unsafe {
@@ -156,13 +169,32 @@ pub fn aggregate(
     if flow::begin(exporter).is_none() {
         return XdpStat::PassTemplatedInvalid;
     }
+    // v9 restarts show in its uptime, IPFIX ones in its export time.
+    let clock = if version == V9 {
+        e.time.sys_uptime_ms
+    } else {
+        e.time.unix_secs
+    };
+    e.export_key = ExportKey {
+        exporter: *exporter,
+        domain: e.key.domain,
+        version,
+        _pad: 0,
+    };
+    if !exports::note(&e.export_key, e.sequence, clock, e.records) {
+        return XdpStat::PassExportRingFull;
+    }
+    e.bytes = 0;
     e.set_index = 0;
     e.cursor = e.sets[0].start;
-    let steps = e.records + e.set_count;
+    // A step per record, another per biflow record, one per set.
+    let steps = e.records + e.reverse_steps + e.set_count;
+    e.reverse = 0;
     unsafe { bpf_loop(steps, walk_record as *mut c_void, core::ptr::null_mut(), 0) };
     if let Some(flow) = flow::scratch() {
         flow.finish();
     }
+    exports::add_bytes(&e.export_key, e.bytes);
     XdpStat::DropTemplatedAggregated
 }
 
@@ -202,6 +234,9 @@ extern "C" fn walk_set(_index: u64, _ctx: *mut c_void) -> i64 {
     // Trailing bytes shorter than a record are padding (RFC 3954 §5.3).
     let records = (set_len - 4) / record_len;
     e.records += records as u32;
+    if template.rev_octets.present() {
+        e.reverse_steps += records as u32;
+    }
     if e.records > MAX_EXPORT_RECORDS {
         return conclude(e, INVALID);
     }
@@ -239,10 +274,30 @@ extern "C" fn walk_record(_index: u64, _ctx: *mut c_void) -> i64 {
     let Some(record) = e.buf.get(cursor..cursor + MAX_RECORD_LEN) else {
         return 1;
     };
+    // RFC 5103 biflows: the reverse direction is a record of its own, in
+    // a step of its own (after the forward one, whose record it turns
+    // around): one aggregation per step keeps the verifier's paths few.
+    if e.reverse != 0 {
+        e.reverse = 0;
+        if set
+            .template
+            .reverse_into(record, flow.flags, &mut flow.record)
+        {
+            flow.aggregate();
+            e.bytes = e.bytes.saturating_add(flow.record.bytes);
+        }
+        e.cursor = (cursor + record_len) as u32;
+        return 0;
+    }
     set.template
         .record_into(record, &e.time, flow.flags, &mut flow.record);
     flow.aggregate();
-    e.cursor = (cursor + record_len) as u32;
+    e.bytes = e.bytes.saturating_add(flow.record.bytes);
+    if set.template.rev_octets.present() {
+        e.reverse = 1;
+    } else {
+        e.cursor = (cursor + record_len) as u32;
+    }
     0
 }
 

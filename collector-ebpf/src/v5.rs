@@ -13,10 +13,11 @@ use aya_ebpf::{
 use flowtally_common::{
     XdpStat,
     agg::Ip,
-    v5::{HEADER_LEN, Header, MAX_RECORDS, RECORD_LEN, RawHeader, RawRecord},
+    sequence::{ExportKey, v5_domain},
+    v5::{HEADER_LEN, Header, MAX_RECORDS, RECORD_LEN, RawHeader, RawRecord, VERSION},
 };
 
-use crate::flow;
+use crate::{exports, flow};
 
 /// The export, copied out of the packet so that the per-record callback
 /// reads map memory, whose bounds the verifier checks once, rather than
@@ -27,6 +28,9 @@ struct Export {
     header: Header,
     /// Room for 32 records: the count mask below can yield up to 32.
     records: [RawRecord; 32],
+    /// Its domain, and the octets of its records aggregated so far.
+    key: ExportKey,
+    bytes: u64,
 }
 
 #[map(name = "V5_SCRATCH")]
@@ -64,6 +68,17 @@ pub fn aggregate(ctx: &XdpContext, payload: usize, len: usize, exporter: &Ip) ->
     if copied != 0 || flow::begin(exporter).is_none() {
         return XdpStat::PassV5Invalid;
     }
+    export.key = ExportKey {
+        exporter: *exporter,
+        domain: v5_domain(export.header.engine_type, export.header.engine_id),
+        version: VERSION,
+        _pad: 0,
+    };
+    let (sequence, uptime) = (export.header.flow_sequence, export.header.sys_uptime);
+    if !exports::note(&export.key, sequence, uptime, count) {
+        return XdpStat::PassExportRingFull;
+    }
+    export.bytes = 0;
     // SAFETY: a static callback with the signature bpf_loop expects.
     unsafe {
         bpf_loop(
@@ -76,6 +91,7 @@ pub fn aggregate(ctx: &XdpContext, payload: usize, len: usize, exporter: &Ip) ->
     if let Some(flow) = flow::scratch() {
         flow.finish();
     }
+    exports::add_bytes(&export.key, export.bytes);
     XdpStat::DropV5Aggregated
 }
 
@@ -93,7 +109,7 @@ extern "C" fn aggregate_record(index: u64, _ctx: *mut c_void) -> i64 {
         return 1;
     };
     // SAFETY: this CPU's scratch slot, filled by `aggregate` above.
-    let export = unsafe { &*export };
+    let export = unsafe { &mut *export };
     let i = index as usize;
     if i >= MAX_RECORDS {
         return 1;
@@ -102,5 +118,6 @@ extern "C" fn aggregate_record(index: u64, _ctx: *mut c_void) -> i64 {
         .header
         .record_into(&export.records[i], flow.flags, &mut flow.record);
     flow.aggregate();
+    export.bytes = export.bytes.saturating_add(flow.record.bytes);
     0
 }

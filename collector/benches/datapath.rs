@@ -63,6 +63,7 @@ fn main() {
         flags: FLAG_SCALE_SAMPLING,
         aggregate_entries: DEFAULT_AGGREGATE_ENTRIES,
         overflow_ring_bytes: DEFAULT_OVERFLOW_RING_BYTES,
+        interfaces: Vec::new(),
     };
     let mut plane = DataPlane::start(&[], &config).expect("the XDP program loads");
     let mut kernel_templates = plane.take_templates().expect("template map");

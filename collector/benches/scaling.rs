@@ -320,6 +320,7 @@ fn config(aggregate_entries: u32) -> KernelConfig {
         flags: FLAG_SCALE_SAMPLING,
         aggregate_entries,
         overflow_ring_bytes: DEFAULT_OVERFLOW_RING_BYTES,
+        interfaces: Vec::new(),
     }
 }
 

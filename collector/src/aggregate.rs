@@ -5,13 +5,17 @@ use std::collections::{HashMap, HashSet};
 
 use flowtally_common::{
     agg::{AggKey, AggValue, FlowRecord, Ip, Profile, ScopeKey, directions, in_scope},
-    v5::Invalid,
+    interfaces::{self, touched},
+    v5::{Header, Invalid},
 };
 
 use crate::{netflow::v5::Export, subscribers::SubscriberNets};
 
 /// Aggregates keyed as the kernel keys them.
 pub type Table = HashMap<AggKey, AggValue>;
+
+/// Flows in and out of each listed interface.
+pub type InterfaceFlows = HashMap<ScopeKey, interfaces::InterfaceFlows>;
 
 /// What one export contributed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -21,6 +25,8 @@ pub struct Added {
     /// Of those, outside the billing scope (not aggregated).
     pub out_of_scope_records: u64,
     pub out_of_scope_bytes: u64,
+    /// The export's header (for its sequence number).
+    pub header: Header,
 }
 
 /// Folds decoded records into a [`Table`] with the same rules as the XDP
@@ -33,6 +39,8 @@ pub struct Aggregator {
     /// `None`: everything counts.
     scope: Option<HashSet<ScopeKey>>,
     table: Table,
+    /// Flows per listed interface (keys are the listed ones).
+    interfaces: InterfaceFlows,
 }
 
 impl Aggregator {
@@ -43,7 +51,18 @@ impl Aggregator {
             subscribers,
             scope: None,
             table: Table::new(),
+            interfaces: InterfaceFlows::new(),
         }
+    }
+
+    /// Counts flow bytes on these interfaces (as the kernel does with
+    /// `INTERFACE_FLOWS`).
+    pub fn with_interfaces(mut self, interfaces: &[ScopeKey]) -> Self {
+        self.interfaces = interfaces
+            .iter()
+            .map(|key| (*key, interfaces::InterfaceFlows::default()))
+            .collect();
+        self
     }
 
     /// Bills only records inside `scope` (none: everything counts).
@@ -56,7 +75,10 @@ impl Aggregator {
     /// its records, or none of them.
     pub fn add_v5(&mut self, exporter: &Ip, datagram: &[u8]) -> Result<Added, Invalid> {
         let export = Export::decode(datagram)?;
-        let mut added = Added::default();
+        let mut added = Added {
+            header: export.header,
+            ..Added::default()
+        };
         for raw in export.records() {
             let record = export.header.record(&raw, self.flags);
             added.records += 1;
@@ -78,6 +100,17 @@ impl Aggregator {
     /// belongs to; false (and nothing aggregated) when it is outside the
     /// billing scope.
     pub fn add(&mut self, exporter: &Ip, record: &FlowRecord) -> bool {
+        if !self.interfaces.is_empty() {
+            for (ifindex, side) in touched(record).into_iter().flatten() {
+                let key = ScopeKey {
+                    exporter: *exporter,
+                    ifindex,
+                };
+                if let Some(flows) = self.interfaces.get_mut(&key) {
+                    flows.add(side, record);
+                }
+            }
+        }
         if let Some(scope) = &self.scope
             && !in_scope(|key| scope.contains(key), exporter, record)
         {
@@ -101,6 +134,14 @@ impl Aggregator {
     /// Everything aggregated since the last call.
     pub fn take(&mut self) -> Table {
         std::mem::take(&mut self.table)
+    }
+
+    /// Flows per listed interface since the last call.
+    pub fn take_interfaces(&mut self) -> InterfaceFlows {
+        self.interfaces
+            .iter_mut()
+            .map(|(key, counter)| (*key, std::mem::take(counter)))
+            .collect()
     }
 }
 
@@ -164,14 +205,8 @@ mod tests {
             flow([198, 19, 0, 1], [198, 19, 0, 2], 7),     // transit
         ]);
         let added = agg.add_v5(&exporter, &datagram).unwrap();
-        assert_eq!(
-            added,
-            Added {
-                records: 4,
-                bytes: 1117,
-                ..Added::default()
-            }
-        );
+        assert_eq!((added.records, added.bytes), (4, 1117));
+        assert_eq!(added.out_of_scope_records, 0);
         let table = agg.take();
         let bytes = |ip: &str, dir: Direction| {
             table

@@ -35,6 +35,48 @@ pub enum Command {
     Whois(WhoisArgs),
     /// Usage, time online and cost per user, session, subnet or organisation.
     Report(ReportArgs),
+    /// How complete the flow data of a range is: export loss and restarts
+    /// per exporter, flow bytes against interface counters.
+    Audit(AuditArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// The SQLite database `flowtally run` writes.
+    #[arg(long, value_name = "PATH")]
+    pub db: PathBuf,
+    /// Flushes after this: RFC 3339 or Unix seconds (default: all).
+    #[arg(long, value_name = "TIME")]
+    pub from: Option<Timestamp>,
+    /// Flushes up to this (default: now).
+    #[arg(long, value_name = "TIME")]
+    pub to: Option<Timestamp>,
+    /// Link-layer bytes per packet that interface counters include and
+    /// flows do not (Ethernet header: 14; with one VLAN tag: 18).
+    #[arg(long, value_name = "BYTES", default_value_t = 14)]
+    pub link_overhead: u64,
+    /// How far flow bytes may be from interface octets (as a fraction)
+    /// and still be `ok`.
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.02)]
+    pub tolerance: f64,
+    /// `table` for people; `csv` and `json` with raw numbers.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+}
+
+impl AuditArgs {
+    pub fn request(self) -> crate::integrity::command::Request {
+        crate::integrity::command::Request {
+            db: self.db,
+            from: self.from,
+            to: self.to,
+            judgement: crate::integrity::audit::Judgement {
+                link_overhead: self.link_overhead,
+                tolerance: self.tolerance,
+            },
+            format: self.format,
+        }
+    }
 }
 
 #[derive(Debug, Args)]

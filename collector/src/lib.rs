@@ -31,6 +31,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod http;
+pub mod integrity;
 pub mod ip;
 pub mod metrics;
 pub mod netflow;

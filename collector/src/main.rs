@@ -41,6 +41,7 @@ fn main() -> ExitCode {
             };
         }
         Command::Report(args) => return report(args),
+        Command::Audit(args) => return audit(args),
     };
     let config = match args.load() {
         Ok(config) => config,
@@ -70,6 +71,29 @@ fn now() -> Timestamp {
     )
 }
 
+/// Exit 0 whatever it finds (it is a report); 2 on bad usage, 1 when the
+/// database cannot be read.
+fn audit(args: flowtally::cli::AuditArgs) -> ExitCode {
+    match flowtally::integrity::command::run(&args.request(), now()) {
+        Ok((_, text)) => write_out(&text),
+        Err(err) => {
+            eprintln!("flowtally: {err}");
+            ExitCode::from(err.exit_code())
+        }
+    }
+}
+
+fn write_out(text: &str) -> ExitCode {
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        // A reader that has seen enough (`| head`) is no failure.
+        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => {
+            eprintln!("flowtally: cannot write: {err}");
+            ExitCode::from(1)
+        }
+        _ => ExitCode::SUCCESS,
+    }
+}
+
 fn report(args: flowtally::cli::ReportArgs) -> ExitCode {
     let now = now();
     let request = args.request(now, std::io::stdout().is_terminal());
@@ -91,12 +115,5 @@ fn report(args: flowtally::cli::ReportArgs) -> ExitCode {
     for warning in &report.warnings {
         eprintln!("warning: {warning}");
     }
-    match std::io::stdout().lock().write_all(report.text.as_bytes()) {
-        // A reader that has seen enough (`| head`) is no failure.
-        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => {
-            eprintln!("flowtally: cannot write the report: {err}");
-            ExitCode::from(1)
-        }
-        _ => ExitCode::SUCCESS,
-    }
+    write_out(&report.text)
 }

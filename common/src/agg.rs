@@ -64,6 +64,9 @@ pub const FLAG_BILLING_SCOPE: u32 = 1 << 3;
 /// Scale sFlow samples by the rate renormalised from the sample pool
 /// (`sflow::RATES_MAP`) where one is known.
 pub const FLAG_SFLOW_RENORMALIZE: u32 = 1 << 4;
+/// Count flow bytes per listed interface (`interfaces::INTERFACE_FLOWS_MAP`).
+/// (Bit 4 is sFlow's.)
+pub const FLAG_INTERFACE_FLOWS: u32 = 1 << 5;
 
 /// One entry of the billing scope: records from `exporter` that entered or
 /// left it by interface `ifindex` count ([`ANY_INTERFACE`]: all of them).

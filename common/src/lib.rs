@@ -4,7 +4,9 @@
 #![no_std]
 
 pub mod agg;
+pub mod interfaces;
 pub mod members;
+pub mod sequence;
 pub mod sflow;
 pub mod stats;
 pub mod template;

@@ -80,10 +80,14 @@ pub enum XdpStat {
     /// An sFlow datagram the kernel found malformed: passed to the socket
     /// path, which rejects and counts it by cause.
     PassSflowInvalid = 12,
+    /// A v5/v9/IPFIX export the kernel would have aggregated, but the
+    /// `EXPORTS` ring had no room for its sequence number: passed to the
+    /// socket path, which aggregates it and notes its sequence itself.
+    PassExportRingFull = 13,
 }
 
 impl XdpStat {
-    pub const ALL: [Self; 13] = [
+    pub const ALL: [Self; 14] = [
         Self::PassOther,
         Self::PassUnknownVersion,
         Self::PassFragment,
@@ -97,6 +101,7 @@ impl XdpStat {
         Self::DropSflowAggregated,
         Self::PassSflowToUser,
         Self::PassSflowInvalid,
+        Self::PassExportRingFull,
     ];
 
     /// Number of `STATS` entries.
@@ -129,6 +134,7 @@ impl XdpStat {
             Self::DropSflowAggregated => "sflow_aggregated",
             Self::PassSflowToUser => "sflow_to_user",
             Self::PassSflowInvalid => "sflow_invalid",
+            Self::PassExportRingFull => "export_ring_full",
         }
     }
 }

@@ -76,6 +76,10 @@ pub mod ie {
     pub const SELECTOR_ID: u16 = 302;
     pub const SAMPLING_PACKET_INTERVAL: u16 = 305;
     pub const SAMPLING_PACKET_SPACE: u16 = 306;
+    /// RFC 5103: reverse information elements are the forward ones under
+    /// this private enterprise number (reverseOctetDeltaCount is
+    /// 29305/1, reversePacketDeltaCount 29305/2).
+    pub const REVERSE_PEN: u32 = 29_305;
 }
 
 /// How a time field is encoded.
@@ -149,6 +153,10 @@ pub struct CompiledTemplate {
     /// Ingress and egress interface (IEs 10 and 14), 1 to 4 bytes.
     pub input_if: Slot,
     pub output_if: Slot,
+    /// RFC 5103 biflows: the reverse direction's octets and packets (1 to
+    /// 8 bytes each); absent for one-way templates.
+    pub rev_octets: Slot,
+    pub rev_packets: Slot,
     pub _pad2: u32,
 }
 
@@ -193,6 +201,34 @@ impl CompiledTemplate {
         out.time_ms = self.time_ms(rec, slot, time);
         out.input_if = read_uint(rec, &self.input_if) as u32;
         out.output_if = read_uint(rec, &self.output_if) as u32;
+    }
+
+    /// Turns `out`, read from `rec` by [`Self::record_into`], into the
+    /// reverse direction of its biflow (RFC 5103): destination to source,
+    /// ports and interfaces swapped, the reverse counters, the same time.
+    /// False (and `out` untouched) when the template has no reverse
+    /// octets or the record's reverse direction carried nothing.
+    #[inline(always)]
+    pub fn reverse_into(&self, rec: &[u8], flags: u32, out: &mut FlowRecord) -> bool {
+        if !self.rev_octets.present() {
+            return false;
+        }
+        let octets = read_uint(rec, &self.rev_octets);
+        let packets = read_uint(rec, &self.rev_packets);
+        if octets == 0 && packets == 0 {
+            return false;
+        }
+        let interval = if flags & FLAG_SCALE_SAMPLING != 0 {
+            self.sampling
+        } else {
+            1
+        };
+        core::mem::swap(&mut out.src, &mut out.dst);
+        core::mem::swap(&mut out.src_port, &mut out.dst_port);
+        core::mem::swap(&mut out.input_if, &mut out.output_if);
+        out.bytes = scale(octets, interval);
+        out.packets = scale(packets, interval);
+        true
     }
 
     #[inline(always)]
@@ -302,8 +338,55 @@ mod tests {
         assert_eq!(core::mem::size_of::<TemplateKey>(), 16 + 4 + 2 + 2);
         assert_eq!(
             core::mem::size_of::<CompiledTemplate>(),
-            2 + 2 + 4 + 8 + 11 * 4 + 4
+            2 + 2 + 4 + 8 + 13 * 4 + 4
         );
+    }
+
+    #[test]
+    fn a_biflow_record_turns_into_its_reverse_direction() {
+        let t = CompiledTemplate {
+            record_len: 20,
+            sampling: 10,
+            src: slot(0, 4),
+            dst: slot(4, 4),
+            octets: slot(8, 4),
+            rev_octets: slot(12, 4),
+            rev_packets: slot(16, 2),
+            ..CompiledTemplate::default()
+        };
+        let mut rec = [0u8; 32];
+        rec[..8].copy_from_slice(&[198, 18, 100, 1, 198, 19, 0, 1]);
+        rec[8..12].copy_from_slice(&100u32.to_be_bytes());
+        rec[12..16].copy_from_slice(&7000u32.to_be_bytes());
+        rec[16..18].copy_from_slice(&5u16.to_be_bytes());
+        let time = ExportTime::default();
+        let mut r = FlowRecord::default();
+        t.record_into(&rec, &time, FLAG_SCALE_SAMPLING, &mut r);
+        r.src_port = 50_000;
+        r.dst_port = 443;
+        r.input_if = 1;
+        r.output_if = 2;
+        let forward = r;
+        assert!(t.reverse_into(&rec, FLAG_SCALE_SAMPLING, &mut r));
+        assert_eq!((r.src, r.dst), (forward.dst, forward.src));
+        assert_eq!((r.src_port, r.dst_port), (443, 50_000));
+        assert_eq!((r.input_if, r.output_if), (2, 1));
+        assert_eq!(
+            (r.bytes, r.packets),
+            (70_000, 50),
+            "scaled like the forward"
+        );
+        assert_eq!(r.time_ms, forward.time_ms);
+
+        rec[12..18].fill(0);
+        let mut r = forward;
+        assert!(!t.reverse_into(&rec, 0, &mut r), "nothing came back");
+        assert_eq!(r, forward);
+        let one_way = CompiledTemplate {
+            rev_octets: Slot::default(),
+            ..t
+        };
+        assert!(!one_way.reverse_into(&rec, 0, &mut r));
     }
 
     #[test]

@@ -69,6 +69,7 @@ pub fn kernel_config(ports: &[u16], subscriber_nets: &[&str]) -> flowtally::xdp:
         flags: FLAG_SCALE_SAMPLING,
         aggregate_entries: flowtally_common::DEFAULT_AGGREGATE_ENTRIES,
         overflow_ring_bytes: flowtally_common::DEFAULT_OVERFLOW_RING_BYTES,
+        interfaces: Vec::new(),
     }
 }
 
@@ -141,6 +142,50 @@ impl NetNs {
     /// belong to the namespace.
     pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
         in_netns(&self.name, f)
+    }
+
+    /// Runs `nft ARGS` in this namespace (Debian package nftables), with
+    /// `stdin` fed to it; its output.
+    pub fn nft(&self, args: &[&str], stdin: Option<&str>) -> String {
+        use std::io::Write as _;
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.name, "nft"])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("nft runs (Debian package nftables)");
+        if let Some(text) = stdin {
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "nft {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Packets and bytes of the one counter in nftables table `family
+    /// name`.
+    pub fn nft_counter(&self, family: &str, table: &str) -> (u64, u64) {
+        let out = self.nft(&["list", "table", family, table], None);
+        let words: Vec<&str> = out.split_whitespace().collect();
+        let after = |name| {
+            let i = words
+                .iter()
+                .position(|w| *w == name)
+                .unwrap_or_else(|| panic!("no counter in {out}"));
+            words[i + 1].parse::<u64>().unwrap()
+        };
+        (after("packets"), after("bytes"))
     }
 
     /// The XDP program id attached to `iface`, if any.

@@ -87,6 +87,8 @@ pub struct Lab {
     pub collector: NetNs,
     pub wire: String,
     pub tap: String,
+    /// The probe's end of the export link, and the collector's.
+    pub export_if: String,
     pub collector_if: String,
     pub dir: TempDir,
 }
@@ -115,13 +117,15 @@ impl Lab {
         // MACs of no interface, so the probe's stack drops them and only the
         // promiscuous capture sees them.
         let (wire, tap) = veth_pair(&replay, "198.18.1.1/30", &probe, "198.18.1.2/30");
-        let (_, collector_if) = veth_pair(&probe, "198.18.0.1/30", &collector, "198.18.0.2/30");
+        let (export_if, collector_if) =
+            veth_pair(&probe, "198.18.0.1/30", &collector, "198.18.0.2/30");
         Self {
             replay,
             probe,
             collector,
             wire,
             tap,
+            export_if,
             collector_if,
             dir: TempDir::new(),
         }
@@ -150,6 +154,8 @@ pub struct Statistics {
 }
 
 impl Softflowd {
+    /// Captures on `iface` (`ifindex:name` makes softflowd report that
+    /// ifIndex as the records' input and output interface).
     pub fn start(ns: &NetNs, iface: &str, version: Version, dir: &TempDir) -> Self {
         let (ctl, log) = (dir.path("softflowd.ctl"), dir.path("softflowd.log"));
         let out = File::create(&log).unwrap();

@@ -53,6 +53,9 @@ const DEBIAN: &[Deb] = &[
     deb("systemd", "systemd-analyze verifies the packaged unit"),
     deb("chromium", "a real browser for the console test (driven by playwright, never downloaded)"),
     deb("prometheus", "promtool checks and unit-tests the shipped alerting rules"),
+    deb("nftables", "nft drops exports on their way out of a test namespace (no netem here)"),
+    deb("snmpd", "a real SNMP agent serving a veth's IF-MIB counters"),
+    deb("snmp", "snmpget, to know when the test's snmpd answers"),
     deb("python3-pip", "pip, which installs the PyPI packages below"),
 ];
 

@@ -97,6 +97,73 @@ pub struct Config {
     pub maps: MapsConfig,
     pub templates: TemplatesConfig,
     pub radius: RadiusConfig,
+    /// Interface counter polling, to check flow bytes against.
+    pub snmp: SnmpConfig,
+}
+
+/// SNMP polling of IF-MIB ifHCInOctets/ifHCOutOctets; off without agents.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SnmpConfig {
+    /// How often every agent is polled.
+    pub interval: Span,
+    /// How long one request may take (two tries).
+    pub timeout: Span,
+    pub agents: Vec<SnmpAgent>,
+}
+
+impl Default for SnmpConfig {
+    fn default() -> Self {
+        Self {
+            interval: Span(Duration::from_secs(60)),
+            timeout: Span(Duration::from_secs(2)),
+            agents: Vec::new(),
+        }
+    }
+}
+
+/// One exporter's SNMP agent and the interfaces polled on it.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnmpAgent {
+    /// The exporter (flow source address) whose interfaces these are.
+    pub exporter: IpAddr,
+    /// Where its agent answers; default the exporter's address, port 161.
+    #[serde(default)]
+    pub address: Option<SocketAddr>,
+    /// `2c` or `3`.
+    #[serde(default = "SnmpAgent::default_version")]
+    pub version: String,
+    /// SNMPv2c.
+    #[serde(default)]
+    pub community: Option<String>,
+    /// SNMPv3 (USM): user, authentication (md5, sha1, sha224, sha256,
+    /// sha384, sha512), and optionally privacy (des, aes128, aes192, aes256).
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub auth_protocol: Option<String>,
+    #[serde(default)]
+    pub auth_password: Option<String>,
+    #[serde(default)]
+    pub privacy_protocol: Option<String>,
+    #[serde(default)]
+    pub privacy_password: Option<String>,
+    /// ifIndexes polled; default the exporter's `billing_scope` interfaces.
+    #[serde(default)]
+    pub interfaces: Vec<u32>,
+}
+
+impl SnmpAgent {
+    fn default_version() -> String {
+        "2c".to_owned()
+    }
+
+    /// Where to send requests.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+            .unwrap_or_else(|| SocketAddr::new(self.exporter, 161))
+    }
 }
 
 /// The ClickHouse sink; off while `url` is unset. Rows reach it from the
@@ -217,6 +284,42 @@ pub struct ScopeEntry {
 }
 
 impl Config {
+    /// The interfaces an SNMP agent of `exporter` polls: its own list, or
+    /// the exporter's billing scope interfaces.
+    pub fn snmp_interfaces(&self, agent: &SnmpAgent) -> Vec<u32> {
+        if !agent.interfaces.is_empty() {
+            return agent.interfaces.clone();
+        }
+        self.billing_scope
+            .iter()
+            .filter(|entry| entry.exporter == agent.exporter)
+            .flat_map(|entry| entry.interfaces.iter().copied())
+            .collect()
+    }
+
+    /// The interfaces whose flow bytes both paths count: the billing
+    /// scope's listed interfaces and those polled by SNMP.
+    pub fn reconciled_interfaces(&self) -> Vec<flowtally_common::agg::ScopeKey> {
+        use flowtally_common::agg::ScopeKey;
+        let scope = self.billing_scope.iter().flat_map(|entry| {
+            let exporter = crate::ip::to_ip(entry.exporter);
+            entry
+                .interfaces
+                .iter()
+                .map(move |&ifindex| ScopeKey { exporter, ifindex })
+        });
+        let polled = self.snmp.agents.iter().flat_map(|agent| {
+            let exporter = crate::ip::to_ip(agent.exporter);
+            self.snmp_interfaces(agent)
+                .into_iter()
+                .map(move |ifindex| ScopeKey { exporter, ifindex })
+        });
+        let mut keys: Vec<ScopeKey> = scope.chain(polled).collect();
+        keys.sort_by_key(|k| (k.exporter, k.ifindex));
+        keys.dedup();
+        keys
+    }
+
     /// The billing scope in the form both data paths check.
     pub fn scope_keys(&self) -> Vec<flowtally_common::agg::ScopeKey> {
         use flowtally_common::agg::{ANY_INTERFACE, ScopeKey};
@@ -442,6 +545,7 @@ impl Default for Config {
             maps: MapsConfig::default(),
             templates: TemplatesConfig::default(),
             radius: RadiusConfig::default(),
+            snmp: SnmpConfig::default(),
         }
     }
 }

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use flowtally_common::{MAX_EXPORTERS, MAX_SCOPE_ENTRIES, MAX_SUBSCRIBER_NETS};
+use flowtally_common::{
+    MAX_EXPORTERS, MAX_SCOPE_ENTRIES, MAX_SUBSCRIBER_NETS, interfaces::MAX_INTERFACES,
+};
 
 use crate::daemon::receive::MAX_RECEIVE_THREADS;
 
@@ -35,7 +37,74 @@ impl Config {
         }
         self.http()?;
         clickhouse(&self.clickhouse)?;
+        self.snmp()?;
         radius(&self.radius, self.late_window.0 + self.stop_grace.0)
+    }
+
+    /// SNMP agents: credentials that fit the version, interfaces to poll.
+    fn snmp(&self) -> Checked {
+        let snmp = &self.snmp;
+        if snmp.interval.0 < Duration::from_secs(1) {
+            return invalid("snmp.interval", "-", "must be at least 1s");
+        }
+        if snmp.timeout.0.is_zero() || snmp.timeout.0 > snmp.interval.0 {
+            return invalid(
+                "snmp.timeout",
+                "-",
+                "must be above 0 and at most snmp.interval",
+            );
+        }
+        for (i, agent) in snmp.agents.iter().enumerate() {
+            let name = format!("agent {} ({})", i + 1, agent.exporter);
+            match agent.version.as_str() {
+                "2c" if agent.community.is_none() => {
+                    return invalid(
+                        "snmp.agents.community",
+                        "-",
+                        format!("{name}: v2c needs a community"),
+                    );
+                }
+                "2c" => {}
+                "3" => {
+                    if agent.user.is_none() || agent.auth_password.is_none() {
+                        return invalid(
+                            "snmp.agents.user",
+                            "-",
+                            format!("{name}: v3 needs user and auth_password"),
+                        );
+                    }
+                    if let Err(message) = crate::daemon::snmp_poll::security(agent) {
+                        return invalid(
+                            "snmp.agents.auth_protocol",
+                            "-",
+                            format!("{name}: {message}"),
+                        );
+                    }
+                }
+                other => {
+                    return invalid(
+                        "snmp.agents.version",
+                        "-",
+                        format!("{name}: {other:?} is neither \"2c\" nor \"3\""),
+                    );
+                }
+            }
+            if self.snmp_interfaces(agent).is_empty() {
+                return invalid(
+                    "snmp.agents.interfaces",
+                    "-",
+                    format!("{name}: no interfaces, and none in its billing_scope entry"),
+                );
+            }
+        }
+        if self.reconciled_interfaces().len() > MAX_INTERFACES as usize {
+            return invalid(
+                "snmp.agents.interfaces",
+                "-",
+                format!("at most {MAX_INTERFACES} interfaces with billing_scope"),
+            );
+        }
+        Ok(())
     }
 
     /// Where and how flow exports come in.

@@ -14,6 +14,7 @@ use std::{
 
 use flowtally_common::{
     agg::{FlowRecord, Ip},
+    sequence::{ExportSeen, v5_domain},
     sflow::{SourceKey, SourceState},
     template::TemplateKey,
     templated::{IPFIX, V9},
@@ -23,6 +24,7 @@ use flowtally_common::{
 use super::receive;
 use crate::{
     aggregate::Aggregator,
+    integrity::sequence::{Seen, Sequences, StreamKey},
     ip::{to_addr, to_ip},
     metrics::Metrics,
     netflow::{TemplateCache, TemplateChange},
@@ -95,6 +97,8 @@ fn set_receive_buffer(socket: &UdpSocket, bytes: usize) -> io::Result<usize> {
 /// Decoding state shared by all sockets.
 pub struct SocketPath {
     pub aggregator: Mutex<Aggregator>,
+    /// Sequence tracking, fed by this path and the kernel's `EXPORTS` ring.
+    pub sequences: Mutex<Sequences>,
     templates: Mutex<Templates>,
     sflow: Mutex<SflowPath>,
     /// Allowed exporters; `None` allows any.
@@ -153,6 +157,7 @@ impl SocketPath {
         templates.apply(all, &metrics);
         Self {
             aggregator: Mutex::new(aggregator),
+            sequences: Mutex::default(),
             templates: Mutex::new(templates),
             sflow: Mutex::default(),
             exporters: (!exporters.is_empty())
@@ -216,14 +221,26 @@ impl SocketPath {
         }
         self.metrics.exporters.datagram(to_addr(&exporter), now_ms);
         match datagram.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]])) {
-            Some(v5::VERSION) => self.handle_v5(&exporter, datagram),
+            Some(v5::VERSION) => self.handle_v5(now_ms, &exporter, datagram),
             Some(V9 | IPFIX) => self.handle_templated(now_ms, &exporter, datagram),
             Some(_) => self.reject("unsupported_version"),
             None => self.reject("truncated"),
         }
     }
 
-    fn handle_v5(&self, exporter: &Ip, datagram: &[u8]) {
+    /// Notes an export the kernel aggregated (from its `EXPORTS` ring).
+    pub fn observe_kernel(&self, seen: &ExportSeen, now_ms: u64) {
+        self.observe(&Seen::from(seen), now_ms);
+    }
+
+    fn observe(&self, seen: &Seen, now_ms: u64) {
+        self.sequences
+            .lock()
+            .expect("sequences lock poisoned")
+            .observe(seen, now_ms);
+    }
+
+    fn handle_v5(&self, now_ms: u64, exporter: &Ip, datagram: &[u8]) {
         let added = self
             .aggregator
             .lock()
@@ -241,6 +258,19 @@ impl SocketPath {
                     .socket
                     .out_of_scope_bytes
                     .inc_by(added.out_of_scope_bytes);
+                let h = &added.header;
+                let seen = Seen {
+                    key: StreamKey {
+                        exporter: *exporter,
+                        version: v5::VERSION,
+                        domain: v5_domain(h.engine_type, h.engine_id),
+                    },
+                    sequence: h.flow_sequence,
+                    clock: h.sys_uptime,
+                    records: u32::try_from(added.records).ok(),
+                    bytes: added.bytes,
+                };
+                self.observe(&seen, now_ms);
             }
             Err(invalid) => self.reject(invalid.as_str()),
         }
@@ -272,6 +302,8 @@ impl SocketPath {
                 self.metrics.templates.observe(&report);
                 let changes = templates.cache.take_changes();
                 templates.apply(changes, &self.metrics);
+                let seen = Seen::templated(exporter, &report);
+                self.observe(&seen, now_ms);
             }
             Err(err) => self.reject(err.as_str()),
         }

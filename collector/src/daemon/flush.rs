@@ -16,11 +16,12 @@ use super::{flow_socket::SocketPath, templates_file};
 use crate::{
     aggregate::{Table, merge},
     associate::{Associator, BacklogChanges},
+    integrity::sequence::StreamKey,
     metrics::Metrics,
     sessions::History,
-    sink::{runs, sflow_health, sqlite},
+    sink::{integrity, runs, sflow_health, sqlite},
     usage::UsageRow,
-    xdp::{Drainer, KernelSflow},
+    xdp::{Drainer, KernelIntegrity, KernelSflow},
 };
 
 pub struct Flusher {
@@ -49,6 +50,12 @@ pub struct FlushParts {
     pub written: Option<Arc<Notify>>,
     /// The kernel's sFlow state, with XDP.
     pub kernel_sflow: Option<KernelSflow>,
+    /// The kernel's exports ring and interface counters, with XDP.
+    pub integrity: Option<KernelIntegrity>,
+    /// How long a sequence gap may wait for a late export.
+    pub hold_ms: u64,
+    /// When the interval the next flush closes began.
+    pub since_ms: u64,
 }
 
 /// What a flush took in and wrote.
@@ -193,6 +200,7 @@ impl Flusher {
             tracing::warn!("saving templates to {}: {err}", templates_file.display());
         }
         self.close_sflow_interval(now_ms);
+        self.close_integrity(now_ms, last);
         self.parts
             .metrics
             .drain_duration
@@ -224,5 +232,63 @@ impl Flusher {
         {
             tracing::warn!("writing sFlow source figures and interface counters: {err}");
         }
+    }
+
+    /// Sequence figures and per-interface flow bytes of this interval to
+    /// metrics and SQLite. A failure here loses audit figures, never
+    /// usage: logged.
+    fn close_integrity(&mut self, now_ms: u64, last: bool) {
+        let p = &mut self.parts;
+        let mut flows = p
+            .socket
+            .aggregator
+            .lock()
+            .expect("aggregator lock poisoned")
+            .take_interfaces();
+        if let Some(kernel) = &mut p.integrity {
+            // The ring before the tracker, as its reader task locks them.
+            kernel
+                .ring
+                .lock()
+                .expect("exports ring lock poisoned")
+                .read(|seen| p.socket.observe_kernel(seen, now_ms));
+        }
+        let mut sequences = p.socket.sequences.lock().expect("sequences lock poisoned");
+        if let Some(kernel) = &mut p.integrity {
+            match kernel.export_bytes() {
+                Ok(bytes) => {
+                    for (key, bytes) in bytes {
+                        let stream = StreamKey {
+                            exporter: key.exporter,
+                            version: key.version,
+                            domain: key.domain,
+                        };
+                        sequences.add_bytes(&stream, bytes);
+                    }
+                }
+                Err(err) => tracing::warn!("kernel export bytes: {err}"),
+            }
+            match kernel.interface_flows() {
+                Ok(kernel_flows) => {
+                    for (key, counter) in kernel_flows {
+                        let sum = flows.entry(key).or_default();
+                        *sum = *sum + counter;
+                    }
+                }
+                Err(err) => tracing::warn!("kernel interface counters: {err}"),
+            }
+        }
+        let healths = sequences.close(now_ms, p.hold_ms, last);
+        p.metrics
+            .integrity
+            .untracked
+            .inc_by(std::mem::take(&mut sequences.untracked));
+        drop(sequences);
+        p.metrics.integrity.observe(&healths);
+        if let Err(err) = integrity::write_interval(&mut p.db, p.since_ms, now_ms, &healths, &flows)
+        {
+            tracing::warn!("writing export health and interface flows: {err}");
+        }
+        p.since_ms = now_ms;
     }
 }

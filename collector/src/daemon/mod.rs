@@ -13,6 +13,7 @@ mod flush_log;
 pub mod privileges;
 pub mod radius_socket;
 pub mod receive;
+pub mod snmp_poll;
 pub mod templates_file;
 
 use std::{
@@ -51,8 +52,15 @@ use crate::{
     },
     subscribers::SubscriberNets,
     timestamp::Timestamp,
-    xdp::{self, DataPlane, Drainer, KernelConfig, KernelSflow, KernelStats, KernelTemplates},
+    xdp::{
+        self, DataPlane, Drainer, KernelConfig, KernelIntegrity, KernelSflow, KernelStats,
+        KernelTemplates,
+    },
 };
+
+/// Sequence gaps wait at least this long for a late export (the socket
+/// path may lag the kernel by a few seconds under load).
+const MIN_SEQUENCE_HOLD_MS: u64 = 2_000;
 
 pub fn run(config: Config) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread()
@@ -104,6 +112,21 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             },
         ));
     }
+    if let Some(integrity) = &kernel.integrity {
+        let path = Arc::clone(&socket_path);
+        overflow.spawn(xdp::read_exports(
+            Arc::clone(&integrity.ring),
+            move |seen| {
+                path.observe_kernel(seen, clock::unix_ms());
+            },
+        ));
+    }
+    if !config.snmp.agents.is_empty() {
+        tasks.spawn(snmp_poll::run(
+            snmp_poll::Poller::new(&config)?,
+            metrics.integrity.clone(),
+        ));
+    }
     // Handlers go in before `ready`: a signal right after it must not find
     // the default action (terminate without flushing).
     let signal = wait_for_signal(
@@ -151,6 +174,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         run: store.run,
         written: delivery.as_ref().map(Stop::waker),
         kernel_sflow: kernel.sflow.take(),
+        integrity: kernel.integrity.take(),
+        hold_ms: (config.flush_interval.0.as_millis() as u64).max(MIN_SEQUENCE_HOLD_MS),
+        since_ms: store.started_ms,
     });
     let signal = flush_until(&mut flusher, &config, signal).await;
 
@@ -188,6 +214,7 @@ struct Store {
     db: Connection,
     /// This run's row in `runs`.
     run: i64,
+    started_ms: u64,
     /// Usage rows a previous run left waiting for a late session.
     waiting: Vec<Waiting>,
     history: Arc<Mutex<History>>,
@@ -197,7 +224,8 @@ struct Store {
 /// previous one left), and reads back the backlog and the session history.
 fn open_store(config: &Config, metrics: &Metrics) -> anyhow::Result<Store> {
     let db = sink::sqlite::open(&config.db)?;
-    let (run, gap) = sink::runs::begin(&db, clock::unix_ms())
+    let started_ms = clock::unix_ms();
+    let (run, gap) = sink::runs::begin(&db, started_ms)
         .with_context(|| format!("cannot record this run in {}", config.db.display()))?;
     if let Some(gap) = gap {
         metrics.unclean_stops.inc();
@@ -219,6 +247,7 @@ fn open_store(config: &Config, metrics: &Metrics) -> anyhow::Result<Store> {
     Ok(Store {
         db,
         run,
+        started_ms,
         waiting,
         history: Arc::new(Mutex::new(history)),
     })
@@ -232,6 +261,7 @@ struct Kernel {
     drainer: Option<Drainer>,
     templates: Option<KernelTemplates>,
     sflow: Option<KernelSflow>,
+    integrity: Option<KernelIntegrity>,
 }
 
 /// The address each group of sockets is bound to (port 0 resolved).
@@ -256,6 +286,7 @@ fn start_kernel(
         flags: config.flags(),
         aggregate_entries: config.maps.aggregate_entries,
         overflow_ring_bytes: config.maps.overflow_ring_bytes,
+        interfaces: config.reconciled_interfaces(),
     };
     let Some(mut plane) = start_data_plane(config, &kernel_config)? else {
         return Ok(Kernel {
@@ -264,6 +295,7 @@ fn start_kernel(
             drainer: None,
             templates: None,
             sflow: None,
+            integrity: None,
         });
     };
     for attachment in plane.attachments() {
@@ -286,6 +318,7 @@ fn start_kernel(
         drainer: Some(plane.take_drainer()?),
         templates: Some(plane.take_templates()?),
         sflow: Some(plane.take_sflow()?),
+        integrity: Some(plane.take_integrity()?),
         plane: Some(plane),
     })
 }
@@ -333,7 +366,8 @@ fn start_socket_path(
         config.flags(),
         SubscriberNets::new(&config.subscriber_networks),
     )
-    .with_scope(&config.scope_keys());
+    .with_scope(&config.scope_keys())
+    .with_interfaces(&config.reconciled_interfaces());
     let limits = Limits {
         max_templates_per_exporter: config.templates.max_per_exporter,
         max_fields_per_template: config.templates.max_fields,

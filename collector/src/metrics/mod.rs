@@ -1,12 +1,14 @@
 //! Prometheus metrics, all prefixed `flowtally_`.
 
 pub mod exporters;
+mod integrity;
 mod sflow;
 pub mod talkers;
 mod templates;
 mod users;
 
 pub use exporters::Exporters;
+pub use integrity::IntegrityMetrics;
 pub use sflow::SflowMetrics;
 pub use talkers::Talkers;
 pub use templates::TemplateMetrics;
@@ -69,6 +71,8 @@ pub struct Metrics {
     /// Found at start: the previous run ended without its final flush.
     pub unclean_stops: Counter,
     pub last_gap_seconds: Gauge,
+    /// Export loss, restarts, interface counter polls.
+    pub integrity: IntegrityMetrics,
 }
 
 /// RADIUS accounting requests and the sessions they keep open.
@@ -147,6 +151,7 @@ impl Default for Metrics {
             clickhouse: None,
             unclean_stops: Counter::default(),
             last_gap_seconds: Gauge::default(),
+            integrity: IntegrityMetrics::default(),
         }
     }
 }
@@ -201,6 +206,7 @@ impl Metrics {
         self.templates.register(&mut r);
         self.sflow.register(&mut r);
         self.radius.register(&mut r);
+        self.integrity.register(&mut r);
         r.register(
             "unclean_stops",
             "Previous runs found at start to have ended without their final flush (killed or \

@@ -9,6 +9,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::integrity::sequence::{Seen, Sequences};
+
 use flowtally_common::{
     agg::{FLAG_SCALE_SAMPLING, FLAG_TIME_FROM_START, FlowRecord, Ip, ip_from_v4, scale},
     template::{
@@ -208,11 +210,15 @@ fn apply(kernel: &mut BTreeMap<TemplateKey, CompiledTemplate>, changes: Vec<Temp
 /// its structure is unsound, and then yields nothing; reports add up; the
 /// kernel's map, kept from reported changes, always equals what the cache
 /// has compiled, and holds only what the kernel can read; a saved cache
-/// restores to the same compiled templates.
+/// restores to the same compiled templates. The sequence tracker, fed
+/// every decoded datagram's header as the socket path feeds it, counts each
+/// one once, whatever their sequence numbers and clocks do.
 pub fn templates(data: &[u8]) {
     let exporter = ip_from_v4(EXPORTER);
     let mut cache = TemplateCache::new(LIMITS);
     let mut kernel = BTreeMap::new();
+    let mut sequences = Sequences::default();
+    let mut decoded = 0;
     let mut now_ms = NOW_MS;
     for (i, datagram) in datagrams(data).into_iter().enumerate() {
         let flags = if i % 2 == 0 { FLAG_SCALE_SAMPLING } else { 0 };
@@ -222,6 +228,9 @@ pub fn templates(data: &[u8]) {
                 assert_eq!(report.records, out.len() as u64);
                 let bytes = out.iter().fold(0u64, |sum, r| sum.saturating_add(r.bytes));
                 assert_eq!(report.bytes, bytes);
+                let seen = Seen::templated(&exporter, &report);
+                sequences.observe(&seen, now_ms);
+                decoded += 1;
             }
             Err(err) => {
                 assert_eq!(Message::parse(datagram).err(), Some(err));
@@ -233,6 +242,13 @@ pub fn templates(data: &[u8]) {
         assert_eq!(kernel, compiled, "the kernel's map drifted from the cache");
         // Varying steps, so that both templates and pending data expire.
         now_ms += 250 << (i % 6);
+    }
+    let healths = sequences.close(now_ms, 2_000, true);
+    let exports: u64 = healths.iter().map(|h| h.figures.exports).sum();
+    assert_eq!(exports, decoded, "every decoded export counted once");
+    for h in &healths {
+        let f = &h.figures;
+        assert!(f.restarts <= f.exports, "{h:?}");
     }
     // Restoring leaves out what has expired by then: so must the cache.
     cache.expire(now_ms);
@@ -344,9 +360,14 @@ pub fn kernel_walk(
         let record_len = usize::from(template.record_len);
         for i in 0..n {
             let at = start + i * record_len;
+            let rec = &buf[at..at + MAX_RECORD_LEN];
             let mut record = FlowRecord::default();
-            template.record_into(&buf[at..at + MAX_RECORD_LEN], &time, flags, &mut record);
+            template.record_into(rec, &time, flags, &mut record);
             out.push(record);
+            // A biflow record's reverse direction, in a step of its own.
+            if template.reverse_into(rec, flags, &mut record) {
+                out.push(record);
+            }
         }
     }
     Some(KernelVerdict::Aggregated(out))

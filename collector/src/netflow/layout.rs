@@ -52,6 +52,8 @@ struct Found {
     input_if: Option<(usize, usize)>,
     output_if: Option<(usize, usize)>,
     sampler: Option<(usize, usize)>,
+    rev_octets: Option<(usize, usize)>,
+    rev_packets: Option<(usize, usize)>,
     start: Option<(usize, usize, TimeKind)>,
     end: Option<(usize, usize, TimeKind)>,
 }
@@ -109,6 +111,15 @@ impl Layout {
     pub fn new(fields: &[FieldSpec], extents: &[(usize, usize)], varlen: bool) -> Self {
         let mut found = Found::default();
         for (field, &(offset, len)) in fields.iter().zip(extents) {
+            if field.enterprise == Some(ie::REVERSE_PEN) {
+                let target = match field.ie {
+                    ie::OCTET_DELTA_COUNT => &mut found.rev_octets,
+                    ie::PACKET_DELTA_COUNT => &mut found.rev_packets,
+                    _ => continue,
+                };
+                target.get_or_insert((offset, len));
+                continue;
+            }
             let Some(id) = field.iana_ie() else { continue };
             let target = match id {
                 ie::SOURCE_IPV4_ADDRESS => &mut found.src4,
@@ -180,6 +191,8 @@ impl Layout {
             end,
             input_if: slot(found.input_if, interface, TimeKind::Absent, &mut bad),
             output_if: slot(found.output_if, interface, TimeKind::Absent, &mut bad),
+            rev_octets: slot(found.rev_octets, counter, TimeKind::Absent, &mut bad),
+            rev_packets: slot(found.rev_packets, counter, TimeKind::Absent, &mut bad),
             ..CompiledTemplate::default()
         };
         let sampler = slot(found.sampler, counter, TimeKind::Absent, &mut bad);

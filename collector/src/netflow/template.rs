@@ -20,8 +20,8 @@ use super::{
     layout::{Layout, MadeDo},
     options::{DomainKey, DomainState, OptionsRecord},
     sets::{
-        Definition, Malformed, Message, SET_HEADER_LEN, SetKind, TemplateRecord, TemplateRecords,
-        V9, record_extents,
+        Definition, Header, Malformed, Message, SET_HEADER_LEN, SetKind, TemplateRecord,
+        TemplateRecords, V9, record_extents,
     },
 };
 pub use super::{persist::RestoreError, sets::DecodeError};
@@ -144,7 +144,16 @@ pub struct Expired {
 /// Counters of one decode, for metrics by reason.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Report {
-    /// Flow records appended to `out`, replayed ones included.
+    /// The datagram's header (for its sequence number).
+    pub header: Header,
+    /// Data records of this datagram's own data sets (flow, options and
+    /// others; a biflow record once), what its sequence number counts.
+    pub data_records: u64,
+    /// Data sets of this datagram buffered (or dropped) before their
+    /// template: their records could not be counted.
+    pub uncounted_sets: u64,
+    /// Flow records appended to `out`, replayed ones included; a biflow
+    /// record is two, one per direction.
     pub records: u64,
     /// Their bytes, sampling-scaled per the flags.
     pub bytes: u64,
@@ -231,6 +240,8 @@ struct Output<'a> {
     flags: u32,
     records: &'a mut Vec<FlowRecord>,
     report: Report,
+    /// Decoding sets of an earlier datagram (not this one's records).
+    replaying: bool,
 }
 
 #[derive(Debug)]
@@ -324,7 +335,11 @@ impl TemplateCache {
             now_ms,
             flags,
             records: out,
-            report: Report::default(),
+            report: Report {
+                header: message.header,
+                ..Report::default()
+            },
+            replaying: false,
         };
         if now_ms.abs_diff(self.last_sweep_ms) >= SWEEP_EVERY_MS {
             o.report.expired = self.expire(now_ms);
@@ -606,6 +621,9 @@ impl TemplateCache {
             };
             let rec = &rest[..len];
             at += len;
+            if !o.replaying {
+                o.report.data_records += 1;
+            }
             if let Some(scope_fields) = template.def.scope_fields {
                 o.report.options_records += 1;
                 let skip = if scope.version == V9 {
@@ -648,6 +666,12 @@ impl TemplateCache {
             o.report.records += 1;
             o.report.bytes = o.report.bytes.saturating_add(record.bytes);
             o.records.push(record);
+            // RFC 5103 biflows: the reverse direction is a record of its own.
+            if compiled.reverse_into(rec, o.flags, &mut record) {
+                o.report.records += 1;
+                o.report.bytes = o.report.bytes.saturating_add(record.bytes);
+                o.records.push(record);
+            }
         }
         if options_changed {
             self.recompile(scope);
@@ -671,6 +695,7 @@ impl TemplateCache {
             body: body.to_vec(),
         };
         let bytes = set.bytes();
+        o.report.uncounted_sets += 1;
         let held = self.pending.get(&scope.exporter).map_or(0, |q| q.bytes);
         if held + bytes > self.limits.max_pending_bytes_per_exporter {
             o.report.pending.overflow_sets += 1;
@@ -689,6 +714,7 @@ impl TemplateCache {
         let Some(queue) = self.pending.remove(exporter) else {
             return;
         };
+        o.replaying = true;
         let mut kept = Pending::default();
         for set in queue.sets {
             let scope = DomainKey {
@@ -710,6 +736,7 @@ impl TemplateCache {
         if !kept.sets.is_empty() {
             self.pending.insert(*exporter, kept);
         }
+        o.replaying = false;
     }
 }
 

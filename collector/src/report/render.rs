@@ -350,7 +350,7 @@ fn printable(name: &str) -> String {
 
 /// RFC 4180: quoted when it holds a comma, quote or line break, with
 /// quotes doubled.
-fn csv_field(field: &str) -> String {
+pub(crate) fn csv_field(field: &str) -> String {
     if field.contains([',', '"', '\r', '\n']) {
         format!("\"{}\"", field.replace('"', "\"\""))
     } else {
@@ -359,7 +359,7 @@ fn csv_field(field: &str) -> String {
 }
 
 /// RFC 8259: quotes, backslashes and control characters escaped.
-fn json_string(s: &str) -> String {
+pub(crate) fn json_string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {

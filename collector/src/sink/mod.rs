@@ -1,6 +1,7 @@
 //! Where usage and sessions are stored.
 
 pub mod clickhouse;
+pub mod integrity;
 pub mod runs;
 pub mod session_store;
 pub mod sflow_health;

@@ -26,18 +26,7 @@ CREATE TABLE IF NOT EXISTS sflow_sources (
     restarted      INTEGER NOT NULL  -- 1: the sequence started again
 );
 CREATE INDEX IF NOT EXISTS sflow_sources_by_time ON sflow_sources (time_ms);
--- Cumulative counters as reported: the traffic between two rows of an
--- interface is their difference (modulo 2^64).
-CREATE TABLE IF NOT EXISTS interface_counters (
-    exporter    TEXT NOT NULL,
-    if_index    INTEGER NOT NULL,
-    time_ms     INTEGER NOT NULL,
-    in_octets   INTEGER NOT NULL,
-    out_octets  INTEGER NOT NULL,
-    source      TEXT NOT NULL CHECK (source IN ('sflow', 'snmp'))
-);
-CREATE INDEX IF NOT EXISTS interface_counters_by_interface
-    ON interface_counters (exporter, if_index, time_ms);
+-- Counter samples go to `interface_counters` (sink::integrity's schema).
 ";
 
 /// Writes one interval's figures in one transaction.

@@ -5,6 +5,7 @@
 
 mod batch;
 mod drain;
+mod integrity;
 mod rcu_barrier;
 mod stats;
 
@@ -18,15 +19,23 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuHashMap, ProgramArray, lpm_trie::Key},
+    maps::{
+        Array, HashMap, LpmTrie, Map, MapData, PerCpuHashMap, PerCpuValues, ProgramArray,
+        lpm_trie::Key,
+    },
     programs::{ProgramError, TestRun as _, TestRunOptions, Xdp, XdpMode, links::FdLink},
 };
 use flowtally_common::{
     ACTIVE_MAP, AGGREGATE_MAPS, BILLING_SCOPE_MAP, COLLECTOR_PORTS_MAP, EXPORTERS_MAP,
     GLOBAL_BUCKET_MS, GLOBAL_FLAGS, GLOBAL_KEEP_FIELDS, OVERFLOW_RING, RECORD_STATS_MAP, STATS_MAP,
     SUBSCRIBER_NETS_MAP,
-    agg::{AggKey, AggValue, FLAG_BILLING_SCOPE, FLAG_EXPORTER_ALLOWLIST, Ip, Profile, ScopeKey},
+    agg::{
+        AggKey, AggValue, FLAG_BILLING_SCOPE, FLAG_EXPORTER_ALLOWLIST, FLAG_INTERFACE_FLOWS, Ip,
+        Profile, ScopeKey,
+    },
+    interfaces::{INTERFACE_FLOWS_MAP, InterfaceFlows},
     members::SUBSCRIBER_V4_MAP,
+    sequence::{EXPORT_BYTES_MAP, EXPORTS_RING},
     sflow::{self, SourceKey, SourceState},
     template::{
         CompiledTemplate, MAX_RECORD_LEN, MIN_RECORD_LEN, TEMPLATE_SETS_DONE_MAP,
@@ -39,6 +48,7 @@ use tokio::io::{Interest, unix::AsyncFd};
 use self::rcu_barrier::RcuBarrier;
 pub use self::{
     drain::{DrainError, Drained, Drainer, MapPair, OverflowReader},
+    integrity::{ExportRing, KernelIntegrity, read_exports},
     stats::KernelStats,
 };
 use crate::{
@@ -143,6 +153,8 @@ pub struct KernelConfig {
     pub flags: u32,
     pub aggregate_entries: u32,
     pub overflow_ring_bytes: u32,
+    /// Interfaces to count flow bytes on (the billed ones); empty: none.
+    pub interfaces: Vec<ScopeKey>,
 }
 
 /// The loaded program, its maps and its attachments.
@@ -162,6 +174,9 @@ impl DataPlane {
         }
         if !config.billing_scope.is_empty() {
             flags |= FLAG_BILLING_SCOPE;
+        }
+        if !config.interfaces.is_empty() {
+            flags |= FLAG_INTERFACE_FLOWS;
         }
         let mut loader = EbpfLoader::new();
         loader
@@ -262,6 +277,24 @@ impl DataPlane {
             .try_into()
             .map_err(map_error(OVERFLOW_RING))?;
         Drainer::new(maps, active, barrier, overflow).map_err(XdpError::Drain)
+    }
+
+    /// Takes the `EXPORTS` ring and the per-interface flow counters.
+    pub fn take_integrity(&mut self) -> Result<KernelIntegrity, XdpError> {
+        let map_error = |map| move |error| XdpError::Map { map, error };
+        let ring = self
+            .take(EXPORTS_RING)?
+            .try_into()
+            .map_err(map_error(EXPORTS_RING))?;
+        let export_bytes = self
+            .take(EXPORT_BYTES_MAP)?
+            .try_into()
+            .map_err(map_error(EXPORT_BYTES_MAP))?;
+        let interfaces = self
+            .take(INTERFACE_FLOWS_MAP)?
+            .try_into()
+            .map_err(map_error(INTERFACE_FLOWS_MAP))?;
+        Ok(KernelIntegrity::new(ring, export_bytes, interfaces))
     }
 
     /// Takes the compiled-template map, for installing what the socket path
@@ -529,6 +562,27 @@ fn fill_maps(ebpf: &mut Ebpf, config: &KernelConfig) -> Result<(), XdpError> {
         scope
             .insert(key, 1, 0)
             .map_err(map_error(BILLING_SCOPE_MAP))?;
+    }
+
+    let mut interfaces: PerCpuHashMap<_, ScopeKey, InterfaceFlows> =
+        map_mut(ebpf, INTERFACE_FLOWS_MAP)?
+            .try_into()
+            .map_err(map_error(INTERFACE_FLOWS_MAP))?;
+    let cpus = aya::util::nr_cpus().map_err(|(_, error)| XdpError::Map {
+        map: INTERFACE_FLOWS_MAP,
+        error: aya::maps::MapError::IoError(error),
+    })?;
+    for key in &config.interfaces {
+        let zeros =
+            PerCpuValues::try_from(vec![InterfaceFlows::default(); cpus]).map_err(|error| {
+                XdpError::Map {
+                    map: INTERFACE_FLOWS_MAP,
+                    error: aya::maps::MapError::IoError(error),
+                }
+            })?;
+        interfaces
+            .insert(key, zeros, 0)
+            .map_err(map_error(INTERFACE_FLOWS_MAP))?;
     }
 
     let mut table: Array<_, u64> = map_mut(ebpf, SUBSCRIBER_V4_MAP)?

@@ -225,7 +225,53 @@ fn compiler_seeds() -> Vec<Vec<u8>> {
     for export in [unknown, lying, teach(shape)] {
         seeds.push([vec![0], frame(&[&teach(shape), &export])].concat());
     }
+    seeds.push([vec![1], biflows()].concat());
     seeds
+}
+
+/// An IPFIX biflow template (RFC 5103 reverse octets and packets) and
+/// records of it, some with nothing in reverse.
+fn biflows() -> Vec<u8> {
+    let reverse = |ie| FieldSpec::enterprise(ie, 4, ie::REVERSE_PEN);
+    let fields = vec![
+        FieldSpec::iana(ie::SOURCE_IPV4_ADDRESS, 4),
+        FieldSpec::iana(ie::DESTINATION_IPV4_ADDRESS, 4),
+        FieldSpec::iana(ie::OCTET_DELTA_COUNT, 4),
+        reverse(ie::OCTET_DELTA_COUNT),
+        reverse(ie::PACKET_DELTA_COUNT),
+        FieldSpec::iana(ie::FLOW_END_MILLISECONDS, 8),
+    ];
+    let teach = encode::export(
+        &header(IPFIX),
+        &[EncodedSet::Templates(vec![Template {
+            id: TEMPLATE_ID,
+            fields,
+        }])],
+        true,
+    );
+    let records = (0..4u8)
+        .map(|i| {
+            let reverse = if i % 2 == 0 { 0 } else { 500 + u32::from(i) };
+            [
+                &[198, 18, 100, i][..],
+                &[198, 19, 0, 1],
+                &1000u32.to_be_bytes(),
+                &reverse.to_be_bytes(),
+                &(reverse / 100).to_be_bytes(),
+                &1_699_999_990_123u64.to_be_bytes(),
+            ]
+            .concat()
+        })
+        .collect();
+    let data = encode::export(
+        &header(IPFIX),
+        &[EncodedSet::Data {
+            id: TEMPLATE_ID,
+            records,
+        }],
+        true,
+    );
+    frame(&[&teach, &data])
 }
 
 fn encode_seeds() -> Vec<Vec<u8>> {
@@ -316,6 +362,23 @@ fn seeds_reach_what_they_are_for() {
             "the first compiler seeds are aggregated in the kernel: {verdict:?}"
         );
     }
+}
+
+#[test]
+fn the_biflow_seed_reaches_both_directions_in_the_kernel_model() {
+    let exporter = ip_from_v4(EXPORTER);
+    let seed = biflows();
+    let parts = datagrams(&seed);
+    let mut cache = TemplateCache::new(LIMITS);
+    cache
+        .decode(&exporter, parts[0], NOW_MS, 0, &mut Vec::new())
+        .unwrap();
+    let kernel: BTreeMap<_, _> = cache.compiled().collect();
+    let verdict = kernel_walk(|k| kernel.get(k).copied(), &exporter, parts[1], 0, 0);
+    let Some(KernelVerdict::Aggregated(records)) = verdict else {
+        panic!("{verdict:?}");
+    };
+    assert_eq!(records.len(), 4 + 2, "two records had a reverse direction");
 }
 
 #[test]

@@ -8,7 +8,7 @@ use rusqlite::{Connection, OpenFlags, Row, params};
 use super::Read;
 use crate::{
     report::Usage,
-    sink::{runs, session_store},
+    sink::{integrity, runs, session_store},
     timestamp::Timestamp,
 };
 
@@ -25,7 +25,7 @@ pub fn read(
     // Read-only: a mistyped path fails instead of creating a database.
     let conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     // Older databases have no `runs` table, hence no known gaps.
-    let warnings = runs::gaps(&conn, from_ms, to_ms)
+    let mut warnings: Vec<String> = runs::gaps(&conn, from_ms, to_ms)
         .unwrap_or_default()
         .into_iter()
         .map(|gap| {
@@ -37,6 +37,14 @@ pub fn read(
             )
         })
         .collect();
+    warnings.extend(integrity::losses(&conn, from_ms, to_ms).into_iter().map(
+        |(exporter, unit, lost)| {
+            format!(
+                "exporter {exporter}: an estimated {lost} {unit} were lost before reaching \
+                 flowtally in this range: usage may be missing (see `flowtally audit`)"
+            )
+        },
+    ));
     let usage = read_usage_sliced(&conn, from_ms, to_ms, progress)?;
     let (sessions, addresses) = session_store::read(&conn)?;
     Ok(Read {
