@@ -32,6 +32,7 @@ pub mod config;
 pub mod daemon;
 pub mod ip;
 pub mod metrics;
+pub mod nat;
 pub mod netflow;
 pub mod radius;
 pub mod report;

@@ -28,7 +28,7 @@ fn main() -> ExitCode {
         Command::Run(args) => (args, false),
         Command::CheckConfig(args) => (args, true),
         Command::Whois(args) => {
-            return match flowtally::whois::whois(&args.db, args.ip, args.at) {
+            return match flowtally::whois::whois(&args.db, args.target, args.query(), args.at) {
                 Ok(answer) => {
                     println!("{answer}");
                     ExitCode::SUCCESS

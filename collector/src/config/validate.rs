@@ -6,8 +6,8 @@ use std::time::Duration;
 use flowtally_common::{MAX_EXPORTERS, MAX_SCOPE_ENTRIES, MAX_SUBSCRIBER_NETS};
 
 use super::{
-    AggregationConfig, ClickHouseConfig, Config, ConfigError, MapsConfig, Mode, RadiusConfig,
-    TemplatesConfig,
+    AggregationConfig, CgnatConfig, ClickHouseConfig, Config, ConfigError, MapsConfig, Mode,
+    RadiusConfig, TemplatesConfig,
 };
 
 type Checked = Result<(), ConfigError>;
@@ -32,7 +32,9 @@ impl Config {
             return invalid("db", "--db", "must not be empty");
         }
         clickhouse(&self.clickhouse)?;
-        radius(&self.radius, self.late_window.0 + self.stop_grace.0)
+        let waiting = self.late_window.0 + self.stop_grace.0;
+        cgnat(&self.cgnat, waiting)?;
+        radius(&self.radius, waiting)
     }
 
     /// Where and how flow exports come in.
@@ -83,11 +85,11 @@ impl Config {
 
     /// Who is billed and which records count.
     fn accounting_scope(&self) -> Checked {
-        if self.subscriber_networks.len() > MAX_SUBSCRIBER_NETS as usize {
+        if self.subscriber_nets().len() > MAX_SUBSCRIBER_NETS as usize {
             return invalid(
                 "subscriber_networks",
                 "--subscriber-net",
-                format!("at most {MAX_SUBSCRIBER_NETS} networks"),
+                format!("at most {MAX_SUBSCRIBER_NETS} networks, with cgnat.pools"),
             );
         }
         if self.scope_keys().len() > MAX_SCOPE_ENTRIES as usize {
@@ -172,6 +174,33 @@ fn clickhouse(clickhouse: &ClickHouseConfig) -> Checked {
     }
     if clickhouse.spool_max_rows == 0 {
         return invalid("clickhouse.spool_max_rows", "-", "must be at least 1");
+    }
+    Ok(())
+}
+
+/// `waiting` is how long usage rows may wait for their bindings.
+fn cgnat(cgnat: &CgnatConfig, waiting: Duration) -> Checked {
+    if cgnat.max_lifetime.0 < Duration::from_secs(1) {
+        return invalid("cgnat.max_lifetime", "-", "must be at least 1s");
+    }
+    if cgnat.memory_retention.0 < waiting {
+        return invalid(
+            "cgnat.memory_retention",
+            "-",
+            "must be at least late_window + stop_grace: rows still waiting need their bindings",
+        );
+    }
+    if let Some(retention) = cgnat.retention
+        && retention.0 < cgnat.memory_retention.0
+    {
+        return invalid(
+            "cgnat.retention",
+            "-",
+            "must be at least cgnat.memory_retention: memory is rebuilt from SQLite",
+        );
+    }
+    if cgnat.max_bindings == 0 {
+        return invalid("cgnat.max_bindings", "-", "must be at least 1");
     }
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! The socket path: UDP sockets on the `--netflow` addresses. Every flow
 //! export the XDP program passes up (or all of them, without XDP) arrives
 //! here and is decoded and aggregated with the same rules as in the kernel.
+//! NAT event records (never aggregated, and never compiled for the kernel)
+//! go to the binding history.
 
 use std::{
     collections::HashSet,
@@ -20,9 +22,10 @@ use tokio::net::UdpSocket;
 use crate::{
     aggregate::Aggregator,
     daemon::clock::unix_ms,
-    ip::to_ip,
+    ip::{to_addr, to_ip},
     metrics::Metrics,
-    netflow::{TemplateCache, TemplateChange},
+    nat::Bindings,
+    netflow::{TemplateCache, TemplateChange, nat::NatEvent},
     xdp::KernelTemplates,
 };
 
@@ -88,6 +91,8 @@ pub struct SocketPath {
     templates: Mutex<Templates>,
     /// Allowed exporters; `None` allows any.
     exporters: Option<HashSet<Ip>>,
+    /// Where NAT events go; the flush persists their changes.
+    bindings: Arc<Mutex<Bindings>>,
     metrics: Metrics,
 }
 
@@ -97,6 +102,7 @@ struct Templates {
     kernel: Option<KernelTemplates>,
     /// Reused between datagrams.
     records: Vec<FlowRecord>,
+    nat: Vec<NatEvent>,
 }
 
 impl SocketPath {
@@ -107,12 +113,14 @@ impl SocketPath {
         cache: TemplateCache,
         kernel: Option<KernelTemplates>,
         exporters: &[IpAddr],
+        bindings: Arc<Mutex<Bindings>>,
         metrics: Metrics,
     ) -> Self {
         let mut templates = Templates {
             cache,
             kernel,
             records: Vec::new(),
+            nat: Vec::new(),
         };
         let all = templates
             .cache
@@ -125,6 +133,7 @@ impl SocketPath {
             templates: Mutex::new(templates),
             exporters: (!exporters.is_empty())
                 .then(|| exporters.iter().copied().map(to_ip).collect()),
+            bindings,
             metrics,
         }
     }
@@ -190,13 +199,15 @@ impl SocketPath {
         let mut guard = self.templates.lock().expect("templates lock poisoned");
         let templates = &mut *guard;
         templates.records.clear();
+        templates.nat.clear();
         let mut aggregator = self.aggregator.lock().expect("aggregator lock poisoned");
-        let decoded = templates.cache.decode(
+        let decoded = templates.cache.decode_with_nat(
             exporter,
             datagram,
             now_ms,
             aggregator.flags(),
             &mut templates.records,
+            &mut templates.nat,
         );
         match decoded {
             Ok(report) => {
@@ -207,6 +218,7 @@ impl SocketPath {
                     }
                 }
                 drop(aggregator);
+                self.bind(exporter, &templates.nat);
                 self.metrics.socket.records.inc_by(report.records);
                 self.metrics.socket.record_bytes.inc_by(report.bytes);
                 self.metrics.templates.observe(&report);
@@ -222,6 +234,18 @@ impl SocketPath {
             && let Err(err) = kernel.release(&domain)
         {
             tracing::warn!("kernel template hold: {err}");
+        }
+    }
+
+    /// Takes NAT events into the binding history.
+    fn bind(&self, exporter: &Ip, events: &[NatEvent]) {
+        if events.is_empty() {
+            return;
+        }
+        let mut bindings = self.bindings.lock().expect("bindings lock poisoned");
+        for event in events {
+            let applied = bindings.apply(to_addr(exporter), event);
+            self.metrics.nat.event(event, applied);
         }
     }
 
@@ -339,7 +363,19 @@ mod tests {
             SubscriberNets::new(&[]),
         );
         let cache = TemplateCache::new(crate::netflow::Limits::default());
-        let path = SocketPath::new(aggregator, cache, None, exporters, metrics.clone());
+        let bindings = Arc::new(Mutex::new(Bindings::new(crate::nat::Limits {
+            max_lifetime_ms: 1_000,
+            memory_retention_ms: 1_000,
+            max_bindings: 1,
+        })));
+        let path = SocketPath::new(
+            aggregator,
+            cache,
+            None,
+            exporters,
+            bindings,
+            metrics.clone(),
+        );
         (path, metrics)
     }
 

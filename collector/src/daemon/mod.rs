@@ -38,12 +38,14 @@ use crate::{
     associate::{Associator, Waiting},
     config::{Config, Mode},
     metrics::{self, Metrics, UserMetrics},
+    nat::Bindings,
     netflow::Limits,
     radius::{self, clients::Clients, limiter::Limiter},
     sessions::History,
     sink::{
         self,
         clickhouse::{ClickHouseMetrics, Deliverer, Spool, Stop},
+        nat_store,
     },
     subscribers::SubscriberNets,
     timestamp::Timestamp,
@@ -74,6 +76,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         &config,
         &metrics,
         kernel.templates.take(),
+        &store.bindings,
     )?);
     let radius_addr = start_radius(&config, &store.history, &metrics, &mut tasks).await?;
     let mut receivers = JoinSet::new();
@@ -109,11 +112,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let mut associator = Associator::new(
         config.stop_grace.0.as_millis() as u64,
         config.late_window.0.as_millis() as u64,
-    );
+    )
+    .with_nat_pools(config.cgnat.pools.clone());
     associator.restore(store.waiting);
     let mut flusher = Flusher::new(FlushParts {
         drainer: kernel.drainer.take(),
         history: Arc::clone(&store.history),
+        bindings: Arc::clone(&store.bindings),
+        nat_retention_ms: config.cgnat.retention.map(|span| span.0.as_millis() as u64),
         associator,
         templates_file: config.templates_file(),
         socket: socket_path,
@@ -141,6 +147,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 fn new_metrics(config: &Config) -> Metrics {
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
     Metrics {
         users: UserMetrics::new(config.user_metrics_top),
         clickhouse: config
@@ -160,10 +169,13 @@ struct Store {
     /// Usage rows a previous run left waiting for a late session.
     waiting: Vec<Waiting>,
     history: Arc<Mutex<History>>,
+    /// NAT bindings ended within `cgnat.memory_retention`, and open ones.
+    bindings: Arc<Mutex<Bindings>>,
 }
 
 /// Opens the database, records this run (and the gap an unclean stop of the
-/// previous one left), and reads back the backlog and the session history.
+/// previous one left), and reads back the backlog, the session history and
+/// the NAT bindings.
 fn open_store(config: &Config, metrics: &Metrics) -> anyhow::Result<Store> {
     let db = sink::sqlite::open(&config.db)?;
     let (run, gap) = sink::runs::begin(&db, clock::unix_ms())
@@ -185,11 +197,15 @@ fn open_store(config: &Config, metrics: &Metrics) -> anyhow::Result<Store> {
     let retention_ms = config.radius.history_retention.0.as_millis() as u64;
     let history = sink::session_store::load_history(&db, retention_ms, clock::unix_ms())
         .with_context(|| format!("cannot read the session history of {}", config.db.display()))?;
+    let bindings = nat_store::load(&db, config.cgnat.limits(), clock::unix_ms())
+        .with_context(|| format!("cannot read the NAT bindings of {}", config.db.display()))?;
+    metrics.nat.bindings_in_memory.set(bindings.len() as i64);
     Ok(Store {
         db,
         run,
         waiting,
         history: Arc::new(Mutex::new(history)),
+        bindings: Arc::new(Mutex::new(bindings)),
     })
 }
 
@@ -210,7 +226,7 @@ fn start_kernel(
 ) -> anyhow::Result<Kernel> {
     let kernel_config = KernelConfig {
         collector_ports: netflow_addrs.iter().map(SocketAddr::port).collect(),
-        subscriber_networks: config.subscriber_networks.clone(),
+        subscriber_networks: config.subscriber_nets(),
         exporters: config.exporters.clone(),
         billing_scope: config.scope_keys(),
         profile: config.aggregation.profile(),
@@ -271,12 +287,13 @@ fn start_socket_path(
     config: &Config,
     metrics: &Metrics,
     kernel_templates: Option<KernelTemplates>,
+    bindings: &Arc<Mutex<Bindings>>,
 ) -> anyhow::Result<SocketPath> {
     let profile: Profile = config.aggregation.profile();
     let aggregator = Aggregator::new(
         profile,
         config.aggregation.flags(),
-        SubscriberNets::new(&config.subscriber_networks),
+        SubscriberNets::new(&config.subscriber_nets()),
     )
     .with_scope(&config.scope_keys());
     let limits = Limits {
@@ -292,6 +309,7 @@ fn start_socket_path(
         cache,
         kernel_templates,
         &config.exporters,
+        Arc::clone(bindings),
         metrics.clone(),
     ))
 }

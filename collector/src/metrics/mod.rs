@@ -1,9 +1,11 @@
 //! Prometheus metrics, all prefixed `flowtally_`.
 
 pub mod http;
+mod nat;
 mod templates;
 mod users;
 
+pub use nat::NatMetrics;
 pub use templates::TemplateMetrics;
 pub use users::UserMetrics;
 
@@ -47,6 +49,7 @@ pub struct Metrics {
     pub usage_bytes: Family<[(&'static str, &'static str); 1], Counter>,
     pub templates: TemplateMetrics,
     pub radius: RadiusMetrics,
+    pub nat: NatMetrics,
     /// Bytes of usage rows written with and without a user.
     pub attributed_bytes: Counter,
     pub unattributed_bytes: Counter,
@@ -127,6 +130,7 @@ impl Default for Metrics {
             usage_bytes: Family::default(),
             templates: TemplateMetrics::default(),
             radius: RadiusMetrics::default(),
+            nat: NatMetrics::default(),
             attributed_bytes: Counter::default(),
             unattributed_bytes: Counter::default(),
             association_backlog: Gauge::default(),
@@ -187,6 +191,7 @@ impl Metrics {
         );
         self.templates.register(&mut r);
         self.radius.register(&mut r);
+        self.nat.register(&mut r);
         r.register(
             "unclean_stops",
             "Previous runs found at start to have ended without their final flush (killed or \
