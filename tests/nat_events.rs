@@ -57,7 +57,10 @@ fn v4(last: u8) -> Vec<u8> {
 }
 
 fn v6(text: &str) -> Vec<u8> {
-    text.parse::<std::net::Ipv6Addr>().unwrap().octets().to_vec()
+    text.parse::<std::net::Ipv6Addr>()
+        .unwrap()
+        .octets()
+        .to_vec()
 }
 
 /// One export of `records` (all of one layout) under template `id`.
@@ -106,7 +109,14 @@ fn nel(kind: u8, inside: u8, port: u16, at: u64) -> Vec<Field> {
 }
 
 /// An IPFIX session record: `inside` (v4 or v6 bytes) behind `public`.
-fn session(kind: u8, inside: Vec<u8>, public: Vec<u8>, port: u16, protocol: u8, at: u64) -> Vec<Field> {
+fn session(
+    kind: u8,
+    inside: Vec<u8>,
+    public: Vec<u8>,
+    port: u16,
+    protocol: u8,
+    at: u64,
+) -> Vec<Field> {
     let inside_ie = if inside.len() == 4 {
         ie::SOURCE_IPV4_ADDRESS
     } else {
@@ -169,8 +179,9 @@ fn applied_then_stop(mut flowtally: Flowtally, n: u64) {
     });
     let metrics = scrape(addr);
     assert!(
-        metrics.keys().all(|name| !name.starts_with("flowtally_usage_rows")
-            || metrics[name] == 0.0),
+        metrics
+            .keys()
+            .all(|name| !name.starts_with("flowtally_usage_rows") || metrics[name] == 0.0),
         "NAT events are never usage"
     );
     flowtally.signal(libc::SIGTERM);
@@ -179,11 +190,22 @@ fn applied_then_stop(mut flowtally: Flowtally, n: u64) {
 
 fn whois(db: &Path, target: &str, at: u64, extra: &[&str]) -> String {
     let out = Command::new(BIN)
-        .args(["whois", target, "--at", &Timestamp(at).to_string(), "--db", path_str(db)])
+        .args([
+            "whois",
+            target,
+            "--at",
+            &Timestamp(at).to_string(),
+            "--db",
+            path_str(db),
+        ])
         .args(extra)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -224,22 +246,58 @@ fn nat_events_of_every_shape_answer_whois_across_a_restart() {
             export(
                 IPFIX,
                 257,
-                &[session(event::NAT44_SESSION_DELETE, v4(11), public.clone(), 1024, 17, t + 20_000)],
+                &[session(
+                    event::NAT44_SESSION_DELETE,
+                    v4(11),
+                    public.clone(),
+                    1024,
+                    17,
+                    t + 20_000,
+                )],
             ),
             export(
                 IPFIX,
                 258,
                 &[
-                    session(event::NAT64_SESSION_DELETE, v6("2001:db8::12"), public.clone(), 2000, 6, t + 3_000),
-                    session(event::NAT64_SESSION_CREATE, v6("2001:db8::12"), public.clone(), 2000, 6, t + 1_000),
+                    session(
+                        event::NAT64_SESSION_DELETE,
+                        v6("2001:db8::12"),
+                        public.clone(),
+                        2000,
+                        6,
+                        t + 3_000,
+                    ),
+                    session(
+                        event::NAT64_SESSION_CREATE,
+                        v6("2001:db8::12"),
+                        public.clone(),
+                        2000,
+                        6,
+                        t + 1_000,
+                    ),
                 ],
             ),
-            export(IPFIX, 259, &[block(event::PORT_BLOCK_ALLOCATION, 13, 3000, 3063, t)]),
-            export(V9, 260, &[block(event::PORT_BLOCK_ALLOCATION, 14, 3064, 3127, t)]),
+            export(
+                IPFIX,
+                259,
+                &[block(event::PORT_BLOCK_ALLOCATION, 13, 3000, 3063, t)],
+            ),
+            export(
+                V9,
+                260,
+                &[block(event::PORT_BLOCK_ALLOCATION, 14, 3064, 3127, t)],
+            ),
             export(
                 IPFIX,
                 261,
-                &[session(event::TRANSLATION_CREATE, v6("2001:db8::20"), v6(PUBLIC6), 5000, 17, t + 500)],
+                &[session(
+                    event::TRANSLATION_CREATE,
+                    v6("2001:db8::20"),
+                    v6(PUBLIC6),
+                    5000,
+                    17,
+                    t + 500,
+                )],
             ),
             export(IPFIX, 262, &[quota]),
         ],
@@ -251,16 +309,44 @@ fn nat_events_of_every_shape_answer_whois_across_a_restart() {
     send(
         &second,
         &[
-            export(V9, 256, &[nel(event::TRANSLATION_DELETE, 10, 1024, t + 10_000)]),
+            export(
+                V9,
+                256,
+                &[nel(event::TRANSLATION_DELETE, 10, 1024, t + 10_000)],
+            ),
             export(
                 IPFIX,
                 257,
                 &[
-                    session(event::NAT44_SESSION_CREATE, v4(11), public.clone(), 1024, 17, t + 5_000),
-                    session(event::NAT44_SESSION_DELETE, v4(15), public.clone(), 4000, 6, t + 8_000),
+                    session(
+                        event::NAT44_SESSION_CREATE,
+                        v4(11),
+                        public.clone(),
+                        1024,
+                        17,
+                        t + 5_000,
+                    ),
+                    session(
+                        event::NAT44_SESSION_DELETE,
+                        v4(15),
+                        public.clone(),
+                        4000,
+                        6,
+                        t + 8_000,
+                    ),
                 ],
             ),
-            export(IPFIX, 259, &[block(event::PORT_BLOCK_DEALLOCATION, 13, 3000, 3063, t + 30_000)]),
+            export(
+                IPFIX,
+                259,
+                &[block(
+                    event::PORT_BLOCK_DEALLOCATION,
+                    13,
+                    3000,
+                    3063,
+                    t + 30_000,
+                )],
+            ),
         ],
     );
     let metrics = second.metrics_addr();
@@ -271,10 +357,22 @@ fn nat_events_of_every_shape_answer_whois_across_a_restart() {
     });
     let m = scrape(metrics);
     for (name, n) in [
-        (r#"flowtally_nat_events_total{type="translation_delete"}"#, 1.0),
-        (r#"flowtally_nat_events_total{type="nat44_session_create"}"#, 1.0),
-        (r#"flowtally_nat_events_total{type="port_block_deallocation"}"#, 1.0),
-        (r#"flowtally_nat_events_applied_total{result="delete_without_create"}"#, 1.0),
+        (
+            r#"flowtally_nat_events_total{type="translation_delete"}"#,
+            1.0,
+        ),
+        (
+            r#"flowtally_nat_events_total{type="nat44_session_create"}"#,
+            1.0,
+        ),
+        (
+            r#"flowtally_nat_events_total{type="port_block_deallocation"}"#,
+            1.0,
+        ),
+        (
+            r#"flowtally_nat_events_applied_total{result="delete_without_create"}"#,
+            1.0,
+        ),
     ] {
         assert_eq!(m.get(name), Some(&n), "{name}: {m:?}");
     }
@@ -349,8 +447,14 @@ fn nat_events_of_every_shape_answer_whois_across_a_restart() {
         "{frank}"
     );
     let v6 = whois(&db, &format!("[{PUBLIC6}]:5000"), t + 500, &[]);
-    assert!(v6.contains("udp port 5000 bound to [2001:db8::20]:40000"), "{v6}");
+    assert!(
+        v6.contains("udp port 5000 bound to [2001:db8::20]:40000"),
+        "{v6}"
+    );
     assert!(whois(&db, &format!("[{PUBLIC6}]:5000"), t + 499, &[]).contains("no NAT binding"));
     let plain = whois(&db, "100.64.0.10", t, &[]);
-    assert!(plain.starts_with(&format!("100.64.0.10 at {}: alice", ts(t))), "{plain}");
+    assert!(
+        plain.starts_with(&format!("100.64.0.10 at {}: alice", ts(t))),
+        "{plain}"
+    );
 }

@@ -15,7 +15,9 @@
 //!   CGNAT pool is the public side of someone's traffic. Its port and
 //!   protocol find the NAT binding (VRF 0) that held them at the row's
 //!   time, and the binding's inside address the session, with the same
-//!   grace after a binding's end as after a Stop. A row without port or
+//!   grace after a binding's end as after a Stop, and before its start
+//!   (export times of whole seconds, clocks that differ), as long as no
+//!   other binding held the port. A row without port or
 //!   protocol (the aggregation profile dropped them) cannot be attributed
 //!   and is written at once; one without a binding or an inside session
 //!   waits like any other. Why pool rows stay unattributed is counted
@@ -255,8 +257,11 @@ impl Associator {
         }
     }
 
-    /// The binding of the public `port` at `at_ms`, or one that ended less
-    /// than `grace` before (nobody has taken the port since).
+    /// The binding of the public `port` at `at_ms`; else one that ended
+    /// less than `grace` before (nobody has taken the port since); else the
+    /// first to start after it, within `grace` (nobody held the port then:
+    /// v9 record times come out up to a second early, their header having
+    /// whole seconds, and the NAT's clock is not the router's).
     fn binding(
         &self,
         bindings: &Bindings,
@@ -268,8 +273,20 @@ impl Associator {
         if let Some(binding) = bindings.lookup(0, ip, protocol, port, at_ms) {
             return Some(binding);
         }
-        let before = bindings.lookup(0, ip, protocol, port, at_ms.checked_sub(self.grace_ms)?)?;
-        (before.to_ms <= at_ms).then_some(before)
+        let late = at_ms
+            .checked_sub(self.grace_ms)
+            .and_then(|before| bindings.lookup(0, ip, protocol, port, before))
+            .filter(|before| before.to_ms <= at_ms);
+        late.or_else(|| {
+            bindings.next_start(
+                0,
+                ip,
+                protocol,
+                port,
+                at_ms,
+                at_ms.saturating_add(self.grace_ms),
+            )
+        })
     }
 }
 
@@ -495,8 +512,42 @@ mod tests {
             protocol: Some(6),
             ..row(Direction::Up, at, bytes)
         };
-        let mut associator =
-            Associator::new(0, 30_000).with_nat_pools(vec!["198.51.100.0/24".parse().unwrap()]);
+        let pools = vec!["198.51.100.0/24".parse().unwrap()];
+        let mut early = Associator::new(1_000, 0).with_nat_pools(pools.clone());
+        let mut online = History::new();
+        online.apply(&event(EventKind::Start, "alice", "a1", 1_000));
+        let (ready, _) = early.associate(
+            vec![pooled(8_001, Some(1024), 1), pooled(7_999, Some(1024), 1)],
+            &online,
+            &bindings,
+            40_000,
+            false,
+        );
+        assert_eq!(
+            users(&ready),
+            [Some("alice"), None],
+            "up to the grace before the create, when nobody held the port"
+        );
+        bindings.apply(
+            nat_ip,
+            &NatEvent {
+                inside: Some("198.18.100.8".parse().unwrap()),
+                ..nat(event::NAT44_SESSION_CREATE, 8_500)
+            },
+        );
+        let (ready, _) = early.associate(
+            vec![pooled(8_001, Some(1024), 1)],
+            &online,
+            &bindings,
+            40_000,
+            false,
+        );
+        assert_eq!(
+            users(&ready),
+            [None],
+            "the first binding to start after the row is another's"
+        );
+        let mut associator = Associator::new(0, 30_000).with_nat_pools(pools);
         let rows = vec![
             pooled(15_000, Some(1024), 1),
             pooled(25_000, Some(1024), 2),

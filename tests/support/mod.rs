@@ -143,6 +143,21 @@ impl NetNs {
         in_netns(&self.name, f)
     }
 
+    /// Runs `f` on a thread of its own that lives in this namespace, and
+    /// returns at once.
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> thread::JoinHandle<T> {
+        let file = fs::File::open(format!("/run/netns/{}", self.name)).expect("netns file");
+        thread::spawn(move || {
+            // SAFETY: setns on this thread only; the fd is valid.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            f()
+        })
+    }
+
     /// The XDP program id attached to `iface`, if any.
     pub fn xdp_prog(&self, iface: &str) -> Option<String> {
         let out = self.ip(&["-d", "link", "show", "dev", iface]);

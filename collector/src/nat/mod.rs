@@ -288,7 +288,7 @@ impl Bindings {
         at_ms: u64,
     ) -> Option<Binding> {
         let mut best: Option<(Binding, bool)> = None;
-        let mut consider = |address: &Address, ports: PortRange, timeline: &Timeline| {
+        self.each_timeline(vrf, ip, protocol, port, |address, ports, timeline| {
             let Some((entry, seen)) = timeline.find(at_ms) else {
                 return;
             };
@@ -306,14 +306,50 @@ impl Bindings {
             if better {
                 best = Some((entry.binding(address, ports), seen));
             }
-        };
+        });
+        best.map(|(binding, _)| binding)
+    }
+
+    /// The binding of `port` (as [`Bindings::lookup`] finds them) whose
+    /// start is the first after `at_ms`, if it starts by `until_ms`.
+    pub fn next_start(
+        &self,
+        vrf: u32,
+        ip: IpAddr,
+        protocol: u8,
+        port: u16,
+        at_ms: u64,
+        until_ms: u64,
+    ) -> Option<Binding> {
+        let mut first: Option<Binding> = None;
+        self.each_timeline(vrf, ip, protocol, port, |address, ports, timeline| {
+            if let Some(entry) = timeline.next_start(at_ms)
+                && entry.from_ms <= until_ms
+                && first.is_none_or(|f| entry.from_ms < f.from_ms)
+            {
+                first = Some(entry.binding(address, ports));
+            }
+        });
+        first
+    }
+
+    /// Calls `f` with every timeline whose ports include `port`, for
+    /// `protocol` and (port blocks without one) every protocol.
+    fn each_timeline(
+        &self,
+        vrf: u32,
+        ip: IpAddr,
+        protocol: u8,
+        port: u16,
+        mut f: impl FnMut(&Address, PortRange, &Timeline),
+    ) {
         for protocol in [protocol, 0]
             .into_iter()
             .take(if protocol == 0 { 1 } else { 2 })
         {
             let address = Address { vrf, ip, protocol };
             if let Some(timeline) = self.ports.get(&(address, port)) {
-                consider(&address, PortRange::one(port), timeline);
+                f(&address, PortRange::one(port), timeline);
             }
             if let Some(blocks) = self.blocks.get(&address) {
                 let after = blocks.list.partition_point(|(r, _)| r.start <= port);
@@ -322,12 +358,11 @@ impl Bindings {
                         break;
                     }
                     if range.contains(port) {
-                        consider(&address, *range, timeline);
+                        f(&address, *range, timeline);
                     }
                 }
             }
         }
-        best.map(|(binding, _)| binding)
     }
 
     /// The protocols with bindings on `ip` (VRF `vrf`) whose ports include

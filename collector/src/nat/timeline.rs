@@ -125,6 +125,13 @@ impl Timeline {
             .map(|e| (e, false))
     }
 
+    /// The first binding whose start was seen after `at_ms`.
+    pub fn next_start(&self, at_ms: u64) -> Option<&Entry> {
+        let entries = self.as_slice();
+        let started = entries.partition_point(|e| e.from_ms <= at_ms);
+        entries[started..].iter().find(|e| e.start_seen)
+    }
+
     /// A create at `t` for a binding known only from its delete (the same
     /// identity, start guessed, ending after `t`): it gets its start.
     pub fn create(&mut self, t: u64, same: impl Fn(&Entry) -> bool) -> Option<(Applied, Entry)> {
