@@ -49,6 +49,9 @@ fn main() -> ExitCode {
         }
     };
     if check_only {
+        for warning in config.warnings() {
+            eprintln!("warning: {warning}");
+        }
         print!("{}", config.to_toml());
         return ExitCode::SUCCESS;
     }
