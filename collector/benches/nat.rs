@@ -112,8 +112,8 @@ fn build(blocks: bool) -> (Bindings, usize) {
     (bindings, bytes)
 }
 
-/// Lookups per second: `hits` asks ports bound at the time asked, else
-/// ports of the pool nobody holds.
+/// Lookups per second, over random addresses: `hits` asks ports bound at
+/// the time asked, else ports of the pool nobody holds.
 fn lookups(bindings: &Bindings, blocks: bool, hits: bool) -> f64 {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let queries: Vec<(IpAddr, u16, u64)> = (0..LOOKUPS)
@@ -121,7 +121,10 @@ fn lookups(bindings: &Bindings, blocks: bool, hits: bool) -> f64 {
             let i = rng.below(u64::from(BINDINGS)) as u32;
             let (ip, ports, at) = binding(i, blocks);
             let offset = rng.below(u64::from(ports.end - ports.start) + 1) as u16;
-            let port = if hits { ports.start + offset } else { 100 + offset };
+            // Every binding's ports are below 1024 + 1000 × 64; above them
+            // nobody holds a port.
+            let unbound = 1024 + 1000 * BLOCK + rng.below(400) as u16;
+            let port = if hits { ports.start + offset } else { unbound };
             (ip, port, at + 1)
         })
         .collect();
