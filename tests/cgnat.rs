@@ -162,7 +162,7 @@ struct Ct {
 }
 
 /// Reads `conntrack -E -o timestamp` lines such as
-/// `[1796532785.744249]	[NEW] udp 17 30 src=198.18.64.10 dst=198.19.0.2
+/// `[1796532785.744249] [NEW] udp 17 30 src=198.18.64.10 dst=198.19.0.2
 /// sport=40000 dport=5002 [UNREPLIED] src=198.19.0.2 dst=198.19.0.1
 /// sport=5002 dport=40000 id=42`, DESTROY ones with `packets= bytes=`
 /// per direction.

@@ -80,7 +80,10 @@ fn check_config_warns_that_a_portless_profile_cannot_attribute_through_nat() {
     let (code, stdout, stderr) = flowtally(&["check-config", "--config", path_str(&file)]);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stdout.contains("pools = [\"198.51.100.0/24\"]"), "{stdout}");
-    assert!(!stderr.contains("warning"), "the detail profile keeps ports: {stderr}");
+    assert!(
+        !stderr.contains("warning"),
+        "the detail profile keeps ports: {stderr}"
+    );
     std::fs::write(
         &file,
         format!("{pools}[aggregation]\nprofile = [\"peer_ip\", \"protocol\"]\n"),

@@ -102,7 +102,7 @@ impl PortRange {
     }
 
     pub const fn contains(&self, port: u16) -> bool {
-        self.start <= port && port <= self.end && (port - self.start) % self.step == 0
+        self.start <= port && port <= self.end && (port - self.start).is_multiple_of(self.step)
     }
 
     pub const fn is_one(&self) -> bool {
@@ -332,7 +332,7 @@ const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
 fn ntp_ms(value: &[u8]) -> Option<u64> {
     let n = u64::from_be_bytes(value.try_into().ok()?);
     let secs = (n >> 32).checked_sub(NTP_UNIX_OFFSET)?;
-    Some(secs * 1000 + ((n & 0xffff_ffff) * 1000 >> 32))
+    Some(secs * 1000 + (((n & 0xffff_ffff) * 1000) >> 32))
 }
 
 #[cfg(test)]
