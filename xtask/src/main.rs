@@ -2,6 +2,7 @@
 
 mod bench;
 mod cmd;
+mod deps;
 mod fuzz;
 mod load;
 mod package;
@@ -19,7 +20,7 @@ use clap::{Parser, Subcommand};
 use crate::cmd::Workspace;
 
 #[derive(Parser)]
-#[command(about = "Development tasks for flowtally; each runs `setup` first")]
+#[command(about = "Development tasks for flowtally; each but `deps` runs `setup` first")]
 struct Cli {
     #[command(subcommand)]
     task: Task,
@@ -78,6 +79,9 @@ enum Task {
         /// One target (default: all)
         target: Option<String>,
     },
+    /// Install the Debian and PyPI packages the tests use where missing
+    /// (apt-get needs root); `test` does this first
+    Deps,
     /// Check formatting and clippy, run all tests (privileged ones as root), fuzz briefly
     Test {
         /// Arguments for `cargo test`
@@ -106,10 +110,17 @@ fn main() -> ExitCode {
 
 fn try_main() -> Result<()> {
     let cli = Cli::parse();
+    // Before setup: the check takes a fifth of a second and may fail (not
+    // root), which is better learnt before minutes of building bpf-linker.
+    match cli.task {
+        Task::Deps => return deps::ensure(test::is_root()?),
+        Task::Test { .. } => deps::ensure(test::is_root()?)?,
+        _ => {}
+    }
     let ws = Workspace::locate()?;
     setup::run(&ws)?;
     match cli.task {
-        Task::Setup => Ok(()),
+        Task::Setup | Task::Deps => Ok(()),
         Task::Build { release } => build(&ws, release),
         Task::Run { release, args } => {
             build(&ws, release)?;

@@ -5,7 +5,7 @@
 //! through `systemd-analyze verify` when systemd's tools are installed.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::fs::{PermissionsExt as _, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -157,40 +157,27 @@ pub fn check(ws: &Workspace, deb: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `systemd-analyze verify` on the unit as installed in `root`, which must
-/// say nothing at all (an unknown key is only a warning to it); skipped,
-/// saying so, where systemd's tools are not installed.
+/// `systemd-analyze verify` of flowtally's unit alone, in `root` (the
+/// extracted package) completed with systemd's own unit files and nothing
+/// else: on the host, verify also loads the units of other packages that
+/// systemd's targets pull in, and warns about them (FreeRADIUS's
+/// `MemoryLimit=`), which says nothing about ours. In this root all it says
+/// is about flowtally's unit, so anything it says fails the check (an
+/// unknown key is only a warning to it). ExecStart's `/usr/bin/flowtally` is
+/// the packaged binary, inside the root. Skipped, saying so, where systemd's
+/// tools are not installed.
 fn verify_unit(root: &Path) -> Result<()> {
     if cmd::output(Command::new("systemd-analyze").arg("--version")).is_err() {
         eprintln!("deb: SKIPPED systemd-analyze verify: systemd-analyze is not installed");
         return Ok(());
     }
-    // verify wants ExecStart's binary on this machine: point it at the
-    // extracted one, in a copy of the unit under its own name.
-    let installed = root.join("usr/lib/systemd/system/flowtally.service");
-    let unit = fs::read_to_string(&installed)?;
-    let binary = root.join("usr/bin/flowtally");
-    let dir = root.join("unit-check");
-    fs::create_dir_all(&dir)?;
-    let copy = dir.join("flowtally.service");
-    fs::write(
-        &copy,
-        unit.replace("/usr/bin/flowtally", &binary.to_string_lossy()),
-    )?;
-    let mut verify = Command::new("systemd-analyze");
-    verify.args(["verify", "--man=no"]).arg(&copy);
-    eprintln!("+ {}", cmd::line(&verify));
-    let out = verify.output().context("could not run systemd-analyze")?;
-    let said = String::from_utf8_lossy(&out.stderr);
-    ensure!(
-        out.status.success() && said.trim().is_empty(),
-        "systemd-analyze verify rejects the unit ({}):\n{said}",
-        out.status
-    );
+    add_systemd_units(Path::new("/"), root)?;
+    verify_alone(root)?;
     let security = cmd::output(
         Command::new("systemd-analyze")
             .args(["security", "--offline=yes", "--no-pager"])
-            .arg(&copy),
+            .arg(root_arg(root))
+            .arg(UNIT),
     )?;
     if let Some(level) = security
         .lines()
@@ -201,6 +188,64 @@ fn verify_unit(root: &Path) -> Result<()> {
             level.trim_start_matches(|c: char| !c.is_alphabetic())
         );
     }
+    Ok(())
+}
+
+const UNIT: &str = "flowtally.service";
+
+fn root_arg(root: &Path) -> String {
+    format!("--root={}", root.display())
+}
+
+/// Copies the unit files of Debian's `systemd` package, as installed under
+/// `host`, into `root`: the targets and services every unit depends on
+/// (sysinit.target, network-online.target, ...), without which verify
+/// fails. Their paths are as dpkg lists them (/lib on Debian 12), so `root`
+/// gets /lib -> usr/lib, as a merged-/usr host has.
+fn add_systemd_units(host: &Path, root: &Path) -> Result<()> {
+    let listed = cmd::output(Command::new("dpkg").args(["--listfiles", "systemd"]))
+        .context("cannot list the files of Debian's systemd package")?;
+    let lib = root.join("lib");
+    if !lib.exists() {
+        fs::create_dir_all(root.join("usr/lib"))?;
+        symlink("usr/lib", &lib)?;
+    }
+    for file in listed.lines().filter(|f| f.contains("/systemd/system/")) {
+        let from = host.join(file.trim_start_matches('/'));
+        let to = root.join(file.trim_start_matches('/'));
+        // Directories come with their files; dpkg also lists diverted files.
+        let Ok(meta) = fs::symlink_metadata(&from) else {
+            continue;
+        };
+        fs::create_dir_all(to.parent().context("a unit file has a directory")?)?;
+        let copied = if meta.is_symlink() {
+            fs::read_link(&from).and_then(|link| symlink(link, &to))
+        } else if meta.is_file() {
+            fs::copy(&from, &to).map(drop)
+        } else {
+            continue;
+        };
+        copied.with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))?;
+    }
+    Ok(())
+}
+
+/// Fails on anything `systemd-analyze verify` says about flowtally's unit
+/// in `root`.
+fn verify_alone(root: &Path) -> Result<()> {
+    let mut verify = Command::new("systemd-analyze");
+    verify
+        .args(["verify", "--man=no"])
+        .arg(root_arg(root))
+        .arg(UNIT);
+    eprintln!("+ {}", cmd::line(&verify));
+    let out = verify.output().context("could not run systemd-analyze")?;
+    let said = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        out.status.success() && said.trim().is_empty(),
+        "systemd-analyze verify rejects the unit ({}):\n{said}",
+        out.status
+    );
     Ok(())
 }
 
@@ -268,6 +313,118 @@ fn install_gz(from: &Path, dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A directory under the temporary directory, removed on drop.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Self {
+            let dir =
+                std::env::temp_dir().join(format!("xtask-package-{name}-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(&dir).unwrap();
+            Self(dir)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn packaged_unit() -> String {
+        let unit =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../collector/packaging/flowtally.service");
+        fs::read_to_string(unit).unwrap()
+    }
+
+    /// `root` as `check` extracts the package, with `unit` as flowtally's
+    /// unit; a script stands in for the binary when there is to be one
+    /// (verify only looks for an executable).
+    fn stage_package(root: &Path, unit: &str, binary: bool) {
+        let units = root.join("usr/lib/systemd/system");
+        fs::create_dir_all(&units).unwrap();
+        fs::write(units.join(UNIT), unit).unwrap();
+        if binary {
+            install_script(root, "usr/bin/flowtally");
+        }
+    }
+
+    fn install_script(root: &Path, path: &str) {
+        let path = root.join(path);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, "#!/bin/sh\n").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    /// Verify's complaint about flowtally's unit `unit`, alone with
+    /// systemd's units.
+    fn rejection(name: &str, unit: &str, binary: bool) -> String {
+        let root = Scratch::new(name);
+        stage_package(&root.0, unit, binary);
+        add_systemd_units(Path::new("/"), &root.0).unwrap();
+        let err = verify_alone(&root.0).expect_err("verify passed");
+        format!("{err:#}")
+    }
+
+    #[test]
+    fn another_packages_unit_that_verify_warns_about_is_not_judged() {
+        // A host with FreeRADIUS installed and enabled, as Debian ships it:
+        // its unit still says MemoryLimit=.
+        let host = Scratch::new("host");
+        stage_package(&host.0, &packaged_unit(), true);
+        add_systemd_units(Path::new("/"), &host.0).unwrap();
+        fs::write(
+            host.0.join("lib/systemd/system/freeradius.service"),
+            "[Unit]\nDescription=FreeRADIUS multi-protocol policy server\n\
+             [Service]\nType=notify\nMemoryLimit=2G\nExecStart=/usr/sbin/freeradius -f\n\
+             [Install]\nWantedBy=multi-user.target\n",
+        )
+        .unwrap();
+        install_script(&host.0, "usr/sbin/freeradius");
+        let wants = host.0.join("etc/systemd/system/multi-user.target.wants");
+        fs::create_dir_all(&wants).unwrap();
+        symlink(
+            "/lib/systemd/system/freeradius.service",
+            wants.join("freeradius.service"),
+        )
+        .unwrap();
+        // Verified on that host as a whole, flowtally's unit draws
+        // FreeRADIUS's warning (what failed the check before).
+        let whole = Command::new("systemd-analyze")
+            .args(["verify", "--man=no"])
+            .arg(root_arg(&host.0))
+            .arg(UNIT)
+            .output()
+            .expect("systemd-analyze runs (Debian package systemd)");
+        let said = String::from_utf8_lossy(&whole.stderr);
+        assert!(
+            said.contains("freeradius.service") && said.contains("MemoryLimit="),
+            "the host does not reproduce FreeRADIUS's warning:\n{said}"
+        );
+
+        let root = Scratch::new("alone");
+        stage_package(&root.0, &packaged_unit(), true);
+        add_systemd_units(&host.0, &root.0).unwrap();
+        verify_alone(&root.0).unwrap();
+    }
+
+    #[test]
+    fn an_unknown_key_in_flowtallys_unit_fails() {
+        let unit = packaged_unit().replace("[Service]\n", "[Service]\nFrobnicate=yes\n");
+        let err = rejection("unknown-key", &unit, true);
+        assert!(err.contains("Unknown key 'Frobnicate'"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_binary_in_flowtallys_unit_fails() {
+        let err = rejection("no-binary", &packaged_unit(), false);
+        assert!(
+            err.contains("/usr/bin/flowtally is not executable"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn listed_paths_are_the_sixth_column_of_dpkg_deb_c() {

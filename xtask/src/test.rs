@@ -1,6 +1,7 @@
 //! `cargo xtask test`: format and lint checks, then every test, including the
 //! privileged ones when running as root, then the Debian package's checks and
-//! a short run of every fuzz target.
+//! a short run of every fuzz target. main.rs has made sure of the packages
+//! the tests use (deps.rs) before.
 
 use std::ffi::OsString;
 use std::fs;
@@ -117,7 +118,7 @@ impl Tally {
 }
 
 /// Whether the effective uid is 0, read from /proc to spare a libc dependency.
-fn is_root() -> Result<bool> {
+pub fn is_root() -> Result<bool> {
     let status =
         fs::read_to_string("/proc/self/status").context("cannot read /proc/self/status")?;
     // `Uid:` lists the real, effective, saved and filesystem uids.

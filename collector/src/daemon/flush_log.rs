@@ -49,12 +49,13 @@ impl FlushLog {
         self.bytes += flushed.bytes;
         self.attributed_bytes += flushed.attributed_bytes;
         self.overflow_records += flushed.overflow_records;
-        if now_ms.saturating_sub(self.period_start_ms) >= self.period_ms {
-            return Some(self.summary(now_ms, flushed.backlog));
-        }
+        // Arrival first: a summary due at the same flush waits for the next.
         if active && !self.announced {
             self.announced = true;
             return Some(format!("flows arriving: first flush with usage: {flushed}"));
+        }
+        if now_ms.saturating_sub(self.period_start_ms) >= self.period_ms {
+            return Some(self.summary(now_ms, flushed.backlog));
         }
         None
     }
@@ -139,6 +140,16 @@ mod tests {
              waiting for a late session"
         );
         assert!(lines[2].starts_with("last 10m: 120 flushes"), "{lines:?}");
+    }
+
+    #[test]
+    fn arrival_at_the_end_of_a_period_is_announced_and_the_summary_follows() {
+        let mut log = FlushLog::new(10 * MINUTE, 0);
+        assert_eq!(log.flushed(5 * MINUTE, &idle()), None);
+        let at_end = log.flushed(10 * MINUTE, &wrote(1, 10, 10)).unwrap();
+        assert!(at_end.starts_with("flows arriving:"), "{at_end}");
+        let next = log.flushed(10 * MINUTE + 5_000, &idle()).unwrap();
+        assert!(next.starts_with("last 10m 5s: 3 flushes, 1 new"), "{next}");
     }
 
     #[test]

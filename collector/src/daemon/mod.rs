@@ -384,6 +384,7 @@ async fn start_radius(
         db,
         metrics: metrics.radius.clone(),
         retention_ms: config.radius.history_retention.0.as_millis() as u64,
+        unwritten: Vec::new(),
     };
     tasks.spawn(server.serve());
     Ok(Some(addr))

@@ -44,6 +44,9 @@ pub struct RadiusSocket {
     pub metrics: RadiusMetrics,
     /// Sessions stopped longer ago leave memory (not SQLite).
     pub retention_ms: u64,
+    /// Changes the history holds that a failed commit did not make durable:
+    /// written first by the next commit, before any answer goes out.
+    pub unwritten: Vec<Change>,
 }
 
 /// One batch: what to make durable, then what to send.
@@ -93,9 +96,13 @@ impl RadiusSocket {
 
     /// Rebuilds the history from SQLite without the sessions past the
     /// retention. Everything applied so far is committed (this task is the
-    /// only writer and commits before it gets here), so SQLite holds all of
-    /// it; the lock keeps readers on the old history until the swap.
+    /// only writer and commits before it gets here; while a failed commit
+    /// left changes unwritten it waits), so SQLite holds all of it; the lock
+    /// keeps readers on the old history until the swap.
     fn prune(&mut self) {
+        if !self.unwritten.is_empty() {
+            return;
+        }
         let mut history = self.history.lock().expect("history lock poisoned");
         let before = history.len();
         match block_in_place(|| session_store::load_history(&self.db, self.retention_ms, unix_ms()))
@@ -137,16 +144,24 @@ impl RadiusSocket {
         }
     }
 
+    /// Makes the batch's changes durable, with any a failed commit left
+    /// unwritten, then sends its answers. On failure nothing is answered:
+    /// the NAS retransmits, the retransmission is processed anew (the
+    /// history already holds its effect, so it changes nothing), and its
+    /// answer waits for a commit that writes what the history holds.
     async fn commit(&mut self, batch: Batch) {
-        if !batch.changes.is_empty()
-            && let Err(err) = block_in_place(|| session_store::write(&mut self.db, &batch.changes))
+        let mut changes = std::mem::take(&mut self.unwritten);
+        changes.extend(batch.changes);
+        if !changes.is_empty()
+            && let Err(err) = block_in_place(|| session_store::write(&mut self.db, &changes))
         {
-            // No answer: the NAS retransmits, and the retransmission is
-            // processed anew.
             tracing::error!(
-                "recording {} session changes failed: {err}",
-                batch.changes.len()
+                "recording {} session changes failed, no answer sent; retrying with the next \
+                 request or within {}s: {err}",
+                changes.len(),
+                SILENCE_CHECK.as_secs()
             );
+            self.unwritten = changes;
             for (key, _) in &batch.answers {
                 self.server.failed(key);
             }
