@@ -47,8 +47,8 @@ use flowtally::netflow::{
 };
 use softflowd_lab::{COLLECTOR, Softflowd, Version};
 use support::{
-    Flowtally, NetNs, PATIENCE, TempDir, eventually, path_str, require_root, scrape, sh,
-    usage_by_user, veth_named,
+    Flowtally, NetNs, PATIENCE, TempDir, eventually, path_str, radclient_in, require_root, scrape,
+    sh, usage_by_user, veth_named,
 };
 
 const SECRET: &str = "testing123";
@@ -511,20 +511,7 @@ fn radclient_start(lab: &Lab, user: &str, ip: Ipv4Addr) {
         "Acct-Status-Type = Start, User-Name = {user}, Acct-Session-Id = {user}-1, \
          Framed-IP-Address = {ip}, NAS-IP-Address = {NAS}, Event-Timestamp = {at}"
     );
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", &lab.nat.name, "radclient"])
-        .args(["-r", "1", "-t", "2", RADIUS, "acct", SECRET])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("radclient runs (Debian package freeradius-utils)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(attributes.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success(), "answered: {attributes}");
+    radclient_in(&lab.nat, RADIUS, SECRET, &attributes);
 }
 
 /// The rows waiting and the bindings, to see why a row waits.

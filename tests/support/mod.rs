@@ -91,6 +91,26 @@ pub fn radclient(server: SocketAddr, secret: &str, attributes: &str) -> bool {
     child.wait().unwrap().success()
 }
 
+/// Sends one accounting request with radclient from namespace `ns` (a
+/// NAS), one try of 2 s; it must be answered (flowtally answers once the
+/// record is on disk).
+pub fn radclient_in(ns: &NetNs, server: &str, secret: &str, attributes: &str) {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &ns.name, "radclient"])
+        .args(["-r", "1", "-t", "2", server, "acct", secret])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("radclient runs (Debian package freeradius-utils)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(attributes.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "answered: {attributes}");
+}
+
 /// A unique, short name for per-test kernel objects.
 pub fn unique(prefix: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
