@@ -99,7 +99,8 @@ pub struct CgnatConfig {
     /// A binding whose delete never comes ends this long after its start.
     pub max_lifetime: Span,
     /// Bindings ended longer ago leave memory (not SQLite): what
-    /// attribution of late rows still needs.
+    /// attribution of late rows still needs. Never less than
+    /// `late_window + stop_grace`.
     pub memory_retention: Span,
     /// Bindings ended longer ago are deleted from SQLite; unset: kept.
     pub retention: Option<Span>,
@@ -119,13 +120,15 @@ impl Default for CgnatConfig {
     }
 }
 
-impl CgnatConfig {
-    /// The binding history's limits.
-    pub fn limits(&self) -> crate::nat::Limits {
+impl Config {
+    /// The binding history's limits: memory keeps bindings at least as
+    /// long as usage rows may wait for them.
+    pub fn nat_limits(&self) -> crate::nat::Limits {
+        let waiting = self.late_window.0 + self.stop_grace.0;
         crate::nat::Limits {
-            max_lifetime_ms: self.max_lifetime.0.as_millis() as u64,
-            memory_retention_ms: self.memory_retention.0.as_millis() as u64,
-            max_bindings: self.max_bindings,
+            max_lifetime_ms: self.cgnat.max_lifetime.0.as_millis() as u64,
+            memory_retention_ms: self.cgnat.memory_retention.0.max(waiting).as_millis() as u64,
+            max_bindings: self.cgnat.max_bindings,
         }
     }
 }
@@ -657,7 +660,7 @@ mod tests {
         let file = "[cgnat]\npools = [\"198.51.100.0/24\"]\nmax_lifetime = \"1d\"\n";
         let mut config = Config::from_toml(file).unwrap();
         config.validate().unwrap();
-        assert_eq!(config.cgnat.limits().max_lifetime_ms, 86_400_000);
+        assert_eq!(config.nat_limits().max_lifetime_ms, 86_400_000);
         assert!(
             config
                 .subscriber_nets()
@@ -668,8 +671,16 @@ mod tests {
         let warnings = config.warnings();
         assert!(warnings[0].contains("cgnat.pools"), "{warnings:?}");
         config.cgnat.memory_retention = "1s".parse().unwrap();
+        config.late_window = "2h".parse().unwrap();
+        config.validate().unwrap();
+        assert_eq!(
+            config.nat_limits().memory_retention_ms,
+            7_205_000,
+            "raised to late_window + stop_grace"
+        );
+        config.cgnat.retention = Some("1s".parse().unwrap());
         let err = config.validate().unwrap_err();
-        assert!(err.to_string().contains("cgnat.memory_retention"), "{err}");
+        assert!(err.to_string().contains("cgnat.retention"), "{err}");
     }
 
     #[test]

@@ -178,25 +178,20 @@ fn clickhouse(clickhouse: &ClickHouseConfig) -> Checked {
     Ok(())
 }
 
-/// `waiting` is how long usage rows may wait for their bindings.
+/// `waiting` is how long usage rows may wait for their bindings (memory
+/// keeps them at least that long).
 fn cgnat(cgnat: &CgnatConfig, waiting: Duration) -> Checked {
     if cgnat.max_lifetime.0 < Duration::from_secs(1) {
         return invalid("cgnat.max_lifetime", "-", "must be at least 1s");
     }
-    if cgnat.memory_retention.0 < waiting {
-        return invalid(
-            "cgnat.memory_retention",
-            "-",
-            "must be at least late_window + stop_grace: rows still waiting need their bindings",
-        );
-    }
     if let Some(retention) = cgnat.retention
-        && retention.0 < cgnat.memory_retention.0
+        && retention.0 < cgnat.memory_retention.0.max(waiting)
     {
         return invalid(
             "cgnat.retention",
             "-",
-            "must be at least cgnat.memory_retention: memory is rebuilt from SQLite",
+            "must be at least cgnat.memory_retention and late_window + stop_grace: memory is \
+             rebuilt from SQLite",
         );
     }
     if cgnat.max_bindings == 0 {

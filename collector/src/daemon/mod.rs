@@ -197,7 +197,7 @@ fn open_store(config: &Config, metrics: &Metrics) -> anyhow::Result<Store> {
     let retention_ms = config.radius.history_retention.0.as_millis() as u64;
     let history = sink::session_store::load_history(&db, retention_ms, clock::unix_ms())
         .with_context(|| format!("cannot read the session history of {}", config.db.display()))?;
-    let bindings = nat_store::load(&db, config.cgnat.limits(), clock::unix_ms())
+    let bindings = nat_store::load(&db, config.nat_limits(), clock::unix_ms())
         .with_context(|| format!("cannot read the NAT bindings of {}", config.db.display()))?;
     metrics.nat.bindings_in_memory.set(bindings.len() as i64);
     Ok(Store {
