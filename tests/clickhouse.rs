@@ -362,13 +362,14 @@ fn an_outage_and_restarts_lose_nothing_and_duplicate_nothing() {
             "flowtally_clickhouse_spool_rows{table=\"usage\"}",
         ) == 0
     });
-    assert_eq!(
-        metric(
-            &flowtally,
-            "flowtally_clickhouse_already_present_rows_total"
-        ),
-        rewound
+    // At least the rewound rows; more when the kill before shutdown fell
+    // between ClickHouse showing an INSERT's rows and its answer reaching
+    // flowtally (that batch stayed spooled, and is found present too).
+    let present = metric(
+        &flowtally,
+        "flowtally_clickhouse_already_present_rows_total",
     );
+    assert!(present >= rewound, "{present} rows found present");
 
     // Exactly once: as many rows as SQLite has, each (writer, local_id)
     // once, without FINAL folding anything away.

@@ -33,7 +33,7 @@ fn the_default_configuration_passes_check_config_and_keeps_metrics_local() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        effective.contains("metrics = \"127.0.0.1:9725\""),
+        effective.contains("[http]\nlisten = \"127.0.0.1:9725\""),
         "{effective}"
     );
     assert!(

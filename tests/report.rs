@@ -529,3 +529,85 @@ fn a_missing_database_is_a_runtime_failure_exit_1() {
         run.stderr
     );
 }
+
+/// On a terminal (`script` gives the report one), a progress bar on stderr
+/// and volumes each in its own unit; piped, neither: the table is in GB for
+/// scripts and stderr stays empty.
+#[test]
+fn a_terminal_gets_progress_and_auto_units_a_pipe_neither() {
+    let dir = TempDir::new();
+    let db = database(&dir);
+    let piped = report(&db, &[]);
+    assert_eq!(piped.code, Some(0), "{}", piped.stderr);
+    assert_eq!(piped.stderr, "", "nothing but the report when piped");
+    assert!(table(&piped.stdout)["user"].contains(&"GB".to_owned()));
+
+    let (from, to) = (local(FROM), to());
+    let command = format!(
+        "{BIN} report --db {} --from {from} --to {to}",
+        path_str(&db)
+    );
+    let out = Command::new("script")
+        .args(["--quiet", "--return", "--command", &command, "/dev/null"])
+        .output()
+        .expect("script (util-linux) runs");
+    let seen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{seen}");
+    assert!(seen.contains("reading usage ["), "a progress bar: {seen:?}");
+    assert!(seen.contains("100%"), "{seen:?}");
+    assert!(
+        seen.contains("\x1b[2K"),
+        "the bar's line is cleared: {seen:?}"
+    );
+    // alice's 0.4 GB up and 2 GB down, each in its own unit.
+    assert!(seen.contains("400.000 MB"), "{seen}");
+    assert!(seen.contains("2.000 GB"), "{seen}");
+}
+
+/// `now` and times before now, wherever a time is taken.
+#[test]
+fn now_and_relative_times_are_taken() {
+    let dir = TempDir::new();
+    let db = database(&dir);
+    let recent = ok(flowtally(&[
+        "report",
+        "--db",
+        path_str(&db),
+        "--from",
+        "-30m",
+        "--to",
+        "now",
+        "--format",
+        "json",
+    ]));
+    let json: Value = serde_json::from_str(&recent).unwrap();
+    let (from, to) = (
+        ms(json["from"].as_str().unwrap()),
+        ms(json["to"].as_str().unwrap()),
+    );
+    assert_eq!(to - from, 30 * 60_000, "{recent}");
+    assert_eq!(
+        json["groups"].as_array().unwrap().len(),
+        1,
+        "bob, still online: {recent}"
+    );
+    let whois = ok(flowtally(&[
+        "whois",
+        "198.18.100.8",
+        "--at",
+        "now",
+        "--db",
+        path_str(&db),
+    ]));
+    assert!(whois.contains("bob"), "{whois}");
+    let bad = flowtally(&[
+        "whois",
+        "198.18.100.8",
+        "--at",
+        "-soon",
+        "--db",
+        path_str(&db),
+    ]);
+    assert_eq!(bad.code, Some(2));
+    assert!(bad.stderr.contains("-30m"), "{}", bad.stderr);
+}

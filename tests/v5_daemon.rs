@@ -101,3 +101,49 @@ fn xdp_mode_writes_every_exported_byte_while_draining_under_load() {
 fn socket_mode_writes_every_exported_byte_while_draining_under_load() {
     every_exported_byte_lands_in_usage("socket", "socket");
 }
+
+/// With a map of 16 keys and a ring of ~140 aggregates, nearly every
+/// aggregate of 100 exports overflows, far more than the ring holds; no
+/// flush comes before the last one (an hour apart), so only reading the ring
+/// as it fills can keep every byte.
+#[test]
+#[ignore = "needs root: run `cargo xtask test`"]
+fn the_overflow_ring_is_read_as_it_fills_not_only_at_flushes() {
+    require_root();
+    let lab = VethLab::new();
+    let tmp = TempDir::new();
+    let db = tmp.path("ft.db");
+    let config = tmp.path("flowtally.toml");
+    std::fs::write(
+        &config,
+        "[maps]\naggregate_entries = 16\noverflow_ring_bytes = 16384\n",
+    )
+    .unwrap();
+    let mut flowtally = lab.start(
+        "xdp",
+        &db,
+        &[
+            "--config",
+            support::path_str(&config),
+            "--subscriber-net",
+            SUBSCRIBERS,
+            "--flush-interval",
+            "1h",
+        ],
+    );
+    let metrics = flowtally.metrics_addr();
+    let exports = exports(100, 0x0f10);
+    let packets = "flowtally_packets_total{path=\"xdp\"}";
+    for (sent, export) in exports.iter().enumerate() {
+        lab.send([export.bytes().as_slice()]);
+        let now = || lab.scrape(metrics);
+        eventually("the export to be counted", || {
+            metric(&now(), packets) > sent as u64
+        });
+    }
+    assert_eq!(metric(&lab.scrape(metrics), DRAINS), 0, "no flush yet");
+    flowtally.signal(libc::SIGTERM);
+    assert!(flowtally.wait().success(), "{}", flowtally.stderr());
+    let (written, _) = usage_bytes(&db);
+    assert_eq!(written, expected_bytes(&exports), "nothing dropped");
+}

@@ -227,3 +227,21 @@ fn the_billing_scope_counts_each_flow_once_in_both_paths() {
     assert_eq!(out_of_scope, expected);
     assert_eq!(records["out_of_scope"].0, expected, "{records:?}");
 }
+
+#[test]
+#[ignore = "needs root: run `cargo xtask test`"]
+fn subscriber_networks_longer_than_a_24_classify_alike_in_both_paths() {
+    require_root();
+    let exports = exports(200, 0x5b1d);
+    // /24s the kernel's table cannot answer alone: it asks the trie there.
+    let nets = ["198.18.100.0/29", "198.18.100.12/30", "198.19.0.5/32"];
+    let config = kernel_config(&[2055], &nets);
+    let (xdp, _) = through_xdp(&config, &exports);
+    let socket = through_socket(&config, &exports);
+    let directions = bytes_by_direction(&xdp);
+    assert!(
+        directions.len() == 3,
+        "up, down and transit all occur: {directions:?}"
+    );
+    assert!(xdp == socket, "tables differ");
+}

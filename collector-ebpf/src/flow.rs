@@ -1,20 +1,27 @@
 //! One flow record into its aggregate(s), whatever export format it came
-//! from. The record lives in a per-CPU scratch map, not on the 512-byte
-//! BPF stack, which key, record and values together would nearly fill.
+//! from: a decoder (v5, v9/IPFIX, and later others) fills `Flow::record`
+//! and calls [`Flow::aggregate`]. The record lives in a per-CPU scratch
+//! map, not on the 512-byte BPF stack, which key, record and values
+//! together would nearly fill.
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, PerCpuArray, lpm_trie::Key},
+    maps::{Array, HashMap, PerCpuArray, lpm_trie::Key},
 };
 use flowtally_common::{
     MAX_SCOPE_ENTRIES, RecordStat,
     agg::{
-        AggKey, AggValue, FLAG_BILLING_SCOPE, FlowRecord, Ip, Profile, ScopeKey, directions,
-        in_scope,
+        AggKey, AggKeyV4, AggValue, FLAG_BILLING_SCOPE, FlowRecord, Ip, Profile, ScopeKey,
+        directions, in_scope,
     },
+    members::{self, INSIDE, OUTSIDE, V4_TABLE_WORDS},
 };
 
-use crate::{BUCKET_MS, FLAGS, KEEP_FIELDS, RECORD_STATS, SUBSCRIBER_NETS, aggregate, count};
+use crate::{
+    BUCKET_MS, FLAGS, KEEP_FIELDS, RECORD_STATS, SUBSCRIBER_NETS,
+    aggregate::{self, Tally},
+    count,
+};
 
 /// What every record of one export shares, and the record in hand. No map
 /// pointer: the verifier forbids storing pointers in map values, so the
@@ -27,11 +34,19 @@ pub struct Flow {
     pub exporter: Ip,
     pub record: FlowRecord,
     key: AggKey,
+    key_v4: AggKeyV4,
     value: AggValue,
+    /// This export's record outcomes: added to `RECORD_STATS` once per
+    /// export by [`Flow::finish`], not per record.
+    tally: Tally,
 }
 
 #[map(name = "BILLING_SCOPE")]
 static BILLING_SCOPE: HashMap<ScopeKey, u8> = HashMap::with_max_entries(MAX_SCOPE_ENTRIES, 0);
+
+/// Two bits per IPv4 /24 (see `flowtally_common::members`).
+#[map(name = "SUBSCRIBER_V4")]
+static SUBSCRIBER_V4: Array<u64> = Array::with_max_entries(V4_TABLE_WORDS, 0);
 
 #[map(name = "FLOW_SCRATCH")]
 static SCRATCH: PerCpuArray<Flow> = PerCpuArray::with_max_entries(1, 0);
@@ -55,6 +70,12 @@ pub fn begin(exporter: &Ip) -> Option<&'static mut Flow> {
         bucket_ms: BUCKET_MS.load(),
     };
     flow.exporter = *exporter;
+    // Field by field: a whole `Tally` would be built on the stack first,
+    // which the verifier's 512-byte limit cannot spare here.
+    for counter in &mut flow.tally.0 {
+        counter.count = 0;
+        counter.bytes = 0;
+    }
     Some(flow)
 }
 
@@ -63,21 +84,12 @@ impl Flow {
     /// each outcome.
     #[inline(always)]
     pub fn aggregate(&mut self) {
-        count(
-            &RECORD_STATS,
-            RecordStat::Parsed as u32,
-            1,
-            self.record.bytes,
-        );
+        let bytes = self.record.bytes;
+        self.tally.add(RecordStat::Parsed, bytes);
         // SAFETY: only tested for presence, never dereferenced.
         let scoped = |key: &ScopeKey| unsafe { BILLING_SCOPE.get(key) }.is_some();
         if self.flags & FLAG_BILLING_SCOPE != 0 && !in_scope(scoped, &self.exporter, &self.record) {
-            count(
-                &RECORD_STATS,
-                RecordStat::OutOfScope as u32,
-                1,
-                self.record.bytes,
-            );
+            self.tally.add(RecordStat::OutOfScope, bytes);
             return;
         }
         self.value = self.record.value();
@@ -86,14 +98,43 @@ impl Flow {
             is_subscriber(&self.record.dst),
         );
         for dir in [first, second].into_iter().flatten() {
-            self.key = self.profile.key(&self.record, dir, &self.exporter);
-            let outcome = aggregate::add(self.active, &self.key, &self.value);
-            count(&RECORD_STATS, outcome as u32, 1, self.record.bytes);
+            if self
+                .profile
+                .key_v4_into(&self.record, dir, &self.exporter, &mut self.key_v4)
+            {
+                aggregate::add_v4(self.active, &self.key_v4, &self.value, &mut self.tally);
+            } else {
+                self.key = self.profile.key(&self.record, dir, &self.exporter);
+                aggregate::add(self.active, &self.key, &self.value, &mut self.tally);
+            }
+        }
+    }
+
+    /// Adds this export's record outcomes to `RECORD_STATS`.
+    #[inline(always)]
+    pub fn finish(&self) {
+        for stat in RecordStat::ALL {
+            let tally = &self.tally.0[stat as usize];
+            if tally.count != 0 {
+                count(&RECORD_STATS, stat as u32, tally.count, tally.bytes);
+            }
         }
     }
 }
 
+/// Whether `ip` is in a subscriber network: the /24 table answers for most
+/// IPv4 addresses, the trie for the rest.
 #[inline(always)]
 fn is_subscriber(ip: &Ip) -> bool {
+    if let Some(addr) = members::v4_of(ip) {
+        let (word, shift) = members::slot(addr);
+        if let Some(&word) = SUBSCRIBER_V4.get(word) {
+            match members::state(word, shift) {
+                OUTSIDE => return false,
+                INSIDE => return true,
+                _ => {}
+            }
+        }
+    }
     SUBSCRIBER_NETS.get(Key::new(128, *ip)).is_some()
 }

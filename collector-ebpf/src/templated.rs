@@ -79,6 +79,10 @@ fn scratch() -> Option<&'static mut Export> {
     SCRATCH.get_ptr_mut(0).map(|export| unsafe { &mut *export })
 }
 
+// A function of its own (a BPF subprogram): the stack of the record
+// callbacks and of the frame walk then need not fit the verifier's 512
+// bytes together.
+#[inline(never)]
 pub fn aggregate(
     ctx: &XdpContext,
     payload: usize,
@@ -156,6 +160,9 @@ pub fn aggregate(
     e.cursor = e.sets[0].start;
     let steps = e.records + e.set_count;
     unsafe { bpf_loop(steps, walk_record as *mut c_void, core::ptr::null_mut(), 0) };
+    if let Some(flow) = flow::scratch() {
+        flow.finish();
+    }
     XdpStat::DropTemplatedAggregated
 }
 

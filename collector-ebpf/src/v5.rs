@@ -32,6 +32,10 @@ struct Export {
 #[map(name = "V5_SCRATCH")]
 static SCRATCH: PerCpuArray<Export> = PerCpuArray::with_max_entries(1, 0);
 
+// A function of its own (a BPF subprogram): the stack of the record
+// callbacks and of the frame walk then need not fit the verifier's 512
+// bytes together.
+#[inline(never)]
 pub fn aggregate(ctx: &XdpContext, payload: usize, len: usize, exporter: &Ip) -> XdpStat {
     let Some(export) = SCRATCH.get_ptr_mut(0) else {
         return XdpStat::PassV5Invalid;
@@ -68,6 +72,9 @@ pub fn aggregate(ctx: &XdpContext, payload: usize, len: usize, exporter: &Ip) ->
             core::ptr::null_mut(),
             0,
         );
+    }
+    if let Some(flow) = flow::scratch() {
+        flow.finish();
     }
     XdpStat::DropV5Aggregated
 }

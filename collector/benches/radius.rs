@@ -168,25 +168,12 @@ fn association_rate(history: &History) {
         .map(|_| {
             let x = rng.next_u64();
             let at = 1_700_000_000_000 + x % (2 * u64::from(SESSIONS));
-            UsageRow {
-                bucket_start_ms: at - at % 60_000,
-                bucket_width_ms: 60_000,
-                subscriber_ip: std::net::Ipv4Addr::from(0x6440_0000 + (x >> 20) as u32 % SESSIONS)
-                    .into(),
-                direction: Direction::Down,
-                user_name: None,
-                session_id: None,
-                peer_ip: None,
-                protocol: None,
-                subscriber_port: None,
-                peer_port: None,
-                exporter: None,
-                bytes: 1500,
-                packets: 1,
-                flows: 1,
-                first_ms: at,
-                last_ms: at,
-            }
+            UsageRow::bare(
+                at,
+                std::net::Ipv4Addr::from(0x6440_0000 + (x >> 20) as u32 % SESSIONS).into(),
+                Direction::Down,
+                1500,
+            )
         })
         .collect();
     let rss_rows = resident_bytes();

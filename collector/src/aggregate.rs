@@ -93,6 +93,11 @@ impl Aggregator {
         true
     }
 
+    /// Adds an aggregate the kernel made (read from its overflow ring).
+    pub fn absorb(&mut self, key: AggKey, value: &AggValue) {
+        merge(&mut self.table, key, value);
+    }
+
     /// Everything aggregated since the last call.
     pub fn take(&mut self) -> Table {
         std::mem::take(&mut self.table)

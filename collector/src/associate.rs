@@ -308,24 +308,7 @@ mod tests {
     }
 
     fn row(direction: Direction, at: u64, bytes: u64) -> UsageRow {
-        UsageRow {
-            bucket_start_ms: at - at % 60_000,
-            bucket_width_ms: 60_000,
-            subscriber_ip: IP.into(),
-            direction,
-            user_name: None,
-            session_id: None,
-            peer_ip: None,
-            protocol: None,
-            subscriber_port: None,
-            peer_port: None,
-            exporter: None,
-            bytes,
-            packets: 1,
-            flows: 1,
-            first_ms: at,
-            last_ms: at,
-        }
+        UsageRow::bare(at, IP.into(), direction, bytes)
     }
 
     fn no_nat() -> Bindings {

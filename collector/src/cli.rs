@@ -10,11 +10,12 @@ use crate::{
     config::{Config, ConfigError, Mode, Overrides, Span},
     report::{
         command::Request,
+        filter::Filter,
         group::By,
-        render::Format,
+        render::{Format, Units},
         source::{ClickHouseSource, Source},
     },
-    timestamp::Timestamp,
+    timestamp::{TimeArg, Timestamp},
     whois::{PortQuery, Target},
 };
 
@@ -53,13 +54,13 @@ pub struct ReportArgs {
     /// ClickHouse user; the password comes from $FLOWTALLY_CLICKHOUSE_PASSWORD.
     #[arg(long, value_name = "USER")]
     pub clickhouse_user: Option<String>,
-    /// Usage whose bucket starts at or after this: RFC 3339 or Unix seconds
-    /// (default: all).
-    #[arg(long, value_name = "TIME")]
-    pub from: Option<Timestamp>,
+    /// Usage whose bucket starts at or after this: RFC 3339, Unix seconds,
+    /// `now` or a time before now like -1h, -30m, -7d (default: all).
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
+    pub from: Option<TimeArg>,
     /// Usage whose bucket starts before this (default: now).
-    #[arg(long, value_name = "TIME")]
-    pub to: Option<Timestamp>,
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
+    pub to: Option<TimeArg>,
     /// One row per user, session, subscriber subnet or organisation.
     #[arg(long, value_enum, default_value = "user")]
     pub by: By,
@@ -77,9 +78,27 @@ pub struct ReportArgs {
     #[arg(long, value_name = "BITS", default_value_t = 64,
         value_parser = clap::value_parser!(u8).range(0..=128))]
     pub subnet_prefix_v6: u8,
+    /// Only this user's usage, sessions and time online.
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+    /// Only usage of subscriber addresses in this address or network, and
+    /// the sessions that held them.
+    #[arg(long, value_name = "IP|CIDR", value_parser = parse_net)]
+    pub ip: Option<IpNet>,
     /// `table` for people; `csv` and `json` with raw numbers.
     #[arg(long, value_enum, default_value = "table")]
     pub format: Format,
+    /// Volumes in the table: auto (each in its own unit), B, KB, MB or GB
+    /// (default: auto on a terminal, GB otherwise; CSV and JSON are in bytes).
+    #[arg(long, value_enum, ignore_case = true)]
+    pub units: Option<Units>,
+}
+
+/// An address is its own network: /32 or /128.
+pub fn parse_net(s: &str) -> Result<IpNet, String> {
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{s:?} is neither an IP address nor a network like 100.64.0.0/24"))
 }
 
 #[derive(Debug, Args)]
@@ -95,9 +114,10 @@ pub struct WhoisArgs {
     /// protocol with a binding on the port).
     #[arg(long, value_name = "PROTOCOL", value_parser = protocol)]
     pub protocol: Option<u8>,
-    /// The moment: RFC 3339 (2026-11-21T15:00:00Z) or Unix seconds.
-    #[arg(long, value_name = "TIME")]
-    pub at: Timestamp,
+    /// The moment: RFC 3339 (2026-11-21T15:00:00Z), Unix seconds, `now`, or
+    /// a time before now like -1h.
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
+    pub at: TimeArg,
     /// The SQLite database `flowtally run` writes.
     #[arg(long, value_name = "PATH")]
     pub db: PathBuf,
@@ -126,9 +146,10 @@ pub struct RunArgs {
     /// ClickHouse HTTP URL (http://host:8123): usage and sessions go there too.
     #[arg(long, value_name = "URL")]
     pub clickhouse: Option<String>,
-    /// Address of the Prometheus /metrics endpoint.
-    #[arg(long, value_name = "ADDR:PORT")]
-    pub metrics: Option<SocketAddr>,
+    /// Address of the HTTP listener: /metrics, the JSON API under /api/v1/
+    /// and the console at / (--metrics is its old name).
+    #[arg(long, visible_alias = "metrics", value_name = "ADDR:PORT")]
+    pub http: Option<SocketAddr>,
     /// auto: XDP where it loads, else sockets; xdp: XDP or fail; socket: no eBPF.
     #[arg(long, value_enum)]
     pub mode: Option<Mode>,
@@ -167,9 +188,10 @@ impl WhoisArgs {
 }
 
 impl ReportArgs {
-    /// The report these arguments ask for; the ClickHouse password comes
-    /// from the environment, never from the command line (`ps` shows it).
-    pub fn request(self) -> Request {
+    /// The report these arguments ask for, times resolved at `now`; a table
+    /// for a terminal is in auto units. The ClickHouse password comes from
+    /// the environment, never from the command line (`ps` shows it).
+    pub fn request(self, now: Timestamp, terminal: bool) -> Request {
         let source = match (self.clickhouse, self.db) {
             (Some(url), _) => Source::ClickHouse(ClickHouseSource {
                 url,
@@ -182,14 +204,21 @@ impl ReportArgs {
         };
         Request {
             source,
-            from: self.from,
-            to: self.to,
+            from: self.from.map(|t| t.at(now)),
+            to: self.to.map(|t| t.at(now)),
             by: self.by,
             tariff: self.tariff,
             orgs: self.orgs,
             subnet_prefix_v4: self.subnet_prefix_v4,
             subnet_prefix_v6: self.subnet_prefix_v6,
+            filter: Filter {
+                user: self.user,
+                net: self.ip,
+            },
             format: self.format,
+            units: self
+                .units
+                .unwrap_or(if terminal { Units::Auto } else { Units::Gb }),
         }
     }
 }
@@ -200,7 +229,7 @@ impl RunArgs {
             interfaces: self.interfaces,
             mode: self.mode,
             netflow: self.netflow,
-            metrics: self.metrics,
+            http: self.http,
             db: self.db,
             clickhouse: self.clickhouse,
             flush_interval: self.flush_interval,

@@ -8,6 +8,7 @@ use clap::Parser as _;
 use flowtally::{
     cli::{Cli, Command},
     daemon,
+    progress::Bar,
     timestamp::Timestamp,
 };
 use tracing_subscriber::EnvFilter;
@@ -28,7 +29,12 @@ fn main() -> ExitCode {
         Command::Run(args) => (args, false),
         Command::CheckConfig(args) => (args, true),
         Command::Whois(args) => {
-            return match flowtally::whois::whois(&args.db, args.target, args.query(), args.at) {
+            return match flowtally::whois::whois(
+                &args.db,
+                args.target,
+                args.query(),
+                args.at.at(now()),
+            ) {
                 Ok(answer) => {
                     println!("{answer}");
                     ExitCode::SUCCESS
@@ -64,13 +70,26 @@ fn main() -> ExitCode {
     }
 }
 
-fn report(args: flowtally::cli::ReportArgs) -> ExitCode {
-    let now = Timestamp(
+fn now() -> Timestamp {
+    Timestamp(
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),
-    );
-    let report = match flowtally::report::command::run(&args.request(), now) {
+    )
+}
+
+fn report(args: flowtally::cli::ReportArgs) -> ExitCode {
+    let now = now();
+    let request = args.request(now, std::io::stdout().is_terminal());
+    let mut bar = Bar::on_terminal("reading usage");
+    let report =
+        flowtally::report::command::run_with_progress(&request, now, &mut |done, total| {
+            if let Some(bar) = &mut bar {
+                bar.update(done, total);
+            }
+        });
+    drop(bar);
+    let report = match report {
         Ok(report) => report,
         Err(err) => {
             eprintln!("flowtally: {err}");

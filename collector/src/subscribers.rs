@@ -2,7 +2,7 @@
 //! `SUBSCRIBER_NETS` trie, matching on the same 16-byte form so that both
 //! data paths classify every address alike.
 
-use flowtally_common::agg::Ip;
+use flowtally_common::{agg::Ip, members};
 use ipnet::IpNet;
 
 use crate::ip::to_prefix;
@@ -32,6 +32,18 @@ impl SubscriberNets {
     }
 }
 
+/// The kernel's IPv4 membership table for `nets` (see
+/// `flowtally_common::members`): its non-zero words, by index.
+pub fn subscriber_table(nets: &[IpNet]) -> Vec<(u32, u64)> {
+    let mut words = vec![0u64; members::V4_TABLE_WORDS as usize];
+    for net in nets {
+        if let IpNet::V4(v4) = net {
+            members::mark_v4(&mut words, v4.network().to_bits(), v4.prefix_len());
+        }
+    }
+    (0..).zip(words).filter(|&(_, word)| word != 0).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,5 +69,57 @@ mod tests {
         let nets = SubscriberNets::new(&["0.0.0.0/0".parse().unwrap()]);
         assert!(nets.contains(&to_ip("203.0.113.9".parse().unwrap())));
         assert!(!nets.contains(&to_ip("2001:db8::1".parse().unwrap())));
+    }
+
+    #[test]
+    fn the_kernel_table_agrees_with_the_prefix_match_wherever_it_answers() {
+        let nets: Vec<IpNet> = [
+            "100.64.0.0/10",
+            "198.18.4.0/22",
+            "198.18.9.128/25",
+            "198.18.9.7/32",
+            "198.18.12.0/24",
+            "198.18.12.64/26",
+            "2001:db8::/32",
+        ]
+        .iter()
+        .map(|n| n.parse().unwrap())
+        .collect();
+        let reference = SubscriberNets::new(&nets);
+        let table: std::collections::HashMap<u32, u64> =
+            subscriber_table(&nets).into_iter().collect();
+        let mut asked = 0;
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        for i in 0..200_000u32 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            // Half anywhere, half near the networks' edges.
+            let addr = if i % 2 == 0 {
+                rng as u32
+            } else {
+                0xc612_0000 | (rng as u32 & 0x0fff)
+            };
+            let (word, shift) = members::slot(addr);
+            let state = members::state(table.get(&word).copied().unwrap_or(0), shift);
+            let inside = reference.contains(&to_ip(std::net::Ipv4Addr::from(addr).into()));
+            match state {
+                members::OUTSIDE => assert!(!inside, "{addr:#x}"),
+                members::INSIDE => assert!(inside, "{addr:#x}"),
+                _ => asked += 1,
+            }
+        }
+        assert!(asked > 0, "split /24s defer to the trie");
+        // Only 198.18.9.0/24 (split by the /25 and the /32) defers;
+        // 198.18.12.0/24 is covered whole despite its /26.
+        let split = table
+            .values()
+            .map(|w| {
+                (0..32)
+                    .filter(|s| members::state(*w, s * 2) == members::ASK_TRIE)
+                    .count()
+            })
+            .sum::<usize>();
+        assert_eq!(split, 1);
     }
 }

@@ -1,5 +1,8 @@
-//! Times on the command line: RFC 3339 (`2026-11-21T15:00:00Z`, any UTC
-//! offset, fractional seconds) or Unix seconds.
+//! Times as people write them, on the command line and in the HTTP API:
+//! RFC 3339 (`2026-11-21T15:00:00Z`, any UTC offset, fractional seconds),
+//! Unix seconds, `now`, or a time before now (`-1h`, `-30m`, `-1h30m`,
+//! `-7d`, also written `now-1h`). Relative times are resolved against a
+//! `now` the caller passes in ([`TimeArg::at`]): parsing reads no clock.
 
 use std::{fmt, str::FromStr, time::UNIX_EPOCH};
 
@@ -10,11 +13,65 @@ const MAX_MS: u64 = 253_402_300_799_999;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Timestamp(pub u64);
 
+/// A time as written: a moment, or a distance before now (0 for `now`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeArg {
+    At(Timestamp),
+    /// Milliseconds before now.
+    Ago(u64),
+}
+
+impl TimeArg {
+    /// The moment this names when it is `now`; a relative time before the
+    /// epoch is the epoch.
+    pub fn at(self, now: Timestamp) -> Timestamp {
+        match self {
+            Self::At(moment) => moment,
+            Self::Ago(ms) => Timestamp(now.0.saturating_sub(ms)),
+        }
+    }
+}
+
+impl FromStr for TimeArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "now" {
+            return Ok(Self::Ago(0));
+        }
+        let Some(distance) = s.strip_prefix("now-").or_else(|| s.strip_prefix('-')) else {
+            return s.parse().map(Self::At);
+        };
+        // humantime reads `1h30m`, `90s`, `7d`, `2weeks`; a sign or a
+        // second minus is no distance.
+        let bad = || {
+            format!(
+                "{s:?} is neither RFC 3339 (2026-11-21T15:00:00Z), Unix seconds, `now`, nor a \
+                 time before now such as -1h or -30m"
+            )
+        };
+        if !distance.starts_with(|c: char| c.is_ascii_digit()) {
+            return Err(bad());
+        }
+        let distance = humantime::parse_duration(distance).map_err(|_| bad())?;
+        u64::try_from(distance.as_millis())
+            .ok()
+            .filter(|&ms| ms <= MAX_MS)
+            .map(Self::Ago)
+            .ok_or_else(bad)
+    }
+}
+
 impl FromStr for Timestamp {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || format!("{s:?} is neither RFC 3339 (2026-11-21T15:00:00Z) nor Unix seconds");
+        let bad = || {
+            format!(
+                "{s:?} is neither RFC 3339 (2026-11-21T15:00:00Z), Unix seconds, `now`, nor a \
+                 time before now such as -1h or -30m"
+            )
+        };
         if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
             let secs: u64 = s.parse().map_err(|_| bad())?;
             return secs
@@ -80,6 +137,34 @@ mod tests {
             utc.0 + 250
         );
         assert_eq!(utc.to_string(), "2026-11-21T15:00:00.000Z");
+    }
+
+    #[test]
+    fn now_and_times_before_it_resolve_against_the_given_now() {
+        let now = Timestamp(1_795_273_200_000);
+        let at = |s: &str| s.parse::<TimeArg>().unwrap().at(now);
+        assert_eq!(at("now"), now);
+        assert_eq!(at("-1h"), Timestamp(now.0 - 3_600_000));
+        assert_eq!(at("now-30m"), Timestamp(now.0 - 1_800_000));
+        assert_eq!(at("-1h30m"), Timestamp(now.0 - 5_400_000));
+        assert_eq!(at("-7d"), Timestamp(now.0 - 7 * 86_400_000));
+        assert_eq!(at("-500ms"), Timestamp(now.0 - 500));
+        assert_eq!(at("1795273200"), now, "absolute times ignore now");
+        assert_eq!(at("2026-11-21T15:00:00Z"), now);
+        assert_eq!(
+            "-100000d".parse::<TimeArg>().unwrap().at(Timestamp(5)),
+            Timestamp(0),
+            "before the epoch is the epoch"
+        );
+    }
+
+    #[test]
+    fn a_relative_time_needs_a_distance() {
+        for bad in ["-", "now-", "--1h", "-1x", "now+1h", "-h", "- 1h", "Now"] {
+            let err = bad.parse::<TimeArg>().unwrap_err();
+            assert!(err.contains(&format!("{bad:?}")), "{err}");
+            assert!(err.contains("-30m"), "{err}");
+        }
     }
 
     #[test]

@@ -57,4 +57,28 @@ impl UsageRow {
             last_ms: value.last_ms,
         })
     }
+
+    /// One record of `bytes` at `at_ms`, in its one-minute bucket, with no
+    /// user and no key detail: what tests and benchmarks build rows from
+    /// (setting the fields they are about).
+    pub fn bare(at_ms: u64, subscriber_ip: IpAddr, direction: Direction, bytes: u64) -> Self {
+        Self {
+            bucket_start_ms: at_ms - at_ms % 60_000,
+            bucket_width_ms: 60_000,
+            subscriber_ip,
+            direction,
+            user_name: None,
+            session_id: None,
+            peer_ip: None,
+            protocol: None,
+            subscriber_port: None,
+            peer_port: None,
+            exporter: None,
+            bytes,
+            packets: 1,
+            flows: 1,
+            first_ms: at_ms,
+            last_ms: at_ms,
+        }
+    }
 }

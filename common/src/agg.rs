@@ -6,9 +6,9 @@
 pub type Ip = [u8; 16];
 
 pub const fn ip_from_v4(v4: [u8; 4]) -> Ip {
-    [
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, v4[0], v4[1], v4[2], v4[3],
-    ]
+    // One 16-byte value: built byte by byte, the zero prefix became a call
+    // to `memset` per address in the kernel.
+    ((0xffff_u128 << 32) | u32::from_be_bytes(v4) as u128).to_be_bytes()
 }
 
 /// Which side of a flow is the subscriber.
@@ -106,6 +106,63 @@ pub struct AggKey {
     pub _pad: [u8; 2],
 }
 
+/// [`AggKey`] for the common case where subscriber, peer and exporter are
+/// all IPv4 (or masked out by the profile): 32 bytes instead of 64, which
+/// halves what the kernel hashes and compares per record. The kernel keeps
+/// these in their own maps; [`AggKeyV4::unpack`] gives back the exact
+/// [`AggKey`] that [`Profile::key`] builds for the same record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AggKeyV4 {
+    pub bucket_start_ms: u64,
+    pub subscriber: [u8; 4],
+    pub peer: [u8; 4],
+    pub exporter: [u8; 4],
+    pub subscriber_port: u16,
+    pub peer_port: u16,
+    pub protocol: u8,
+    pub direction: u8,
+    /// `ABSENT_*` bits: which addresses the profile masked out (all-zero in
+    /// [`AggKey`], which no IPv4-mapped address is).
+    pub absent: u8,
+    /// Padding as whole fields: zeroing a `[u8; 5]` became a `memset` call
+    /// per record in the kernel.
+    pub _pad: u8,
+    pub _pad2: u32,
+}
+
+pub const ABSENT_PEER: u8 = 1 << 0;
+pub const ABSENT_EXPORTER: u8 = 1 << 1;
+
+impl AggKeyV4 {
+    pub fn unpack(&self) -> AggKey {
+        let ip = |v4: [u8; 4], absent: u8| {
+            if self.absent & absent != 0 {
+                [0; 16]
+            } else {
+                ip_from_v4(v4)
+            }
+        };
+        AggKey {
+            subscriber: ip_from_v4(self.subscriber),
+            peer: ip(self.peer, ABSENT_PEER),
+            exporter: ip(self.exporter, ABSENT_EXPORTER),
+            bucket_start_ms: self.bucket_start_ms,
+            subscriber_port: self.subscriber_port,
+            peer_port: self.peer_port,
+            protocol: self.protocol,
+            direction: self.direction,
+            _pad: [0; 2],
+        }
+    }
+}
+
+/// The last four bytes of an IPv4-mapped address.
+#[inline(always)]
+fn mapped_v4(ip: &Ip) -> Option<[u8; 4]> {
+    crate::members::v4_of(ip).map(u32::to_be_bytes)
+}
+
 /// What an aggregate holds. Per-CPU partials merge with [`AggValue::merge`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -183,15 +240,87 @@ pub struct Profile {
     pub bucket_ms: u64,
 }
 
+/// The key fields of a record seen from one side, before addresses are
+/// stored in either key form.
+struct Sides<'a> {
+    subscriber: &'a Ip,
+    /// `None`: masked out by the profile.
+    peer: Option<&'a Ip>,
+    exporter: Option<&'a Ip>,
+    bucket_start_ms: u64,
+    subscriber_port: u16,
+    peer_port: u16,
+    protocol: u8,
+}
+
 impl Profile {
     /// The aggregate `record` adds to when its subscriber side is `dir`.
     #[inline(always)]
     pub fn key(&self, record: &FlowRecord, dir: Direction, exporter: &Ip) -> AggKey {
+        let s = self.sides(record, dir, exporter);
+        AggKey {
+            subscriber: *s.subscriber,
+            // A zero `u128`, not `[0; 16]`, which the kernel build zeroes
+            // through a call to `memset`.
+            peer: s.peer.map_or(0u128.to_ne_bytes(), |ip| *ip),
+            exporter: s.exporter.map_or(0u128.to_ne_bytes(), |ip| *ip),
+            bucket_start_ms: s.bucket_start_ms,
+            subscriber_port: s.subscriber_port,
+            peer_port: s.peer_port,
+            protocol: s.protocol,
+            direction: dir as u8,
+            _pad: [0; 2],
+        }
+    }
+
+    /// Writes [`Profile::key`] in its 32-byte form into `out` (in place:
+    /// the kernel has no stack to spare for a copy) when every address it
+    /// keeps is IPv4; false, with `out` partly written, otherwise.
+    #[inline(always)]
+    pub fn key_v4_into(
+        &self,
+        record: &FlowRecord,
+        dir: Direction,
+        exporter: &Ip,
+        out: &mut AggKeyV4,
+    ) -> bool {
+        let s = self.sides(record, dir, exporter);
+        let Some(subscriber) = mapped_v4(s.subscriber) else {
+            return false;
+        };
+        out.absent = 0;
+        let mut v4 = |ip: Option<&Ip>, absent: u8, to: &mut [u8; 4]| match ip {
+            Some(ip) => mapped_v4(ip).map(|v4| *to = v4).is_some(),
+            None => {
+                out.absent |= absent;
+                *to = [0; 4];
+                true
+            }
+        };
+        let (mut peer, mut exporter) = ([0; 4], [0; 4]);
+        if !v4(s.peer, ABSENT_PEER, &mut peer) || !v4(s.exporter, ABSENT_EXPORTER, &mut exporter) {
+            return false;
+        }
+        out.bucket_start_ms = s.bucket_start_ms;
+        out.subscriber = subscriber;
+        out.peer = peer;
+        out.exporter = exporter;
+        out.subscriber_port = s.subscriber_port;
+        out.peer_port = s.peer_port;
+        out.protocol = s.protocol;
+        out.direction = dir as u8;
+        out._pad = 0;
+        out._pad2 = 0;
+        true
+    }
+
+    #[inline(always)]
+    fn sides<'a>(&self, record: &'a FlowRecord, dir: Direction, exporter: &'a Ip) -> Sides<'a> {
         let (subscriber, peer, subscriber_port, peer_port) = match dir {
             Direction::Up | Direction::Transit => {
-                (record.src, record.dst, record.src_port, record.dst_port)
+                (&record.src, &record.dst, record.src_port, record.dst_port)
             }
-            Direction::Down => (record.dst, record.src, record.dst_port, record.src_port),
+            Direction::Down => (&record.dst, &record.src, record.dst_port, record.src_port),
         };
         let keep = |bit: u32| self.keep & bit != 0;
         // A zero bucket width would divide by zero; treat it as 1 ms.
@@ -200,14 +329,10 @@ impl Profile {
         } else {
             self.bucket_ms
         };
-        AggKey {
+        Sides {
             subscriber,
-            peer: if keep(KEEP_PEER_IP) { peer } else { [0; 16] },
-            exporter: if keep(KEEP_EXPORTER) {
-                *exporter
-            } else {
-                [0; 16]
-            },
+            peer: keep(KEEP_PEER_IP).then_some(peer),
+            exporter: keep(KEEP_EXPORTER).then_some(exporter),
             bucket_start_ms: record.time_ms - record.time_ms % width,
             subscriber_port: if keep(KEEP_SUBSCRIBER_PORT) {
                 subscriber_port
@@ -220,8 +345,6 @@ impl Profile {
             } else {
                 0
             },
-            direction: dir as u8,
-            _pad: [0; 2],
         }
     }
 }
@@ -277,6 +400,7 @@ mod pod {
     // SAFETY: all three are `repr(C)` with explicit padding fields, so no
     // implicit padding, and every bit pattern is a valid value.
     unsafe impl aya::Pod for super::AggKey {}
+    unsafe impl aya::Pod for super::AggKeyV4 {}
     unsafe impl aya::Pod for super::AggValue {}
     unsafe impl aya::Pod for super::Overflow {}
     unsafe impl aya::Pod for super::ScopeKey {}
@@ -379,6 +503,51 @@ mod tests {
                 ..AggKey::default()
             }
         );
+    }
+
+    #[test]
+    fn the_short_key_unpacks_to_the_full_one_and_only_exists_for_ipv4() {
+        let v4 = |last| ip_from_v4([198, 18, 100, last]);
+        let mut v6 = [0u8; 16];
+        v6[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+        let record = |src, dst| FlowRecord {
+            src,
+            dst,
+            src_port: 40_000,
+            dst_port: 443,
+            protocol: 6,
+            time_ms: 1_700_000_061_234,
+            ..FlowRecord::default()
+        };
+        for keep in 0..=KEEP_ALL {
+            let profile = Profile {
+                keep,
+                bucket_ms: 60_000,
+            };
+            for dir in [Direction::Up, Direction::Down, Direction::Transit] {
+                for (r, exporter) in [
+                    (record(v4(1), v4(2)), v4(9)),
+                    (record(v4(1), v6), v4(9)),
+                    (record(v6, v4(2)), v4(9)),
+                    (record(v4(1), v4(2)), v6),
+                    (record(v4(1), [0; 16]), v4(9)),
+                ] {
+                    let full = profile.key(&r, dir, &exporter);
+                    let all_v4 = [Some(full.subscriber), Some(full.peer), Some(full.exporter)]
+                        .iter()
+                        .zip([true, keep & KEEP_PEER_IP != 0, keep & KEEP_EXPORTER != 0])
+                        .all(|(ip, kept)| !kept || mapped_v4(&ip.unwrap()).is_some());
+                    let mut short = AggKeyV4::default();
+                    if profile.key_v4_into(&r, dir, &exporter, &mut short) {
+                        assert!(all_v4, "{keep:#x} {dir:?}");
+                        assert_eq!(short.unpack(), full, "{keep:#x} {dir:?}");
+                    } else {
+                        assert!(!all_v4, "{keep:#x} {dir:?} {full:?}");
+                    }
+                }
+            }
+        }
+        assert_eq!(core::mem::size_of::<AggKeyV4>(), 32);
     }
 
     #[test]

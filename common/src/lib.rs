@@ -4,6 +4,7 @@
 #![no_std]
 
 pub mod agg;
+pub mod members;
 pub mod stats;
 pub mod template;
 pub mod templated;
@@ -37,10 +38,17 @@ pub const MAX_SCOPE_ENTRIES: u32 = 4096;
 pub const SUBSCRIBER_NETS_MAP: &str = "SUBSCRIBER_NETS";
 pub const MAX_SUBSCRIBER_NETS: u32 = 16_384;
 
-/// The two aggregate maps (`PerCpuHashMap<AggKey, AggValue>`) the XDP
-/// program alternates between; `ACTIVE` (`Array<u32>`, one entry) says
-/// which one it writes.
-pub const AGGREGATE_MAPS: [&str; 2] = ["AGGREGATE_0", "AGGREGATE_1"];
+/// The two pairs of aggregate maps the XDP program alternates between;
+/// `ACTIVE` (`Array<u32>`, one entry) says which pair it writes. Keys whose
+/// addresses are all IPv4 go to the first map of a pair
+/// (`PerCpuHashMap<AggKeyV4, AggValue>`, preallocated), all others to the
+/// second (`PerCpuHashMap<AggKey, AggValue>`, allocated as keys arrive, so
+/// that a network without IPv6 pays no memory for it). Each holds at most
+/// `maps.aggregate_entries` keys.
+pub const AGGREGATE_MAPS: [[&str; 2]; 2] = [
+    ["AGGREGATE_V4_0", "AGGREGATE_0"],
+    ["AGGREGATE_V4_1", "AGGREGATE_1"],
+];
 pub const ACTIVE_MAP: &str = "ACTIVE";
 /// Default size of each aggregate map; `maps.aggregate_entries` overrides it.
 pub const DEFAULT_AGGREGATE_ENTRIES: u32 = 65_536;

@@ -7,8 +7,7 @@ use crate::agg::{FLAG_SCALE_SAMPLING, FLAG_TIME_FROM_START, FlowRecord, Ip, ip_f
 /// Writes the IPv4 address at `r[at..at + 4]` IPv4-mapped into `ip`.
 #[inline(always)]
 fn set_v4(ip: &mut Ip, r: &[u8], at: usize) {
-    *ip = ip_from_v4([0; 4]);
-    ip[12..].copy_from_slice(&r[at..at + 4]);
+    *ip = ip_from_v4([r[at], r[at + 1], r[at + 2], r[at + 3]]);
 }
 
 pub const VERSION: u16 = 5;

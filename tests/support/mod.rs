@@ -301,6 +301,8 @@ pub struct Ready {
     pub netflow: Vec<SocketAddr>,
     pub radius: Option<SocketAddr>,
     pub metrics: Option<SocketAddr>,
+    /// The HTTP listener (the same address as `metrics`).
+    pub http: Option<SocketAddr>,
     /// `(iface, mode)` per XDP attachment.
     pub xdp: Vec<(String, String)>,
 }
@@ -386,6 +388,10 @@ impl Flowtally {
                         .trim_end_matches("/metrics");
                     this.ready.metrics = Some(addr.parse().unwrap());
                 }
+                ["listen", "http", url] => {
+                    let addr = url.trim_start_matches("http://").trim_end_matches('/');
+                    this.ready.http = Some(addr.parse().unwrap());
+                }
                 ["xdp", iface, mode] => this.ready.xdp.push((iface.to_string(), mode.to_string())),
                 _ => {}
             }
@@ -434,7 +440,11 @@ impl Drop for Flowtally {
 pub fn scrape(addr: SocketAddr) -> BTreeMap<String, f64> {
     let mut stream = TcpStream::connect_timeout(&addr, PATIENCE).expect("connect to /metrics");
     stream.set_read_timeout(Some(PATIENCE)).unwrap();
-    write!(stream, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
@@ -553,4 +563,47 @@ pub fn usage_by_user(db: &Path) -> BTreeMap<Option<String>, u64> {
 
 pub fn path_str(path: &Path) -> &str {
     path.to_str().expect("UTF-8 temp path")
+}
+
+/// An HTTP response as [`http_get`] read it.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    /// The head after the status line, as sent.
+    pub head: String,
+    pub body: String,
+}
+
+impl HttpResponse {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|err| panic!("not JSON ({err}): {}", self.body))
+    }
+}
+
+/// One `GET path` with `headers`, on a connection of its own (closed by
+/// the server after the answer).
+pub fn http_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
+    let mut stream = TcpStream::connect_timeout(&addr, PATIENCE).expect("connect to the listener");
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    let (status_line, head) = head.split_once("\r\n").unwrap_or((head, ""));
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("status line {status_line:?}"));
+    HttpResponse {
+        status,
+        head: head.to_owned(),
+        body: body.to_owned(),
+    }
 }

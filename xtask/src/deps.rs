@@ -52,12 +52,15 @@ const DEBIAN: &[Deb] = &[
     deb("systemd", "systemd-analyze verifies the packaged unit"),
     deb("nftables", "a real NAT (masquerade) for the CGNAT attribution test"),
     deb("conntrack", "conntrack -E: the bindings that NAT really makes"),
+    deb("chromium", "a real browser for the console test (driven by playwright, never downloaded)"),
+    deb("prometheus", "promtool checks and unit-tests the shipped alerting rules"),
     deb("python3-pip", "pip, which installs the PyPI packages below"),
 ];
 
 #[rustfmt::skip]
 const PYPI: &[PyPi] = &[
     pypi("chdb-core", "chdb", "ClickHouse 26's engine as a library; a test replays inserts into it"),
+    pypi("playwright", "playwright", "drives Debian's chromium (/usr/bin/chromium) in the console test"),
 ];
 
 /// Installs whatever in the lists is missing, or fails saying how to.

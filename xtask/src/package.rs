@@ -1,6 +1,6 @@
 //! `cargo xtask deb`: the Debian package, built with dpkg-deb from the
 //! release binary and `collector/packaging/` (unit, default configuration,
-//! man page), then checked: its listing and control fields, the packaged
+//! man page, Grafana dashboard and Prometheus alerting rules), then checked: its listing and control fields, the packaged
 //! configuration through the packaged binary's `check-config`, and the unit
 //! through `systemd-analyze verify` when systemd's tools are installed.
 
@@ -14,10 +14,12 @@ use anyhow::{Context as _, Result, ensure};
 use crate::cmd::{self, Workspace};
 
 /// Every path the package must install, as `dpkg-deb -c` lists them.
-pub const CONTENTS: [&str; 7] = [
+pub const CONTENTS: [&str; 9] = [
     "./usr/bin/flowtally",
     "./usr/lib/systemd/system/flowtally.service",
     "./etc/flowtally/flowtally.toml",
+    "./usr/share/flowtally/grafana-dashboard.json",
+    "./usr/share/flowtally/prometheus-alerts.yml",
     "./usr/share/man/man8/flowtally.8.gz",
     "./usr/share/doc/flowtally/README.md.gz",
     "./usr/share/doc/flowtally/copyright",
@@ -58,6 +60,14 @@ pub fn build(ws: &Workspace) -> Result<PathBuf> {
         "etc/flowtally/flowtally.toml",
         0o644,
     )?;
+    for file in ["grafana-dashboard.json", "prometheus-alerts.yml"] {
+        install(
+            &packaging.join(file),
+            &stage,
+            &format!("usr/share/flowtally/{file}"),
+            0o644,
+        )?;
+    }
     let doc = stage.join("usr/share/doc/flowtally");
     install_gz(
         &packaging.join("flowtally.8"),
@@ -145,8 +155,8 @@ pub fn check(ws: &Workspace, deb: &Path) -> Result<()> {
     )
     .context("the packaged configuration fails the packaged binary's check-config")?;
     ensure!(
-        effective.contains("metrics = \"127.0.0.1:9725\""),
-        "the packaged configuration does not keep /metrics local:\n{effective}"
+        effective.contains("[http]\nlisten = \"127.0.0.1:9725\""),
+        "the packaged configuration does not keep the HTTP listener local:\n{effective}"
     );
     verify_unit(&root)?;
     println!(

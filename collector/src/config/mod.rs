@@ -58,7 +58,14 @@ pub struct Config {
     /// Receive buffer of each of those sockets, in bytes: what absorbs a
     /// burst of exports while the socket path is busy.
     pub socket_receive_buffer: usize,
-    pub metrics: SocketAddr,
+    /// Receive threads per NetFlow address, each on its own SO_REUSEPORT
+    /// socket; 0: one per CPU.
+    pub socket_receive_threads: usize,
+    /// The HTTP listener: `/metrics`, `/api/v1/`, the console.
+    pub http: HttpConfig,
+    /// The old name of `http.listen`, still read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<SocketAddr>,
     /// SQLite database, the default sink.
     pub db: PathBuf,
     /// A shared ClickHouse that also receives usage and sessions.
@@ -168,6 +175,36 @@ impl Default for ClickHouseConfig {
             batch_rows: 50_000,
             spool_max_rows: 100_000_000,
             shutdown_timeout: Span(Duration::from_secs(10)),
+        }
+    }
+}
+
+/// The one HTTP listener. Bound anywhere but loopback, it serves its API
+/// only to holders of the bearer token in `token_file`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    /// A file holding the bearer token (surrounding whitespace ignored);
+    /// required when `listen` is not a loopback address, honoured anywhere.
+    pub token_file: Option<PathBuf>,
+    /// Serve `/metrics` without the token.
+    pub metrics_public: bool,
+    /// A directory of tariff files: `tariff=NAME` in the API reads
+    /// `NAME.toml` there.
+    pub tariffs: Option<PathBuf>,
+    /// The organisations file for `by=org` in the API.
+    pub orgs: Option<PathBuf>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9725)),
+            token_file: None,
+            metrics_public: false,
+            tariffs: None,
+            orgs: None,
         }
     }
 }
@@ -432,7 +469,9 @@ impl Default for Config {
                 SocketAddr::from(([0, 0, 0, 0], 4739)),
             ],
             socket_receive_buffer: 16 << 20,
-            metrics: SocketAddr::from(([127, 0, 0, 1], 9725)),
+            socket_receive_threads: 0,
+            http: HttpConfig::default(),
+            metrics: None,
             db: PathBuf::from("flowtally.db"),
             clickhouse: ClickHouseConfig::default(),
             flush_interval: Span(Duration::from_secs(5)),
@@ -482,7 +521,7 @@ pub struct Overrides {
     pub interfaces: Vec<String>,
     pub mode: Option<Mode>,
     pub netflow: Vec<SocketAddr>,
-    pub metrics: Option<SocketAddr>,
+    pub http: Option<SocketAddr>,
     pub db: Option<PathBuf>,
     pub clickhouse: Option<String>,
     pub flush_interval: Option<Span>,
@@ -534,7 +573,18 @@ impl Config {
         replace(&mut self.subscriber_networks, o.subscriber_networks);
         replace(&mut self.exporters, o.exporters);
         self.mode = o.mode.unwrap_or(self.mode);
-        self.metrics = o.metrics.unwrap_or(self.metrics);
+        // The old key stands for `http.listen` unless that is set too
+        // (validate refuses two different addresses).
+        if let Some(old) = self.metrics
+            && self.http.listen == HttpConfig::default().listen
+        {
+            self.http.listen = old;
+            self.metrics = None;
+        }
+        if let Some(listen) = o.http {
+            self.http.listen = listen;
+            self.metrics = None;
+        }
         self.db = o.db.unwrap_or(std::mem::take(&mut self.db));
         self.clickhouse.url = o.clickhouse.or(self.clickhouse.url.take());
         self.flush_interval = o.flush_interval.unwrap_or(self.flush_interval);
@@ -620,6 +670,49 @@ mod tests {
         assert_eq!(config.mode, Mode::Xdp);
         assert_eq!(config.flush_interval.0, Duration::from_millis(500));
         assert_eq!(config.radius.secret.as_deref(), Some("from-flag"));
+    }
+
+    #[test]
+    fn the_old_metrics_key_stands_for_http_listen() {
+        let mut config = Config::from_toml("metrics = \"127.0.0.1:9900\"\n").unwrap();
+        config.apply(Overrides::default());
+        config.validate().unwrap();
+        assert_eq!(config.http.listen, "127.0.0.1:9900".parse().unwrap());
+        assert!(
+            config
+                .to_toml()
+                .contains("[http]\nlisten = \"127.0.0.1:9900\""),
+            "written under its new name: {}",
+            config.to_toml()
+        );
+        let mut both = Config::from_toml(
+            "metrics = \"127.0.0.1:9900\"\n[http]\nlisten = \"127.0.0.1:9901\"\n",
+        )
+        .unwrap();
+        both.apply(Overrides::default());
+        let err = both.validate().unwrap_err().to_string();
+        assert!(err.contains("`metrics` (--metrics)"), "{err}");
+        both.apply(Overrides {
+            http: Some("127.0.0.1:9902".parse().unwrap()),
+            ..Overrides::default()
+        });
+        both.validate().unwrap();
+        assert_eq!(both.http.listen, "127.0.0.1:9902".parse().unwrap());
+    }
+
+    #[test]
+    fn off_loopback_the_listener_needs_a_token_file() {
+        let mut config = Config::from_toml("[http]\nlisten = \"0.0.0.0:9725\"\n").unwrap();
+        config.apply(Overrides::default());
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("`http.token_file`"), "{err}");
+        config.http.token_file = Some("/etc/flowtally/http-token".into());
+        config.validate().unwrap();
+        config.http = HttpConfig {
+            listen: "[::1]:9725".parse().unwrap(),
+            ..HttpConfig::default()
+        };
+        config.validate().unwrap();
     }
 
     #[test]

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use flowtally_common::{MAX_EXPORTERS, MAX_SCOPE_ENTRIES, MAX_SUBSCRIBER_NETS};
 
+use crate::daemon::receive::MAX_RECEIVE_THREADS;
+
 use super::{
     AggregationConfig, CgnatConfig, ClickHouseConfig, Config, ConfigError, MapsConfig, Mode,
     RadiusConfig, TemplatesConfig,
@@ -31,6 +33,7 @@ impl Config {
         if self.db.as_os_str().is_empty() {
             return invalid("db", "--db", "must not be empty");
         }
+        self.http()?;
         clickhouse(&self.clickhouse)?;
         let waiting = self.late_window.0 + self.stop_grace.0;
         cgnat(&self.cgnat, waiting)?;
@@ -56,6 +59,13 @@ impl Config {
                 "must be between 4096 and 1073741824 bytes",
             );
         }
+        if self.socket_receive_threads > MAX_RECEIVE_THREADS {
+            return invalid(
+                "socket_receive_threads",
+                "-",
+                format!("must be between 0 (one per CPU) and {MAX_RECEIVE_THREADS}"),
+            );
+        }
         if self.netflow.is_empty() {
             return invalid("netflow", "--netflow", "at least one address is needed");
         }
@@ -79,6 +89,32 @@ impl Config {
         }
         if self.log_summary.0 < Duration::from_secs(1) {
             return invalid("log_summary", "-", "must be at least 1s");
+        }
+        Ok(())
+    }
+
+    /// The HTTP listener, under its old name too: off loopback, its API
+    /// must not be open to the network.
+    fn http(&self) -> Checked {
+        if let Some(old) = self.metrics
+            && old != self.http.listen
+        {
+            return invalid(
+                "metrics",
+                "--metrics",
+                "is the old name of `http.listen`: give one of them",
+            );
+        }
+        if !self.http.listen.ip().is_loopback() && self.http.token_file.is_none() {
+            return invalid(
+                "http.token_file",
+                "-",
+                format!(
+                    "needed: the HTTP listener {} is not on loopback, and its API must not be \
+                     open to the network",
+                    self.http.listen
+                ),
+            );
         }
         Ok(())
     }

@@ -5,9 +5,9 @@
 //! go to the binding history.
 
 use std::{
-    collections::HashSet,
+    collections::{BTreeMap, HashSet},
     io,
-    net::{IpAddr, SocketAddr},
+    net::{IpAddr, SocketAddr, UdpSocket},
     sync::{Arc, Mutex},
 };
 
@@ -17,11 +17,10 @@ use flowtally_common::{
     templated::{IPFIX, V9},
     v5,
 };
-use tokio::net::UdpSocket;
 
+use super::receive;
 use crate::{
     aggregate::Aggregator,
-    daemon::clock::unix_ms,
     ip::{to_addr, to_ip},
     metrics::Metrics,
     nat::Bindings,
@@ -29,27 +28,31 @@ use crate::{
     xdp::KernelTemplates,
 };
 
-/// Largest UDP payload; exports are never larger.
-const MAX_DATAGRAM: usize = 65_535;
-
-/// Binds every address; port 0 gets a free port (see `local_addr`).
-pub async fn bind(addrs: &[SocketAddr], receive_buffer: usize) -> io::Result<Vec<UdpSocket>> {
-    let mut sockets = Vec::with_capacity(addrs.len());
+/// Binds every address, `threads` sockets each (see `receive.rs`); port 0
+/// gets a free port (see `local_addr`).
+pub fn bind(
+    addrs: &[SocketAddr],
+    receive_buffer: usize,
+    threads: usize,
+) -> io::Result<Vec<Vec<UdpSocket>>> {
+    let mut groups = Vec::with_capacity(addrs.len());
     for addr in addrs {
-        let socket = UdpSocket::bind(addr)
-            .await
-            .map_err(|err| io::Error::new(err.kind(), format!("netflow {addr}: {err}")))?;
-        let got = set_receive_buffer(&socket, receive_buffer)?;
-        if got < receive_buffer {
-            tracing::warn!(
-                "netflow {addr}: receive buffer {got} bytes, not the {receive_buffer} asked for \
-                 (raise net.core.rmem_max, or run with CAP_NET_ADMIN at start); bursts of \
-                 exports may overflow it"
-            );
+        let context = |err: io::Error| io::Error::new(err.kind(), format!("netflow {addr}: {err}"));
+        let sockets = receive::bind_group(*addr, threads).map_err(context)?;
+        for socket in &sockets {
+            let got = set_receive_buffer(socket, receive_buffer).map_err(context)?;
+            if got < receive_buffer {
+                tracing::warn!(
+                    "netflow {addr}: receive buffer {got} bytes, not the {receive_buffer} asked \
+                     for (raise net.core.rmem_max, or run with CAP_NET_ADMIN at start); bursts \
+                     of exports may overflow it"
+                );
+                break;
+            }
         }
-        sockets.push(socket);
+        groups.push(sockets);
     }
-    Ok(sockets)
+    Ok(groups)
 }
 
 /// Asks for `bytes` of receive buffer: past `net.core.rmem_max` when
@@ -164,6 +167,7 @@ impl SocketPath {
         {
             return self.reject("unknown_exporter");
         }
+        self.metrics.exporters.datagram(to_addr(&exporter), now_ms);
         match datagram.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]])) {
             Some(v5::VERSION) => self.handle_v5(&exporter, datagram),
             Some(V9 | IPFIX) => self.handle_templated(now_ms, &exporter, datagram),
@@ -249,6 +253,17 @@ impl SocketPath {
         }
     }
 
+    /// Per exporter: the templates held, and how many are compiled.
+    pub fn templates_per_exporter(&self) -> BTreeMap<IpAddr, (usize, usize)> {
+        let templates = self.templates.lock().expect("templates lock poisoned");
+        templates
+            .cache
+            .per_exporter()
+            .into_iter()
+            .map(|(ip, counts)| (to_addr(&ip), counts))
+            .collect()
+    }
+
     fn reject(&self, reason: &'static str) {
         self.metrics
             .rejected_packets
@@ -324,18 +339,6 @@ impl Templates {
 impl std::fmt::Debug for SocketPath {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SocketPath").finish_non_exhaustive()
-    }
-}
-
-/// Receives datagrams until the task is dropped.
-pub async fn receive(socket: UdpSocket, path: Arc<SocketPath>) {
-    let mut buf = vec![0; MAX_DATAGRAM];
-    loop {
-        match socket.recv_from(&mut buf).await {
-            Ok((len, from)) => path.handle(unix_ms(), from.ip(), &buf[..len]),
-            // ICMP errors surface on UDP sockets as transient errors; keep going.
-            Err(err) => tracing::debug!("netflow socket: {err}"),
-        }
     }
 }
 

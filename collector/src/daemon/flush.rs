@@ -127,11 +127,10 @@ impl Flusher {
             run,
             written,
         } = &mut self.parts;
-        let mut table: Table = socket
-            .aggregator
-            .lock()
-            .expect("aggregator lock poisoned")
-            .take();
+        // The kernel first: the overflow ring's continuous reader adds to the
+        // socket path's table while it holds the ring, so once the drain has
+        // had the ring, that table holds all it read.
+        let mut table = Table::new();
         let mut overflow_records = 0;
         if let Some(drainer) = drainer {
             let drained = drainer.drain(|key, value| merge(&mut table, key, value))?;
@@ -140,6 +139,14 @@ impl Flusher {
                 .aggregate_map_entries
                 .set(drained.map_entries as i64);
             metrics.overflow_records.inc_by(drained.overflow_records);
+        }
+        let socket_table = socket
+            .aggregator
+            .lock()
+            .expect("aggregator lock poisoned")
+            .take();
+        for (key, value) in socket_table {
+            merge(&mut table, key, &value);
         }
         let aggregates = table.len();
         let fresh = table
@@ -158,6 +165,8 @@ impl Flusher {
             .inc_by(summary.unattributed_bytes);
         metrics.association_backlog.set(associator.backlog() as i64);
         metrics.users.observe(&attributed);
+        metrics.talkers.observe(&attributed, now_ms);
+        metrics.exporters.flushed(&attributed, now_ms);
         let mut rows = std::mem::take(&mut self.pending);
         rows.extend(attributed);
         let mut changes = std::mem::take(&mut self.pending_changes);

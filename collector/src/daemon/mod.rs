@@ -1,7 +1,8 @@
 //! The I/O shell of `flowtally run`: everything that touches sockets, the
 //! kernel, files and the clock, around the sans-IO cores. `serve` runs the
 //! steps in order: open the store, bind the flow sockets, start the XDP data
-//! plane, serve metrics, start the socket path and the RADIUS server, drop
+//! plane, start the socket path, serve HTTP (metrics, API, console), start
+//! the RADIUS server, drop
 //! privileges, announce, then flush every interval until SIGINT or SIGTERM,
 //! when it stops all intake, flushes everything, and exits.
 
@@ -11,6 +12,7 @@ pub mod flush;
 mod flush_log;
 pub mod privileges;
 pub mod radius_socket;
+pub mod receive;
 pub mod templates_file;
 
 use std::{
@@ -32,12 +34,14 @@ use self::{
     flow_socket::SocketPath,
     flush::{FlushParts, Flusher},
     flush_log::FlushLog,
+    receive::Receivers,
 };
 use crate::{
     aggregate::Aggregator,
     associate::{Associator, Waiting},
     config::{Config, Mode},
-    metrics::{self, Metrics, UserMetrics},
+    http,
+    metrics::{Metrics, UserMetrics},
     nat::Bindings,
     netflow::Limits,
     radius::{self, clients::Clients, limiter::Limiter},
@@ -64,24 +68,42 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 async fn serve(config: Config) -> anyhow::Result<()> {
     let metrics = new_metrics(&config);
     let store = open_store(&config, &metrics)?;
-    let sockets = flow_socket::bind(&config.netflow, config.socket_receive_buffer).await?;
+    let threads = receive::thread_count(config.socket_receive_threads);
+    let sockets = flow_socket::bind(&config.netflow, config.socket_receive_buffer, threads)?;
     let netflow_addrs = sockets
         .iter()
-        .map(|socket| socket.local_addr())
+        .map(|group| group[0].local_addr())
         .collect::<Result<Vec<SocketAddr>, _>>()?;
     let mut tasks = JoinSet::new();
     let mut kernel = start_kernel(&config, &netflow_addrs, &metrics, &mut tasks)?;
-    let metrics_addr = serve_metrics(&config, &metrics, kernel.stats.take(), &mut tasks).await?;
     let socket_path = Arc::new(start_socket_path(
         &config,
         &metrics,
         kernel.templates.take(),
         &store.bindings,
     )?);
+    let http_addr = serve_http(
+        &config,
+        &metrics,
+        kernel.stats.take(),
+        &socket_path,
+        &mut tasks,
+    )
+    .await?;
     let radius_addr = start_radius(&config, &store.history, &metrics, &mut tasks).await?;
-    let mut receivers = JoinSet::new();
-    for socket in sockets {
-        receivers.spawn(flow_socket::receive(socket, Arc::clone(&socket_path)));
+    let receivers = Receivers::start(sockets.into_iter().flatten().collect(), &socket_path)?;
+    let mut overflow = JoinSet::new();
+    if let Some(drainer) = &kernel.drainer {
+        let path = Arc::clone(&socket_path);
+        overflow.spawn(xdp::read_overflow(
+            drainer.overflow_reader(),
+            move |key, value| {
+                path.aggregator
+                    .lock()
+                    .expect("aggregator lock poisoned")
+                    .absorb(key, value);
+            },
+        ));
     }
     // Handlers go in before `ready`: a signal right after it must not find
     // the default action (terminate without flushing).
@@ -99,7 +121,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(addr) = radius_addr {
         println!("listen radius udp {addr}");
     }
-    println!("listen metrics http://{metrics_addr}/metrics");
+    println!("listen metrics http://{http_addr}/metrics");
+    println!("listen http http://{http_addr}/");
     for attachment in kernel.plane.iter().flat_map(|plane| plane.attachments()) {
         println!("xdp {} {}", attachment.iface, attachment.mode);
     }
@@ -133,9 +156,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
     tracing::info!("{signal}: stopping intake, flushing");
     // Stop all intake first so that the last flush sees everything: the
-    // links detach with the data plane, the sockets close with their tasks.
+    // links detach with the data plane, the sockets close with their tasks
+    // (and the overflow ring's reader stops; the last drain reads the rest).
     drop(kernel.plane);
-    receivers.shutdown().await;
+    block_in_place(|| receivers.stop());
+    overflow.shutdown().await;
     let flushed =
         block_in_place(|| flusher.flush(clock::unix_ms(), true)).context("final flush")?;
     tracing::info!("final flush: {flushed}");
@@ -265,19 +290,33 @@ fn start_kernel(
     })
 }
 
-/// Binds the metrics endpoint and serves it; returns its address.
-async fn serve_metrics(
+/// Binds the HTTP listener and serves `/metrics`, the API and the console
+/// on it; returns its address.
+async fn serve_http(
     config: &Config,
     metrics: &Metrics,
     kernel_stats: Option<KernelStats>,
+    socket_path: &Arc<SocketPath>,
     tasks: &mut JoinSet<()>,
 ) -> anyhow::Result<SocketAddr> {
-    let registry = Arc::new(metrics.registry(kernel_stats));
-    let listener = TcpListener::bind(config.metrics)
+    let access = http::Access::load(&config.http)?;
+    let listener = TcpListener::bind(config.http.listen)
         .await
-        .with_context(|| format!("metrics {}", config.metrics))?;
+        .with_context(|| format!("http {}", config.http.listen))?;
     let addr = listener.local_addr()?;
-    tasks.spawn(metrics::http::serve(listener, registry));
+    let templates = Arc::clone(socket_path);
+    let shared = http::Shared {
+        registry: Arc::new(metrics.registry(kernel_stats)),
+        db: config.db.clone(),
+        access,
+        tariffs: config.http.tariffs.clone(),
+        orgs: config.http.orgs.clone(),
+        metrics: metrics.clone(),
+        templates: Box::new(move || templates.templates_per_exporter()),
+        clock: || Timestamp(clock::unix_ms()),
+        reads: tokio::sync::Semaphore::new(http::MAX_READS),
+    };
+    tasks.spawn(http::serve(listener, http::router(Arc::new(shared))));
     Ok(addr)
 }
 

@@ -1,11 +1,14 @@
 //! Prometheus metrics, all prefixed `flowtally_`.
 
-pub mod http;
+pub mod exporters;
 mod nat;
+pub mod talkers;
 mod templates;
 mod users;
 
+pub use exporters::Exporters;
 pub use nat::NatMetrics;
+pub use talkers::Talkers;
 pub use templates::TemplateMetrics;
 pub use users::UserMetrics;
 
@@ -57,6 +60,10 @@ pub struct Metrics {
     pub association_backlog: Gauge,
     /// Off unless `user_metrics.top` is set.
     pub users: UserMetrics,
+    /// For the HTTP API, not exported: per exporter, and the top talkers of
+    /// the latest flushes.
+    pub exporters: Exporters,
+    pub talkers: Talkers,
     /// Only with a ClickHouse sink.
     pub clickhouse: Option<ClickHouseMetrics>,
     /// Found at start: the previous run ended without its final flush.
@@ -135,6 +142,8 @@ impl Default for Metrics {
             unattributed_bytes: Counter::default(),
             association_backlog: Gauge::default(),
             users: UserMetrics::default(),
+            exporters: Exporters::default(),
+            talkers: Talkers::default(),
             clickhouse: None,
             unclean_stops: Counter::default(),
             last_gap_seconds: Gauge::default(),

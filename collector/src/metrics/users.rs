@@ -98,22 +98,9 @@ mod tests {
 
     fn row(user: &str, direction: Direction, bytes: u64) -> UsageRow {
         UsageRow {
-            bucket_start_ms: 0,
-            bucket_width_ms: 60_000,
-            subscriber_ip: "198.18.100.1".parse().unwrap(),
-            direction,
             user_name: Some(user.into()),
             session_id: Some("s".into()),
-            peer_ip: None,
-            protocol: None,
-            subscriber_port: None,
-            peer_port: None,
-            exporter: None,
-            bytes,
-            packets: 1,
-            flows: 1,
-            first_ms: 0,
-            last_ms: 0,
+            ..UsageRow::bare(0, "198.18.100.1".parse().unwrap(), direction, bytes)
         }
     }
 

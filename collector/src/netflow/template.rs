@@ -443,6 +443,18 @@ impl TemplateCache {
             .filter_map(|(key, t)| Some((*key, t.compiled?)))
     }
 
+    /// Per exporter: the templates held, and how many of them are compiled
+    /// (the XDP program decodes those exports itself).
+    pub fn per_exporter(&self) -> BTreeMap<Ip, (usize, usize)> {
+        let mut counts: BTreeMap<Ip, (usize, usize)> = BTreeMap::new();
+        for (key, template) in &self.templates {
+            let count = counts.entry(key.exporter).or_default();
+            count.0 += 1;
+            count.1 += usize::from(template.compiled.is_some());
+        }
+        counts
+    }
+
     /// Learns one template record; true when a template was defined or
     /// changed, which may unlock pending data.
     fn learn(

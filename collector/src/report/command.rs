@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 
 use super::{
     Query, compute,
+    filter::Filter,
     group::{By, Grouping},
     orgs::{Orgs, OrgsError},
-    render::{Format, render},
+    render::{Format, Units, render},
     source::{Source, SourceError},
     tariff::{Tariff, TariffError},
 };
@@ -27,7 +28,11 @@ pub struct Request {
     pub orgs: Option<PathBuf>,
     pub subnet_prefix_v4: u8,
     pub subnet_prefix_v6: u8,
+    /// One user's or one network's part only.
+    pub filter: Filter,
     pub format: Format,
+    /// How a table writes volumes.
+    pub units: Units,
 }
 
 /// A rendered report, and what its reader should be warned of.
@@ -69,6 +74,16 @@ impl Error {
 /// The report `args` ask for; `now` ends what is still open and is the
 /// default `to`.
 pub fn run(args: &Request, now: Timestamp) -> Result<Report, Error> {
+    run_with_progress(args, now, &mut |_, _| {})
+}
+
+/// [`run`], telling `progress` how much of the reading is done (done,
+/// total) as it goes: what a progress bar shows on a terminal.
+pub fn run_with_progress(
+    args: &Request,
+    now: Timestamp,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Report, Error> {
     let from = args.from.unwrap_or(Timestamp(0));
     let to = args.to.unwrap_or(now);
     if from >= to {
@@ -101,8 +116,8 @@ pub fn run(args: &Request, now: Timestamp) -> Result<Report, Error> {
             )
         }
     };
-    let read = args.source.read(from.0, to.0)?;
-    let (usage, sessions, addresses) = &read.rows;
+    let read = args.source.read(from.0, to.0, progress)?;
+    let (usage, sessions, addresses) = &args.filter.apply(read.rows);
     let query = Query {
         from_ms: from.0,
         to_ms: to.0,
@@ -111,7 +126,11 @@ pub fn run(args: &Request, now: Timestamp) -> Result<Report, Error> {
         tariff: tariff.as_ref(),
     };
     Ok(Report {
-        text: render(&compute(&query, usage, sessions, addresses), args.format),
+        text: render(
+            &compute(&query, usage, sessions, addresses),
+            args.format,
+            args.units,
+        ),
         warnings: read.warnings,
     })
 }

@@ -23,10 +23,12 @@
 //!   of those rounded parts, so totals add up as printed.
 
 pub mod command;
+pub mod filter;
 pub mod group;
 pub mod orgs;
 pub mod periods;
 pub mod render;
+pub mod series;
 pub mod source;
 pub mod tariff;
 

@@ -1,6 +1,8 @@
 //! A report as a table for people, CSV or JSON. All three carry the same
 //! figures: CSV and JSON raw (bytes, seconds with milliseconds, costs with
-//! 4 decimals), the table in GB with 3 decimals and h:mm:ss.
+//! 4 decimals), the table in the [`Units`] asked for (each volume in its own
+//! unit with `auto`, else B, or KB, MB, GB of 10^3, 10^6, 10^9 bytes with 3
+//! decimals) and h:mm:ss.
 //!
 //! Besides the groups, every format has the total and the transit traffic
 //! (no subscriber: bytes, packets and flows only). In tables and CSV they
@@ -20,9 +22,63 @@ pub enum Format {
     Json,
 }
 
-pub fn render(report: &Report, format: Format) -> String {
+/// The `--units` choices: how the table writes volumes. CSV and JSON are
+/// always in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Units {
+    /// Each volume in the largest unit that keeps it at 1 or more
+    /// (`512 B`, `1.234 MB`): small users read as what they used.
+    Auto,
+    #[value(name = "B")]
+    B,
+    #[value(name = "KB")]
+    Kb,
+    #[value(name = "MB")]
+    Mb,
+    #[value(name = "GB")]
+    Gb,
+}
+
+impl Units {
+    /// The unit's name and size in bytes; none for `auto`.
+    fn fixed(self) -> Option<(&'static str, u64)> {
+        match self {
+            Self::Auto => None,
+            Self::B => Some(("B", 1)),
+            Self::Kb => Some(("KB", 1_000)),
+            Self::Mb => Some(("MB", 1_000_000)),
+            Self::Gb => Some(("GB", 1_000_000_000)),
+        }
+    }
+
+    /// A volume as the table shows it.
+    fn volume(self, bytes: u64) -> String {
+        match self.fixed() {
+            Some((_, 1)) => bytes.to_string(),
+            Some((_, size)) => decimal(bytes, size),
+            None => {
+                let (name, size) = [
+                    ("TB", 1_000_000_000_000),
+                    ("GB", 1_000_000_000),
+                    ("MB", 1_000_000),
+                    ("KB", 1_000),
+                ]
+                .into_iter()
+                .find(|&(_, size)| bytes >= size)
+                .unwrap_or(("B", 1));
+                if size == 1 {
+                    format!("{bytes} B")
+                } else {
+                    format!("{} {name}", decimal(bytes, size))
+                }
+            }
+        }
+    }
+}
+
+pub fn render(report: &Report, format: Format, units: Units) -> String {
     match format {
-        Format::Table => table(report),
+        Format::Table => table(report, units),
         Format::Csv => csv(report),
         Format::Json => json(report),
     }
@@ -41,23 +97,14 @@ fn period_names(report: &Report) -> Vec<&str> {
 }
 
 /// How table and CSV write figures: bytes, and time online in ms.
-struct Units {
-    bytes: fn(u64) -> String,
+struct Cells {
+    bytes: Box<dyn Fn(u64) -> String>,
     time: fn(u64) -> String,
 }
 
-const HUMAN: Units = Units {
-    bytes: gb,
-    time: hms,
-};
-const RAW: Units = Units {
-    bytes: |bytes| bytes.to_string(),
-    time: seconds,
-};
-
 /// The rows of table and CSV after the header: the groups, then `(total)`
 /// and `(transit)`; key cells first, as `name` gives them.
-fn rows(report: &Report, units: &Units, name: fn(&str) -> String) -> Vec<Vec<String>> {
+fn rows(report: &Report, units: &Cells, name: fn(&str) -> String) -> Vec<Vec<String>> {
     let figures = |mut cells: Vec<String>, line: &Line| {
         cells.extend([
             (units.bytes)(line.bytes_up),
@@ -96,9 +143,15 @@ fn rows(report: &Report, units: &Units, name: fn(&str) -> String) -> Vec<Vec<Str
     rows
 }
 
-fn table(report: &Report) -> String {
+fn table(report: &Report, units: Units) -> String {
     let mut header: Vec<String> = report.columns.iter().map(|c| c.to_string()).collect();
-    header.extend(["up GB", "down GB", "GB", "packets", "flows", "online"].map(String::from));
+    match units.fixed() {
+        Some((unit, _)) => {
+            header.extend([format!("up {unit}"), format!("down {unit}"), unit.into()])
+        }
+        None => header.extend(["up", "down", "bytes"].map(String::from)),
+    }
+    header.extend(["packets", "flows", "online"].map(String::from));
     if let Some(tariff) = &report.tariff {
         let currency = &tariff.currency;
         header.extend(
@@ -109,7 +162,11 @@ fn table(report: &Report) -> String {
         header.push(format!("total {currency}"));
     }
     let keys = report.columns.len();
-    let rows = rows(report, &HUMAN, printable);
+    let cells = Cells {
+        bytes: Box::new(move |bytes| units.volume(bytes)),
+        time: hms,
+    };
+    let rows = rows(report, &cells, printable);
     let widths: Vec<usize> = (0..header.len())
         .map(|i| {
             [&header]
@@ -180,7 +237,11 @@ fn csv(report: &Report) -> String {
     }
     let width = header.len();
     let mut out = String::new();
-    for cells in [header].iter().chain(&rows(report, &RAW, str::to_owned)) {
+    let raw = Cells {
+        bytes: Box::new(|bytes| bytes.to_string()),
+        time: seconds,
+    };
+    for cells in [header].iter().chain(&rows(report, &raw, str::to_owned)) {
         let fields: Vec<String> = cells.iter().map(|cell| csv_field(cell)).collect();
         out.push_str(&fields.join(","));
         // The transit row ends early: fill it to the header's width.
@@ -254,10 +315,11 @@ fn json(report: &Report) -> String {
     out
 }
 
-/// `1.500` GB for 1 499 500 000 bytes: 10^9 bytes, rounded half up to 3
-/// decimals.
-fn gb(bytes: u64) -> String {
-    let thousandths = bytes / 1_000_000 + u64::from(bytes % 1_000_000 >= 500_000);
+/// `bytes` in units of `size` (a power of 10 of at least 1000), rounded
+/// half up to 3 decimals: `1.500` GB for 1 499 500 000 bytes.
+fn decimal(bytes: u64, size: u64) -> String {
+    let step = size / 1000;
+    let thousandths = bytes / step + u64::from(bytes % step >= step.div_ceil(2));
     format!("{}.{:03}", thousandths / 1000, thousandths % 1000)
 }
 
@@ -366,7 +428,7 @@ mod tests {
     #[test]
     fn csv_quotes_names_and_prints_raw_numbers() {
         assert_eq!(
-            render(&report(), Format::Csv),
+            render(&report(), Format::Csv, Units::Auto),
             "user,bytes_up,bytes_down,bytes,packets,flows,online_s,\"cost_all, day\",cost\r\n\
              \"o\"\"brien, jr\",0,1499500000,1499500000,3,1,5400.250,1.4995,1.4995\r\n\
              \"eve\n\u{1b}[2J\",0,1,1,3,1,5400.250,0.0000,0.0000\r\n\
@@ -378,7 +440,7 @@ mod tests {
 
     #[test]
     fn json_escapes_names() {
-        let json = render(&report(), Format::Json);
+        let json = render(&report(), Format::Json, Units::Auto);
         assert!(
             json.contains(r#"{"user": "o\"brien, jr", "bytes_up": 0,"#),
             "{json}"
@@ -397,9 +459,40 @@ mod tests {
     }
 
     #[test]
+    fn auto_units_show_each_volume_in_its_own_unit() {
+        assert_eq!(
+            render(&report(), Format::Table, Units::Auto),
+            "usage from 1970-01-01T00:00:00.000Z to 1970-01-01T00:00:01.000Z, prices in EUR, periods at UTC+00:00\n\
+             \n\
+             user             up      down     bytes  packets  flows   online  all, day EUR  total EUR\n\
+             o\"brien, jr     0 B  1.500 GB  1.500 GB        3      1  1:30:00        1.4995     1.4995\n\
+             eve\\n\\u{1b}[2J  0 B       1 B       1 B        3      1  1:30:00        0.0000     0.0000\n\
+             (unattributed)  0 B       0 B       0 B        3      1  1:30:00        0.0000     0.0000\n\
+             --------------  ---  --------  --------  -------  -----  -------  ------------  ---------\n\
+             (total)         0 B  1.500 GB  1.500 GB        3      1  1:30:00        1.4995     1.4995\n\
+             (transit)                           7 B        2      1\n"
+        );
+    }
+
+    #[test]
+    fn fixed_units_round_half_up_to_three_decimals() {
+        assert_eq!(Units::Auto.volume(999), "999 B");
+        assert_eq!(Units::Auto.volume(1_200_000), "1.200 MB");
+        assert_eq!(Units::Auto.volume(1_234_567), "1.235 MB");
+        assert_eq!(Units::Auto.volume(7_000_000_000_000), "7.000 TB");
+        assert_eq!(Units::Kb.volume(1_499), "1.499");
+        assert_eq!(Units::Kb.volume(1_500), "1.500");
+        assert_eq!(Units::Mb.volume(1_200_000), "1.200");
+        assert_eq!(Units::Mb.volume(500), "0.001");
+        assert_eq!(Units::Mb.volume(499), "0.000");
+        assert_eq!(Units::Gb.volume(1_499_500_000), "1.500");
+        assert_eq!(Units::B.volume(1_234_567), "1234567");
+    }
+
+    #[test]
     fn the_table_aligns_numbers_right_in_human_units() {
         assert_eq!(
-            render(&report(), Format::Table),
+            render(&report(), Format::Table, Units::Gb),
             "usage from 1970-01-01T00:00:00.000Z to 1970-01-01T00:00:01.000Z, prices in EUR, periods at UTC+00:00\n\
              \n\
              user            up GB  down GB     GB  packets  flows   online  all, day EUR  total EUR\n\

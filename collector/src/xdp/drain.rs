@@ -1,29 +1,55 @@
 //! Draining the kernel's aggregates without losing concurrent updates.
 //!
-//! The XDP program writes the map `ACTIVE` names and reads `ACTIVE` once per
-//! packet. To drain, userspace points `ACTIVE` at the other map, then waits
-//! for an RCU grace period ([`RcuBarrier`]): after it, no program run can
-//! still be writing the old map, so reading and emptying it races with
-//! nothing. Per-CPU partials are merged here. Aggregates that found their
-//! map full arrived through the overflow ring and are read here as well.
+//! The XDP program writes the pair of maps `ACTIVE` names and reads
+//! `ACTIVE` once per packet. To drain, userspace points `ACTIVE` at the
+//! other pair, then waits for an RCU grace period ([`RcuBarrier`]): after
+//! it, no program run can still be writing the old pair, so reading and
+//! emptying it races with nothing. Per-CPU partials are merged here.
+//! Aggregates that found their map full arrive through the overflow ring
+//! ([`OverflowReader`], read continuously by the daemon and once more at
+//! every drain).
+//!
+//! Maps are read and emptied in batches (`BPF_MAP_LOOKUP_AND_DELETE_BATCH`,
+//! see `batch.rs`); on kernels without it, key by key, with one log line.
 
-use aya::maps::{Array, MapData, PerCpuHashMap, RingBuf};
-use flowtally_common::agg::{AggKey, AggValue, Overflow};
+use std::{
+    os::fd::AsFd as _,
+    sync::{Arc, Mutex},
+};
 
-use super::rcu_barrier::RcuBarrier;
+use aya::maps::{Array, IterableMap, MapData, PerCpuHashMap, RingBuf};
+use flowtally_common::agg::{AggKey, AggKeyV4, AggValue, Overflow};
+
+use super::{
+    batch::{BatchError, Batcher},
+    rcu_barrier::RcuBarrier,
+};
+
+/// The maps the kernel writes at one time: IPv4-only keys and the rest.
+pub struct MapPair {
+    pub v4: PerCpuHashMap<MapData, AggKeyV4, AggValue>,
+    pub full: PerCpuHashMap<MapData, AggKey, AggValue>,
+}
 
 pub struct Drainer {
-    maps: [PerCpuHashMap<MapData, AggKey, AggValue>; 2],
+    maps: [MapPair; 2],
     active: Array<MapData, u32>,
     current: u32,
     barrier: RcuBarrier,
-    overflow: RingBuf<MapData>,
+    /// Shared with the daemon's continuous reader (`overflow_reader`).
+    overflow: Arc<Mutex<OverflowReader>>,
+    /// `None` once batches proved unsupported.
+    batcher: Option<Batcher>,
+    cpus: usize,
 }
+
+/// Keys per batch call: 1 MiB of per-CPU values on a 2-CPU machine.
+const BATCH_KEYS: usize = 16_384;
 
 /// What one drain found.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Drained {
-    /// Keys in the map that was drained: its occupancy.
+    /// Keys in the maps that were drained: their occupancy.
     pub map_entries: u64,
     pub overflow_records: u64,
 }
@@ -32,28 +58,60 @@ pub struct Drained {
 pub enum DrainError {
     #[error("BPF map: {0}")]
     Map(#[from] aya::maps::MapError),
+    #[error("{0}")]
+    Batch(BatchError),
     #[error("RCU barrier: {0}")]
     Barrier(#[from] std::io::Error),
+    #[error("cannot count CPUs: {0}")]
+    Cpus(String),
 }
 
 impl Drainer {
     pub fn new(
-        maps: [PerCpuHashMap<MapData, AggKey, AggValue>; 2],
+        maps: [MapPair; 2],
         mut active: Array<MapData, u32>,
         barrier: RcuBarrier,
         overflow: RingBuf<MapData>,
     ) -> Result<Self, DrainError> {
         active.set(0, 0, 0)?;
+        let cpus = aya::util::nr_cpus()
+            .map_err(|(file, err)| DrainError::Cpus(format!("{file}: {err}")))?;
         Ok(Self {
             maps,
             active,
             current: 0,
             barrier,
-            overflow,
+            overflow: Arc::new(Mutex::new(OverflowReader {
+                ring: overflow,
+                unreported: 0,
+            })),
+            batcher: Some(Batcher::new(BATCH_KEYS, cpus)),
+            cpus,
         })
     }
 
-    /// Swaps the maps, then hands every aggregate of the old one (per-CPU
+    /// Behaves as on a kernel without batch operations: the first drain
+    /// finds the batch command refused, says so once, and goes on key by
+    /// key. For tests and benchmarks of that fallback.
+    pub fn without_batch_ops(mut self) -> Self {
+        self.batcher = self.batcher.map(Batcher::unsupported);
+        self
+    }
+
+    /// Batches of `keys` keys per call; for tests of partial batches.
+    pub fn batch_size(mut self, keys: usize) -> Self {
+        if self.batcher.is_some() {
+            self.batcher = Some(Batcher::new(keys, self.cpus));
+        }
+        self
+    }
+
+    /// Whether drains still use batch operations.
+    pub fn batched(&self) -> bool {
+        self.batcher.is_some()
+    }
+
+    /// Swaps the maps, then hands every aggregate of the old pair (per-CPU
     /// partials merged) and every overflowed aggregate to `sink`.
     pub fn drain(
         &mut self,
@@ -64,28 +122,86 @@ impl Drainer {
         self.active.set(0, self.current, 0)?;
         self.barrier.wait()?;
 
-        let map = &mut self.maps[old];
-        let keys: Vec<AggKey> = map.keys().collect::<Result<_, _>>()?;
-        for key in &keys {
-            let mut total = AggValue::default();
-            for partial in map.get(key, 0)?.iter() {
-                total.merge(partial);
-            }
-            sink(*key, &total);
-            map.remove(key)?;
-        }
-
-        let mut overflow_records = 0;
-        while let Some(item) = self.overflow.next() {
-            if let Some(record) = read_overflow(&item) {
-                sink(record.key, &record.value);
-                overflow_records += 1;
-            }
-        }
+        let pair = &mut self.maps[old];
+        let mut map_entries = drain_map(&mut self.batcher, &mut pair.v4, |key, value| {
+            sink(key.unpack(), value);
+        })?;
+        map_entries += drain_map(&mut self.batcher, &mut pair.full, |key, value| {
+            sink(*key, value);
+        })?;
+        let mut overflow = self.overflow.lock().expect("overflow lock poisoned");
+        overflow.read(&mut sink);
+        let overflow_records = std::mem::take(&mut overflow.unreported);
         Ok(Drained {
-            map_entries: keys.len() as u64,
+            map_entries,
             overflow_records,
         })
+    }
+
+    /// The overflow ring, to read as records arrive between drains (so
+    /// that it need not hold a whole flush interval of overflow). What is
+    /// read there counts in the next drain's `overflow_records`.
+    pub fn overflow_reader(&self) -> Arc<Mutex<OverflowReader>> {
+        Arc::clone(&self.overflow)
+    }
+}
+
+/// Reads and empties one map, in batches while the kernel allows.
+fn drain_map<K: aya::Pod>(
+    batcher: &mut Option<Batcher>,
+    map: &mut PerCpuHashMap<MapData, K, AggValue>,
+    mut sink: impl FnMut(&K, &AggValue),
+) -> Result<u64, DrainError> {
+    let mut merged = |key: &K, partials: &[AggValue]| {
+        let mut total = AggValue::default();
+        for partial in partials {
+            total.merge(partial);
+        }
+        sink(key, &total);
+    };
+    if let Some(batch) = batcher {
+        match batch.drain(map.map().fd().as_fd(), &mut merged) {
+            Ok(keys) => return Ok(keys),
+            Err(BatchError::Unsupported(err)) => {
+                tracing::warn!(
+                    "draining the kernel maps key by key, three syscalls per key: \
+                     batch operations unsupported ({err})"
+                );
+                *batcher = None;
+            }
+            Err(err) => return Err(DrainError::Batch(err)),
+        }
+    }
+    let keys: Vec<K> = map.keys().collect::<Result<_, _>>()?;
+    for key in &keys {
+        merged(key, &map.get(key, 0)?);
+        map.remove(key)?;
+    }
+    Ok(keys.len() as u64)
+}
+
+/// The overflow ring: aggregates that found their map full.
+pub struct OverflowReader {
+    ring: RingBuf<MapData>,
+    /// Records read since the last drain reported them.
+    unreported: u64,
+}
+
+impl OverflowReader {
+    /// Hands everything in the ring to `sink`.
+    pub fn read(&mut self, mut sink: impl FnMut(AggKey, &AggValue)) {
+        while let Some(item) = self.ring.next() {
+            if let Some(record) = read_overflow(&item) {
+                sink(record.key, &record.value);
+                self.unreported += 1;
+            }
+        }
+    }
+}
+
+impl std::os::fd::AsFd for OverflowReader {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.ring.as_fd()
     }
 }
 

@@ -3,22 +3,30 @@
 //! Attachments are bpf_links held by this process only (never pinned), so
 //! the kernel detaches them when the process exits, even after a crash.
 
+mod batch;
 mod drain;
 mod rcu_barrier;
 mod stats;
 
-use std::{collections::BTreeSet, fmt, io, net::IpAddr, os::fd::AsFd as _};
+use std::{
+    collections::BTreeSet,
+    fmt, io,
+    net::IpAddr,
+    os::fd::AsFd as _,
+    sync::{Arc, Mutex},
+};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, LpmTrie, Map, MapData, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, Map, MapData, lpm_trie::Key},
     programs::{ProgramError, TestRun as _, TestRunOptions, Xdp, XdpMode, links::FdLink},
 };
 use flowtally_common::{
     ACTIVE_MAP, AGGREGATE_MAPS, BILLING_SCOPE_MAP, COLLECTOR_PORTS_MAP, EXPORTERS_MAP,
     GLOBAL_BUCKET_MS, GLOBAL_FLAGS, GLOBAL_KEEP_FIELDS, OVERFLOW_RING, RECORD_STATS_MAP, STATS_MAP,
     SUBSCRIBER_NETS_MAP,
-    agg::{FLAG_BILLING_SCOPE, FLAG_EXPORTER_ALLOWLIST, Ip, Profile, ScopeKey},
+    agg::{AggKey, AggValue, FLAG_BILLING_SCOPE, FLAG_EXPORTER_ALLOWLIST, Ip, Profile, ScopeKey},
+    members::SUBSCRIBER_V4_MAP,
     template::{
         CompiledTemplate, MAX_RECORD_LEN, MIN_RECORD_LEN, TEMPLATE_SETS_DONE_MAP,
         TEMPLATE_SETS_SEEN_MAP, TEMPLATES_MAP, TemplateKey,
@@ -29,10 +37,13 @@ use tokio::io::{Interest, unix::AsyncFd};
 
 use self::rcu_barrier::RcuBarrier;
 pub use self::{
-    drain::{DrainError, Drained, Drainer},
+    drain::{DrainError, Drained, Drainer, MapPair, OverflowReader},
     stats::KernelStats,
 };
-use crate::ip::{to_ip, to_prefix};
+use crate::{
+    ip::{to_ip, to_prefix},
+    subscribers::subscriber_table,
+};
 
 /// The object `collector/build.rs` compiled from `collector-ebpf`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flowtally"));
@@ -158,7 +169,7 @@ impl DataPlane {
             .override_global(GLOBAL_KEEP_FIELDS, &config.profile.keep, true)
             .override_global(GLOBAL_FLAGS, &flags, true)
             .map_max_entries(OVERFLOW_RING, config.overflow_ring_bytes);
-        for name in AGGREGATE_MAPS {
+        for name in AGGREGATE_MAPS.into_iter().flatten() {
             loader.map_max_entries(name, config.aggregate_entries);
         }
         let mut ebpf = loader.load(OBJECT).map_err(XdpError::Load)?;
@@ -223,11 +234,14 @@ impl DataPlane {
     /// Takes the aggregate maps, `ACTIVE` and the overflow ring, for draining.
     pub fn take_drainer(&mut self) -> Result<Drainer, XdpError> {
         let map_error = |map| move |error| XdpError::Map { map, error };
-        let aggregate = |plane: &mut Self, i: usize| -> Result<_, XdpError> {
-            let name = AGGREGATE_MAPS[i];
-            plane.take(name)?.try_into().map_err(map_error(name))
+        let pair = |plane: &mut Self, i: usize| -> Result<_, XdpError> {
+            let [v4, full] = AGGREGATE_MAPS[i];
+            Ok(MapPair {
+                v4: plane.take(v4)?.try_into().map_err(map_error(v4))?,
+                full: plane.take(full)?.try_into().map_err(map_error(full))?,
+            })
         };
-        let maps = [aggregate(self, 0)?, aggregate(self, 1)?];
+        let maps = [pair(self, 0)?, pair(self, 1)?];
         let Map::Array(active) = self.take(ACTIVE_MAP)? else {
             return Err(XdpError::Missing(ACTIVE_MAP));
         };
@@ -348,6 +362,41 @@ impl KernelTemplates {
     }
 }
 
+/// Reads the overflow ring whenever the kernel adds to it, handing each
+/// aggregate to `sink`, until dropped.
+pub async fn read_overflow(
+    reader: Arc<Mutex<OverflowReader>>,
+    mut sink: impl FnMut(AggKey, &AggValue),
+) {
+    let fd = reader
+        .lock()
+        .expect("overflow lock poisoned")
+        .as_fd()
+        .try_clone_to_owned();
+    // SAFETY: the fd is our own duplicate, open until the `AsyncFd` drops.
+    let registered = fd.and_then(|fd| {
+        unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
+            .map_err(|err| err.into_parts().1)
+    });
+    let ready = match registered {
+        Ok(ready) => ready,
+        Err(err) => {
+            tracing::warn!("overflow ring read only at flushes: {err}");
+            return;
+        }
+    };
+    loop {
+        let Ok(mut guard) = ready.readable().await else {
+            return;
+        };
+        guard.clear_ready();
+        reader
+            .lock()
+            .expect("overflow lock poisoned")
+            .read(&mut sink);
+    }
+}
+
 /// Forwards the kernel's aya-log records to `tracing` until dropped.
 pub async fn forward_kernel_logs(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
     // SAFETY: the logger owns its ring buffer fd, open until the logger
@@ -399,6 +448,15 @@ fn fill_maps(ebpf: &mut Ebpf, config: &KernelConfig) -> Result<(), XdpError> {
         scope
             .insert(key, 1, 0)
             .map_err(map_error(BILLING_SCOPE_MAP))?;
+    }
+
+    let mut table: Array<_, u64> = map_mut(ebpf, SUBSCRIBER_V4_MAP)?
+        .try_into()
+        .map_err(map_error(SUBSCRIBER_V4_MAP))?;
+    for (index, word) in subscriber_table(&config.subscriber_networks) {
+        table
+            .set(index, word, 0)
+            .map_err(map_error(SUBSCRIBER_V4_MAP))?;
     }
 
     let mut nets: LpmTrie<_, Ip, u8> = map_mut(ebpf, SUBSCRIBER_NETS_MAP)?

@@ -52,6 +52,7 @@ pub struct Setup<'a> {
     pub flowtally: &'a Path,
     pub dir: &'a Path,
     pub aggregate_entries: u32,
+    pub socket_threads: usize,
     /// More `[radius]` keys for flowtally.
     pub radius_toml: &'a str,
 }
@@ -82,8 +83,9 @@ impl Collector {
         fs::write(
             &config,
             format!(
-                "[radius]\nrate_limit = 10000000\n{}\n[maps]\naggregate_entries = {}\n",
-                setup.radius_toml, setup.aggregate_entries
+                "socket_receive_threads = {}\n[radius]\nrate_limit = 10000000\n{}\n[maps]\n\
+                 aggregate_entries = {}\n",
+                setup.socket_threads, setup.radius_toml, setup.aggregate_entries
             ),
         )?;
         let mut command = lab
@@ -351,7 +353,10 @@ pub fn scrape(lab: &Lab) -> Result<BTreeMap<String, f64>> {
         let addr: SocketAddr = METRICS.parse()?;
         let mut stream = TcpStream::connect_timeout(&addr, STARTUP)?;
         stream.set_read_timeout(Some(STARTUP))?;
-        write!(stream, "GET /metrics HTTP/1.1\r\nHost: l\r\n\r\n")?;
+        write!(
+            stream,
+            "GET /metrics HTTP/1.1\r\nHost: l\r\nConnection: close\r\n\r\n"
+        )?;
         let mut response = String::new();
         stream.read_to_string(&mut response)?;
         Ok(response)

@@ -35,6 +35,10 @@ pub struct CompareArgs {
     /// Trials of the binary search after the first, unpaced one
     #[arg(long, default_value_t = 7)]
     steps: u32,
+    /// A fixed offered rate (exports/s) at which every collector's CPU is
+    /// measured too, besides the first collector's loss-free rate
+    #[arg(long, default_value_t = 50_000.0)]
+    fixed_rate: f64,
     /// Entries of flowtally's kernel aggregate maps
     #[arg(long, default_value_t = 262_144)]
     aggregate_entries: u32,
@@ -51,6 +55,7 @@ struct Outcome {
     sender_bound: bool,
     ceiling: f64,
     at_common: Option<TrialResult>,
+    at_fixed: Option<TrialResult>,
     pss: u64,
     peak_rss: u64,
     bpf: u64,
@@ -85,6 +90,7 @@ pub fn run(args: &CompareArgs) -> Result<()> {
             sender_bound: false,
             ceiling,
             at_common: None,
+            at_fixed: None,
             pss: 0,
             peak_rss: 0,
             bpf: 0,
@@ -111,6 +117,9 @@ pub fn run(args: &CompareArgs) -> Result<()> {
         if rate > 0.0 {
             outcome.at_common = Some(trial(Some(rate))?);
         }
+        if args.fixed_rate > 0.0 {
+            outcome.at_fixed = Some(trial(Some(args.fixed_rate))?);
+        }
         let pids = collector.processes();
         (outcome.pss, outcome.peak_rss) = procfs::memory(&pids);
         outcome.bpf = procfs::bpf_map_bytes(&pids);
@@ -134,33 +143,31 @@ fn render(outcomes: &[Outcome], common: f64, per_export: f64, args: &CompareArgs
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "| collector | loss-free exports/s | records/s | × nfacctd | at {common:.0} exports/s: collector CPU | softirq CPU | CPU µs/export | memory (PSS) | peak RSS | BPF maps |"
+        "| collector | loss-free exports/s | records/s | × nfacctd | at {common:.0} exports/s: collector CPU | softirq CPU | CPU µs/export | at {fixed:.0} exports/s: collector CPU | softirq CPU | CPU µs/export | lost | memory (PSS) | peak RSS | BPF maps |",
+        fixed = args.fixed_rate,
     );
-    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        s,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     for o in outcomes {
         let rate = o.best.as_ref().map_or(0.0, |b| b.sent.rate());
         let bound = if o.sender_bound { "≥ " } else { "" };
         let ratio = reference
             .filter(|r| *r > 0.0)
             .map_or("–".into(), |r| format!("{bound}{:.1}", rate / r));
-        let (cpu, softirq, cpu_per_export) =
-            o.at_common
-                .as_ref()
-                .map_or(("–".into(), "–".into(), "–".into()), |t| {
-                    let secs = t.sent.elapsed.as_secs_f64();
-                    let total = t.collector_cpu + t.softirq;
-                    (
-                        format!("{:.0} %", 100.0 * t.collector_cpu.as_secs_f64() / secs),
-                        format!("{:.0} %", 100.0 * t.softirq.as_secs_f64() / secs),
-                        format!(
-                            "{:.1}",
-                            total.as_secs_f64() * 1e6 / t.sent.frames.max(1) as f64
-                        ),
-                    )
-                });
+        let (cpu, softirq, cpu_per_export) = cpu_columns(o.at_common.as_ref());
+        let (fixed_cpu, fixed_softirq, fixed_per_export) = cpu_columns(o.at_fixed.as_ref());
+        let lost = o
+            .at_fixed
+            .as_ref()
+            .map_or("–".into(), |t| match t.lost_bytes() {
+                0 => "none".to_string(),
+                lost => format!("{:.2} %", 100.0 * lost as f64 / t.sent.bytes.max(1) as f64),
+            });
         let _ = writeln!(
             s,
-            "| {} | {bound}{rate:.0} | {bound}{:.2} M | {ratio} | {cpu} | {softirq} | {cpu_per_export} | {:.0} MiB | {:.0} MiB | {:.1} MiB |",
+            "| {} | {bound}{rate:.0} | {bound}{:.2} M | {ratio} | {cpu} | {softirq} | {cpu_per_export} | {fixed_cpu} | {fixed_softirq} | {fixed_per_export} | {lost} | {:.0} MiB | {:.0} MiB | {:.1} MiB |",
             o.kind,
             rate * per_export / 1e6,
             o.pss as f64 / 1048576.0,
@@ -183,4 +190,21 @@ fn render(outcomes: &[Outcome], common: f64, per_export: f64, args: &CompareArgs
         args.stream.formats,
     );
     s
+}
+
+/// Collector CPU, softirq CPU (percent of one core) and their sum per
+/// export, over one trial.
+fn cpu_columns(trial: Option<&TrialResult>) -> (String, String, String) {
+    trial.map_or(("–".into(), "–".into(), "–".into()), |t| {
+        let secs = t.sent.elapsed.as_secs_f64();
+        let total = t.collector_cpu + t.softirq;
+        (
+            format!("{:.0} %", 100.0 * t.collector_cpu.as_secs_f64() / secs),
+            format!("{:.0} %", 100.0 * t.softirq.as_secs_f64() / secs),
+            format!(
+                "{:.1}",
+                total.as_secs_f64() * 1e6 / t.sent.frames.max(1) as f64
+            ),
+        )
+    })
 }

@@ -64,6 +64,9 @@ pub struct StreamArgs {
     /// Path of the flowtally binary (default: next to this one)
     #[arg(long)]
     flowtally: Option<PathBuf>,
+    /// flowtally's `socket_receive_threads` (0: its default, one per CPU)
+    #[arg(long, default_value_t = 0)]
+    socket_threads: usize,
 }
 
 #[derive(Args)]

@@ -30,6 +30,7 @@ pub struct Bench {
     dir: TempDir,
     flowtally: PathBuf,
     aggregate_entries: u32,
+    socket_threads: usize,
     lanes: Vec<Vec<Frame>>,
     templates: Vec<Frame>,
     sockets: Vec<PacketSocket>,
@@ -112,6 +113,7 @@ impl Bench {
             dir: TempDir::new()?,
             flowtally,
             aggregate_entries,
+            socket_threads: args.socket_threads,
             lanes,
             templates,
             sockets,
@@ -144,6 +146,7 @@ impl Bench {
             flowtally: &self.flowtally,
             dir: &self.dir.0,
             aggregate_entries: self.aggregate_entries,
+            socket_threads: self.socket_threads,
             radius_toml: &self.radius_toml,
         };
         let collector = Collector::start(kind, &self.lab, &setup)?;

@@ -40,25 +40,37 @@ pub enum SourceError {
 }
 
 impl Source {
-    /// Usage whose bucket starts in `[from_ms, to_ms)`, and all sessions.
-    pub fn read(&self, from_ms: u64, to_ms: u64) -> Result<Read, SourceError> {
+    /// Usage whose bucket starts in `[from_ms, to_ms)`, and all sessions;
+    /// `progress` hears (done, total) as the usage is read.
+    pub fn read(
+        &self,
+        from_ms: u64,
+        to_ms: u64,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Read, SourceError> {
         match self {
-            Self::Sqlite(path) => {
-                sqlite::read(path, from_ms, to_ms).map_err(|error| SourceError::Database {
+            Self::Sqlite(path) => sqlite::read(path, from_ms, to_ms, progress).map_err(|error| {
+                SourceError::Database {
                     path: path.clone(),
                     error,
-                })
+                }
+            }),
+            Self::ClickHouse(source) => {
+                // One query: nothing to count between its start and end.
+                progress(0, 1);
+                let read = source
+                    .read_blocking(from_ms, to_ms)
+                    .map(|rows| Read {
+                        rows,
+                        warnings: Vec::new(),
+                    })
+                    .map_err(|error| SourceError::ClickHouse {
+                        url: source.url.clone(),
+                        error,
+                    });
+                progress(1, 1);
+                read
             }
-            Self::ClickHouse(source) => source
-                .read_blocking(from_ms, to_ms)
-                .map(|rows| Read {
-                    rows,
-                    warnings: Vec::new(),
-                })
-                .map_err(|error| SourceError::ClickHouse {
-                    url: source.url.clone(),
-                    error,
-                }),
         }
     }
 }

@@ -12,7 +12,16 @@ use crate::{
     timestamp::Timestamp,
 };
 
-pub fn read(db: &Path, from_ms: u64, to_ms: u64) -> rusqlite::Result<Read> {
+/// Slices a long read is made of, each a stretch of bucket start times:
+/// the steps of its progress.
+const SLICES: u64 = 50;
+
+pub fn read(
+    db: &Path,
+    from_ms: u64,
+    to_ms: u64,
+    progress: &mut dyn FnMut(u64, u64),
+) -> rusqlite::Result<Read> {
     // Read-only: a mistyped path fails instead of creating a database.
     let conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     // Older databases have no `runs` table, hence no known gaps.
@@ -28,12 +37,43 @@ pub fn read(db: &Path, from_ms: u64, to_ms: u64) -> rusqlite::Result<Read> {
             )
         })
         .collect();
-    let usage = read_usage(&conn, from_ms, to_ms)?;
+    let usage = read_usage_sliced(&conn, from_ms, to_ms, progress)?;
     let (sessions, addresses) = session_store::read(&conn)?;
     Ok(Read {
         rows: (usage, sessions, addresses),
         warnings,
     })
+}
+
+/// [`read_usage`] in up to [`SLICES`] stretches of the buckets present,
+/// telling `progress` after each. Rows are summed per bucket, so no sum
+/// crosses a slice: the slices together are the whole read.
+fn read_usage_sliced(
+    conn: &Connection,
+    from_ms: u64,
+    to_ms: u64,
+    progress: &mut dyn FnMut(u64, u64),
+) -> rusqlite::Result<Vec<Usage>> {
+    let (first, last): (Option<i64>, Option<i64>) = conn.query_row(
+        "SELECT min(bucket_start_ms), max(bucket_start_ms) FROM usage
+         WHERE bucket_start_ms >= ?1 AND bucket_start_ms < ?2",
+        params![from_ms as i64, to_ms as i64],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?;
+    let (Some(first), Some(last)) = (first, last) else {
+        progress(1, 1);
+        return Ok(Vec::new());
+    };
+    let (first, end) = (first as u64, last as u64 + 1);
+    let step = (end - first).div_ceil(SLICES).max(1);
+    let slices = (end - first).div_ceil(step);
+    let mut usage = Vec::new();
+    for slice in 0..slices {
+        let from = first + slice * step;
+        usage.extend(read_usage(conn, from, (from + step).min(end))?);
+        progress(slice + 1, slices);
+    }
+    Ok(usage)
 }
 
 /// The usage rows whose bucket starts in `[from_ms, to_ms)`, summed in

@@ -1,0 +1,164 @@
+//! The batched drain (BPF_MAP_LOOKUP_AND_DELETE_BATCH) conserves every
+//! byte: a full map, batches smaller than the map (and than a hash
+//! bucket), the XDP program writing while the maps are drained, and the
+//! per-key fallback for kernels without batch operations all hand over
+//! exactly what the program aggregated, no more, no less.
+
+mod support;
+
+use std::{
+    sync::atomic::{AtomicBool, Ordering},
+    thread,
+};
+
+use flowtally::{
+    aggregate::{Table, merge},
+    xdp::{DataPlane, Drainer, KernelConfig},
+};
+use flowtally_common::RecordStat;
+use support::{
+    frames::udp_v4_frame,
+    kernel_config, require_root,
+    v5gen::{Export, SUBSCRIBERS, expected_bytes, exports},
+};
+
+const XDP_DROP: u32 = 1;
+
+fn frames(exports: &[Export]) -> Vec<Vec<u8>> {
+    exports
+        .iter()
+        .map(|e| udp_v4_frame(e.exporter, 2055, &e.bytes()))
+        .collect()
+}
+
+fn total(table: &Table) -> (u64, u64) {
+    table
+        .values()
+        .fold((0, 0), |(b, f), v| (b + v.bytes, f + v.flows))
+}
+
+/// Runs `exports` through the program, then drains with `drainer` shaped
+/// by `shape`; returns the table and what the drain reported.
+fn run_and_drain(
+    config: &KernelConfig,
+    exports: &[Export],
+    shape: impl FnOnce(Drainer) -> Drainer,
+) -> (Table, Drain) {
+    let mut plane = DataPlane::start(&[], config).expect("the program loads");
+    for frame in frames(exports) {
+        assert_eq!(plane.run_frame(&frame).unwrap(), XDP_DROP);
+    }
+    let mut drainer = shape(plane.take_drainer().unwrap());
+    let mut table = Table::new();
+    let drained = drainer
+        .drain(|key, value| merge(&mut table, key, value))
+        .unwrap();
+    let mut again = Table::new();
+    drainer
+        .drain(|key, value| merge(&mut again, key, value))
+        .unwrap();
+    assert!(again.is_empty(), "a drain empties the maps it read");
+    (
+        table,
+        Drain {
+            drained,
+            batched: drainer.batched(),
+        },
+    )
+}
+
+/// What a drain reported, and whether it still used batch operations.
+#[derive(Debug, PartialEq)]
+struct Drain {
+    drained: flowtally::xdp::Drained,
+    batched: bool,
+}
+
+#[test]
+#[ignore = "needs root: run `cargo xtask test`"]
+fn batches_per_key_and_partial_batches_drain_the_same_table() {
+    require_root();
+    let exports = exports(300, 0xba7c4);
+    let config = kernel_config(&[2055], &[SUBSCRIBERS]);
+    let (batched, drained) = run_and_drain(&config, &exports, |d| d);
+    assert!(drained.drained.map_entries > 100, "{drained:?}");
+    assert!(drained.batched, "this kernel has batch operations");
+    let (partial, partial_drained) = run_and_drain(&config, &exports, |d| d.batch_size(7));
+    // A batch of one key is smaller than some hash buckets: the wrapper
+    // grows it rather than fail.
+    let (single, _) = run_and_drain(&config, &exports, |d| d.batch_size(1));
+    let (per_key, per_key_drained) = run_and_drain(&config, &exports, |d| d.without_batch_ops());
+    assert!(batched == partial, "batches of 7 keys");
+    assert!(batched == single, "batches of 1 key");
+    assert!(batched == per_key, "the per-key fallback");
+    assert_eq!(partial_drained, drained);
+    assert_eq!(per_key_drained.drained, drained.drained);
+    assert!(
+        !per_key_drained.batched,
+        "the refused batch call was noticed"
+    );
+    let expected: u64 = expected_bytes(&exports).values().sum();
+    assert_eq!(total(&batched).0, expected);
+}
+
+#[test]
+#[ignore = "needs root: run `cargo xtask test`"]
+fn a_full_map_drains_whole_and_its_overflow_arrives_once() {
+    require_root();
+    let exports = exports(200, 0xf011);
+    let mut config = kernel_config(&[2055], &[SUBSCRIBERS]);
+    config.aggregate_entries = 64;
+    let batched: fn(Drainer) -> Drainer = |d| d;
+    for shape in [batched, Drainer::without_batch_ops] {
+        let (table, drained) = run_and_drain(&config, &exports, shape);
+        assert_eq!(drained.drained.map_entries, 64, "the IPv4 map was full");
+        assert!(drained.drained.overflow_records > 0, "{drained:?}");
+        let expected: u64 = expected_bytes(&exports).values().sum();
+        assert_eq!(total(&table).0, expected);
+    }
+}
+
+#[test]
+#[ignore = "needs root: run `cargo xtask test`"]
+fn draining_while_the_program_writes_loses_and_doubles_nothing() {
+    require_root();
+    let exports = exports(100, 0xc0c0);
+    let frames = frames(&exports);
+    let config = kernel_config(&[2055], &[SUBSCRIBERS]);
+    let mut plane = DataPlane::start(&[], &config).expect("the program loads");
+    let stats = plane.take_stats().unwrap();
+    let mut drainer = plane.take_drainer().unwrap().batch_size(16);
+    let writing = AtomicBool::new(true);
+    let mut table = Table::new();
+    let mut drains = 0;
+    let rounds = thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            let mut rounds = 0u64;
+            while writing.load(Ordering::Relaxed) || rounds < 20 {
+                for frame in &frames {
+                    assert_eq!(plane.run_frame(frame).unwrap(), XDP_DROP);
+                }
+                rounds += 1;
+            }
+            rounds
+        });
+        while drains < 200 {
+            drainer
+                .drain(|key, value| merge(&mut table, key, value))
+                .unwrap();
+            drains += 1;
+        }
+        writing.store(false, Ordering::Relaxed);
+        writer.join().unwrap()
+    });
+    drainer
+        .drain(|key, value| merge(&mut table, key, value))
+        .unwrap();
+    assert!(drains > 10, "drained while writing ({drains} drains)");
+    let per_round: u64 = expected_bytes(&exports).values().sum();
+    let aggregated =
+        stats.records(RecordStat::Aggregated).bytes + stats.records(RecordStat::Overflowed).bytes;
+    assert_eq!(stats.records(RecordStat::Dropped).count, 0);
+    assert_eq!(aggregated, per_round * rounds, "the kernel's own count");
+    assert_eq!(total(&table).0, per_round * rounds, "{rounds} rounds");
+}
