@@ -166,7 +166,8 @@ pub struct Report {
     /// family) and octet count: not flows, ignored.
     pub non_flow_records: u64,
     /// NAT event records (templates with natEvent): handed out as
-    /// [`NatEvent`]s, never as flows.
+    /// [`NatEvent`]s, never as flows. One whose natEvent cannot be read
+    /// counts as a bad-field record instead.
     pub nat_records: u64,
     /// Records decoded with a field read as absent because its size is
     /// unsupported for its element (e.g. a 3-byte address).
@@ -653,8 +654,15 @@ impl TemplateCache {
                 continue;
             }
             if template.nat {
-                o.report.nat_records += 1;
-                o.nat.extend(NatEvent::read(rec, fields, &extents, time));
+                match NatEvent::read(rec, fields, &extents, time) {
+                    Some(event) => {
+                        o.report.nat_records += 1;
+                        o.nat.push(event);
+                    }
+                    // Its natEvent has a length no integer has (0, or
+                    // variable beyond 8 bytes): read as absent.
+                    None => o.report.bad_field_records += 1,
+                }
                 continue;
             }
             let layout = template
