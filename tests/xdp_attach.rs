@@ -20,7 +20,7 @@ fn value(metrics: &BTreeMap<String, f64>, name: &str) -> u64 {
     metrics.get(name).copied().unwrap_or(0.0) as u64
 }
 
-/// Sends `EXPORTS` datagrams (sFlow v5 headers, which XDP passes up) to
+/// Sends `EXPORTS` datagrams (NetFlow v7 headers, which XDP passes up) to
 /// the collector and `OTHER_DATAGRAMS` to a port it does not listen on, then
 /// checks both counters moved by exactly `EXPORTS` — neither more (other
 /// traffic) nor less.
@@ -35,7 +35,7 @@ fn sends_are_counted_exactly(ns: &NetNs, sender: &NetNs, flowtally: &Flowtally) 
         other.set_port(target.port() ^ 1);
         for i in 0..EXPORTS + OTHER_DATAGRAMS {
             let to = if i < EXPORTS { target } else { other };
-            socket.send_to(&[0, 0, 0, 5, 0, 0, 0, i as u8], to).unwrap();
+            socket.send_to(&[0, 7, 0, 1, 0, 0, 0, i as u8], to).unwrap();
         }
     });
     eventually("the socket path to receive every export", || {
@@ -157,6 +157,8 @@ fn auto_mode_without_privileges_falls_back_to_sockets_with_one_warning() {
                 "--mode",
                 "auto",
                 "--netflow",
+                "127.0.0.1:0",
+                "--sflow",
                 "127.0.0.1:0",
             ])
             .args(["--metrics", "127.0.0.1:0", "--db", path_str(&db)])

@@ -15,10 +15,10 @@ use support::{
 
 const COLLECTOR_PORTS: [u16; 2] = [2055, 4739];
 
-/// A UDP datagram carrying the start of an sFlow v5 header, which the XDP
-/// program passes up to the socket path.
+/// A UDP datagram carrying the start of a NetFlow v7 header, a version the
+/// XDP program passes up to the socket path.
 fn udp(dst_port: u16) -> Vec<u8> {
-    udp_with(dst_port, &[0, 0, 0, 5])
+    udp_with(dst_port, &[0, 7, 0, 1])
 }
 
 /// A NetFlow v5 export of `records` records, with its count field set to
@@ -56,6 +56,11 @@ fn fixtures() -> Vec<(&'static str, Vec<u8>, XdpStat)> {
             "v4 udp to 2055",
             ethernet(&[], V4, &ipv4(UDP, 0, 0, &udp(2055))),
             PassUnknownVersion,
+        ),
+        (
+            "v4 udp to 2055, the start of an sFlow header (too short for the kernel)",
+            ethernet(&[], V4, &ipv4(UDP, 0, 0, &udp_with(2055, &[0, 0, 0, 5]))),
+            PassSflowToUser,
         ),
         (
             "v4 udp to 53",

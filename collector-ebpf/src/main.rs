@@ -12,6 +12,7 @@
 mod aggregate;
 mod flow;
 mod headers;
+mod sflow;
 mod templated;
 mod v5;
 
@@ -19,16 +20,21 @@ use aya_ebpf::{
     Global,
     bindings::xdp_action,
     macros::{map, xdp},
-    maps::{HashMap, LpmTrie, PerCpuArray},
+    maps::{HashMap, LpmTrie, PerCpuArray, ProgramArray},
     programs::XdpContext,
 };
 use aya_log_ebpf::debug;
 use flowtally_common::{
     Counter, MAX_COLLECTOR_PORTS, MAX_EXPORTERS, MAX_SUBSCRIBER_NETS, RecordStat, Verdict, XdpStat,
     agg::{FLAG_EXPORTER_ALLOWLIST, Ip, KEEP_ALL},
+    sflow::{PROGRAM as SFLOW_PROGRAM, VERSION as SFLOW},
     templated::{IPFIX, V9},
     v5::VERSION as V5,
 };
+
+/// The first bytes of an sFlow v5 datagram: a 32-bit version (NetFlow's
+/// version is 16 bits, followed by a non-zero count).
+const SFLOW_V5: [u8; 4] = SFLOW.to_be_bytes();
 
 use crate::headers::{Frame, Transport};
 
@@ -61,10 +67,31 @@ const BPF_F_NO_PREALLOC: u32 = 1;
 static SUBSCRIBER_NETS: LpmTrie<Ip, u8> =
     LpmTrie::with_max_entries(MAX_SUBSCRIBER_NETS, BPF_F_NO_PREALLOC);
 
+/// Programs the main one tail-calls: [`SFLOW_PROGRAM`] at its index.
+#[map(name = "PROGRAMS")]
+static PROGRAMS: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
 #[xdp]
 pub fn flowtally(ctx: XdpContext) -> u32 {
     let frame = Frame::new(&ctx);
     let stat = classify(&ctx, &frame);
+    finish(&frame, stat)
+}
+
+/// sFlow datagrams, tail-called from `flowtally` (see `sflow.rs` for why).
+#[xdp]
+pub fn flowtally_sflow(ctx: XdpContext) -> u32 {
+    let frame = Frame::new(&ctx);
+    let stat = match frame.transport() {
+        Transport::Udp { payload, len, .. } => sflow::aggregate(&ctx, payload, len),
+        _ => XdpStat::PassMalformed,
+    };
+    finish(&frame, stat)
+}
+
+/// Counts the frame and returns its verdict.
+#[inline(always)]
+fn finish(frame: &Frame, stat: XdpStat) -> u32 {
     count(&STATS, stat as u32, 1, frame.len() as u64);
     match stat.verdict() {
         Verdict::Drop => xdp_action::XDP_DROP,
@@ -83,6 +110,14 @@ fn classify(ctx: &XdpContext, frame: &Frame) -> XdpStat {
             // SAFETY (both lookups): only tested for presence, never dereferenced.
             if unsafe { COLLECTOR_PORTS.get(dst_port) }.is_none() {
                 return XdpStat::PassOther;
+            }
+            // sFlow's exporter is its agent, in the datagram: checked there.
+            if frame.array::<4>(payload) == Some(SFLOW_V5) {
+                // SAFETY: a tail call does not return when it succeeds; it
+                // fails only without the program, which userspace installs
+                // before attaching.
+                unsafe { PROGRAMS.tail_call(ctx, SFLOW_PROGRAM) };
+                return XdpStat::PassSflowToUser;
             }
             if FLAGS.load() & FLAG_EXPORTER_ALLOWLIST != 0
                 && unsafe { EXPORTERS.get(src) }.is_none()

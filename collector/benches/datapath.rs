@@ -19,6 +19,10 @@ use flowtally::{
         sets::{FieldSpec, Header as SetsHeader, IPFIX},
         v5::{Record, encode},
     },
+    sflow::{
+        self,
+        fixtures::{Packet, datagram, flow_sample},
+    },
     subscribers::SubscriberNets,
     xdp::{DataPlane, KernelConfig, KernelTemplates},
 };
@@ -135,6 +139,73 @@ fn main() {
         });
         row(&format!("socket path, {name}"), records, per_export);
     }
+
+    for (name, raw_header) in [
+        ("sFlow, Ethernet headers", true),
+        ("sFlow, sampled IPv4", false),
+    ] {
+        let records = 16;
+        let datagram = sflow_datagram(records, raw_header);
+        let frame = udp_frame(&datagram);
+        let per_export = median(|| {
+            let (verdict, mean) = plane.time_frame(&frame, REPEAT).unwrap();
+            assert_eq!(verdict, XDP_DROP, "aggregated in the kernel");
+            mean
+        });
+        row(&format!("XDP, {name}"), records, per_export);
+
+        let mut aggregator = Aggregator::new(
+            config.profile,
+            config.flags,
+            SubscriberNets::new(&config.subscriber_networks),
+        );
+        let mut decoded = sflow::Decoded::default();
+        let per_export = median(|| {
+            let started = Instant::now();
+            for _ in 0..REPEAT {
+                sflow::decode(
+                    black_box(&datagram),
+                    config.flags,
+                    0,
+                    |_| None,
+                    &mut decoded,
+                )
+                .unwrap();
+                for record in &decoded.records {
+                    aggregator.add(&decoded.agent, record);
+                }
+            }
+            started.elapsed() / REPEAT
+        });
+        row(&format!("socket path, {name}"), records, per_export);
+    }
+}
+
+/// An sFlow datagram of `records` compact flow samples, one per subscriber,
+/// each with an Ethernet header (one VLAN tag) or a sampled IPv4 record.
+fn sflow_datagram(records: usize, raw_header: bool) -> Vec<u8> {
+    let packets: Vec<Packet> = (0..records)
+        .map(|i| {
+            let mut p = Packet::v4(true, 6, 1500);
+            p.src = std::net::Ipv4Addr::new(198, 18, 100, i as u8).into();
+            p
+        })
+        .collect();
+    let mut headers = vec![Vec::new(); records];
+    let samples = packets
+        .iter()
+        .zip(&mut headers)
+        .enumerate()
+        .map(|(i, (p, h))| {
+            let record = if raw_header {
+                p.raw_ethernet(&[0x8100], h)
+            } else {
+                p.sampled()
+            };
+            flow_sample(false, i as u32, 3, 512, vec![record])
+        })
+        .collect();
+    datagram(std::net::Ipv4Addr::from(EXPORTER).into(), 1, samples).encode()
 }
 
 /// Runs one export through the kernel, over and over, for 10 s.

@@ -134,6 +134,9 @@ pub struct RunArgs {
     /// UDP address receiving NetFlow/IPFIX (repeatable; port 0 = any free port).
     #[arg(long, value_name = "ADDR:PORT")]
     pub netflow: Vec<SocketAddr>,
+    /// UDP address receiving sFlow (repeatable; port 0 = any free port).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub sflow: Vec<SocketAddr>,
     /// UDP address of the RADIUS accounting server.
     #[arg(long, value_name = "ADDR:PORT")]
     pub radius: Option<SocketAddr>,
@@ -229,6 +232,7 @@ impl RunArgs {
             interfaces: self.interfaces,
             mode: self.mode,
             netflow: self.netflow,
+            sflow: self.sflow,
             http: self.http,
             db: self.db,
             clickhouse: self.clickhouse,

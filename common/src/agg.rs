@@ -61,6 +61,9 @@ pub const FLAG_SCALE_SAMPLING: u32 = 1 << 1;
 pub const FLAG_EXPORTER_ALLOWLIST: u32 = 1 << 2;
 /// Bill only records inside the billing scope (`BILLING_SCOPE` map).
 pub const FLAG_BILLING_SCOPE: u32 = 1 << 3;
+/// Scale sFlow samples by the rate renormalised from the sample pool
+/// (`sflow::RATES_MAP`) where one is known.
+pub const FLAG_SFLOW_RENORMALIZE: u32 = 1 << 4;
 
 /// One entry of the billing scope: records from `exporter` that entered or
 /// left it by interface `ifindex` count ([`ANY_INTERFACE`]: all of them).

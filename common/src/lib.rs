@@ -5,6 +5,7 @@
 
 pub mod agg;
 pub mod members;
+pub mod sflow;
 pub mod stats;
 pub mod template;
 pub mod templated;

@@ -72,10 +72,18 @@ pub enum XdpStat {
     /// longer than its buffer, too many sets or records): passed to the
     /// socket path, which decodes or rejects and counts it.
     PassTemplatedInvalid = 9,
+    /// An sFlow datagram fully aggregated in the kernel, then dropped.
+    DropSflowAggregated = 10,
+    /// An sFlow datagram with counter samples, or past the kernel's bounds
+    /// (`sflow::MAX_*`): passed to the socket path, which decodes it.
+    PassSflowToUser = 11,
+    /// An sFlow datagram the kernel found malformed: passed to the socket
+    /// path, which rejects and counts it by cause.
+    PassSflowInvalid = 12,
 }
 
 impl XdpStat {
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 13] = [
         Self::PassOther,
         Self::PassUnknownVersion,
         Self::PassFragment,
@@ -86,6 +94,9 @@ impl XdpStat {
         Self::DropTemplatedAggregated,
         Self::PassTemplatedToUser,
         Self::PassTemplatedInvalid,
+        Self::DropSflowAggregated,
+        Self::PassSflowToUser,
+        Self::PassSflowInvalid,
     ];
 
     /// Number of `STATS` entries.
@@ -94,9 +105,10 @@ impl XdpStat {
     /// The XDP verdict this stat records.
     pub const fn verdict(self) -> Verdict {
         match self {
-            Self::DropV5Aggregated | Self::DropUnknownExporter | Self::DropTemplatedAggregated => {
-                Verdict::Drop
-            }
+            Self::DropV5Aggregated
+            | Self::DropUnknownExporter
+            | Self::DropTemplatedAggregated
+            | Self::DropSflowAggregated => Verdict::Drop,
             _ => Verdict::Pass,
         }
     }
@@ -114,6 +126,9 @@ impl XdpStat {
             Self::DropTemplatedAggregated => "templated_aggregated",
             Self::PassTemplatedToUser => "templated_to_user",
             Self::PassTemplatedInvalid => "templated_invalid",
+            Self::DropSflowAggregated => "sflow_aggregated",
+            Self::PassSflowToUser => "sflow_to_user",
+            Self::PassSflowInvalid => "sflow_invalid",
         }
     }
 }

@@ -299,6 +299,7 @@ impl Drop for TempDir {
 #[derive(Debug, Default)]
 pub struct Ready {
     pub netflow: Vec<SocketAddr>,
+    pub sflow: Vec<SocketAddr>,
     pub radius: Option<SocketAddr>,
     pub metrics: Option<SocketAddr>,
     /// The HTTP listener (the same address as `metrics`).
@@ -316,7 +317,9 @@ pub struct Flowtally {
 
 impl Flowtally {
     /// Starts `flowtally run <args>` (inside `netns` if given) and waits for
-    /// its `ready` line.
+    /// its `ready` line. Without `--sflow` in `args`, sFlow listens on a free
+    /// loopback port rather than the default 6343, which tests running side
+    /// by side would contend for.
     pub fn start(netns: Option<&NetNs>, args: &[&str]) -> Self {
         let mut command = match netns {
             Some(ns) => {
@@ -326,7 +329,11 @@ impl Flowtally {
             }
             None => Command::new(BIN),
         };
-        Self::spawn(command.arg("run").args(args))
+        command.arg("run").args(args);
+        if !args.contains(&"--sflow") {
+            command.args(["--sflow", "127.0.0.1:0"]);
+        }
+        Self::spawn(&mut command)
     }
 
     pub fn spawn(command: &mut Command) -> Self {
@@ -379,6 +386,7 @@ impl Flowtally {
                 ["listen", "netflow", "udp", addr] => {
                     this.ready.netflow.push(addr.parse().unwrap())
                 }
+                ["listen", "sflow", "udp", addr] => this.ready.sflow.push(addr.parse().unwrap()),
                 ["listen", "radius", "udp", addr] => {
                     this.ready.radius = Some(addr.parse().unwrap())
                 }

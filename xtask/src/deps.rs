@@ -48,6 +48,7 @@ const DEBIAN: &[Deb] = &[
     deb("softflowd", "a real NetFlow v5/v9/IPFIX exporter"),
     deb("tcpreplay", "replays captured traffic live into softflowd"),
     deb("freeradius-utils", "radclient, a real RADIUS accounting client"),
+    deb("pmacct", "pmacctd's sfprobe plugin, a real sFlow agent"),
     deb("clickhouse-server", "ClickHouse servers the ClickHouse tests start"),
     deb("systemd", "systemd-analyze verifies the packaged unit"),
     deb("nftables", "a real NAT (masquerade) for the CGNAT attribution test"),

@@ -55,6 +55,12 @@ pub struct Config {
     pub mode: Mode,
     /// UDP addresses that receive NetFlow/IPFIX exports.
     pub netflow: Vec<SocketAddr>,
+    /// UDP addresses that receive sFlow datagrams.
+    pub sflow: Vec<SocketAddr>,
+    /// Scale sFlow samples by the sampling rate renormalised from each
+    /// source's sample pool (making up for lost datagrams) instead of the
+    /// rate the samples carry.
+    pub sflow_renormalize: bool,
     /// Receive buffer of each of those sockets, in bytes: what absorbs a
     /// burst of exports while the socket path is busy.
     pub socket_receive_buffer: usize,
@@ -388,6 +394,18 @@ impl ProfileSpec {
     }
 }
 
+impl Config {
+    /// The `agg::FLAG_*` bits other than the exporter allow-list and the
+    /// billing scope.
+    pub fn flags(&self) -> u32 {
+        let mut flags = self.aggregation.flags();
+        if self.sflow_renormalize {
+            flags |= flowtally_common::agg::FLAG_SFLOW_RENORMALIZE;
+        }
+        flags
+    }
+}
+
 impl AggregationConfig {
     /// The profile as both data paths apply it.
     pub fn profile(&self) -> flowtally_common::agg::Profile {
@@ -397,7 +415,7 @@ impl AggregationConfig {
         }
     }
 
-    /// The `agg::FLAG_*` bits other than the exporter allow-list.
+    /// The record flags this section sets.
     pub fn flags(&self) -> u32 {
         use flowtally_common::agg::{FLAG_SCALE_SAMPLING, FLAG_TIME_FROM_START};
         let mut flags = 0;
@@ -468,6 +486,11 @@ impl Default for Config {
                 SocketAddr::from(([0, 0, 0, 0], 2055)),
                 SocketAddr::from(([0, 0, 0, 0], 4739)),
             ],
+            sflow: vec![SocketAddr::from((
+                [0, 0, 0, 0],
+                flowtally_common::sflow::PORT,
+            ))],
+            sflow_renormalize: false,
             socket_receive_buffer: 16 << 20,
             socket_receive_threads: 0,
             http: HttpConfig::default(),
@@ -521,6 +544,7 @@ pub struct Overrides {
     pub interfaces: Vec<String>,
     pub mode: Option<Mode>,
     pub netflow: Vec<SocketAddr>,
+    pub sflow: Vec<SocketAddr>,
     pub http: Option<SocketAddr>,
     pub db: Option<PathBuf>,
     pub clickhouse: Option<String>,
@@ -570,6 +594,7 @@ impl Config {
         }
         replace(&mut self.interfaces, o.interfaces);
         replace(&mut self.netflow, o.netflow);
+        replace(&mut self.sflow, o.sflow);
         replace(&mut self.subscriber_networks, o.subscriber_networks);
         replace(&mut self.exporters, o.exporters);
         self.mode = o.mode.unwrap_or(self.mode);

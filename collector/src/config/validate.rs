@@ -69,6 +69,9 @@ impl Config {
         if self.netflow.is_empty() {
             return invalid("netflow", "--netflow", "at least one address is needed");
         }
+        if self.sflow.is_empty() {
+            return invalid("sflow", "--sflow", "at least one address is needed");
+        }
         if self.exporters.len() > MAX_EXPORTERS as usize {
             return invalid(
                 "exporters",

@@ -1,11 +1,14 @@
-//! The socket path: UDP sockets on the `--netflow` addresses. Every flow
-//! export the XDP program passes up (or all of them, without XDP) arrives
-//! here and is decoded and aggregated with the same rules as in the kernel.
+//! The socket path: UDP sockets on the `--netflow` and `--sflow` addresses.
+//! Every flow export the XDP program passes up (or all of them, without
+//! XDP) arrives here and is decoded and aggregated with the same rules as
+//! in the kernel. Any socket takes any format: the first bytes tell them
+//! apart (an sFlow datagram starts with the 32-bit version 5, a NetFlow
+//! one with a 16-bit version), as in the kernel.
 //! NAT event records (never aggregated, and never compiled for the kernel)
 //! go to the binding history.
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     io,
     net::{IpAddr, SocketAddr, UdpSocket},
     sync::{Arc, Mutex},
@@ -13,6 +16,7 @@ use std::{
 
 use flowtally_common::{
     agg::{FlowRecord, Ip},
+    sflow::{SourceKey, SourceState},
     template::TemplateKey,
     templated::{IPFIX, V9},
     v5,
@@ -25,25 +29,28 @@ use crate::{
     metrics::Metrics,
     nat::Bindings,
     netflow::{TemplateCache, TemplateChange, nat::NatEvent},
+    sflow::{self, AgentCounters, Decoded, SourceHealth, Sources},
     xdp::KernelTemplates,
 };
 
 /// Binds every address, `threads` sockets each (see `receive.rs`); port 0
-/// gets a free port (see `local_addr`).
+/// gets a free port (see `local_addr`). `kind` (`netflow`, `sflow`) names
+/// them in errors.
 pub fn bind(
+    kind: &str,
     addrs: &[SocketAddr],
     receive_buffer: usize,
     threads: usize,
 ) -> io::Result<Vec<Vec<UdpSocket>>> {
     let mut groups = Vec::with_capacity(addrs.len());
     for addr in addrs {
-        let context = |err: io::Error| io::Error::new(err.kind(), format!("netflow {addr}: {err}"));
+        let context = |err: io::Error| io::Error::new(err.kind(), format!("{kind} {addr}: {err}"));
         let sockets = receive::bind_group(*addr, threads).map_err(context)?;
         for socket in &sockets {
             let got = set_receive_buffer(socket, receive_buffer).map_err(context)?;
             if got < receive_buffer {
                 tracing::warn!(
-                    "netflow {addr}: receive buffer {got} bytes, not the {receive_buffer} asked \
+                    "{kind} {addr}: receive buffer {got} bytes, not the {receive_buffer} asked \
                      for (raise net.core.rmem_max, or run with CAP_NET_ADMIN at start); bursts \
                      of exports may overflow it"
                 );
@@ -92,11 +99,32 @@ fn set_receive_buffer(socket: &UdpSocket, bytes: usize) -> io::Result<usize> {
 pub struct SocketPath {
     pub aggregator: Mutex<Aggregator>,
     templates: Mutex<Templates>,
+    sflow: Mutex<SflowPath>,
     /// Allowed exporters; `None` allows any.
     exporters: Option<HashSet<Ip>>,
     /// Where NAT events go; the flush persists their changes.
     bindings: Arc<Mutex<Bindings>>,
     metrics: Metrics,
+}
+
+/// sFlow state: per-source bookkeeping, renormalised rates, and interface
+/// counters waiting for the next flush.
+#[derive(Debug, Default)]
+struct SflowPath {
+    /// Reused between datagrams.
+    decoded: Decoded,
+    sources: Sources,
+    rates: HashMap<SourceKey, u32>,
+    counters: Vec<AgentCounters>,
+}
+
+/// What the sFlow sources did since the last flush.
+#[derive(Debug, Default)]
+pub struct SflowInterval {
+    pub healths: Vec<SourceHealth>,
+    pub counters: Vec<AgentCounters>,
+    /// Renormalised sampling rates that changed, for the kernel.
+    pub rates: Vec<(SourceKey, u32)>,
 }
 
 /// The v9/IPFIX template cache, and the kernel map it keeps in step.
@@ -134,6 +162,7 @@ impl SocketPath {
         Self {
             aggregator: Mutex::new(aggregator),
             templates: Mutex::new(templates),
+            sflow: Mutex::default(),
             exporters: (!exporters.is_empty())
                 .then(|| exporters.iter().copied().map(to_ip).collect()),
             bindings,
@@ -157,10 +186,37 @@ impl SocketPath {
         templates.cache.save()
     }
 
+    /// Closes an sFlow interval: the kernel's per-source states (`kernel`)
+    /// and the socket path's give each source's figures; renormalised
+    /// rates are updated from them.
+    pub fn sflow_interval(
+        &self,
+        kernel: impl IntoIterator<Item = (SourceKey, SourceState)>,
+    ) -> SflowInterval {
+        let mut s = self.sflow.lock().expect("sflow lock poisoned");
+        let healths = s.sources.interval(kernel);
+        let mut rates = Vec::new();
+        for h in &healths {
+            if let Some(rate) = h.renormalised_rate
+                && s.rates.insert(h.key, rate) != Some(rate)
+            {
+                rates.push((h.key, rate));
+            }
+        }
+        SflowInterval {
+            healths,
+            counters: std::mem::take(&mut s.counters),
+            rates,
+        }
+    }
+
     /// Decodes and aggregates one datagram received at `now_ms`, counting
     /// it either way.
     pub fn handle(&self, now_ms: u64, from: IpAddr, datagram: &[u8]) {
         self.metrics.socket.packets.inc();
+        if datagram.get(..4) == Some(&flowtally_common::sflow::VERSION.to_be_bytes()) {
+            return self.handle_sflow(now_ms, datagram);
+        }
         let exporter = to_ip(from);
         if let Some(allowed) = &self.exporters
             && !allowed.contains(&exporter)
@@ -251,6 +307,55 @@ impl SocketPath {
             let applied = bindings.apply(to_addr(exporter), event);
             self.metrics.nat.event(event, applied);
         }
+    }
+
+    /// An sFlow datagram: its agent address is the exporter, for the
+    /// allow-list as for everything else (see README, sFlow).
+    fn handle_sflow(&self, now_ms: u64, datagram: &[u8]) {
+        let mut guard = self.sflow.lock().expect("sflow lock poisoned");
+        let s = &mut *guard;
+        let mut aggregator = self.aggregator.lock().expect("aggregator lock poisoned");
+        let rates = &s.rates;
+        let decoded = sflow::decode(
+            datagram,
+            aggregator.flags(),
+            now_ms,
+            |key| rates.get(key).copied(),
+            &mut s.decoded,
+        );
+        if let Err(err) = decoded {
+            return self.reject(err.as_str());
+        }
+        let d = &s.decoded;
+        if let Some(allowed) = &self.exporters
+            && !allowed.contains(&d.agent)
+        {
+            return self.reject("unknown_exporter");
+        }
+        self.metrics.exporters.datagram(to_addr(&d.agent), now_ms);
+        let socket = &self.metrics.socket;
+        for record in &d.records {
+            socket.records.inc();
+            socket.record_bytes.inc_by(record.bytes);
+            if !aggregator.add(&d.agent, record) {
+                socket.out_of_scope_records.inc();
+                socket.out_of_scope_bytes.inc_by(record.bytes);
+            }
+        }
+        drop(aggregator);
+        for (counter, n) in self.metrics.sflow.socket_samples.iter().zip(d.samples) {
+            counter.inc_by(n);
+        }
+        for (key, sample) in &d.flow_samples {
+            s.sources.observe(key, sample);
+        }
+        let agent = d.agent;
+        s.counters
+            .extend(d.counters.iter().map(|&counters| AgentCounters {
+                agent,
+                time_ms: now_ms,
+                counters,
+            }));
     }
 
     /// Per exporter: the templates held, and how many are compiled.

@@ -20,9 +20,9 @@ use crate::{
     metrics::Metrics,
     nat::{self, Bindings},
     sessions::History,
-    sink::{nat_store, runs, sqlite},
+    sink::{nat_store, runs, sflow_health, sqlite},
     usage::UsageRow,
-    xdp::Drainer,
+    xdp::{Drainer, KernelSflow},
 };
 
 /// How often the bindings are pruned and counted, at most.
@@ -59,6 +59,8 @@ pub struct FlushParts {
     pub run: i64,
     /// Told when rows were written, to deliver them onwards (ClickHouse).
     pub written: Option<Arc<Notify>>,
+    /// The kernel's sFlow state, with XDP.
+    pub kernel_sflow: Option<KernelSflow>,
 }
 
 /// What a flush took in and wrote.
@@ -126,6 +128,7 @@ impl Flusher {
             profile,
             run,
             written,
+            ..
         } = &mut self.parts;
         // The kernel first: the overflow ring's continuous reader adds to the
         // socket path's table while it holds the ring, so once the drain has
@@ -212,6 +215,7 @@ impl Flusher {
             self.last_prune_ms = now_ms;
             self.prune_bindings(now_ms);
         }
+        self.close_sflow_interval(now_ms);
         self.parts
             .metrics
             .drain_duration
@@ -266,6 +270,32 @@ impl Flusher {
                 }
                 Err(err) => tracing::warn!("deleting NAT bindings past the retention: {err}"),
             }
+        }
+    }
+
+    /// sFlow's per-source figures and interface counters of this interval
+    /// to metrics and SQLite; renormalised rates and the clock offset to
+    /// the kernel. Failures here lose audit figures, never usage: logged.
+    fn close_sflow_interval(&mut self, now_ms: u64) {
+        let parts = &mut self.parts;
+        let kernel = parts
+            .kernel_sflow
+            .as_ref()
+            .map(KernelSflow::sources)
+            .unwrap_or_default();
+        let interval = parts.socket.sflow_interval(kernel);
+        parts.metrics.sflow.observe(&interval.healths);
+        if let Some(kernel) = &mut parts.kernel_sflow
+            && let Err(err) = kernel
+                .set_rates(&interval.rates)
+                .and_then(|()| kernel.set_clock())
+        {
+            tracing::warn!("kernel sFlow maps: {err}");
+        }
+        if let Err(err) =
+            sflow_health::write(&mut parts.db, now_ms, &interval.healths, &interval.counters)
+        {
+            tracing::warn!("writing sFlow source figures and interface counters: {err}");
         }
     }
 }

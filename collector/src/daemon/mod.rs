@@ -53,7 +53,7 @@ use crate::{
     },
     subscribers::SubscriberNets,
     timestamp::Timestamp,
-    xdp::{self, DataPlane, Drainer, KernelConfig, KernelStats, KernelTemplates},
+    xdp::{self, DataPlane, Drainer, KernelConfig, KernelSflow, KernelStats, KernelTemplates},
 };
 
 pub fn run(config: Config) -> anyhow::Result<()> {
@@ -69,13 +69,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let metrics = new_metrics(&config);
     let store = open_store(&config, &metrics)?;
     let threads = receive::thread_count(config.socket_receive_threads);
-    let sockets = flow_socket::bind(&config.netflow, config.socket_receive_buffer, threads)?;
-    let netflow_addrs = sockets
-        .iter()
-        .map(|group| group[0].local_addr())
-        .collect::<Result<Vec<SocketAddr>, _>>()?;
+    let buffer = config.socket_receive_buffer;
+    let mut sockets = flow_socket::bind("netflow", &config.netflow, buffer, threads)?;
+    let netflow_addrs = group_addrs(&sockets)?;
+    let sflow_sockets = flow_socket::bind("sflow", &config.sflow, buffer, threads)?;
+    let sflow_addrs = group_addrs(&sflow_sockets)?;
+    sockets.extend(sflow_sockets);
     let mut tasks = JoinSet::new();
-    let mut kernel = start_kernel(&config, &netflow_addrs, &metrics, &mut tasks)?;
+    let flow_addrs = [&netflow_addrs[..], &sflow_addrs[..]].concat();
+    let mut kernel = start_kernel(&config, &flow_addrs, &metrics, &mut tasks)?;
     let socket_path = Arc::new(start_socket_path(
         &config,
         &metrics,
@@ -118,6 +120,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     for addr in &netflow_addrs {
         println!("listen netflow udp {addr}");
     }
+    for addr in &sflow_addrs {
+        println!("listen sflow udp {addr}");
+    }
     if let Some(addr) = radius_addr {
         println!("listen radius udp {addr}");
     }
@@ -151,6 +156,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         profile: config.aggregation.profile(),
         run: store.run,
         written: delivery.as_ref().map(Stop::waker),
+        kernel_sflow: kernel.sflow.take(),
     });
     let signal = flush_until(&mut flusher, &config, signal).await;
 
@@ -241,21 +247,29 @@ struct Kernel {
     stats: Option<KernelStats>,
     drainer: Option<Drainer>,
     templates: Option<KernelTemplates>,
+    sflow: Option<KernelSflow>,
 }
 
+/// The address each group of sockets is bound to (port 0 resolved).
+fn group_addrs(groups: &[Vec<std::net::UdpSocket>]) -> std::io::Result<Vec<SocketAddr>> {
+    groups.iter().map(|group| group[0].local_addr()).collect()
+}
+
+/// `flow_addrs`: every NetFlow and sFlow address, whose ports the XDP
+/// program looks for.
 fn start_kernel(
     config: &Config,
-    netflow_addrs: &[SocketAddr],
+    flow_addrs: &[SocketAddr],
     metrics: &Metrics,
     tasks: &mut JoinSet<()>,
 ) -> anyhow::Result<Kernel> {
     let kernel_config = KernelConfig {
-        collector_ports: netflow_addrs.iter().map(SocketAddr::port).collect(),
+        collector_ports: flow_addrs.iter().map(SocketAddr::port).collect(),
         subscriber_networks: config.subscriber_nets(),
         exporters: config.exporters.clone(),
         billing_scope: config.scope_keys(),
         profile: config.aggregation.profile(),
-        flags: config.aggregation.flags(),
+        flags: config.flags(),
         aggregate_entries: config.maps.aggregate_entries,
         overflow_ring_bytes: config.maps.overflow_ring_bytes,
     };
@@ -265,6 +279,7 @@ fn start_kernel(
             stats: None,
             drainer: None,
             templates: None,
+            sflow: None,
         });
     };
     for attachment in plane.attachments() {
@@ -286,6 +301,7 @@ fn start_kernel(
         stats: Some(plane.take_stats()?),
         drainer: Some(plane.take_drainer()?),
         templates: Some(plane.take_templates()?),
+        sflow: Some(plane.take_sflow()?),
         plane: Some(plane),
     })
 }
@@ -331,7 +347,7 @@ fn start_socket_path(
     let profile: Profile = config.aggregation.profile();
     let aggregator = Aggregator::new(
         profile,
-        config.aggregation.flags(),
+        config.flags(),
         SubscriberNets::new(&config.subscriber_nets()),
     )
     .with_scope(&config.scope_keys());

@@ -2,19 +2,21 @@
 
 pub mod exporters;
 mod nat;
+mod sflow;
 pub mod talkers;
 mod templates;
 mod users;
 
 pub use exporters::Exporters;
 pub use nat::NatMetrics;
+pub use sflow::SflowMetrics;
 pub use talkers::Talkers;
 pub use templates::TemplateMetrics;
 pub use users::UserMetrics;
 
 use std::sync::Arc;
 
-use flowtally_common::{Counter as KernelCounter, RecordStat, XdpStat};
+use flowtally_common::{Counter as KernelCounter, RecordStat, XdpStat, sflow::SampleStat};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeMetric as _},
@@ -51,6 +53,7 @@ pub struct Metrics {
     /// Bytes written to usage rows, by direction.
     pub usage_bytes: Family<[(&'static str, &'static str); 1], Counter>,
     pub templates: TemplateMetrics,
+    pub sflow: SflowMetrics,
     pub radius: RadiusMetrics,
     pub nat: NatMetrics,
     /// Bytes of usage rows written with and without a user.
@@ -136,6 +139,7 @@ impl Default for Metrics {
             usage_rows: Counter::default(),
             usage_bytes: Family::default(),
             templates: TemplateMetrics::default(),
+            sflow: SflowMetrics::default(),
             radius: RadiusMetrics::default(),
             nat: NatMetrics::default(),
             attributed_bytes: Counter::default(),
@@ -199,6 +203,7 @@ impl Metrics {
             self.usage_bytes.clone(),
         );
         self.templates.register(&mut r);
+        self.sflow.register(&mut r);
         self.radius.register(&mut r);
         self.nat.register(&mut r);
         r.register(
@@ -236,6 +241,7 @@ impl Metrics {
         );
         r.register_collector(Box::new(FlowStats {
             socket: self.socket.clone(),
+            sflow_samples: self.sflow.socket_samples.clone(),
             kernel: kernel.map(Arc::new),
         }));
         r
@@ -248,6 +254,8 @@ impl Metrics {
 #[derive(Debug)]
 struct FlowStats {
     socket: PathCounters,
+    /// Socket-path sFlow samples by `SampleStat`.
+    sflow_samples: [Counter; 4],
     kernel: Option<Arc<KernelStats>>,
 }
 
@@ -268,7 +276,15 @@ impl FlowStats {
                 "packets",
                 "Flow export datagrams whose records were counted, by data path",
                 self.path_samples(&self.socket.packets, |k| {
-                    k.frames(XdpStat::DropV5Aggregated).count
+                    // Every export the kernel aggregated (and consumed).
+                    [
+                        XdpStat::DropV5Aggregated,
+                        XdpStat::DropTemplatedAggregated,
+                        XdpStat::DropSflowAggregated,
+                    ]
+                    .into_iter()
+                    .map(|stat| k.frames(stat).count)
+                    .sum()
                 }),
             ),
             (
@@ -299,6 +315,26 @@ impl FlowStats {
             self.path_samples(&self.socket.out_of_scope_bytes, |k| {
                 k.records(RecordStat::OutOfScope).bytes
             }),
+        ));
+        let mut samples = Vec::new();
+        for stat in SampleStat::ALL {
+            let kind = stat.as_str();
+            samples.push((
+                vec![("path", "socket"), ("kind", kind)],
+                self.sflow_samples[stat as usize].get(),
+            ));
+            if let Some(kernel) = &self.kernel {
+                samples.push((
+                    vec![("path", "xdp"), ("kind", kind)],
+                    kernel.sflow_samples(stat).count,
+                ));
+            }
+        }
+        families.push((
+            "sflow_samples",
+            "sFlow samples by data path and kind: flow (became a record), no_ip_packet (a flow \
+             sample without an IPv4/IPv6 packet record), skipped (other formats), counters",
+            samples,
         ));
         let Some(kernel) = &self.kernel else {
             return families;

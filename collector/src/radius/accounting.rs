@@ -17,8 +17,8 @@ use ipnet::Ipv6Net;
 use super::{
     attributes::*,
     codec::{Attribute, Code, EncodeError, Packet},
-    reader::Reader,
 };
+use crate::reader::Reader;
 
 /// Acct-Status-Type (RFC 2866 §5.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 
-use super::reader::Reader;
+use crate::reader::Reader;
 
 pub const HEADER_LEN: usize = 20;
 /// The largest Length a packet may have (RFC 2865 §3).

@@ -11,7 +11,6 @@ pub mod codec;
 pub mod dedup;
 mod fuzz;
 pub mod limiter;
-mod reader;
 pub mod server;
 
 #[cfg(test)]

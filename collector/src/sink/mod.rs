@@ -4,4 +4,5 @@ pub mod clickhouse;
 pub mod nat_store;
 pub mod runs;
 pub mod session_store;
+pub mod sflow_health;
 pub mod sqlite;

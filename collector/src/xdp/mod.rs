@@ -18,7 +18,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, LpmTrie, Map, MapData, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuHashMap, ProgramArray, lpm_trie::Key},
     programs::{ProgramError, TestRun as _, TestRunOptions, Xdp, XdpMode, links::FdLink},
 };
 use flowtally_common::{
@@ -27,6 +27,7 @@ use flowtally_common::{
     SUBSCRIBER_NETS_MAP,
     agg::{AggKey, AggValue, FLAG_BILLING_SCOPE, FLAG_EXPORTER_ALLOWLIST, Ip, Profile, ScopeKey},
     members::SUBSCRIBER_V4_MAP,
+    sflow::{self, SourceKey, SourceState},
     template::{
         CompiledTemplate, MAX_RECORD_LEN, MIN_RECORD_LEN, TEMPLATE_SETS_DONE_MAP,
         TEMPLATE_SETS_SEEN_MAP, TEMPLATES_MAP, TemplateKey,
@@ -181,6 +182,12 @@ impl DataPlane {
             .try_into()
             .map_err(XdpError::Verify)?;
         program.load().map_err(XdpError::Verify)?;
+        load_sflow(&mut ebpf)?;
+        let program: &mut Xdp = ebpf
+            .program_mut(PROGRAM)
+            .ok_or(XdpError::Missing("the XDP program"))?
+            .try_into()
+            .map_err(XdpError::Verify)?;
 
         let mut attachments = Vec::with_capacity(interfaces.len());
         for iface in interfaces {
@@ -225,7 +232,8 @@ impl DataPlane {
     pub fn take_stats(&mut self) -> Result<KernelStats, XdpError> {
         let frames = self.take(STATS_MAP)?;
         let records = self.take(RECORD_STATS_MAP)?;
-        KernelStats::new(frames, records).map_err(|error| XdpError::Map {
+        let samples = self.take(sflow::SAMPLE_STATS_MAP)?;
+        KernelStats::new(frames, records, samples).map_err(|error| XdpError::Map {
             map: STATS_MAP,
             error,
         })
@@ -272,6 +280,24 @@ impl DataPlane {
                 .try_into()
                 .map_err(map_error(TEMPLATE_SETS_DONE_MAP))?,
             waiting_since: std::collections::HashMap::new(),
+        })
+    }
+
+    /// Takes the sFlow maps: per-source states, renormalised rates, and
+    /// the clock offset (set at start, and again at each flush).
+    pub fn take_sflow(&mut self) -> Result<KernelSflow, XdpError> {
+        let map_error = |map| move |error| XdpError::Map { map, error };
+        let mut take = |name: &'static str| -> Result<Map, XdpError> { self.take(name) };
+        Ok(KernelSflow {
+            sources: take(sflow::SOURCES_MAP)?
+                .try_into()
+                .map_err(map_error(sflow::SOURCES_MAP))?,
+            rates: take(sflow::RATES_MAP)?
+                .try_into()
+                .map_err(map_error(sflow::RATES_MAP))?,
+            clock: take(sflow::CLOCK_MAP)?
+                .try_into()
+                .map_err(map_error(sflow::CLOCK_MAP))?,
         })
     }
 
@@ -360,6 +386,61 @@ impl KernelTemplates {
         }
         Ok(())
     }
+}
+
+/// The kernel's sFlow state (see `flowtally_common::sflow`).
+pub struct KernelSflow {
+    sources: PerCpuHashMap<MapData, SourceKey, SourceState>,
+    rates: HashMap<MapData, SourceKey, u32>,
+    clock: Array<MapData, u64>,
+}
+
+impl KernelSflow {
+    /// Every source's state, its CPUs' partials merged.
+    pub fn sources(&self) -> Vec<(SourceKey, SourceState)> {
+        self.sources
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(key, per_cpu)| {
+                let mut state = SourceState::default();
+                for partial in per_cpu.iter() {
+                    state.merge(partial);
+                }
+                (key, state)
+            })
+            .collect()
+    }
+
+    /// Installs renormalised sampling rates.
+    pub fn set_rates(&mut self, rates: &[(SourceKey, u32)]) -> Result<(), aya::maps::MapError> {
+        for (key, rate) in rates {
+            self.rates.insert(key, rate, 0)?;
+        }
+        Ok(())
+    }
+
+    /// Tells the kernel the offset from its monotonic clock to Unix time
+    /// (arrival times are wall-clock; NTP moves the offset, hence per flush).
+    pub fn set_clock(&mut self) -> Result<(), aya::maps::MapError> {
+        set_clock(&mut self.clock)
+    }
+}
+
+/// Writes Unix time minus `CLOCK_MONOTONIC` (ns) into the kernel's clock map.
+fn set_clock<T: std::borrow::BorrowMut<MapData>>(
+    clock: &mut Array<T, u64>,
+) -> Result<(), aya::maps::MapError> {
+    let now = |clock| {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime into a timespec we own.
+        unsafe { libc::clock_gettime(clock, &raw mut ts) };
+        ts.tv_sec as i128 * 1_000_000_000 + i128::from(ts.tv_nsec)
+    };
+    let offset = now(libc::CLOCK_REALTIME) - now(libc::CLOCK_MONOTONIC);
+    clock.set(0, offset as u64, 0)
 }
 
 /// Reads the overflow ring whenever the kernel adds to it, handing each
@@ -459,6 +540,11 @@ fn fill_maps(ebpf: &mut Ebpf, config: &KernelConfig) -> Result<(), XdpError> {
             .map_err(map_error(SUBSCRIBER_V4_MAP))?;
     }
 
+    let mut clock: Array<_, u64> = map_mut(ebpf, sflow::CLOCK_MAP)?
+        .try_into()
+        .map_err(map_error(sflow::CLOCK_MAP))?;
+    set_clock(&mut clock).map_err(map_error(sflow::CLOCK_MAP))?;
+
     let mut nets: LpmTrie<_, Ip, u8> = map_mut(ebpf, SUBSCRIBER_NETS_MAP)?
         .try_into()
         .map_err(map_error(SUBSCRIBER_NETS_MAP))?;
@@ -468,6 +554,31 @@ fn fill_maps(ebpf: &mut Ebpf, config: &KernelConfig) -> Result<(), XdpError> {
             .map_err(map_error(SUBSCRIBER_NETS_MAP))?;
     }
     Ok(())
+}
+
+/// Loads the sFlow program and puts it where the main program tail-calls it.
+fn load_sflow(ebpf: &mut Ebpf) -> Result<(), XdpError> {
+    let program: &mut Xdp = ebpf
+        .program_mut(sflow::SFLOW_PROGRAM_NAME)
+        .ok_or(XdpError::Missing("the sFlow XDP program"))?
+        .try_into()
+        .map_err(XdpError::Verify)?;
+    program.load().map_err(XdpError::Verify)?;
+    let fd = program
+        .fd()
+        .map_err(XdpError::Verify)?
+        .try_clone()
+        .map_err(|err| XdpError::Verify(err.into()))?;
+    let map_error = |error| XdpError::Map {
+        map: sflow::PROGRAMS_MAP,
+        error,
+    };
+    let mut programs: ProgramArray<_> = ebpf
+        .map_mut(sflow::PROGRAMS_MAP)
+        .ok_or(XdpError::Missing(sflow::PROGRAMS_MAP))?
+        .try_into()
+        .map_err(map_error)?;
+    programs.set(sflow::PROGRAM, &fd, 0).map_err(map_error)
 }
 
 fn attach(program: &mut Xdp, iface: &str) -> Result<Attachment, XdpError> {

@@ -1,11 +1,12 @@
 //! The XDP program's per-CPU counters, summed over CPUs when read.
 
 use aya::maps::{Map, MapData, MapError, PerCpuArray};
-use flowtally_common::{Counter, RecordStat, XdpStat};
+use flowtally_common::{Counter, RecordStat, XdpStat, sflow::SampleStat};
 
 pub struct KernelStats {
     frames: PerCpuArray<MapData, Counter>,
     records: PerCpuArray<MapData, Counter>,
+    sflow_samples: PerCpuArray<MapData, Counter>,
 }
 
 impl std::fmt::Debug for KernelStats {
@@ -15,10 +16,11 @@ impl std::fmt::Debug for KernelStats {
 }
 
 impl KernelStats {
-    pub fn new(frames: Map, records: Map) -> Result<Self, MapError> {
+    pub fn new(frames: Map, records: Map, sflow_samples: Map) -> Result<Self, MapError> {
         Ok(Self {
             frames: frames.try_into()?,
             records: records.try_into()?,
+            sflow_samples: sflow_samples.try_into()?,
         })
     }
 
@@ -28,6 +30,10 @@ impl KernelStats {
 
     pub fn records(&self, stat: RecordStat) -> Counter {
         sum(&self.records, stat as u32)
+    }
+
+    pub fn sflow_samples(&self, stat: SampleStat) -> Counter {
+        sum(&self.sflow_samples, stat as u32)
     }
 }
 

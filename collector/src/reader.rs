@@ -1,60 +1,69 @@
-//! Bounded reading in the manner of rustls's `codec::Reader`: every read is
+//! Bounded reading for every wire codec, in the manner of rustls's `codec::Reader`: every read is
 //! checked against the slice, and [`Reader::sub`] hands out a reader that
 //! ends where a length field says, so nothing read through it can reach
 //! past that length.
 
-pub(super) struct Reader<'a> {
+pub(crate) struct Reader<'a> {
     buf: &'a [u8],
     at: usize,
 }
 
 impl<'a> Reader<'a> {
-    pub(super) const fn new(buf: &'a [u8]) -> Self {
+    pub(crate) const fn new(buf: &'a [u8]) -> Self {
         Self { buf, at: 0 }
     }
 
     /// The next `n` bytes, or `None` (and nothing consumed) if fewer are left.
-    pub(super) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+    pub(crate) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         let end = self.at.checked_add(n)?;
         let bytes = self.buf.get(self.at..end)?;
         self.at = end;
         Some(bytes)
     }
 
-    pub(super) fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+    pub(crate) fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
         self.take(N)?.try_into().ok()
     }
 
-    pub(super) fn u8(&mut self) -> Option<u8> {
+    pub(crate) fn u8(&mut self) -> Option<u8> {
         self.array().map(|[byte]| byte)
     }
 
-    pub(super) fn u16(&mut self) -> Option<u16> {
+    pub(crate) fn u16(&mut self) -> Option<u16> {
         self.array().map(u16::from_be_bytes)
     }
 
-    pub(super) fn u32(&mut self) -> Option<u32> {
+    pub(crate) fn u32(&mut self) -> Option<u32> {
         self.array().map(u32::from_be_bytes)
     }
 
+    pub(crate) fn u64(&mut self) -> Option<u64> {
+        self.array().map(u64::from_be_bytes)
+    }
+
     /// A reader over the next `n` bytes, which this one skips.
-    pub(super) fn sub(&mut self, n: usize) -> Option<Reader<'a>> {
+    pub(crate) fn sub(&mut self, n: usize) -> Option<Reader<'a>> {
         self.take(n).map(Reader::new)
     }
 
     /// Everything left.
-    pub(super) fn rest(&mut self) -> &'a [u8] {
+    pub(crate) fn rest(&mut self) -> &'a [u8] {
         let rest = self.buf.get(self.at..).unwrap_or_default();
         self.at = self.buf.len();
         rest
     }
 
+    /// Bytes not yet consumed.
+    pub(crate) const fn remaining(&self) -> usize {
+        self.buf.len().saturating_sub(self.at)
+    }
+
     /// Bytes consumed so far.
-    pub(super) const fn used(&self) -> usize {
+    pub(crate) const fn used(&self) -> usize {
         self.at
     }
 
-    pub(super) const fn is_empty(&self) -> bool {
+    pub(crate) const fn is_empty(&self) -> bool {
         self.at >= self.buf.len()
     }
 }
