@@ -106,6 +106,14 @@ fn every_endpoint_answers_with_the_daemons_figures() {
     assert_eq!(before["owner"], Value::Null, "{before}");
     let relative = lab.get("/api/v1/whois?ip=198.18.100.2&at=now").json();
     assert_eq!(relative["owner"], Value::Null, "bob's session has stopped");
+    let port = lab
+        .get(&format!("/api/v1/whois?ip=198.18.100.1:4000&at={t}"))
+        .json();
+    assert_eq!(
+        port["bindings"],
+        serde_json::json!([]),
+        "no NAT binding: {port}"
+    );
 
     let sessions = lab.get("/api/v1/sessions?user=alice").json();
     let list = sessions["sessions"].as_array().unwrap();
@@ -201,7 +209,11 @@ fn bad_parameters_are_a_400_in_json_naming_the_parameter() {
         ("/api/v1/usage?frm=-1h", "frm"),
         ("/api/v1/usage?user=a&user=b", "user"),
         ("/api/v1/whois", "ip"),
-        ("/api/v1/whois?ip=198.18.100.1:4000", "ip"),
+        ("/api/v1/whois?ip=198.18.100.1:http", "ip"),
+        (
+            "/api/v1/whois?ip=198.18.100.1:4000&protocol=sctp",
+            "protocol",
+        ),
         ("/api/v1/whois?ip=alice", "ip"),
         ("/api/v1/whois?ip=198.18.100.1&at=soon", "at"),
         ("/api/v1/sessions?limit=0", "limit"),

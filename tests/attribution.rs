@@ -45,18 +45,18 @@ mod support;
 
 use std::{
     collections::BTreeMap,
-    io::Write as _,
     net::IpAddr,
     panic::{AssertUnwindSafe, catch_unwind},
     path::Path,
-    process::{Command, Stdio},
     thread,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use pcap::{Mix, SUBSCRIBERS};
 use softflowd_lab::{COLLECTOR, Lab, Version, export_synthetic_capture, merged};
-use support::{Flowtally, NetNs, PATIENCE, eventually, path_str, require_root, scrape};
+use support::{
+    Flowtally, NetNs, PATIENCE, eventually, path_str, radclient_in, require_root, scrape,
+};
 
 const SECRET: &str = "testing123";
 /// flowtally's RADIUS server: the collector's end of the export link.
@@ -143,21 +143,7 @@ impl Acct {
     /// Sends this request with radclient from the NAS's namespace; it must
     /// be answered (flowtally answers once the record is on disk).
     fn send(&self, nas: &NetNs, t: u64) {
-        let attributes = self.attributes(t);
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &nas.name, "radclient"])
-            .args(["-r", "1", "-t", "2", RADIUS, "acct", SECRET])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("radclient runs (Debian package freeradius-utils)");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(attributes.as_bytes())
-            .unwrap();
-        assert!(child.wait().unwrap().success(), "answered: {attributes}");
+        radclient_in(nas, RADIUS, SECRET, &self.attributes(t));
     }
 }
 

@@ -72,6 +72,32 @@ fn check_config_prints_the_file_with_flags_applied() {
 }
 
 #[test]
+fn check_config_warns_that_a_portless_profile_cannot_attribute_through_nat() {
+    let tmp = TempDir::new();
+    let file = tmp.path("flowtally.toml");
+    let pools = "[cgnat]\npools = [\"198.51.100.0/24\"]\n";
+    std::fs::write(&file, pools).unwrap();
+    let (code, stdout, stderr) = flowtally(&["check-config", "--config", path_str(&file)]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("pools = [\"198.51.100.0/24\"]"), "{stdout}");
+    assert!(
+        !stderr.contains("warning"),
+        "the detail profile keeps ports: {stderr}"
+    );
+    std::fs::write(
+        &file,
+        format!("{pools}[aggregation]\nprofile = [\"peer_ip\", \"protocol\"]\n"),
+    )
+    .unwrap();
+    let (code, _, stderr) = flowtally(&["check-config", "--config", path_str(&file)]);
+    assert_eq!(code, Some(0), "a warning, not an error: {stderr}");
+    assert!(
+        stderr.contains("warning: `cgnat.pools`") && stderr.contains("cannot be attributed"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn an_unopenable_database_is_a_runtime_failure_exit_1() {
     let (code, _, stderr) = flowtally(&[
         "run",

@@ -179,7 +179,12 @@ fn association_rate(history: &History) {
     let rss_rows = resident_bytes();
     let mut associator = Associator::new(5_000, 30_000);
     let started = Instant::now();
-    let (ready, summary) = associator.associate(rows, history, 1_800_000_000_000, true);
+    let no_nat = flowtally::nat::Bindings::new(flowtally::nat::Limits {
+        max_lifetime_ms: 1,
+        memory_retention_ms: 1,
+        max_bindings: 1,
+    });
+    let (ready, summary) = associator.associate(rows, history, &no_nat, 1_800_000_000_000, true);
     let elapsed = started.elapsed();
     assert_eq!(ready.len(), AGGREGATES as usize);
     assert!(summary.attributed_bytes > 0);

@@ -11,12 +11,25 @@
 //! - The backlog changes of each pass ([`Associator::take_changes`]) are
 //!   persisted with the flush, so a killed daemon's successor resumes it
 //!   ([`Associator::restore`]) instead of losing up to `late_window` of rows.
+//! - Through carrier-grade NAT: a row whose subscriber address is in a
+//!   CGNAT pool is the public side of someone's traffic. Its port and
+//!   protocol find the NAT binding (VRF 0) that held them at the row's
+//!   time, and the binding's inside address the session, with the same
+//!   grace after a binding's end as after a Stop, and before its start
+//!   (export times of whole seconds, clocks that differ), as long as no
+//!   other binding held the port. A row without port or
+//!   protocol (the aggregation profile dropped them) cannot be attributed
+//!   and is written at once; one without a binding or an inside session
+//!   waits like any other. Why pool rows stay unattributed is counted
+//!   ([`NatSummary`]).
 
 use std::net::IpAddr;
 
 use flowtally_common::agg::Direction;
+use ipnet::IpNet;
 
 use crate::{
+    nat::{Binding, Bindings},
     sessions::{History, Owner},
     usage::UsageRow,
 };
@@ -29,6 +42,8 @@ pub struct Associator {
     backlog: Vec<Waiting>,
     next_id: u64,
     changes: BacklogChanges,
+    /// CGNAT pools: their rows are attributed through NAT bindings.
+    pools: Vec<IpNet>,
 }
 
 /// A row waiting for an owner until `give_up_ms`; `id` names it while it
@@ -54,6 +69,45 @@ pub struct Attributed {
     pub rows: usize,
     pub attributed_bytes: u64,
     pub unattributed_bytes: u64,
+    /// Of those, the rows of CGNAT pools.
+    pub nat: NatSummary,
+}
+
+/// What became of the CGNAT pools' rows written in one pass.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NatSummary {
+    pub attributed_bytes: u64,
+    /// Unattributed: the row has no port or protocol.
+    pub no_port_bytes: u64,
+    /// Unattributed: no binding held the port then.
+    pub no_binding_bytes: u64,
+    /// Unattributed: the binding's inside address had no session.
+    pub no_session_bytes: u64,
+    /// Rows written unattributed for want of a binding.
+    pub lookups_without_binding: u64,
+}
+
+impl NatSummary {
+    /// Unattributed bytes by reason (metric label).
+    pub fn unattributed(&self) -> [(&'static str, u64); 3] {
+        [
+            ("no_port", self.no_port_bytes),
+            ("no_binding", self.no_binding_bytes),
+            ("no_session", self.no_session_bytes),
+        ]
+    }
+}
+
+/// Why nobody owns a row (yet).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Miss {
+    Transit,
+    NoSession,
+    /// A pool row without port or protocol: it never will be owned.
+    NoPort,
+    NoBinding,
+    /// A binding, but no session held its inside address.
+    NoInsideSession,
 }
 
 impl Associator {
@@ -64,7 +118,14 @@ impl Associator {
             backlog: Vec::new(),
             next_id: 1,
             changes: BacklogChanges::default(),
+            pools: Vec::new(),
         }
+    }
+
+    /// Attributes the rows of these CGNAT pools through NAT bindings.
+    pub fn with_nat_pools(mut self, pools: Vec<IpNet>) -> Self {
+        self.pools = pools;
+        self
     }
 
     /// Resumes a persisted backlog (after a restart).
@@ -77,12 +138,14 @@ impl Associator {
         std::mem::take(&mut self.changes)
     }
 
-    /// Attributes the backlog and `rows` at `now_ms`; returns the rows to
-    /// write now. With `last`, nothing waits (the daemon is stopping).
+    /// Attributes the backlog and `rows` at `now_ms`, through `bindings`
+    /// for the pools' rows; returns the rows to write now. With `last`,
+    /// nothing waits (the daemon is stopping).
     pub fn associate(
         &mut self,
         rows: Vec<UsageRow>,
         history: &History,
+        bindings: &Bindings,
         now_ms: u64,
         last: bool,
     ) -> (Vec<UsageRow>, Attributed) {
@@ -95,18 +158,19 @@ impl Associator {
         let mut ready = Vec::new();
         let mut summary = Attributed::default();
         for (id, give_up, mut row) in candidates {
-            // Transit rows have no subscriber to attribute to.
-            let owner = match row.direction {
-                Direction::Transit => None,
-                _ => self.owner(history, row.subscriber_ip, row.last_ms),
-            };
-            match owner {
-                Some(owner) => {
+            let pooled = self.in_pool(row.subscriber_ip);
+            match self.find(history, bindings, &row, pooled) {
+                Ok(owner) => {
                     row.user_name = Some(owner.user_name);
                     row.session_id = Some(owner.session_id);
                     summary.attributed_bytes += row.bytes;
+                    if pooled {
+                        summary.nat.attributed_bytes += row.bytes;
+                    }
                 }
-                None if row.direction != Direction::Transit && !last && now_ms < give_up => {
+                Err(Miss::NoSession | Miss::NoBinding | Miss::NoInsideSession)
+                    if !last && now_ms < give_up =>
+                {
                     let waiting = Waiting {
                         id: id.unwrap_or_else(|| {
                             self.next_id += 1;
@@ -121,13 +185,57 @@ impl Associator {
                     self.backlog.push(waiting);
                     continue;
                 }
-                None => summary.unattributed_bytes += row.bytes,
+                Err(miss) => {
+                    summary.unattributed_bytes += row.bytes;
+                    let nat = &mut summary.nat;
+                    match miss {
+                        Miss::NoPort => nat.no_port_bytes += row.bytes,
+                        Miss::NoBinding => {
+                            nat.no_binding_bytes += row.bytes;
+                            nat.lookups_without_binding += 1;
+                        }
+                        Miss::NoInsideSession => nat.no_session_bytes += row.bytes,
+                        Miss::Transit | Miss::NoSession => {}
+                    }
+                }
             }
             self.changes.left.extend(id);
             ready.push(row);
         }
         summary.rows = ready.len();
         (ready, summary)
+    }
+
+    /// Who owns `row` now, or why nobody does.
+    fn find(
+        &self,
+        history: &History,
+        bindings: &Bindings,
+        row: &UsageRow,
+        pooled: bool,
+    ) -> Result<Owner, Miss> {
+        // Transit rows have no subscriber to attribute to.
+        if row.direction == Direction::Transit {
+            return Err(Miss::Transit);
+        }
+        let at = row.last_ms;
+        if !pooled {
+            return self
+                .owner(history, row.subscriber_ip, at)
+                .ok_or(Miss::NoSession);
+        }
+        let (Some(port), Some(protocol)) = (row.subscriber_port, row.protocol) else {
+            return Err(Miss::NoPort);
+        };
+        let binding = self
+            .binding(bindings, row.subscriber_ip, protocol, port, at)
+            .ok_or(Miss::NoBinding)?;
+        self.owner(history, binding.inside_ip, at)
+            .ok_or(Miss::NoInsideSession)
+    }
+
+    fn in_pool(&self, ip: IpAddr) -> bool {
+        self.pools.iter().any(|pool| pool.contains(&ip))
     }
 
     /// Rows waiting for an owner.
@@ -147,6 +255,38 @@ impl Associator {
             Some(stop) if stop <= at_ms => Some(before),
             _ => None,
         }
+    }
+
+    /// The binding of the public `port` at `at_ms`; else one that ended
+    /// less than `grace` before (nobody has taken the port since); else the
+    /// first to start after it, within `grace` (nobody held the port then:
+    /// v9 record times come out up to a second early, their header having
+    /// whole seconds, and the NAT's clock is not the router's).
+    fn binding(
+        &self,
+        bindings: &Bindings,
+        ip: IpAddr,
+        protocol: u8,
+        port: u16,
+        at_ms: u64,
+    ) -> Option<Binding> {
+        if let Some(binding) = bindings.lookup(0, ip, protocol, port, at_ms) {
+            return Some(binding);
+        }
+        let late = at_ms
+            .checked_sub(self.grace_ms)
+            .and_then(|before| bindings.lookup(0, ip, protocol, port, before))
+            .filter(|before| before.to_ms <= at_ms);
+        late.or_else(|| {
+            bindings.next_start(
+                0,
+                ip,
+                protocol,
+                port,
+                at_ms,
+                at_ms.saturating_add(self.grace_ms),
+            )
+        })
     }
 }
 
@@ -171,6 +311,14 @@ mod tests {
         UsageRow::bare(at, IP.into(), direction, bytes)
     }
 
+    fn no_nat() -> Bindings {
+        Bindings::new(crate::nat::Limits {
+            max_lifetime_ms: 1_000_000,
+            memory_retention_ms: 1_000_000,
+            max_bindings: 100,
+        })
+    }
+
     fn users(rows: &[UsageRow]) -> Vec<Option<&str>> {
         rows.iter().map(|r| r.user_name.as_deref()).collect()
     }
@@ -191,7 +339,7 @@ mod tests {
             row(Direction::Up, 15_000, 100),
             row(Direction::Down, 25_000, 7),
         ];
-        let (ready, summary) = associator.associate(rows, &history(), 100_000, false);
+        let (ready, summary) = associator.associate(rows, &history(), &no_nat(), 100_000, false);
         assert_eq!(users(&ready), [Some("alice"), Some("bob")]);
         assert_eq!(ready[0].session_id.as_deref(), Some("a1"));
         assert_eq!(summary.attributed_bytes, 107);
@@ -201,7 +349,7 @@ mod tests {
     fn a_stopped_session_keeps_late_flows_for_the_grace_period_unless_reused() {
         let mut associator = Associator::new(5_000, 0);
         let rows = vec![row(Direction::Up, 20_500, 1), row(Direction::Up, 21_500, 2)];
-        let (ready, _) = associator.associate(rows, &history(), 100_000, false);
+        let (ready, _) = associator.associate(rows, &history(), &no_nat(), 100_000, false);
         assert_eq!(
             users(&ready),
             [Some("alice"), Some("bob")],
@@ -211,7 +359,7 @@ mod tests {
         alone.apply(&event(EventKind::Start, "alice", "a1", 10_000));
         alone.apply(&event(EventKind::Stop, "alice", "a1", 20_000));
         let rows = vec![row(Direction::Up, 24_999, 1), row(Direction::Up, 25_000, 2)];
-        let (ready, summary) = associator.associate(rows, &alone, 100_000, false);
+        let (ready, summary) = associator.associate(rows, &alone, &no_nat(), 100_000, false);
         assert_eq!(
             users(&ready),
             [Some("alice"), None],
@@ -224,12 +372,17 @@ mod tests {
     fn an_unowned_row_waits_for_a_late_start_then_gives_up() {
         let mut associator = Associator::new(0, 30_000);
         let mut history = History::new();
-        let (ready, _) =
-            associator.associate(vec![row(Direction::Up, 50_000, 9)], &history, 60_000, false);
+        let (ready, _) = associator.associate(
+            vec![row(Direction::Up, 50_000, 9)],
+            &history,
+            &no_nat(),
+            60_000,
+            false,
+        );
         assert!(ready.is_empty());
         assert_eq!(associator.backlog(), 1);
         history.apply(&event(EventKind::Start, "carol", "c1", 49_000));
-        let (ready, _) = associator.associate(Vec::new(), &history, 70_000, false);
+        let (ready, _) = associator.associate(Vec::new(), &history, &no_nat(), 70_000, false);
         assert_eq!(
             users(&ready),
             [Some("carol")],
@@ -239,13 +392,16 @@ mod tests {
         let (ready, _) = associator.associate(
             vec![row(Direction::Up, 10, 3)],
             &History::new(),
+            &no_nat(),
             60_000,
             false,
         );
         assert!(ready.is_empty());
-        let (ready, _) = associator.associate(Vec::new(), &History::new(), 89_999, false);
+        let (ready, _) =
+            associator.associate(Vec::new(), &History::new(), &no_nat(), 89_999, false);
         assert!(ready.is_empty(), "still within the late window");
-        let (ready, summary) = associator.associate(Vec::new(), &History::new(), 90_000, false);
+        let (ready, summary) =
+            associator.associate(Vec::new(), &History::new(), &no_nat(), 90_000, false);
         assert_eq!(users(&ready), [None], "written unattributed, never dropped");
         assert_eq!(summary.unattributed_bytes, 3);
     }
@@ -257,7 +413,7 @@ mod tests {
             row(Direction::Up, 50_000, 9),
             row(Direction::Down, 50_000, 4),
         ];
-        associator.associate(rows, &History::new(), 60_000, false);
+        associator.associate(rows, &History::new(), &no_nat(), 60_000, false);
         let changes = associator.take_changes();
         assert_eq!(
             changes.entered.iter().map(|w| w.id).collect::<Vec<_>>(),
@@ -277,6 +433,7 @@ mod tests {
                 row(Direction::Up, 10, 2),
             ],
             &history,
+            &no_nat(),
             70_000,
             false,
         );
@@ -292,12 +449,119 @@ mod tests {
     #[test]
     fn transit_rows_and_the_last_flush_never_wait() {
         let mut associator = Associator::new(0, 30_000);
-        let (ready, _) =
-            associator.associate(vec![row(Direction::Transit, 5, 1)], &history(), 6, false);
+        let (ready, _) = associator.associate(
+            vec![row(Direction::Transit, 5, 1)],
+            &history(),
+            &no_nat(),
+            6,
+            false,
+        );
         assert_eq!(users(&ready), [None]);
-        associator.associate(vec![row(Direction::Up, 5, 1)], &History::new(), 6, false);
-        let (ready, _) = associator.associate(Vec::new(), &History::new(), 7, true);
+        associator.associate(
+            vec![row(Direction::Up, 5, 1)],
+            &History::new(),
+            &no_nat(),
+            6,
+            false,
+        );
+        let (ready, _) = associator.associate(Vec::new(), &History::new(), &no_nat(), 7, true);
         assert_eq!(ready.len(), 1);
         assert_eq!(associator.backlog(), 0);
+    }
+
+    #[test]
+    fn pool_rows_go_through_the_binding_to_the_session_of_its_inside_address() {
+        use crate::netflow::nat::{NatEvent, PortRange, event};
+        let public: IpAddr = "198.51.100.1".parse().unwrap();
+        let mut bindings = no_nat();
+        let nat = |kind, at| NatEvent {
+            event: kind,
+            time_ms: at,
+            started_ms: None,
+            protocol: 6,
+            inside: Some(IP.into()),
+            inside_port: Some(40_000),
+            inside_vrf: 0,
+            outside: Some(public),
+            outside_ports: PortRange::one(1024),
+            outside_vrf: 0,
+        };
+        let nat_ip: IpAddr = "198.18.0.1".parse().unwrap();
+        bindings.apply(nat_ip, &nat(event::NAT44_SESSION_CREATE, 9_000));
+        bindings.apply(nat_ip, &nat(event::NAT44_SESSION_DELETE, 30_000));
+        let pooled = |at, port: Option<u16>, bytes| UsageRow {
+            subscriber_ip: public,
+            subscriber_port: port,
+            protocol: Some(6),
+            ..row(Direction::Up, at, bytes)
+        };
+        let pools = vec!["198.51.100.0/24".parse().unwrap()];
+        let mut early = Associator::new(1_000, 0).with_nat_pools(pools.clone());
+        let mut online = History::new();
+        online.apply(&event(EventKind::Start, "alice", "a1", 1_000));
+        let (ready, _) = early.associate(
+            vec![pooled(8_001, Some(1024), 1), pooled(7_999, Some(1024), 1)],
+            &online,
+            &bindings,
+            40_000,
+            false,
+        );
+        assert_eq!(
+            users(&ready),
+            [Some("alice"), None],
+            "up to the grace before the create, when nobody held the port"
+        );
+        bindings.apply(
+            nat_ip,
+            &NatEvent {
+                inside: Some("198.18.100.8".parse().unwrap()),
+                ..nat(event::NAT44_SESSION_CREATE, 8_500)
+            },
+        );
+        let (ready, _) = early.associate(
+            vec![pooled(8_001, Some(1024), 1)],
+            &online,
+            &bindings,
+            40_000,
+            false,
+        );
+        assert_eq!(
+            users(&ready),
+            [None],
+            "the first binding to start after the row is another's"
+        );
+        let mut associator = Associator::new(0, 30_000).with_nat_pools(pools);
+        let rows = vec![
+            pooled(15_000, Some(1024), 1),
+            pooled(25_000, Some(1024), 2),
+            pooled(15_000, None, 4),
+            pooled(15_000, Some(1025), 8),
+            pooled(35_000, Some(1024), 16),
+        ];
+        let (ready, summary) = associator.associate(rows, &history(), &bindings, 40_000, false);
+        assert_eq!(
+            users(&ready),
+            [Some("alice"), Some("bob"), None],
+            "1024 was bound to the inside address alice, then bob, held; a row without port \
+             is written at once"
+        );
+        assert_eq!(
+            ready[1].subscriber_ip, public,
+            "rows keep the public address"
+        );
+        assert_eq!(summary.nat.attributed_bytes, 3);
+        assert_eq!(summary.nat.no_port_bytes, 4);
+        assert_eq!(associator.backlog(), 2, "no binding yet: they wait");
+        let (ready, summary) =
+            associator.associate(Vec::new(), &history(), &bindings, 80_000, false);
+        assert_eq!(users(&ready), [None, None]);
+        assert_eq!(
+            (
+                summary.nat.no_binding_bytes,
+                summary.nat.lookups_without_binding
+            ),
+            (24, 2)
+        );
+        assert_eq!(summary.unattributed_bytes, 24);
     }
 }

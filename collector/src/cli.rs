@@ -16,6 +16,7 @@ use crate::{
         source::{ClickHouseSource, Source},
     },
     timestamp::{TimeArg, Timestamp},
+    whois::{PortQuery, Target},
 };
 
 #[derive(Debug, Parser)]
@@ -31,7 +32,8 @@ pub enum Command {
     Run(RunArgs),
     /// Validate the configuration and print it with all flags applied.
     CheckConfig(RunArgs),
-    /// Who held an address at a moment, from the session history.
+    /// Who held an address at a moment, from the session history; for a
+    /// CGNAT public IP:PORT, through the NAT binding of the port.
     Whois(WhoisArgs),
     /// Usage, time online and cost per user, session, subnet or organisation.
     Report(ReportArgs),
@@ -143,8 +145,17 @@ pub fn parse_net(s: &str) -> Result<IpNet, String> {
 
 #[derive(Debug, Args)]
 pub struct WhoisArgs {
-    /// The IPv4 or IPv6 address.
-    pub ip: std::net::IpAddr,
+    /// An IPv4 or IPv6 address, or a public IP:PORT ([IPv6]:PORT) of a
+    /// carrier-grade NAT.
+    #[arg(value_name = "IP[:PORT]")]
+    pub target: Target,
+    /// IP:PORT only: the egress VRF of the public side.
+    #[arg(long, value_name = "ID", default_value_t = 0)]
+    pub vrf: u32,
+    /// IP:PORT only: tcp, udp, icmp or a protocol number (default: every
+    /// protocol with a binding on the port).
+    #[arg(long, value_name = "PROTOCOL", value_parser = protocol)]
+    pub protocol: Option<u8>,
     /// The moment: RFC 3339 (2026-11-21T15:00:00Z), Unix seconds, `now`, or
     /// a time before now like -1h.
     #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
@@ -199,6 +210,26 @@ pub struct RunArgs {
     /// How long an aggregate without an owner waits for a late session, e.g. 30s.
     #[arg(long, value_name = "DURATION")]
     pub late_window: Option<Span>,
+}
+
+fn protocol(s: &str) -> Result<u8, String> {
+    match s {
+        "tcp" => Ok(6),
+        "udp" => Ok(17),
+        "icmp" => Ok(1),
+        n => n
+            .parse()
+            .map_err(|_| format!("{s:?} is not tcp, udp, icmp or a protocol number (0-255)")),
+    }
+}
+
+impl WhoisArgs {
+    pub fn query(&self) -> PortQuery {
+        PortQuery {
+            vrf: self.vrf,
+            protocol: self.protocol,
+        }
+    }
 }
 
 impl ReportArgs {

@@ -34,6 +34,7 @@ pub mod http;
 pub mod integrity;
 pub mod ip;
 pub mod metrics;
+pub mod nat;
 pub mod netflow;
 pub mod progress;
 pub mod radius;

@@ -29,7 +29,12 @@ fn main() -> ExitCode {
         Command::Run(args) => (args, false),
         Command::CheckConfig(args) => (args, true),
         Command::Whois(args) => {
-            return match flowtally::whois::whois(&args.db, args.ip, args.at.at(now())) {
+            return match flowtally::whois::whois(
+                &args.db,
+                args.target,
+                args.query(),
+                args.at.at(now()),
+            ) {
                 Ok(answer) => {
                     println!("{answer}");
                     ExitCode::SUCCESS
@@ -51,6 +56,9 @@ fn main() -> ExitCode {
         }
     };
     if check_only {
+        for warning in config.warnings() {
+            eprintln!("warning: {warning}");
+        }
         print!("{}", config.to_toml());
         return ExitCode::SUCCESS;
     }

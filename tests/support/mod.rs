@@ -92,6 +92,26 @@ pub fn radclient(server: SocketAddr, secret: &str, attributes: &str) -> bool {
     child.wait().unwrap().success()
 }
 
+/// Sends one accounting request with radclient from namespace `ns` (a
+/// NAS), one try of 2 s; it must be answered (flowtally answers once the
+/// record is on disk).
+pub fn radclient_in(ns: &NetNs, server: &str, secret: &str, attributes: &str) {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &ns.name, "radclient"])
+        .args(["-r", "1", "-t", "2", server, "acct", secret])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("radclient runs (Debian package freeradius-utils)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(attributes.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "answered: {attributes}");
+}
+
 /// A unique, short name for per-test kernel objects.
 pub fn unique(prefix: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -186,6 +206,21 @@ impl NetNs {
             words[i + 1].parse::<u64>().unwrap()
         };
         (after("packets"), after("bytes"))
+    }
+
+    /// Runs `f` on a thread of its own that lives in this namespace, and
+    /// returns at once.
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> thread::JoinHandle<T> {
+        let file = fs::File::open(format!("/run/netns/{}", self.name)).expect("netns file");
+        thread::spawn(move || {
+            // SAFETY: setns on this thread only; the fd is valid.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            f()
+        })
     }
 
     /// The XDP program id attached to `iface`, if any.

@@ -238,6 +238,12 @@ impl Softflowd {
     /// experimental) after them until their block is handed over; softflowd
     /// counts those as "non-IP" and tracks them in no flow.
     pub fn drain(&self, lab: &Lab, packets: u64) {
+        self.drain_through(&lab.replay, &lab.wire, packets);
+    }
+
+    /// [`Softflowd::drain`], the filler frames sent out of `iface` in `ns`,
+    /// which must reach the interface softflowd captures on.
+    pub fn drain_through(&self, ns: &NetNs, iface: &str, packets: u64) {
         let mut filler = Vec::with_capacity(1514);
         filler.extend_from_slice(&pcap::DST_MAC);
         filler.extend_from_slice(&pcap::SRC_MAC);
@@ -252,9 +258,9 @@ impl Softflowd {
             if stats.processed == packets {
                 return true;
             }
-            lab.replay.enter(|| {
+            ns.enter(|| {
                 for _ in 0..32 {
-                    send_raw_frame(&lab.wire, &filler);
+                    send_raw_frame(iface, &filler);
                 }
             });
             false

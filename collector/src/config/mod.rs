@@ -99,6 +99,40 @@ pub struct Config {
     pub radius: RadiusConfig,
     /// Interface counter polling, to check flow bytes against.
     pub snmp: SnmpConfig,
+    pub cgnat: CgnatConfig,
+}
+
+/// Carrier-grade NAT: bindings from NAT events (recognised without any
+/// configuration) and attribution of pool traffic through them.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CgnatConfig {
+    /// Public pool networks: usage whose subscriber side is a pool address
+    /// is attributed through the binding of its port. They count as
+    /// subscriber networks too.
+    pub pools: Vec<IpNet>,
+    /// A binding whose delete never comes ends this long after its start.
+    pub max_lifetime: Span,
+    /// Bindings ended longer ago leave memory (not SQLite): what
+    /// attribution of late rows still needs. Never less than
+    /// `late_window + stop_grace`.
+    pub memory_retention: Span,
+    /// Bindings ended longer ago are deleted from SQLite; unset: kept.
+    pub retention: Option<Span>,
+    /// Bindings kept in memory at most.
+    pub max_bindings: usize,
+}
+
+impl Default for CgnatConfig {
+    fn default() -> Self {
+        Self {
+            pools: Vec::new(),
+            max_lifetime: Span(Duration::from_secs(7 * 86_400)),
+            memory_retention: Span(Duration::from_secs(3600)),
+            retention: None,
+            max_bindings: 10_000_000,
+        }
+    }
 }
 
 /// SNMP polling of IF-MIB ifHCInOctets/ifHCOutOctets; off without agents.
@@ -163,6 +197,19 @@ impl SnmpAgent {
     pub fn address(&self) -> SocketAddr {
         self.address
             .unwrap_or_else(|| SocketAddr::new(self.exporter, 161))
+    }
+}
+
+impl Config {
+    /// The binding history's limits: memory keeps bindings at least as
+    /// long as usage rows may wait for them.
+    pub fn nat_limits(&self) -> crate::nat::Limits {
+        let waiting = self.late_window.0 + self.stop_grace.0;
+        crate::nat::Limits {
+            max_lifetime_ms: self.cgnat.max_lifetime.0.as_millis() as u64,
+            memory_retention_ms: self.cgnat.memory_retention.0.max(waiting).as_millis() as u64,
+            max_bindings: self.cgnat.max_bindings,
+        }
     }
 }
 
@@ -263,6 +310,36 @@ impl Default for TemplatesConfig {
 }
 
 impl Config {
+    /// Networks whose addresses are the billed side of a flow: the
+    /// subscriber networks and the CGNAT pools.
+    pub fn subscriber_nets(&self) -> Vec<IpNet> {
+        let mut nets = self.subscriber_networks.clone();
+        for pool in &self.cgnat.pools {
+            if !nets.contains(pool) {
+                nets.push(*pool);
+            }
+        }
+        nets
+    }
+
+    /// What the configuration allows but cannot do well, for
+    /// `check-config` and the log.
+    pub fn warnings(&self) -> Vec<String> {
+        use flowtally_common::agg::{KEEP_PROTOCOL, KEEP_SUBSCRIBER_PORT};
+        let keep = self.aggregation.profile.keep_bits();
+        let needed = KEEP_SUBSCRIBER_PORT | KEEP_PROTOCOL;
+        let mut warnings = Vec::new();
+        if !self.cgnat.pools.is_empty() && keep & needed != needed {
+            warnings.push(
+                "`cgnat.pools` with an `aggregation.profile` that drops subscriber_port or \
+                 protocol: pool traffic cannot be attributed through NAT bindings (a binding is \
+                 per public port and protocol) and is written unattributed"
+                    .to_owned(),
+            );
+        }
+        warnings
+    }
+
     /// Where templates persist.
     pub fn templates_file(&self) -> PathBuf {
         self.templates.file.clone().unwrap_or_else(|| {
@@ -546,6 +623,7 @@ impl Default for Config {
             templates: TemplatesConfig::default(),
             radius: RadiusConfig::default(),
             snmp: SnmpConfig::default(),
+            cgnat: CgnatConfig::default(),
         }
     }
 }
@@ -797,6 +875,34 @@ mod tests {
             let err = config.validate().unwrap_err();
             assert!(err.to_string().contains(key), "{url} {database}: {err}");
         }
+    }
+
+    #[test]
+    fn cgnat_pools_are_subscribers_and_a_portless_profile_is_warned_of() {
+        let file = "[cgnat]\npools = [\"198.51.100.0/24\"]\nmax_lifetime = \"1d\"\n";
+        let mut config = Config::from_toml(file).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.nat_limits().max_lifetime_ms, 86_400_000);
+        assert!(
+            config
+                .subscriber_nets()
+                .contains(&"198.51.100.0/24".parse().unwrap())
+        );
+        assert!(config.warnings().is_empty(), "detail keeps ports");
+        config.aggregation.profile = ProfileSpec::Named(NamedProfile::Subscriber);
+        let warnings = config.warnings();
+        assert!(warnings[0].contains("cgnat.pools"), "{warnings:?}");
+        config.cgnat.memory_retention = "1s".parse().unwrap();
+        config.late_window = "2h".parse().unwrap();
+        config.validate().unwrap();
+        assert_eq!(
+            config.nat_limits().memory_retention_ms,
+            7_205_000,
+            "raised to late_window + stop_grace"
+        );
+        config.cgnat.retention = Some("1s".parse().unwrap());
+        let err = config.validate().unwrap_err();
+        assert!(err.to_string().contains("cgnat.retention"), "{err}");
     }
 
     #[test]

@@ -10,8 +10,8 @@ use flowtally_common::{
 use crate::daemon::receive::MAX_RECEIVE_THREADS;
 
 use super::{
-    AggregationConfig, ClickHouseConfig, Config, ConfigError, MapsConfig, Mode, RadiusConfig,
-    TemplatesConfig,
+    AggregationConfig, CgnatConfig, ClickHouseConfig, Config, ConfigError, MapsConfig, Mode,
+    RadiusConfig, TemplatesConfig,
 };
 
 type Checked = Result<(), ConfigError>;
@@ -38,7 +38,9 @@ impl Config {
         self.http()?;
         clickhouse(&self.clickhouse)?;
         self.snmp()?;
-        radius(&self.radius, self.late_window.0 + self.stop_grace.0)
+        let waiting = self.late_window.0 + self.stop_grace.0;
+        cgnat(&self.cgnat, waiting)?;
+        radius(&self.radius, waiting)
     }
 
     /// SNMP agents: credentials that fit the version, interfaces to poll.
@@ -191,11 +193,11 @@ impl Config {
 
     /// Who is billed and which records count.
     fn accounting_scope(&self) -> Checked {
-        if self.subscriber_networks.len() > MAX_SUBSCRIBER_NETS as usize {
+        if self.subscriber_nets().len() > MAX_SUBSCRIBER_NETS as usize {
             return invalid(
                 "subscriber_networks",
                 "--subscriber-net",
-                format!("at most {MAX_SUBSCRIBER_NETS} networks"),
+                format!("at most {MAX_SUBSCRIBER_NETS} networks, with cgnat.pools"),
             );
         }
         if self.scope_keys().len() > MAX_SCOPE_ENTRIES as usize {
@@ -280,6 +282,28 @@ fn clickhouse(clickhouse: &ClickHouseConfig) -> Checked {
     }
     if clickhouse.spool_max_rows == 0 {
         return invalid("clickhouse.spool_max_rows", "-", "must be at least 1");
+    }
+    Ok(())
+}
+
+/// `waiting` is how long usage rows may wait for their bindings (memory
+/// keeps them at least that long).
+fn cgnat(cgnat: &CgnatConfig, waiting: Duration) -> Checked {
+    if cgnat.max_lifetime.0 < Duration::from_secs(1) {
+        return invalid("cgnat.max_lifetime", "-", "must be at least 1s");
+    }
+    if let Some(retention) = cgnat.retention
+        && retention.0 < cgnat.memory_retention.0.max(waiting)
+    {
+        return invalid(
+            "cgnat.retention",
+            "-",
+            "must be at least cgnat.memory_retention and late_window + stop_grace: memory is \
+             rebuilt from SQLite",
+        );
+    }
+    if cgnat.max_bindings == 0 {
+        return invalid("cgnat.max_bindings", "-", "must be at least 1");
     }
     Ok(())
 }

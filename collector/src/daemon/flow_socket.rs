@@ -4,12 +4,14 @@
 //! in the kernel. Any socket takes any format: the first bytes tell them
 //! apart (an sFlow datagram starts with the 32-bit version 5, a NetFlow
 //! one with a 16-bit version), as in the kernel.
+//! NAT event records (never aggregated, and never compiled for the kernel)
+//! go to the binding history.
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     io,
     net::{IpAddr, SocketAddr, UdpSocket},
-    sync::Mutex,
+    sync::{Arc, Mutex},
 };
 
 use flowtally_common::{
@@ -27,7 +29,8 @@ use crate::{
     integrity::sequence::{Seen, Sequences, StreamKey},
     ip::{to_addr, to_ip},
     metrics::Metrics,
-    netflow::{TemplateCache, TemplateChange},
+    nat::Bindings,
+    netflow::{TemplateCache, TemplateChange, nat::NatEvent},
     sflow::{self, AgentCounters, Decoded, SourceHealth, Sources},
     xdp::KernelTemplates,
 };
@@ -103,6 +106,8 @@ pub struct SocketPath {
     sflow: Mutex<SflowPath>,
     /// Allowed exporters; `None` allows any.
     exporters: Option<HashSet<Ip>>,
+    /// Where NAT events go; the flush persists their changes.
+    bindings: Arc<Mutex<Bindings>>,
     metrics: Metrics,
 }
 
@@ -132,6 +137,7 @@ struct Templates {
     kernel: Option<KernelTemplates>,
     /// Reused between datagrams.
     records: Vec<FlowRecord>,
+    nat: Vec<NatEvent>,
 }
 
 impl SocketPath {
@@ -142,12 +148,14 @@ impl SocketPath {
         cache: TemplateCache,
         kernel: Option<KernelTemplates>,
         exporters: &[IpAddr],
+        bindings: Arc<Mutex<Bindings>>,
         metrics: Metrics,
     ) -> Self {
         let mut templates = Templates {
             cache,
             kernel,
             records: Vec::new(),
+            nat: Vec::new(),
         };
         let all = templates
             .cache
@@ -162,6 +170,7 @@ impl SocketPath {
             sflow: Mutex::default(),
             exporters: (!exporters.is_empty())
                 .then(|| exporters.iter().copied().map(to_ip).collect()),
+            bindings,
             metrics,
         }
     }
@@ -280,13 +289,15 @@ impl SocketPath {
         let mut guard = self.templates.lock().expect("templates lock poisoned");
         let templates = &mut *guard;
         templates.records.clear();
+        templates.nat.clear();
         let mut aggregator = self.aggregator.lock().expect("aggregator lock poisoned");
-        let decoded = templates.cache.decode(
+        let decoded = templates.cache.decode_with_nat(
             exporter,
             datagram,
             now_ms,
             aggregator.flags(),
             &mut templates.records,
+            &mut templates.nat,
         );
         match decoded {
             Ok(report) => {
@@ -297,6 +308,7 @@ impl SocketPath {
                     }
                 }
                 drop(aggregator);
+                self.bind(exporter, &templates.nat);
                 self.metrics.socket.records.inc_by(report.records);
                 self.metrics.socket.record_bytes.inc_by(report.bytes);
                 self.metrics.templates.observe(&report);
@@ -314,6 +326,18 @@ impl SocketPath {
             && let Err(err) = kernel.release(&domain)
         {
             tracing::warn!("kernel template hold: {err}");
+        }
+    }
+
+    /// Takes NAT events into the binding history.
+    fn bind(&self, exporter: &Ip, events: &[NatEvent]) {
+        if events.is_empty() {
+            return;
+        }
+        let mut bindings = self.bindings.lock().expect("bindings lock poisoned");
+        for event in events {
+            let applied = bindings.apply(to_addr(exporter), event);
+            self.metrics.nat.event(event, applied);
         }
     }
 
@@ -479,7 +503,19 @@ mod tests {
             SubscriberNets::new(&[]),
         );
         let cache = TemplateCache::new(crate::netflow::Limits::default());
-        let path = SocketPath::new(aggregator, cache, None, exporters, metrics.clone());
+        let bindings = Arc::new(Mutex::new(Bindings::new(crate::nat::Limits {
+            max_lifetime_ms: 1_000,
+            memory_retention_ms: 1_000,
+            max_bindings: 1,
+        })));
+        let path = SocketPath::new(
+            aggregator,
+            cache,
+            None,
+            exporters,
+            bindings,
+            metrics.clone(),
+        );
         (path, metrics)
     }
 

@@ -1,6 +1,7 @@
-//! One flush: swap and drain the kernel maps, take the socket path's
-//! aggregates, attribute them, and write them all as `usage` rows in one
-//! transaction; then expire and save templates.
+//! One flush: write the NAT binding changes since the last one, swap and
+//! drain the kernel maps, take the socket path's aggregates, attribute
+//! them, and write them all as `usage` rows in one transaction; then
+//! expire and save templates, and now and then prune the bindings.
 
 use std::{
     path::PathBuf,
@@ -18,14 +19,21 @@ use crate::{
     associate::{Associator, BacklogChanges},
     integrity::sequence::StreamKey,
     metrics::Metrics,
+    nat::{self, Bindings},
     sessions::History,
-    sink::{integrity, runs, sflow_health, sqlite},
+    sink::{integrity, nat_store, runs, sflow_health, sqlite},
     usage::UsageRow,
     xdp::{Drainer, KernelIntegrity, KernelSflow},
 };
 
+/// How often the bindings are pruned and counted, at most.
+const PRUNE_EVERY_MS: u64 = 10_000;
+
 pub struct Flusher {
     parts: FlushParts,
+    /// Binding changes a failed write left behind.
+    pending_nat: Vec<nat::Change>,
+    last_prune_ms: u64,
     /// Rows a failed write left behind; retried first next time.
     pending: Vec<UsageRow>,
     /// Backlog changes a failed write left behind.
@@ -37,6 +45,10 @@ pub struct FlushParts {
     /// The kernel's maps, with XDP.
     pub drainer: Option<Drainer>,
     pub history: Arc<Mutex<History>>,
+    /// NAT bindings, fed by the socket path.
+    pub bindings: Arc<Mutex<Bindings>>,
+    /// Bindings ended longer ago are deleted from SQLite; `None`: kept.
+    pub nat_retention_ms: Option<u64>,
     pub associator: Associator,
     /// Where the template cache is saved after each flush.
     pub templates_file: PathBuf,
@@ -98,6 +110,8 @@ impl Flusher {
     pub fn new(parts: FlushParts) -> Self {
         Self {
             parts,
+            pending_nat: Vec::new(),
+            last_prune_ms: 0,
             pending: Vec::new(),
             pending_changes: BacklogChanges::default(),
         }
@@ -107,9 +121,12 @@ impl Flusher {
     /// are written too.
     pub fn flush(&mut self, now_ms: u64, last: bool) -> anyhow::Result<Flushed> {
         let started = Instant::now();
+        self.write_bindings();
         let FlushParts {
             drainer,
             history,
+            bindings,
+            nat_retention_ms: _,
             associator,
             templates_file,
             socket,
@@ -148,8 +165,10 @@ impl Flusher {
             .collect();
         let (attributed, summary) = {
             let history = history.lock().expect("history lock poisoned");
-            associator.associate(fresh, &history, now_ms, last)
+            let bindings = bindings.lock().expect("bindings lock poisoned");
+            associator.associate(fresh, &history, &bindings, now_ms, last)
         };
+        metrics.nat.attributed(&summary.nat);
         metrics.attributed_bytes.inc_by(summary.attributed_bytes);
         metrics
             .unattributed_bytes
@@ -199,6 +218,10 @@ impl Flusher {
         if let Err(err) = templates_file::save(templates_file, &saved) {
             tracing::warn!("saving templates to {}: {err}", templates_file.display());
         }
+        if last || now_ms.abs_diff(self.last_prune_ms) >= PRUNE_EVERY_MS {
+            self.last_prune_ms = now_ms;
+            self.prune_bindings(now_ms);
+        }
         self.close_sflow_interval(now_ms);
         self.close_integrity(now_ms, last);
         self.parts
@@ -206,6 +229,56 @@ impl Flusher {
             .drain_duration
             .observe(started.elapsed().as_secs_f64());
         Ok(flushed)
+    }
+
+    /// Makes the binding changes since the last flush durable; a failure
+    /// keeps them for the next.
+    fn write_bindings(&mut self) {
+        let mut changes = std::mem::take(&mut self.pending_nat);
+        changes.extend(
+            self.parts
+                .bindings
+                .lock()
+                .expect("bindings lock poisoned")
+                .take_changes(),
+        );
+        if changes.is_empty() {
+            return;
+        }
+        if let Err(err) = nat_store::write(&mut self.parts.db, &changes) {
+            tracing::error!(
+                "writing {} NAT binding changes failed, retrying next flush: {err}",
+                changes.len()
+            );
+            self.pending_nat = changes;
+        }
+    }
+
+    /// Bindings past the memory retention leave memory; past
+    /// `cgnat.retention`, SQLite.
+    fn prune_bindings(&mut self, now_ms: u64) {
+        let FlushParts {
+            bindings,
+            nat_retention_ms,
+            db,
+            metrics,
+            ..
+        } = &mut self.parts;
+        let pruned = bindings
+            .lock()
+            .expect("bindings lock poisoned")
+            .prune(now_ms);
+        metrics.nat.bindings_open.set(pruned.open as i64);
+        metrics.nat.bindings_in_memory.set(pruned.kept as i64);
+        metrics.nat.bindings_evicted.inc_by(pruned.evicted as u64);
+        if let Some(retention) = nat_retention_ms {
+            match nat_store::delete_ended_before(db, now_ms.saturating_sub(*retention)) {
+                Ok(deleted) => {
+                    metrics.nat.bindings_deleted.inc_by(deleted as u64);
+                }
+                Err(err) => tracing::warn!("deleting NAT bindings past the retention: {err}"),
+            }
+        }
     }
 
     /// sFlow's per-source figures and interface counters of this interval

@@ -43,12 +43,14 @@ use crate::{
     config::{Config, Mode},
     http,
     metrics::{Metrics, UserMetrics},
+    nat::Bindings,
     netflow::Limits,
     radius::{self, clients::Clients, limiter::Limiter},
     sessions::History,
     sink::{
         self,
         clickhouse::{ClickHouseMetrics, Deliverer, Spool, Stop},
+        nat_store,
     },
     subscribers::SubscriberNets,
     timestamp::Timestamp,
@@ -88,6 +90,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         &config,
         &metrics,
         kernel.templates.take(),
+        &store.bindings,
     )?);
     let http_addr = serve_http(
         &config,
@@ -160,11 +163,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let mut associator = Associator::new(
         config.stop_grace.0.as_millis() as u64,
         config.late_window.0.as_millis() as u64,
-    );
+    )
+    .with_nat_pools(config.cgnat.pools.clone());
     associator.restore(store.waiting);
     let mut flusher = Flusher::new(FlushParts {
         drainer: kernel.drainer.take(),
         history: Arc::clone(&store.history),
+        bindings: Arc::clone(&store.bindings),
+        nat_retention_ms: config.cgnat.retention.map(|span| span.0.as_millis() as u64),
         associator,
         templates_file: config.templates_file(),
         socket: socket_path,
@@ -198,6 +204,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 fn new_metrics(config: &Config) -> Metrics {
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
     Metrics {
         users: UserMetrics::new(config.user_metrics_top),
         clickhouse: config
@@ -218,10 +227,13 @@ struct Store {
     /// Usage rows a previous run left waiting for a late session.
     waiting: Vec<Waiting>,
     history: Arc<Mutex<History>>,
+    /// NAT bindings ended within `cgnat.memory_retention`, and open ones.
+    bindings: Arc<Mutex<Bindings>>,
 }
 
 /// Opens the database, records this run (and the gap an unclean stop of the
-/// previous one left), and reads back the backlog and the session history.
+/// previous one left), and reads back the backlog, the session history and
+/// the NAT bindings.
 fn open_store(config: &Config, metrics: &Metrics) -> anyhow::Result<Store> {
     let db = sink::sqlite::open(&config.db)?;
     let started_ms = clock::unix_ms();
@@ -244,12 +256,16 @@ fn open_store(config: &Config, metrics: &Metrics) -> anyhow::Result<Store> {
     let retention_ms = config.radius.history_retention.0.as_millis() as u64;
     let history = sink::session_store::load_history(&db, retention_ms, clock::unix_ms())
         .with_context(|| format!("cannot read the session history of {}", config.db.display()))?;
+    let bindings = nat_store::load(&db, config.nat_limits(), clock::unix_ms())
+        .with_context(|| format!("cannot read the NAT bindings of {}", config.db.display()))?;
+    metrics.nat.bindings_in_memory.set(bindings.len() as i64);
     Ok(Store {
         db,
         run,
         started_ms,
         waiting,
         history: Arc::new(Mutex::new(history)),
+        bindings: Arc::new(Mutex::new(bindings)),
     })
 }
 
@@ -279,7 +295,7 @@ fn start_kernel(
 ) -> anyhow::Result<Kernel> {
     let kernel_config = KernelConfig {
         collector_ports: flow_addrs.iter().map(SocketAddr::port).collect(),
-        subscriber_networks: config.subscriber_networks.clone(),
+        subscriber_networks: config.subscriber_nets(),
         exporters: config.exporters.clone(),
         billing_scope: config.scope_keys(),
         profile: config.aggregation.profile(),
@@ -359,12 +375,13 @@ fn start_socket_path(
     config: &Config,
     metrics: &Metrics,
     kernel_templates: Option<KernelTemplates>,
+    bindings: &Arc<Mutex<Bindings>>,
 ) -> anyhow::Result<SocketPath> {
     let profile: Profile = config.aggregation.profile();
     let aggregator = Aggregator::new(
         profile,
         config.flags(),
-        SubscriberNets::new(&config.subscriber_networks),
+        SubscriberNets::new(&config.subscriber_nets()),
     )
     .with_scope(&config.scope_keys())
     .with_interfaces(&config.reconciled_interfaces());
@@ -381,6 +398,7 @@ fn start_socket_path(
         cache,
         kernel_templates,
         &config.exporters,
+        Arc::clone(bindings),
         metrics.clone(),
     ))
 }

@@ -5,7 +5,7 @@
 //! taken as the CLI takes them (RFC 3339, Unix seconds, `now`, `-1h`) and
 //! given as RFC 3339.
 
-use std::{net::SocketAddr, path::Path, sync::Arc};
+use std::{path::Path, sync::Arc};
 
 use axum::{
     Json, Router,
@@ -27,9 +27,10 @@ use crate::{
         series::{MAX_STEPS, series as steps},
         source::Source,
     },
-    sessions::{AddressRow, SessionRow},
+    sessions::{AddressRow, Owner, SessionRow},
     sink::session_store,
     timestamp::Timestamp,
+    whois::{Answer, PortQuery, Target},
 };
 
 /// Warnings of a report (a gap while no collector ran), one header each.
@@ -82,7 +83,7 @@ async fn index() -> Json<Value> {
         "endpoints": [
             "/api/v1/usage?by=user|session|subnet|org&from=&to=&user=&ip=&tariff=",
             "/api/v1/series?user=&ip=&from=&to=&step=hour|day|DURATION",
-            "/api/v1/whois?ip=IP&at=TIME",
+            "/api/v1/whois?ip=IP[:PORT]&at=TIME",
             "/api/v1/sessions?user=&ip=&from=&to=&limit=",
             "/api/v1/exporters",
             "/api/v1/top?by=user|ip&window=5m&limit=",
@@ -280,49 +281,79 @@ async fn series(State(shared): State<Arc<Shared>>, pairs: Pairs) -> Result<Json<
     })))
 }
 
-/// `flowtally whois`.
+/// `flowtally whois`: `ip` is an address, or a CGNAT public IP:PORT
+/// (`protocol` and `vrf` then narrow the NAT bindings asked about).
 async fn whois(State(shared): State<Arc<Shared>>, pairs: Pairs) -> Result<Json<Value>, ApiError> {
-    let p = params(pairs, &["ip", "at"])?;
+    let p = params(pairs, &["ip", "at", "protocol", "vrf"])?;
     let now = (shared.clock)();
     let Some(text) = p.text("ip") else {
         return Err(ApiError::parameter(
             "ip",
-            "required: the address to look up",
+            "required: the address (or public IP:PORT) to look up",
         ));
     };
-    let ip = match (text.parse(), text.parse::<SocketAddr>()) {
-        (Ok(ip), _) => ip,
-        (Err(_), Ok(_)) => {
-            return Err(ApiError::parameter(
-                "ip",
-                "IP:PORT needs NAT bindings, which this version does not record yet; give the \
-                 address alone",
-            ));
-        }
-        (Err(_), Err(_)) => {
-            return Err(ApiError::parameter(
-                "ip",
-                format!("{text:?} is not an IP address (or IP:PORT)"),
-            ));
-        }
+    let target: Target = text
+        .parse()
+        .map_err(|err: String| ApiError::parameter("ip", err))?;
+    let number = |name: &'static str, what: &str| -> Result<Option<u32>, ApiError> {
+        p.text(name)
+            .map(|v| {
+                v.parse()
+                    .map_err(|_| ApiError::parameter(name, format!("{v:?} is not {what}")))
+            })
+            .transpose()
+    };
+    let protocol = match p.text("protocol") {
+        Some("tcp") => Some(6),
+        Some("udp") => Some(17),
+        Some("icmp") => Some(1),
+        _ => number("protocol", "tcp, udp, icmp or a protocol number")?
+            .map(|n| u8::try_from(n).map_err(|_| ApiError::parameter("protocol", "0 to 255")))
+            .transpose()?,
+    };
+    let query = PortQuery {
+        vrf: number("vrf", "a VRF id")?.unwrap_or(0),
+        protocol,
     };
     let at = p.time("at", now)?.unwrap_or(now);
     let db = shared.db.clone();
-    let owner = read(&shared, move || {
-        crate::whois::lookup(&db, ip, at).map_err(|err| ApiError::internal(format!("{err:#}")))
+    let answer = read(&shared, move || {
+        crate::whois::lookup(&db, target, query, at)
+            .map_err(|err| ApiError::internal(format!("{err:#}")))
     })
     .await?;
-    Ok(Json(json!({
-        "ip": ip.to_string(),
-        "at": at.to_string(),
-        "owner": owner.map(|o| json!({
+    let owner = |o: &Owner| {
+        json!({
             "user": o.user_name,
             "session_id": o.session_id,
             "nas": o.nas,
             "from": Timestamp(o.from_ms).to_string(),
             "to": o.to_ms.map(|ms| Timestamp(ms).to_string()),
-        })),
-    })))
+        })
+    };
+    Ok(Json(match answer {
+        Answer::Address { ip, holder, .. } => json!({
+            "ip": ip.to_string(),
+            "at": at.to_string(),
+            "owner": holder.as_ref().map(owner),
+        }),
+        Answer::Port {
+            public,
+            vrf,
+            bindings,
+            ..
+        } => json!({
+            "ip": public.to_string(),
+            "at": at.to_string(),
+            "vrf": vrf,
+            "bindings": bindings.iter().map(|b| json!({
+                "binding": b.binding,
+                "from": Timestamp(b.binding.from_ms).to_string(),
+                "to": Timestamp(b.binding.to_ms).to_string(),
+                "owner": b.holder.as_ref().map(owner),
+            })).collect::<Vec<_>>(),
+        }),
+    }))
 }
 
 /// Sessions that were open at some time in `[from, to)`, newest first.

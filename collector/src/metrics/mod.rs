@@ -2,6 +2,7 @@
 
 pub mod exporters;
 mod integrity;
+mod nat;
 mod sflow;
 pub mod talkers;
 mod templates;
@@ -9,6 +10,7 @@ mod users;
 
 pub use exporters::Exporters;
 pub use integrity::IntegrityMetrics;
+pub use nat::NatMetrics;
 pub use sflow::SflowMetrics;
 pub use talkers::Talkers;
 pub use templates::TemplateMetrics;
@@ -55,6 +57,7 @@ pub struct Metrics {
     pub templates: TemplateMetrics,
     pub sflow: SflowMetrics,
     pub radius: RadiusMetrics,
+    pub nat: NatMetrics,
     /// Bytes of usage rows written with and without a user.
     pub attributed_bytes: Counter,
     pub unattributed_bytes: Counter,
@@ -142,6 +145,7 @@ impl Default for Metrics {
             templates: TemplateMetrics::default(),
             sflow: SflowMetrics::default(),
             radius: RadiusMetrics::default(),
+            nat: NatMetrics::default(),
             attributed_bytes: Counter::default(),
             unattributed_bytes: Counter::default(),
             association_backlog: Gauge::default(),
@@ -207,6 +211,7 @@ impl Metrics {
         self.sflow.register(&mut r);
         self.radius.register(&mut r);
         self.integrity.register(&mut r);
+        self.nat.register(&mut r);
         r.register(
             "unclean_stops",
             "Previous runs found at start to have ended without their final flush (killed or \

@@ -7,7 +7,7 @@
 //! Inputs holding several datagrams frame each with a 2-byte big-endian
 //! length; a frame cut short is the last datagram.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, net::IpAddr};
 
 use crate::integrity::sequence::{Seen, Sequences};
 
@@ -19,6 +19,8 @@ use flowtally_common::{
     },
     v5::{HEADER_LEN, MAX_RECORDS, RECORD_LEN},
 };
+
+use crate::nat::{Bindings, Limits as NatLimits};
 
 use super::{
     Limits, TemplateCache, TemplateChange,
@@ -44,6 +46,13 @@ pub const LIMITS: Limits = Limits {
     max_pending_bytes_per_exporter: 2048,
     pending_timeout_ms: 3_000,
     max_samplers_per_domain: 4,
+};
+
+/// Small enough that inputs of a few KiB reach the binding history's limits.
+const NAT_LIMITS: NatLimits = NatLimits {
+    max_lifetime_ms: 5_000,
+    memory_retention_ms: 2_000,
+    max_bindings: 16,
 };
 
 /// Splits a fuzz input into datagrams (see the module docs).
@@ -207,7 +216,8 @@ fn apply(kernel: &mut BTreeMap<TemplateKey, CompiledTemplate>, changes: Vec<Temp
 
 /// NetFlow v9 / IPFIX on the socket path, over a sequence of datagrams
 /// with time moving on: nothing panics; a datagram is rejected only when
-/// its structure is unsound, and then yields nothing; reports add up; the
+/// its structure is unsound, and then yields nothing; reports add up; NAT
+/// events feed a binding history that stays within its limits; the
 /// kernel's map, kept from reported changes, always equals what the cache
 /// has compiled, and holds only what the kernel can read; a saved cache
 /// restores to the same compiled templates. The sequence tracker, fed
@@ -219,11 +229,12 @@ pub fn templates(data: &[u8]) {
     let mut kernel = BTreeMap::new();
     let mut sequences = Sequences::default();
     let mut decoded = 0;
+    let mut bindings = Bindings::new(NAT_LIMITS);
     let mut now_ms = NOW_MS;
     for (i, datagram) in datagrams(data).into_iter().enumerate() {
         let flags = if i % 2 == 0 { FLAG_SCALE_SAMPLING } else { 0 };
-        let mut out = Vec::new();
-        match cache.decode(&exporter, datagram, now_ms, flags, &mut out) {
+        let (mut out, mut nat) = (Vec::new(), Vec::new());
+        match cache.decode_with_nat(&exporter, datagram, now_ms, flags, &mut out, &mut nat) {
             Ok(report) => {
                 assert_eq!(report.records, out.len() as u64);
                 let bytes = out.iter().fold(0u64, |sum, r| sum.saturating_add(r.bytes));
@@ -231,12 +242,25 @@ pub fn templates(data: &[u8]) {
                 let seen = Seen::templated(&exporter, &report);
                 sequences.observe(&seen, now_ms);
                 decoded += 1;
+                assert_eq!(report.nat_records, nat.len() as u64);
+                for event in &nat {
+                    bindings.apply(IpAddr::from(EXPORTER), event);
+                    if let (Some(ip), 0) = (event.outside, i % 3) {
+                        let port = event.outside_ports.start;
+                        bindings.lookup(0, ip, event.protocol, port, event.time_ms);
+                    }
+                }
+                let kept = bindings.take_changes().len();
+                assert!(kept <= nat.len(), "one row change per event at most");
             }
             Err(err) => {
                 assert_eq!(Message::parse(datagram).err(), Some(err));
                 assert!(out.is_empty(), "{err}: records from a rejected datagram");
+                assert!(nat.is_empty(), "{err}: NAT events from a rejected datagram");
             }
         }
+        let pruned = bindings.prune(now_ms);
+        assert!(pruned.kept <= NAT_LIMITS.max_bindings && pruned.open <= pruned.kept);
         apply(&mut kernel, cache.take_changes());
         let compiled: BTreeMap<_, _> = cache.compiled().collect();
         assert_eq!(kernel, compiled, "the kernel's map drifted from the cache");

@@ -9,6 +9,7 @@ use flowtally_common::{
 };
 
 use super::{
+    nat::ie::NAT_EVENT,
     options::DomainState,
     sets::{FieldSpec, IPFIX},
 };
@@ -29,7 +30,7 @@ pub struct Layout {
     /// record whose IPv4 addresses are unset uses them.
     pub v6: Option<(Slot, Slot)>,
     /// Declares source and destination addresses of one family and an
-    /// octet count: a flow record.
+    /// octet count, and no natEvent: a flow record.
     pub flow: bool,
     /// Some field has a size its element does not allow; it reads as absent.
     pub bad_field: bool,
@@ -110,6 +111,7 @@ impl Layout {
     /// The first field carrying an element wins; vendor fields are skipped.
     pub fn new(fields: &[FieldSpec], extents: &[(usize, usize)], varlen: bool) -> Self {
         let mut found = Found::default();
+        let mut nat_event = false;
         for (field, &(offset, len)) in fields.iter().zip(extents) {
             if field.enterprise == Some(ie::REVERSE_PEN) {
                 let target = match field.ie {
@@ -121,6 +123,7 @@ impl Layout {
                 continue;
             }
             let Some(id) = field.iana_ie() else { continue };
+            nat_event |= id == NAT_EVENT;
             let target = match id {
                 ie::SOURCE_IPV4_ADDRESS => &mut found.src4,
                 ie::DESTINATION_IPV4_ADDRESS => &mut found.dst4,
@@ -205,7 +208,9 @@ impl Layout {
             varlen,
             sampler,
             v6: v6_slots,
-            flow: (v4 || v6) && found.octets.is_some(),
+            // NAT event records name addresses too, and some carry octets:
+            // they are never traffic (and never compiled for the kernel).
+            flow: (v4 || v6) && found.octets.is_some() && !nat_event,
             bad_field: bad,
             uptime,
         }
@@ -355,6 +360,13 @@ mod tests {
         assert!(!fixed(&[(8, 4), (28, 16), (1, 4)]).flow, "families mixed");
         assert!(!fixed(&[(8, 4), (12, 4), (2, 4)]).flow, "no octets");
         assert_eq!(fixed(&[(10, 4), (14, 4)]).compile(V9, None), None);
+    }
+
+    #[test]
+    fn nat_event_templates_never_compile_even_with_octets() {
+        let nat = fixed(&[(8, 4), (12, 4), (1, 4), (NAT_EVENT, 1)]);
+        assert!(!nat.flow);
+        assert_eq!(nat.compile(V9, None), None, "the kernel passes them up");
     }
 
     #[test]

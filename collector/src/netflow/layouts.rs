@@ -1,8 +1,10 @@
 //! Flow template layouts, `(information element, length)` by name, for the
 //! tests, benchmarks, fuzz seeds and the load generator: each shape is
-//! written once, and reads as what it is.
+//! written once, and reads as what it is. NAT event layouts at the end.
 
 use flowtally_common::template::ie::*;
+
+use super::nat::ie as nat;
 
 pub type Fields = &'static [(u16, u16)];
 
@@ -103,4 +105,33 @@ pub const V4_UPTIME_PROTOCOL_LAST: Fields = &[
     (FLOW_START_SYS_UP_TIME, 4),
     (FLOW_END_SYS_UP_TIME, 4),
     (PROTOCOL, 1),
+];
+
+/// Cisco NEL's v9 NAT event layout: both sides of a session before and
+/// after NAT, protocol, natEvent (1 create, 2 delete), inside VRF, event
+/// time in ms.
+pub const NEL_V9: Fields = &[
+    (SOURCE_IPV4_ADDRESS, 4),
+    (DESTINATION_IPV4_ADDRESS, 4),
+    (SOURCE_TRANSPORT_PORT, 2),
+    (DESTINATION_TRANSPORT_PORT, 2),
+    (nat::POST_NAT_SOURCE_IPV4_ADDRESS, 4),
+    (226, 4),
+    (nat::POST_NAPT_SOURCE_TRANSPORT_PORT, 2),
+    (228, 2),
+    (PROTOCOL, 1),
+    (nat::NAT_EVENT, 1),
+    (nat::INGRESS_VRF_ID, 4),
+    (nat::OBSERVATION_TIME_MILLISECONDS, 8),
+];
+
+/// IPFIX port block allocation/de-allocation (natEvent 16/17).
+pub const PORT_BLOCK_IPFIX: Fields = &[
+    (nat::NAT_EVENT, 1),
+    (SOURCE_IPV4_ADDRESS, 4),
+    (nat::POST_NAT_SOURCE_IPV4_ADDRESS, 4),
+    (nat::PORT_RANGE_START, 2),
+    (nat::PORT_RANGE_END, 2),
+    (nat::PORT_RANGE_STEP_SIZE, 2),
+    (nat::OBSERVATION_TIME_MILLISECONDS, 8),
 ];

@@ -4,6 +4,7 @@ pub mod encode;
 pub mod fuzz;
 mod layout;
 pub mod layouts;
+pub mod nat;
 mod options;
 mod persist;
 pub mod sets;

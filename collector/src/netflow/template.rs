@@ -18,6 +18,7 @@ use flowtally_common::{
 
 use super::{
     layout::{Layout, MadeDo},
+    nat::{self, NatEvent},
     options::{DomainKey, DomainState, OptionsRecord},
     sets::{
         Definition, Header, Malformed, Message, SET_HEADER_LEN, SetKind, TemplateRecord,
@@ -173,6 +174,10 @@ pub struct Report {
     /// Records of templates without source and destination address (of one
     /// family) and octet count: not flows, ignored.
     pub non_flow_records: u64,
+    /// NAT event records (templates with natEvent): handed out as
+    /// [`NatEvent`]s, never as flows. One whose natEvent cannot be read
+    /// counts as a bad-field record instead.
+    pub nat_records: u64,
     /// Records decoded with a field read as absent because its size is
     /// unsupported for its element (e.g. a 3-byte address).
     pub bad_field_records: u64,
@@ -207,6 +212,8 @@ pub(super) struct Template {
     pub refreshed_ms: u64,
     /// Fixed-length templates of flow data: field positions, found once.
     layout: Option<Layout>,
+    /// Carries natEvent: its records are NAT events.
+    nat: bool,
     compiled: Option<CompiledTemplate>,
 }
 
@@ -239,6 +246,7 @@ struct Output<'a> {
     now_ms: u64,
     flags: u32,
     records: &'a mut Vec<FlowRecord>,
+    nat: &'a mut Vec<NatEvent>,
     report: Report,
     /// Decoding sets of an earlier datagram (not this one's records).
     replaying: bool,
@@ -330,11 +338,26 @@ impl TemplateCache {
         flags: u32,
         out: &mut Vec<FlowRecord>,
     ) -> Result<Report, DecodeError> {
+        self.decode_with_nat(exporter, datagram, now_ms, flags, out, &mut Vec::new())
+    }
+
+    /// [`TemplateCache::decode`], appending the NAT event records of its
+    /// data sets to `nat`.
+    pub fn decode_with_nat(
+        &mut self,
+        exporter: &Ip,
+        datagram: &[u8],
+        now_ms: u64,
+        flags: u32,
+        out: &mut Vec<FlowRecord>,
+        nat: &mut Vec<NatEvent>,
+    ) -> Result<Report, DecodeError> {
         let message = Message::parse(datagram)?;
         let mut o = Output {
             now_ms,
             flags,
             records: out,
+            nat,
             report: Report {
                 header: message.header,
                 ..Report::default()
@@ -542,10 +565,15 @@ impl TemplateCache {
         });
         let compiled =
             layout.and_then(|l| l.compile(key.version, self.domains.get(&domain_of(&key))));
+        let nat = def
+            .fields
+            .iter()
+            .any(|f| f.iana_ie() == Some(nat::ie::NAT_EVENT));
         let template = Template {
             def,
             refreshed_ms: now_ms,
             layout,
+            nat,
             compiled,
         };
         let before = self
@@ -640,6 +668,18 @@ impl TemplateCache {
                     );
                     options_changed |= applied.changed;
                     o.report.samplers_rejected += u64::from(applied.sampler_rejected);
+                }
+                continue;
+            }
+            if template.nat {
+                match NatEvent::read(rec, fields, &extents, time) {
+                    Some(event) => {
+                        o.report.nat_records += 1;
+                        o.nat.push(event);
+                    }
+                    // Its natEvent has a length no integer has (0, or
+                    // variable beyond 8 bytes): read as absent.
+                    None => o.report.bad_field_records += 1,
                 }
                 continue;
             }

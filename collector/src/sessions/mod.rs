@@ -183,7 +183,7 @@ pub enum Change {
 }
 
 /// Who held an address, and over which interval.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Owner {
     pub session: u64,
     pub user_name: String,

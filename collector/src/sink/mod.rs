@@ -1,7 +1,8 @@
-//! Where usage and sessions are stored.
+//! Where usage, sessions and NAT bindings are stored.
 
 pub mod clickhouse;
 pub mod integrity;
+pub mod nat_store;
 pub mod runs;
 pub mod session_store;
 pub mod sflow_health;

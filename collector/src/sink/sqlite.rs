@@ -163,6 +163,8 @@ pub fn open(path: &Path) -> Result<Connection, OpenError> {
     conn.execute_batch(super::runs::SCHEMA).map_err(sqlite)?;
     conn.execute_batch(super::integrity::SCHEMA)
         .map_err(sqlite)?;
+    conn.execute_batch(super::nat_store::SCHEMA)
+        .map_err(sqlite)?;
     conn.execute_batch(super::sflow_health::SCHEMA)
         .map_err(sqlite)?;
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)

@@ -51,6 +51,20 @@ const SHAPES: &[Shape] = &[
     },
 ];
 
+/// NAT event layouts: never flows, always NAT events.
+const NAT_SHAPES: &[Shape] = &[
+    Shape {
+        version: V9,
+        fields: layouts::NEL_V9,
+        options: &[],
+    },
+    Shape {
+        version: IPFIX,
+        fields: layouts::PORT_BLOCK_IPFIX,
+        options: &[],
+    },
+];
+
 const TEMPLATE_ID: u16 = 300;
 const OPTIONS_ID: u16 = 301;
 
@@ -163,6 +177,7 @@ fn v5_seeds() -> Vec<Vec<u8>> {
 fn templates_seeds() -> Vec<Vec<u8>> {
     let mut seeds: Vec<Vec<u8>> = SHAPES
         .iter()
+        .chain(NAT_SHAPES)
         .map(|s| frame(&[&data(s, 2, 1), &teach(s), &data(s, 3, 9)]))
         .collect();
     // IPFIX variable-length fields, then a withdrawal of every template.
@@ -361,6 +376,17 @@ fn seeds_reach_what_they_are_for() {
             matches!(verdict, Some(KernelVerdict::Aggregated(ref r)) if !r.is_empty()),
             "the first compiler seeds are aggregated in the kernel: {verdict:?}"
         );
+    } // The NAT seeds decode NAT events, and no flow, and compile nothing.
+    for seed in &templates_seeds()[SHAPES.len()..SHAPES.len() + NAT_SHAPES.len()] {
+        let mut cache = TemplateCache::new(LIMITS);
+        let (mut flows, mut nat) = (Vec::new(), Vec::new());
+        for datagram in datagrams(seed) {
+            cache
+                .decode_with_nat(&exporter, datagram, NOW_MS, 0, &mut flows, &mut nat)
+                .unwrap();
+        }
+        assert!(flows.is_empty() && nat.len() == 5, "{flows:?} {nat:?}");
+        assert_eq!(cache.compiled().count(), 0);
     }
 }
 
