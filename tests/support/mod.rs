@@ -520,6 +520,27 @@ pub fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
+/// Polls `value` until it equals `expected` or `PATIENCE` runs out; the
+/// failure names the last value seen.
+pub fn eventually_equal<T: PartialEq + std::fmt::Debug>(
+    what: &str,
+    expected: T,
+    mut value: impl FnMut() -> T,
+) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let seen = value();
+        if seen == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {seen:?}, expected {expected:?}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// The RADIUS secret of [`start_on_loopback`]'s daemons.
 pub const RADIUS_SECRET: &str = "testing123";
 

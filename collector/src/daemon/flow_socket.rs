@@ -239,6 +239,9 @@ impl SocketPath {
 
     /// Notes an export the kernel aggregated (from its `EXPORTS` ring).
     pub fn observe_kernel(&self, seen: &ExportSeen, now_ms: u64) {
+        self.metrics
+            .exporters
+            .datagram(to_addr(&seen.exporter), now_ms);
         self.observe(&Seen::from(seen), now_ms);
     }
 

@@ -416,15 +416,18 @@ fn session(s: &SessionRow, addresses: &[AddressRow]) -> Value {
     })
 }
 
-/// Per exporter: last heard from, what it sent, its templates.
+/// Per exporter: last heard from, what it sent, its templates, and the
+/// exports estimated lost on the way since start (sequence tracking).
 async fn exporters(State(shared): State<Arc<Shared>>) -> Json<Value> {
     let now = (shared.clock)();
     let (seen, untracked) = shared.metrics.exporters.snapshot();
     let mut templates = (shared.templates)();
+    let mut losses = shared.metrics.integrity.totals();
     let mut list: Vec<Value> = seen
         .iter()
         .map(|(ip, e)| {
             let (held, compiled) = templates.remove(ip).unwrap_or_default();
+            let loss = losses.remove(ip).unwrap_or_default();
             json!({
                 "exporter": ip.to_string(),
                 "last_seen": Timestamp(e.last_seen_ms).to_string(),
@@ -434,8 +437,8 @@ async fn exporters(State(shared): State<Arc<Shared>>) -> Json<Value> {
                 "bytes": e.bytes,
                 "templates": held,
                 "templates_compiled": compiled,
-                // Filled once export loss is estimated (sequence tracking).
-                "estimated_loss": null,
+                "estimated_loss": { "records": loss.records, "exports": loss.exports },
+                "restarts": loss.restarts,
             })
         })
         .collect();
@@ -451,6 +454,7 @@ async fn exporters(State(shared): State<Arc<Shared>>) -> Json<Value> {
             "templates": held,
             "templates_compiled": compiled,
             "estimated_loss": null,
+            "restarts": null,
         })
     }));
     Json(json!({ "exporters": list, "untracked_datagrams": untracked }))

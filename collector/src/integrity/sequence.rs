@@ -403,7 +403,10 @@ impl Stream {
     fn vote(&mut self, seen: &Seen) {
         let last = &self.latest.seen;
         let d = i64::from(seen.sequence.wrapping_sub(last.sequence) as i32);
-        let (Some(before), Some(including)) = (last.records, seen.records) else {
+        // After an export without data records (an IPFIX template export)
+        // a lost export looks just like "records including its own":
+        // no evidence, and a switch would forget the gap it left.
+        let (Some(before @ 1..), Some(including)) = (last.records, seen.records) else {
             return;
         };
         if d <= 0 {

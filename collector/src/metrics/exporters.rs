@@ -1,12 +1,11 @@
 //! What the daemon knows of each flow exporter right now, for
 //! `/api/v1/exporters`: when it was last heard from and what it sent.
 //!
-//! Two sources, one table: the socket path sees every datagram that
-//! reaches userspace (the exact time of each); each flush sees the
+//! Two sources, one table: datagrams, each at the time userspace learns of
+//! it (the socket path receives it, or the XDP program aggregated it and
+//! noted it in its `EXPORTS` ring); and each flush, which sees the
 //! aggregates of both paths, whose key keeps the exporter unless the
-//! aggregation profile drops it. Exports the XDP program aggregates itself
-//! never reach userspace, so on that path "last seen" is the last flush
-//! that carried the exporter's records. Bounded: at most
+//! aggregation profile drops it. Bounded: at most
 //! [`MAX_EXPORTERS`] are tracked (datagrams from spoofed sources must not
 //! grow it); the rest are counted together.
 
@@ -24,7 +23,9 @@ pub const MAX_EXPORTERS: usize = 4096;
 pub struct Exporter {
     /// Unix ms of the last datagram or flushed aggregate.
     pub last_seen_ms: u64,
-    /// Datagrams received on the socket path (whole or rejected later).
+    /// Datagrams received on the socket path (whole or rejected later) or
+    /// aggregated by the XDP program (an export the ring had no room to
+    /// note went up to the socket path instead).
     pub datagrams: u64,
     /// Flow records and bytes in the flushed aggregates: a record between
     /// two subscribers counts once for each, as in `usage`.

@@ -1,6 +1,12 @@
 //! Completeness metrics: exports lost on the way, exporter restarts, and
 //! the interface counter polls they are checked against.
 
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+    sync::{Arc, Mutex},
+};
+
 use prometheus_client::{
     metrics::{counter::Counter, family::Family},
     registry::Registry,
@@ -21,13 +27,33 @@ pub struct IntegrityMetrics {
     pub untracked: Counter,
     /// SNMP interface counter polls by agent and result (`ok`, `error`).
     snmp_polls: Family<[(&'static str, String); 2], Counter>,
+    /// The same losses and restarts per exporter since start, for the API.
+    totals: Arc<Mutex<BTreeMap<IpAddr, LossTotals>>>,
+}
+
+/// An exporter's estimated losses and restarts since this run started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct LossTotals {
+    /// Records lost (v5, IPFIX).
+    pub records: u64,
+    /// Export packets lost (v9, which counts packets).
+    pub exports: u64,
+    pub restarts: u64,
 }
 
 impl IntegrityMetrics {
     /// Adds one flush's figures.
     pub fn observe(&self, healths: &[Health]) {
+        let mut totals = self.totals.lock().expect("loss totals lock poisoned");
         for h in healths {
-            let exporter = to_addr(&h.key.exporter).to_string();
+            let addr = to_addr(&h.key.exporter);
+            let total = totals.entry(addr).or_default();
+            match h.unit {
+                "exports" => total.exports += h.figures.lost,
+                _ => total.records += h.figures.lost,
+            }
+            total.restarts += h.figures.restarts;
+            let exporter = addr.to_string();
             let unit =
                 |exporter: &str| [("exporter", exporter.to_owned()), ("unit", h.unit.into())];
             let f = &h.figures;
@@ -46,6 +72,14 @@ impl IntegrityMetrics {
                     .inc_by(f.restarts);
             }
         }
+    }
+
+    /// Every exporter's losses and restarts since start.
+    pub fn totals(&self) -> BTreeMap<IpAddr, LossTotals> {
+        self.totals
+            .lock()
+            .expect("loss totals lock poisoned")
+            .clone()
     }
 
     pub fn polled(&self, agent: &str, ok: bool) {

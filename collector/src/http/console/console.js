@@ -194,7 +194,7 @@ async function exportersView() {
     el("td", { class: e.seconds_since === null || e.seconds_since > 300 ? "bad" : "ok" }, e.last_seen ? `${e.last_seen} (${e.seconds_since} s ago)` : "not since start"),
     el("td", { class: "n" }, String(e.datagrams)), el("td", { class: "n" }, String(e.records)), bytesCell(e.bytes),
     el("td", { class: "n" }, `${e.templates} (${e.templates_compiled} in XDP)`),
-    el("td", { class: "n" }, e.estimated_loss === null ? "n/a" : String(e.estimated_loss))));
+    el("td", { class: "n" }, e.estimated_loss === null ? "n/a" : `${e.estimated_loss.records} records, ${e.estimated_loss.exports} exports`)));
   view().replaceChildren(el("h2", null, "Exporters"),
     table("exporters", [["exporter"], ["last seen"], ["datagrams", 1], ["records", 1], ["bytes", 1], ["templates", 1], ["est. loss", 1]], rows));
 }

@@ -185,6 +185,19 @@ fn an_exporter_counting_records_including_its_own_is_followed() {
 }
 
 #[test]
+fn an_export_lost_after_a_template_export_is_lost_not_a_new_counting() {
+    // The templates (no data records), then the first data export is lost:
+    // the next one's sequence is what "records including its own" predicts.
+    let mut run = Run::new();
+    let mut exports = vec![seen(IPFIX, 0, 0, 1_700_000_000)];
+    exports.extend((1..20).map(|i| seen(IPFIX, 10 * i, 10, 1_700_000_000)));
+    run.feed(exports);
+    let f = run.close(HOLD * 2);
+    assert_eq!((f.received, f.lost), (190, 10));
+    assert_eq!(run.unit(), "records");
+}
+
+#[test]
 fn a_v9_exporter_counting_records_is_followed() {
     let mut run = Run::new();
     let counts = [4u32, 9, 2, 7, 7, 1, 3];
