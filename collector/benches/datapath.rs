@@ -64,6 +64,7 @@ fn main() {
         aggregate_entries: DEFAULT_AGGREGATE_ENTRIES,
         overflow_ring_bytes: DEFAULT_OVERFLOW_RING_BYTES,
         interfaces: Vec::new(),
+        log_level: 0,
     };
     let mut plane = DataPlane::start(&[], &config).expect("the XDP program loads");
     let mut kernel_templates = plane.take_templates().expect("template map");

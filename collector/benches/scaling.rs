@@ -321,6 +321,7 @@ fn config(aggregate_entries: u32) -> KernelConfig {
         aggregate_entries,
         overflow_ring_bytes: DEFAULT_OVERFLOW_RING_BYTES,
         interfaces: Vec::new(),
+        log_level: 0,
     }
 }
 

@@ -70,6 +70,7 @@ pub fn kernel_config(ports: &[u16], subscriber_nets: &[&str]) -> flowtally::xdp:
         aggregate_entries: flowtally_common::DEFAULT_AGGREGATE_ENTRIES,
         overflow_ring_bytes: flowtally_common::DEFAULT_OVERFLOW_RING_BYTES,
         interfaces: Vec::new(),
+        log_level: 0,
     }
 }
 

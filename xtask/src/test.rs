@@ -36,7 +36,14 @@ pub fn run(ws: &Workspace, args: &[OsString]) -> Result<()> {
     }
     let mut test = ws.cargo();
     test.env("RUST_BACKTRACE", "1")
-        .args(["test", "--workspace", "--exclude", "flowtally-ebpf"])
+        // Every test binary runs even after one fails: CI shows every failure.
+        .args([
+            "test",
+            "--no-fail-fast",
+            "--workspace",
+            "--exclude",
+            "flowtally-ebpf",
+        ])
         .args(args);
     if root {
         // The privileged tests are #[ignore]d so that plain `cargo test` passes.

@@ -303,6 +303,7 @@ fn start_kernel(
         aggregate_entries: config.maps.aggregate_entries,
         overflow_ring_bytes: config.maps.overflow_ring_bytes,
         interfaces: config.reconciled_interfaces(),
+        log_level: crate::xdp::kernel_log_level(),
     };
     let Some(mut plane) = start_data_plane(config, &kernel_config)? else {
         return Ok(Kernel {
@@ -314,6 +315,13 @@ fn start_kernel(
             integrity: None,
         });
     };
+    for (program, count) in plane.verified_instructions() {
+        if let Some(count) = count {
+            tracing::info!(
+                "XDP program {program}: {count} instructions verified (the kernel's limit is 1000000)"
+            );
+        }
+    }
     for attachment in plane.attachments() {
         metrics
             .xdp_attached

@@ -155,6 +155,9 @@ pub struct KernelConfig {
     pub overflow_ring_bytes: u32,
     /// Interfaces to count flow bytes on (the billed ones); empty: none.
     pub interfaces: Vec<ScopeKey>,
+    /// aya-log level below which kernel log statements emit nothing (0:
+    /// none); see [`kernel_log_level`].
+    pub log_level: u8,
 }
 
 /// The loaded program, its maps and its attachments.
@@ -167,7 +170,7 @@ impl DataPlane {
     /// Loads the program configured by `config` and attaches it to every
     /// interface, native mode first, then generic.
     pub fn start(interfaces: &[String], config: &KernelConfig) -> Result<Self, XdpError> {
-        let log_level = kernel_log_level();
+        let log_level = config.log_level;
         let mut flags = config.flags;
         if !config.exporters.is_empty() {
             flags |= FLAG_EXPORTER_ALLOWLIST;
@@ -213,6 +216,22 @@ impl DataPlane {
 
     pub fn attachments(&self) -> &[Attachment] {
         &self.attachments
+    }
+
+    /// Each program's name and the instructions the verifier processed to
+    /// accept it (its limit is 1 000 000; `None` before Linux 5.16).
+    pub fn verified_instructions(&self) -> Vec<(&'static str, Option<u32>)> {
+        [PROGRAM, sflow::SFLOW_PROGRAM_NAME]
+            .into_iter()
+            .map(|name| {
+                let count = self
+                    .ebpf
+                    .program(name)
+                    .and_then(|program| program.info().ok())
+                    .and_then(|info| info.verified_instruction_count());
+                (name, count)
+            })
+            .collect()
     }
 
     /// Runs the program once on `frame` in the kernel (BPF_PROG_TEST_RUN),
@@ -678,7 +697,7 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 
 /// The aya-log level matching what `tracing` will print, so that kernel log
 /// statements below it cost one comparison and emit nothing.
-fn kernel_log_level() -> u8 {
+pub fn kernel_log_level() -> u8 {
     use aya_log::Level;
     use tracing::level_filters::LevelFilter;
     let level = match LevelFilter::current() {
