@@ -36,6 +36,7 @@ pub mod ip;
 pub mod metrics;
 pub mod nat;
 pub mod netflow;
+pub mod outage;
 pub mod progress;
 pub mod radius;
 mod reader;

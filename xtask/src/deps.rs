@@ -61,12 +61,14 @@ const DEBIAN: &[Deb] = &[
     deb("snmpd", "a real SNMP agent serving a veth's IF-MIB counters"),
     deb("snmp", "snmpget, to know when the test's snmpd answers"),
     deb("python3-pip", "pip, which installs the PyPI packages below"),
+    deb("libfuse3-3", "libfuse, which mfusepy binds"),
 ];
 
 #[rustfmt::skip]
 const PYPI: &[PyPi] = &[
     pypi("chdb-core", "chdb", "ClickHouse 26's engine as a library; a test replays inserts into it"),
     pypi("playwright", "playwright", "drives Debian's chromium (/usr/bin/chromium) in the console test"),
+    pypi("mfusepy", "mfusepy", "a FUSE filesystem the fault tests turn read-only or slow under the daemon"),
 ];
 
 /// Installs whatever in the lists is missing, or fails saying how to.

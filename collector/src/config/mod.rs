@@ -77,6 +77,10 @@ pub struct Config {
     /// A shared ClickHouse that also receives usage and sessions.
     pub clickhouse: ClickHouseConfig,
     pub flush_interval: Span,
+    /// Usage rows held in memory at most while SQLite refuses writes (full
+    /// disk, read-only filesystem, a lock held elsewhere); beyond, newer
+    /// rows are dropped and counted.
+    pub max_held_rows: usize,
     /// How often the log sums up what the flushes wrote (each flush is
     /// logged at DEBUG only).
     pub log_summary: Span,
@@ -601,6 +605,7 @@ impl Default for Config {
             db: PathBuf::from("flowtally.db"),
             clickhouse: ClickHouseConfig::default(),
             flush_interval: Span(Duration::from_secs(5)),
+            max_held_rows: 1_000_000,
             log_summary: Span(Duration::from_secs(600)),
             late_window: Span(Duration::from_secs(30)),
             stop_grace: Span(Duration::from_secs(5)),

@@ -2,32 +2,40 @@
 //! drain the kernel maps, take the socket path's aggregates, attribute
 //! them, and write them all as `usage` rows in one transaction; then
 //! expire and save templates, and now and then prune the bindings.
+//!
+//! When SQLite refuses the write (full disk, read-only filesystem, a lock
+//! held elsewhere), the rows are held in memory up to `max_held_rows` and
+//! written first by the next flush that succeeds ([`crate::outage`]); the
+//! flush goes on every interval meanwhile, so intake never waits.
 
 use std::{
     path::PathBuf,
     sync::{Arc, Mutex},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use flowtally_common::agg::Profile;
 use rusqlite::Connection;
 use tokio::sync::Notify;
 
-use super::{flow_socket::SocketPath, templates_file};
+use super::{clock, flow_socket::SocketPath, templates_file};
 use crate::{
     aggregate::{Table, merge},
     associate::{Associator, BacklogChanges},
     integrity::sequence::StreamKey,
     metrics::Metrics,
     nat::{self, Bindings},
+    outage::{Dropped, Held, Outage},
     sessions::History,
-    sink::{integrity, nat_store, runs, sflow_health, sqlite},
+    sink::{self, integrity, nat_store, runs, sflow_health, sqlite},
     usage::UsageRow,
     xdp::{Drainer, KernelIntegrity, KernelSflow},
 };
 
 /// How often the bindings are pruned and counted, at most.
 const PRUNE_EVERY_MS: u64 = 10_000;
+/// This writer's `writer` label in the storage metrics.
+const WRITER: &str = "usage";
 
 pub struct Flusher {
     parts: FlushParts,
@@ -35,9 +43,10 @@ pub struct Flusher {
     pending_nat: Vec<nat::Change>,
     last_prune_ms: u64,
     /// Rows a failed write left behind; retried first next time.
-    pending: Vec<UsageRow>,
+    held: Held,
     /// Backlog changes a failed write left behind.
     pending_changes: BacklogChanges,
+    outage: Outage,
 }
 
 /// Everything a flush reads from and writes to.
@@ -68,6 +77,8 @@ pub struct FlushParts {
     pub hold_ms: u64,
     /// When the interval the next flush closes began.
     pub since_ms: u64,
+    /// Usage rows held in memory at most while SQLite refuses writes.
+    pub max_held_rows: usize,
 }
 
 /// What a flush took in and wrote.
@@ -83,6 +94,8 @@ pub struct Flushed {
     pub overflow_records: u64,
     /// Rows still waiting for a late session.
     pub backlog: usize,
+    /// Rows held in memory because SQLite refused them.
+    pub held: usize,
 }
 
 impl std::fmt::Display for Flushed {
@@ -108,33 +121,31 @@ impl std::fmt::Display for Flushed {
 
 impl Flusher {
     pub fn new(parts: FlushParts) -> Self {
+        parts.metrics.storage.set_ok(WRITER, true);
         Self {
+            held: Held::new(parts.max_held_rows),
             parts,
             pending_nat: Vec::new(),
             last_prune_ms: 0,
-            pending: Vec::new(),
             pending_changes: BacklogChanges::default(),
+            outage: Outage::default(),
         }
     }
 
     /// One flush at `now_ms`. With `last`, rows waiting for a late session
-    /// are written too.
+    /// are written too, and rows SQLite refuses are an error: they are lost.
     pub fn flush(&mut self, now_ms: u64, last: bool) -> anyhow::Result<Flushed> {
         let started = Instant::now();
-        self.write_bindings();
+        let bindings_written = self.write_bindings();
         let FlushParts {
             drainer,
             history,
             bindings,
-            nat_retention_ms: _,
             associator,
-            templates_file,
             socket,
             db,
             metrics,
             profile,
-            run,
-            written,
             ..
         } = &mut self.parts;
         // The kernel first: the overflow ring's continuous reader adds to the
@@ -177,27 +188,40 @@ impl Flusher {
         metrics.users.observe(&attributed);
         metrics.talkers.observe(&attributed, now_ms);
         metrics.exporters.flushed(&attributed, now_ms);
-        let mut rows = std::mem::take(&mut self.pending);
+        let mut rows = self.held.take();
         rows.extend(attributed);
         let mut changes = std::mem::take(&mut self.pending_changes);
         let fresh = associator.take_changes();
         changes.entered.extend(fresh.entered);
         changes.left.extend(fresh.left);
-        if let Err(err) = sqlite::write_flush(db, &rows, &changes) {
-            self.pending = rows;
-            self.pending_changes = changes;
-            return Err(anyhow::anyhow!(
-                "writing {} usage rows failed, retrying next flush: {err}",
-                self.pending.len()
-            ));
+        let backlog = associator.backlog();
+        if let Err(err) = bindings_written.and_then(|()| sqlite::write_flush(db, &rows, &changes)) {
+            let failed = Flushed {
+                aggregates,
+                overflow_records,
+                backlog,
+                ..Flushed::default()
+            };
+            return self.hold(now_ms, last, rows, changes, &err, started, failed);
         }
+        self.recovered(rows.len());
+        let FlushParts {
+            templates_file,
+            socket,
+            db,
+            metrics,
+            run,
+            written,
+            ..
+        } = &mut self.parts;
         let mut flushed = Flushed {
             aggregates,
             rows: rows.len(),
             bytes: 0,
             attributed_bytes: summary.attributed_bytes,
             overflow_records,
-            backlog: associator.backlog(),
+            backlog,
+            held: 0,
         };
         for row in &rows {
             flushed.bytes += row.bytes;
@@ -231,9 +255,99 @@ impl Flusher {
         Ok(flushed)
     }
 
+    /// After a failed write: holds what it would have written, counts what
+    /// the bound gives up, and tells the log once per outage. The rest of
+    /// the flush (templates, audit figures) waits for SQLite too: what it
+    /// would write accumulates until then.
+    #[allow(clippy::too_many_arguments)]
+    fn hold(
+        &mut self,
+        now_ms: u64,
+        last: bool,
+        rows: Vec<UsageRow>,
+        changes: BacklogChanges,
+        err: &rusqlite::Error,
+        started: Instant,
+        mut failed: Flushed,
+    ) -> anyhow::Result<Flushed> {
+        let storage = &self.parts.metrics.storage;
+        let cause = sink::failure_cause(&self.parts.db, err);
+        storage.failed(WRITER, cause);
+        let starts = self.outage.failed(now_ms, cause);
+        if last {
+            let lost = Dropped {
+                rows: rows.len() as u64,
+                bytes: rows.iter().map(|row| row.bytes).sum(),
+            };
+            anyhow::bail!(
+                "SQLite refuses writes ({cause}): {} usage rows ({} bytes) held in memory are \
+                 lost: {err}",
+                lost.rows,
+                lost.bytes
+            );
+        }
+        let dropped = self.held.keep(rows);
+        self.pending_changes = changes;
+        storage.held_rows.set(self.held.len() as i64);
+        storage.dropped_rows.inc_by(dropped.rows);
+        storage.dropped_bytes.inc_by(dropped.bytes);
+        if starts {
+            tracing::error!(
+                "SQLite refuses writes ({cause}): holding {} usage rows ({} bytes) in memory, \
+                 up to max_held_rows = {}, and retrying every flush; no RADIUS request is \
+                 answered until its session is stored: {err}",
+                self.held.len(),
+                self.held.bytes(),
+                self.parts.max_held_rows
+            );
+        }
+        if self.outage.dropped(dropped) {
+            tracing::error!(
+                "max_held_rows = {} reached while SQLite refuses writes: newer usage rows are \
+                 dropped, counted in flowtally_storage_dropped_bytes_total ({} rows, {} bytes \
+                 in this flush)",
+                self.parts.max_held_rows,
+                dropped.rows,
+                dropped.bytes
+            );
+        }
+        self.parts
+            .metrics
+            .drain_duration
+            .observe(started.elapsed().as_secs_f64());
+        failed.held = self.held.len();
+        Ok(failed)
+    }
+
+    /// After a successful write of `rows` rows: the end of an outage, if
+    /// one was going on, told to the log.
+    fn recovered(&mut self, rows: usize) {
+        let storage = &self.parts.metrics.storage;
+        storage.set_ok(WRITER, true);
+        storage.held_rows.set(0);
+        let Some(incident) = self.outage.succeeded() else {
+            return;
+        };
+        let lasted = Duration::from_millis(clock::unix_ms().saturating_sub(incident.since_ms));
+        let line = format!(
+            "SQLite accepts writes again after {} ({} failed attempts, {}): wrote {rows} usage \
+             rows, those held included; {} rows ({} bytes) were dropped in the outage",
+            humantime::format_duration(Duration::from_secs(lasted.as_secs())),
+            incident.attempts,
+            incident.cause,
+            incident.dropped.rows,
+            incident.dropped.bytes,
+        );
+        if incident.dropped.rows > 0 {
+            tracing::error!("{line}");
+        } else {
+            tracing::warn!("{line}");
+        }
+    }
+
     /// Makes the binding changes since the last flush durable; a failure
     /// keeps them for the next.
-    fn write_bindings(&mut self) {
+    fn write_bindings(&mut self) -> rusqlite::Result<()> {
         let mut changes = std::mem::take(&mut self.pending_nat);
         changes.extend(
             self.parts
@@ -243,15 +357,11 @@ impl Flusher {
                 .take_changes(),
         );
         if changes.is_empty() {
-            return;
+            return Ok(());
         }
-        if let Err(err) = nat_store::write(&mut self.parts.db, &changes) {
-            tracing::error!(
-                "writing {} NAT binding changes failed, retrying next flush: {err}",
-                changes.len()
-            );
+        nat_store::write(&mut self.parts.db, &changes).inspect_err(|_| {
             self.pending_nat = changes;
-        }
+        })
     }
 
     /// Bindings past the memory retention leave memory; past

@@ -183,6 +183,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         integrity: kernel.integrity.take(),
         hold_ms: (config.flush_interval.0.as_millis() as u64).max(MIN_SEQUENCE_HOLD_MS),
         since_ms: store.started_ms,
+        max_held_rows: config.max_held_rows,
     });
     let signal = flush_until(&mut flusher, &config, signal).await;
 
@@ -461,6 +462,7 @@ async fn start_radius(
     let db = sink::sqlite::open(&config.db)?;
     // An Accounting-Response promises the record is on disk (RFC 2866 §2).
     db.pragma_update(None, "synchronous", "FULL")?;
+    metrics.storage.set_ok(radius_socket::WRITER, true);
     {
         let history = history.lock().expect("history lock poisoned");
         metrics
@@ -480,6 +482,8 @@ async fn start_radius(
         history: Arc::clone(history),
         db,
         metrics: metrics.radius.clone(),
+        storage: metrics.storage.clone(),
+        outage: Default::default(),
         retention_ms: config.radius.history_retention.0.as_millis() as u64,
         unwritten: Vec::new(),
     };

@@ -15,14 +15,15 @@ use tokio::{net::UdpSocket, task::block_in_place};
 
 use super::clock::unix_ms;
 use crate::{
-    metrics::RadiusMetrics,
+    metrics::{RadiusMetrics, StorageMetrics},
+    outage::Outage,
     radius::{
         self,
         dedup::Key,
         server::{Handled, status_label},
     },
     sessions::{Change, History},
-    sink::session_store,
+    sink::{self, session_store},
 };
 
 /// RADIUS packets are at most 4096 bytes (RFC 2865 §3).
@@ -33,6 +34,8 @@ const BATCH: usize = 256;
 const SILENCE_CHECK: Duration = Duration::from_secs(10);
 /// How often sessions past the retention leave memory, at most.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// This writer's `writer` label in the storage metrics.
+pub const WRITER: &str = "radius";
 
 pub struct RadiusSocket {
     pub socket: UdpSocket,
@@ -42,6 +45,9 @@ pub struct RadiusSocket {
     /// disk before the answer leaves.
     pub db: Connection,
     pub metrics: RadiusMetrics,
+    pub storage: StorageMetrics,
+    /// Commits failing since: one log line when it starts, one when it ends.
+    pub outage: Outage,
     /// Sessions stopped longer ago leave memory (not SQLite).
     pub retention_ms: u64,
     /// Changes the history holds that a failed commit did not make durable:
@@ -152,21 +158,38 @@ impl RadiusSocket {
     async fn commit(&mut self, batch: Batch) {
         let mut changes = std::mem::take(&mut self.unwritten);
         changes.extend(batch.changes);
-        if !changes.is_empty()
-            && let Err(err) = block_in_place(|| session_store::write(&mut self.db, &changes))
-        {
-            tracing::error!(
-                "recording {} session changes failed, no answer sent; retrying with the next \
-                 request or within {}s: {err}",
-                changes.len(),
-                SILENCE_CHECK.as_secs()
-            );
-            self.unwritten = changes;
-            for (key, _) in &batch.answers {
-                self.server.failed(key);
+        if !changes.is_empty() {
+            if let Err(err) = block_in_place(|| session_store::write(&mut self.db, &changes)) {
+                let cause = sink::failure_cause(&self.db, &err);
+                self.storage.failed(WRITER, cause);
+                if self.outage.failed(unix_ms(), cause) {
+                    tracing::error!(
+                        "recording {} session changes failed ({cause}): no answer is sent \
+                         until they are stored; retrying with each request and every {}s: \
+                         {err}",
+                        changes.len(),
+                        SILENCE_CHECK.as_secs()
+                    );
+                }
+                self.unwritten = changes;
+                for (key, _) in &batch.answers {
+                    self.server.failed(key);
+                }
+                self.metrics.count("unknown", "store_failed");
+                return;
             }
-            self.metrics.count("unknown", "store_failed");
-            return;
+            self.storage.set_ok(WRITER, true);
+            if let Some(incident) = self.outage.succeeded() {
+                tracing::warn!(
+                    "session changes are stored again after {} ({} failed commits, {}); \
+                     answering",
+                    humantime::format_duration(Duration::from_secs(
+                        unix_ms().saturating_sub(incident.since_ms) / 1000
+                    )),
+                    incident.attempts,
+                    incident.cause
+                );
+            }
         }
         for (key, answer) in batch.answers {
             if let Err(err) = self.socket.send_to(&answer, key.peer).await {

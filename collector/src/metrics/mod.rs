@@ -4,6 +4,7 @@ pub mod exporters;
 mod integrity;
 mod nat;
 mod sflow;
+mod storage;
 pub mod talkers;
 mod templates;
 mod users;
@@ -12,6 +13,7 @@ pub use exporters::Exporters;
 pub use integrity::IntegrityMetrics;
 pub use nat::NatMetrics;
 pub use sflow::SflowMetrics;
+pub use storage::StorageMetrics;
 pub use talkers::Talkers;
 pub use templates::TemplateMetrics;
 pub use users::UserMetrics;
@@ -76,6 +78,8 @@ pub struct Metrics {
     pub last_gap_seconds: Gauge,
     /// Export loss, restarts, interface counter polls.
     pub integrity: IntegrityMetrics,
+    /// Whether SQLite accepts writes, and what is held meanwhile.
+    pub storage: StorageMetrics,
 }
 
 /// RADIUS accounting requests and the sessions they keep open.
@@ -156,6 +160,7 @@ impl Default for Metrics {
             unclean_stops: Counter::default(),
             last_gap_seconds: Gauge::default(),
             integrity: IntegrityMetrics::default(),
+            storage: StorageMetrics::default(),
         }
     }
 }
@@ -212,6 +217,7 @@ impl Metrics {
         self.radius.register(&mut r);
         self.integrity.register(&mut r);
         self.nat.register(&mut r);
+        self.storage.register(&mut r);
         r.register(
             "unclean_stops",
             "Previous runs found at start to have ended without their final flush (killed or \
