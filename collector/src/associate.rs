@@ -11,6 +11,9 @@
 //! - The backlog changes of each pass ([`Associator::take_changes`]) are
 //!   persisted with the flush, so a killed daemon's successor resumes it
 //!   ([`Associator::restore`]) instead of losing up to `late_window` of rows.
+//! - A pass can go in steps ([`Associator::begin`], [`Associator::step`]),
+//!   so that the caller can let go of the history between them: RADIUS
+//!   requests wait for it, and a flush of a million rows takes a second.
 //! - Through carrier-grade NAT: a row whose subscriber address is in a
 //!   CGNAT pool is the public side of someone's traffic. Its port and
 //!   protocol find the NAT binding (VRF 0) that held them at the row's
@@ -61,6 +64,29 @@ pub struct BacklogChanges {
     pub entered: Vec<Waiting>,
     /// Ids of rows that left it (attributed, or given up and written).
     pub left: Vec<u64>,
+}
+
+/// A pass under way: the backlog and a flush's rows, each tried once.
+#[derive(Debug)]
+pub struct Pass {
+    /// `(id while waiting, give up at, row)`, the backlog first.
+    candidates: std::vec::IntoIter<(Option<u64>, u64, UsageRow)>,
+    now_ms: u64,
+    last: bool,
+    ready: Vec<UsageRow>,
+    summary: Attributed,
+}
+
+impl Pass {
+    pub fn is_done(&self) -> bool {
+        self.candidates.len() == 0
+    }
+
+    /// The rows to write now, and what the pass decided.
+    pub fn finish(mut self) -> (Vec<UsageRow>, Attributed) {
+        self.summary.rows = self.ready.len();
+        (self.ready, self.summary)
+    }
 }
 
 /// What one pass decided.
@@ -149,15 +175,34 @@ impl Associator {
         now_ms: u64,
         last: bool,
     ) -> (Vec<UsageRow>, Attributed) {
+        let mut pass = self.begin(rows, now_ms, last);
+        self.step(&mut pass, history, bindings, usize::MAX);
+        pass.finish()
+    }
+
+    /// [`Self::associate`] in steps: the pass over the backlog and `rows`.
+    pub fn begin(&mut self, rows: Vec<UsageRow>, now_ms: u64, last: bool) -> Pass {
         let deadline = now_ms + self.late_window_ms;
         let waiting = std::mem::take(&mut self.backlog);
-        let candidates = waiting
+        let candidates: Vec<_> = waiting
             .into_iter()
             .map(|w| (Some(w.id), w.give_up_ms, w.row))
-            .chain(rows.into_iter().map(|row| (None, deadline, row)));
-        let mut ready = Vec::new();
-        let mut summary = Attributed::default();
-        for (id, give_up, mut row) in candidates {
+            .chain(rows.into_iter().map(|row| (None, deadline, row)))
+            .collect();
+        Pass {
+            candidates: candidates.into_iter(),
+            now_ms,
+            last,
+            ready: Vec::new(),
+            summary: Attributed::default(),
+        }
+    }
+
+    /// Tries the next `max` rows of `pass`.
+    pub fn step(&mut self, pass: &mut Pass, history: &History, bindings: &Bindings, max: usize) {
+        let (now_ms, last) = (pass.now_ms, pass.last);
+        let summary = &mut pass.summary;
+        for (id, give_up, mut row) in pass.candidates.by_ref().take(max) {
             let pooled = self.in_pool(row.subscriber_ip);
             match self.find(history, bindings, &row, pooled) {
                 Ok(owner) => {
@@ -200,10 +245,8 @@ impl Associator {
                 }
             }
             self.changes.left.extend(id);
-            ready.push(row);
+            pass.ready.push(row);
         }
-        summary.rows = ready.len();
-        (ready, summary)
     }
 
     /// Who owns `row` now, or why nobody does.
@@ -343,6 +386,40 @@ mod tests {
         assert_eq!(users(&ready), [Some("alice"), Some("bob")]);
         assert_eq!(ready[0].session_id.as_deref(), Some("a1"));
         assert_eq!(summary.attributed_bytes, 107);
+    }
+
+    #[test]
+    fn a_pass_in_steps_decides_as_one_pass_does_and_sees_sessions_started_between_steps() {
+        let rows = || {
+            vec![
+                row(Direction::Up, 15_000, 100),
+                row(Direction::Down, 25_000, 7),
+                row(Direction::Up, 30_000, 3),
+                row(Direction::Transit, 15_000, 1),
+            ]
+        };
+        let mut whole = Associator::new(5_000, 30_000);
+        let expected = whole.associate(rows(), &history(), &no_nat(), 100_000, false);
+        let mut stepped = Associator::new(5_000, 30_000);
+        let mut pass = stepped.begin(rows(), 100_000, false);
+        let mut steps = 0;
+        while !pass.is_done() {
+            stepped.step(&mut pass, &history(), &no_nat(), 1);
+            steps += 1;
+        }
+        assert_eq!(steps, 4);
+        assert_eq!(pass.finish(), expected);
+        assert_eq!(stepped.take_changes(), whole.take_changes());
+
+        // carol starts between the steps: the rows after see her.
+        let mut history = History::new();
+        let mut associator = Associator::new(0, 0);
+        let mut pass = associator.begin(rows()[..3].to_vec(), 100_000, true);
+        associator.step(&mut pass, &history, &no_nat(), 1);
+        history.apply(&event(EventKind::Start, "carol", "c1", 20_000));
+        associator.step(&mut pass, &history, &no_nat(), 2);
+        let (ready, _) = pass.finish();
+        assert_eq!(users(&ready), [None, Some("carol"), Some("carol")]);
     }
 
     #[test]

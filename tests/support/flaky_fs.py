@@ -5,9 +5,10 @@ refuses `mount -o remount,ro` while any file is open for writing).
     python3 flaky_fs.py BACKING_DIR MOUNTPOINT CONTROL_DIR
 
 While CONTROL_DIR/read-only exists, every write, sync and change of the
-tree fails with EROFS. CONTROL_DIR/delay-ms, if present, holds a number of
-milliseconds each write and each sync waits first. Runs in the foreground
-until unmounted.
+tree fails with EROFS. CONTROL_DIR/sync-delay-ms, if present, holds a
+number of milliseconds each fsync waits first: a disk slow to make data
+durable (writes land in the page cache, as on a real disk). Runs in the
+foreground until unmounted.
 """
 
 import errno
@@ -26,15 +27,18 @@ class Flaky(Operations):
         self.root = os.path.abspath(root)
         control = os.path.abspath(control)
         self.read_only = os.path.join(control, "read-only")
-        self.delay = os.path.join(control, "delay-ms")
+        self.delay = os.path.join(control, "sync-delay-ms")
 
     def _path(self, path):
         return os.path.join(self.root, path.lstrip("/"))
 
     def _writable(self):
-        """Fails like a read-only filesystem; waits like a slow one."""
+        """Fails like a read-only filesystem."""
         if os.path.exists(self.read_only):
             raise FuseOSError(errno.EROFS)
+
+    def _slow(self):
+        """Waits like a slow disk."""
         try:
             with open(self.delay) as f:
                 time.sleep(int(f.read().strip() or 0) / 1000)
@@ -101,6 +105,7 @@ class Flaky(Operations):
 
     def fsync(self, path, datasync, fh):
         self._writable()
+        self._slow()
         os.fdatasync(fh) if datasync else os.fsync(fh)
 
     def unlink(self, path):

@@ -36,6 +36,21 @@ use crate::{
 const PRUNE_EVERY_MS: u64 = 10_000;
 /// This writer's `writer` label in the storage metrics.
 const WRITER: &str = "usage";
+/// Rows associated per hold of the session history's lock: a millisecond
+/// or two (a few on a busy machine), what a RADIUS request waits for at
+/// most.
+const ASSOCIATE_STEP: usize = 1_000;
+
+/// Metrics of rows that SQLite took.
+fn count_written(metrics: &Metrics, rows: &[UsageRow]) {
+    for row in rows {
+        metrics
+            .usage_bytes
+            .get_or_create(&[("direction", row.direction.as_str())])
+            .inc_by(row.bytes);
+    }
+    metrics.usage_rows.inc_by(rows.len() as u64);
+}
 
 pub struct Flusher {
     parts: FlushParts,
@@ -63,6 +78,8 @@ pub struct FlushParts {
     pub templates_file: PathBuf,
     pub socket: Arc<SocketPath>,
     pub db: Connection,
+    /// Taken around every write, shared with the RADIUS commits.
+    pub gate: sink::WriteGate,
     pub metrics: Metrics,
     pub profile: Profile,
     /// This run's row in `runs`, where each flush is recorded.
@@ -144,6 +161,7 @@ impl Flusher {
             associator,
             socket,
             db,
+            gate,
             metrics,
             profile,
             ..
@@ -174,11 +192,15 @@ impl Flusher {
             .iter()
             .filter_map(|(key, value)| UsageRow::new(key, value, profile))
             .collect();
-        let (attributed, summary) = {
+        // In steps, letting go of the history between them: RADIUS
+        // requests wait for it.
+        let mut pass = associator.begin(fresh, now_ms, last);
+        while !pass.is_done() {
             let history = history.lock().expect("history lock poisoned");
             let bindings = bindings.lock().expect("bindings lock poisoned");
-            associator.associate(fresh, &history, &bindings, now_ms, last)
-        };
+            associator.step(&mut pass, &history, &bindings, ASSOCIATE_STEP);
+        }
+        let (attributed, summary) = pass.finish();
         metrics.nat.attributed(&summary.nat);
         metrics.attributed_bytes.inc_by(summary.attributed_bytes);
         metrics
@@ -195,45 +217,53 @@ impl Flusher {
         changes.entered.extend(fresh.entered);
         changes.left.extend(fresh.left);
         let backlog = associator.backlog();
-        if let Err(err) = bindings_written.and_then(|()| sqlite::write_flush(db, &rows, &changes)) {
+        let result = bindings_written
+            .map_err(|err| (0, err))
+            .and_then(|()| sqlite::write_flush_in_steps(db, gate, &rows, &changes, sqlite::STEP));
+        if let Err((written, err)) = result {
+            count_written(metrics, &rows[..written]);
+            rows.drain(..written);
+            if written > 0 {
+                changes = BacklogChanges::default();
+            }
             let failed = Flushed {
                 aggregates,
                 overflow_records,
                 backlog,
+                rows: written,
                 ..Flushed::default()
             };
             return self.hold(now_ms, last, rows, changes, &err, started, failed);
         }
+        count_written(metrics, &rows);
         self.recovered(rows.len());
         let FlushParts {
             templates_file,
             socket,
             db,
-            metrics,
+            gate,
             run,
             written,
             ..
         } = &mut self.parts;
-        let mut flushed = Flushed {
+        let flushed = Flushed {
             aggregates,
             rows: rows.len(),
-            bytes: 0,
+            bytes: rows.iter().map(|row| row.bytes).sum(),
             attributed_bytes: summary.attributed_bytes,
             overflow_records,
             backlog,
             held: 0,
         };
-        for row in &rows {
-            flushed.bytes += row.bytes;
-            metrics
-                .usage_bytes
-                .get_or_create(&[("direction", row.direction.as_str())])
-                .inc_by(row.bytes);
-        }
-        metrics.usage_rows.inc_by(rows.len() as u64);
         let record = if last { runs::stopped } else { runs::flushed };
-        if let Err(err) = record(db, *run, now_ms) {
+        if let Err(err) = {
+            let _turn = gate.lock();
+            record(db, *run, now_ms)
+        } {
             tracing::warn!("recording the flush in `runs`: {err}");
+        }
+        if let Err(err) = sink::checkpoint(db) {
+            tracing::warn!("checkpointing the SQLite WAL: {err}");
         }
         if let Some(written) = written {
             written.notify_one();
@@ -359,6 +389,7 @@ impl Flusher {
         if changes.is_empty() {
             return Ok(());
         }
+        let _turn = self.parts.gate.lock();
         nat_store::write(&mut self.parts.db, &changes).inspect_err(|_| {
             self.pending_nat = changes;
         })
@@ -371,6 +402,7 @@ impl Flusher {
             bindings,
             nat_retention_ms,
             db,
+            gate,
             metrics,
             ..
         } = &mut self.parts;
@@ -382,6 +414,7 @@ impl Flusher {
         metrics.nat.bindings_in_memory.set(pruned.kept as i64);
         metrics.nat.bindings_evicted.inc_by(pruned.evicted as u64);
         if let Some(retention) = nat_retention_ms {
+            let _turn = gate.lock();
             match nat_store::delete_ended_before(db, now_ms.saturating_sub(*retention)) {
                 Ok(deleted) => {
                     metrics.nat.bindings_deleted.inc_by(deleted as u64);
@@ -410,6 +443,7 @@ impl Flusher {
         {
             tracing::warn!("kernel sFlow maps: {err}");
         }
+        let _turn = parts.gate.lock();
         if let Err(err) =
             sflow_health::write(&mut parts.db, now_ms, &interval.healths, &interval.counters)
         {
@@ -468,6 +502,7 @@ impl Flusher {
             .inc_by(std::mem::take(&mut sequences.untracked));
         drop(sequences);
         p.metrics.integrity.observe(&healths);
+        let _turn = p.gate.lock();
         if let Err(err) = integrity::write_interval(&mut p.db, p.since_ms, now_ms, &healths, &flows)
         {
             tracing::warn!("writing export health and interface flows: {err}");

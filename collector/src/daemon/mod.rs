@@ -100,7 +100,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         &mut tasks,
     )
     .await?;
-    let radius_addr = start_radius(&config, &store.history, &metrics, &mut tasks).await?;
+    let gate = sink::WriteGate::default();
+    let radius_addr = start_radius(&config, &store.history, &gate, &metrics, &mut tasks).await?;
     let receivers = Receivers::start(sockets.into_iter().flatten().collect(), &socket_path)?;
     let mut overflow = JoinSet::new();
     if let Some(drainer) = &kernel.drainer {
@@ -175,6 +176,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         templates_file: config.templates_file(),
         socket: socket_path,
         db: store.db,
+        gate,
         metrics,
         profile: config.aggregation.profile(),
         run: store.run,
@@ -237,6 +239,9 @@ struct Store {
 /// the NAT bindings.
 fn open_store(config: &Config, metrics: &Metrics) -> anyhow::Result<Store> {
     let db = sink::sqlite::open(&config.db)?;
+    // Checkpoints come after each flush's write (sink::checkpoint).
+    db.pragma_update(None, "wal_autocheckpoint", 0)?;
+    db.busy_timeout(sink::WRITER_BUSY_TIMEOUT)?;
     let started_ms = clock::unix_ms();
     let (run, gap) = sink::runs::begin(&db, started_ms)
         .with_context(|| format!("cannot record this run in {}", config.db.display()))?;
@@ -446,6 +451,7 @@ async fn flush_until(
 async fn start_radius(
     config: &Config,
     history: &Arc<Mutex<History>>,
+    gate: &sink::WriteGate,
     metrics: &Metrics,
     tasks: &mut JoinSet<()>,
 ) -> anyhow::Result<Option<SocketAddr>> {
@@ -462,6 +468,9 @@ async fn start_radius(
     let db = sink::sqlite::open(&config.db)?;
     // An Accounting-Response promises the record is on disk (RFC 2866 §2).
     db.pragma_update(None, "synchronous", "FULL")?;
+    // The flush checkpoints (sink::checkpoint), not a commit before its answer.
+    db.pragma_update(None, "wal_autocheckpoint", 0)?;
+    db.busy_timeout(sink::WRITER_BUSY_TIMEOUT)?;
     metrics.storage.set_ok(radius_socket::WRITER, true);
     {
         let history = history.lock().expect("history lock poisoned");
@@ -481,6 +490,7 @@ async fn start_radius(
         ),
         history: Arc::clone(history),
         db,
+        gate: Arc::clone(gate),
         metrics: metrics.radius.clone(),
         storage: metrics.storage.clone(),
         outage: Default::default(),

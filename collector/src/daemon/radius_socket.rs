@@ -7,7 +7,7 @@
 use std::{
     net::SocketAddr,
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use rusqlite::Connection;
@@ -44,6 +44,8 @@ pub struct RadiusSocket {
     /// A connection of its own, with `synchronous = FULL`: a commit is on
     /// disk before the answer leaves.
     pub db: Connection,
+    /// Taken around every commit, shared with the flush.
+    pub gate: sink::WriteGate,
     pub metrics: RadiusMetrics,
     pub storage: StorageMetrics,
     /// Commits failing since: one log line when it starts, one when it ends.
@@ -59,9 +61,10 @@ pub struct RadiusSocket {
 #[derive(Default)]
 struct Batch {
     changes: Vec<Change>,
-    answers: Vec<(Key, Vec<u8>)>,
+    /// With when each request was read from the socket.
+    answers: Vec<(Key, Vec<u8>, Instant)>,
     /// Answers to retransmissions of requests already durable.
-    resend: Vec<(SocketAddr, Vec<u8>)>,
+    resend: Vec<(SocketAddr, Vec<u8>, Instant)>,
 }
 
 impl RadiusSocket {
@@ -130,6 +133,7 @@ impl RadiusSocket {
     }
 
     fn handle(&mut self, datagram: &[u8], peer: SocketAddr, batch: &mut Batch) {
+        let received = Instant::now();
         let handled = {
             let mut history = self.history.lock().expect("history lock poisoned");
             self.server.handle(unix_ms(), peer, datagram, &mut history)
@@ -138,12 +142,14 @@ impl RadiusSocket {
             Handled::Discarded { reason } => self.metrics.count("unknown", reason),
             Handled::Pending => self.metrics.count("unknown", "duplicate"),
             Handled::Resend { answer } => {
-                batch.resend.push((peer, answer));
+                batch.resend.push((peer, answer, received));
                 self.metrics.count("unknown", "duplicate");
             }
             Handled::Accepted(accepted) => {
                 batch.changes.extend(accepted.changes);
-                batch.answers.push((accepted.key, accepted.answer));
+                batch
+                    .answers
+                    .push((accepted.key, accepted.answer, received));
                 self.metrics
                     .count(status_label(accepted.status), "accepted");
             }
@@ -159,7 +165,11 @@ impl RadiusSocket {
         let mut changes = std::mem::take(&mut self.unwritten);
         changes.extend(batch.changes);
         if !changes.is_empty() {
-            if let Err(err) = block_in_place(|| session_store::write(&mut self.db, &changes)) {
+            let written = block_in_place(|| {
+                let _turn = self.gate.lock();
+                session_store::write(&mut self.db, &changes)
+            });
+            if let Err(err) = written {
                 let cause = sink::failure_cause(&self.db, &err);
                 self.storage.failed(WRITER, cause);
                 if self.outage.failed(unix_ms(), cause) {
@@ -172,7 +182,7 @@ impl RadiusSocket {
                     );
                 }
                 self.unwritten = changes;
-                for (key, _) in &batch.answers {
+                for (key, ..) in &batch.answers {
                     self.server.failed(key);
                 }
                 self.metrics.count("unknown", "store_failed");
@@ -191,14 +201,17 @@ impl RadiusSocket {
                 );
             }
         }
-        for (key, answer) in batch.answers {
+        let response = &self.metrics.response_seconds;
+        for (key, answer, received) in batch.answers {
             if let Err(err) = self.socket.send_to(&answer, key.peer).await {
                 tracing::debug!("radius answer to {}: {err}", key.peer);
             }
+            response.observe(received.elapsed().as_secs_f64());
             self.server.answered(&key, answer);
         }
-        for (peer, answer) in batch.resend {
+        for (peer, answer, received) in batch.resend {
             let _ = self.socket.send_to(&answer, peer).await;
+            response.observe(received.elapsed().as_secs_f64());
         }
         let history = self.history.lock().expect("history lock poisoned");
         self.metrics

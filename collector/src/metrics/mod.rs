@@ -83,7 +83,7 @@ pub struct Metrics {
 }
 
 /// RADIUS accounting requests and the sessions they keep open.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct RadiusMetrics {
     /// By `status` (start, stop, interim_update, accounting_on,
     /// accounting_off, other; unknown before the request is trusted) and
@@ -92,6 +92,20 @@ pub struct RadiusMetrics {
     pub sessions_open: Gauge,
     /// Open, and closed within `radius.history_retention`.
     pub sessions_in_memory: Gauge,
+    /// From a request's arrival to its answer's departure.
+    pub response_seconds: Histogram,
+}
+
+impl Default for RadiusMetrics {
+    fn default() -> Self {
+        Self {
+            requests: Family::default(),
+            sessions_open: Gauge::default(),
+            sessions_in_memory: Gauge::default(),
+            // 0.5 ms to ~16 s: a NAS retransmits after a few seconds.
+            response_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+        }
+    }
 }
 
 impl RadiusMetrics {
@@ -108,6 +122,13 @@ impl RadiusMetrics {
              bad_authenticator, unknown_client, malformed, rate_limited, unsupported_code, \
              store_failed)",
             self.requests.clone(),
+        );
+        r.register_with_unit(
+            "radius_response",
+            "Time from an Accounting-Request's arrival to its Accounting-Response's departure \
+             (the commit that makes it durable included)",
+            Unit::Seconds,
+            self.response_seconds.clone(),
         );
         r.register(
             "sessions_open",

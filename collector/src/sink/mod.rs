@@ -8,7 +8,31 @@ pub mod session_store;
 pub mod sflow_health;
 pub mod sqlite;
 
+use std::sync::Arc;
+
 use rusqlite::{Connection, ErrorCode};
+
+/// Taken by each of the daemon's SQLite writers (the flush, the RADIUS
+/// commits) around a write transaction. SQLite lets one writer in at a
+/// time and makes the others poll, sleeping up to 100 ms between tries, so
+/// a RADIUS commit behind a flush's write waited for all of it and then
+/// some. The gate hands over in arrival order: a commit waits at most for
+/// the transaction in progress, and the flush writes in steps
+/// ([`sqlite::write_flush_in_steps`]).
+pub type WriteGate = Arc<parking_lot::FairMutex<()>>;
+
+/// How long the daemon's writers wait for a write lock held by another
+/// program (the gate keeps them from waiting for each other) before the
+/// write fails and an outage begins: the RADIUS answer waits for it, and
+/// the writers' waits add up as they take turns.
+pub const WRITER_BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Checkpoints the WAL into the database without waiting for anyone; the
+/// daemon's connections leave automatic checkpoints off, so that no RADIUS
+/// commit ends up copying a flush's pages before its answer leaves.
+pub fn checkpoint(conn: &Connection) -> rusqlite::Result<()> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+}
 
 /// Why SQLite refused a write on `conn`, as a metric label: `disk_full`,
 /// `read_only` (the file, or its filesystem), `locked` (another connection

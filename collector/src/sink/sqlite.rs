@@ -1,7 +1,10 @@
 //! The SQLite sink: one file, WAL mode, the `sessions` and `usage` tables of
 //! the external interface.
 
-use std::path::Path;
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
 
 use std::net::IpAddr;
 
@@ -181,6 +184,56 @@ pub fn write_usage(conn: &mut Connection, rows: &[UsageRow]) -> rusqlite::Result
     write_flush(conn, rows, &BacklogChanges::default())
 }
 
+/// How long one transaction of [`write_flush_in_steps`] writes rows at
+/// most: about what a RADIUS commit waits for behind it.
+pub const STEP: Duration = Duration::from_millis(20);
+/// How often [`write_flush_in_steps`] syncs the WAL at most.
+const SYNC_EVERY: Duration = Duration::from_millis(100);
+
+/// [`write_flush`] in transactions of at most `step` of writing each,
+/// each through `gate`, the backlog's changes with the first: between them
+/// the RADIUS commits get in. Every `SYNC_EVERY`, outside the gate, the
+/// WAL is synced: the flush's connection commits without syncing
+/// (`synchronous = NORMAL`), and the next RADIUS commit's sync (`FULL`)
+/// would otherwise carry all the flush's pages to disk before its answer
+/// could leave. On
+/// failure, the rows committed before it (the backlog's changes with them
+/// unless none were).
+pub fn write_flush_in_steps(
+    conn: &mut Connection,
+    gate: &super::WriteGate,
+    rows: &[UsageRow],
+    changes: &BacklogChanges,
+    step: Duration,
+) -> Result<(), (usize, rusqlite::Error)> {
+    let wal = conn
+        .path()
+        .and_then(|path| std::fs::File::open(format!("{path}-wal")).ok());
+    let mut written = 0;
+    let mut changes = Some(changes);
+    let mut synced = Instant::now();
+    while changes.is_some() || written < rows.len() {
+        let until = Instant::now() + step;
+        let _turn = gate.lock();
+        let done = write_some(
+            conn,
+            &rows[written..],
+            changes.take().unwrap_or(&BacklogChanges::default()),
+            Some(until),
+        );
+        drop(_turn);
+        written += done.map_err(|err| (written, err))?;
+        // A failed sync shows in the next commit that syncs.
+        if let Some(wal) = &wal
+            && synced.elapsed() >= SYNC_EVERY
+        {
+            let _ = wal.sync_data();
+            synced = Instant::now();
+        }
+    }
+    Ok(())
+}
+
 /// [`write_usage`], and the association backlog's `changes` in the same
 /// transaction.
 pub fn write_flush(
@@ -188,15 +241,20 @@ pub fn write_flush(
     rows: &[UsageRow],
     changes: &BacklogChanges,
 ) -> rusqlite::Result<()> {
+    write_some(conn, rows, changes, None).map(drop)
+}
+
+/// The backlog's `changes` and the first of `rows` in one transaction: all
+/// of them, or those written `until` then; returns how many.
+fn write_some(
+    conn: &mut Connection,
+    rows: &[UsageRow],
+    changes: &BacklogChanges,
+    until: Option<Instant>,
+) -> rusqlite::Result<usize> {
     let tx = conn.transaction()?;
+    let mut written = 0;
     {
-        let mut insert = tx.prepare_cached(&format!(
-            "INSERT INTO usage ({USAGE_COLUMNS})
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
-        ))?;
-        for row in rows {
-            insert.execute(params_from_iter(values(row)))?;
-        }
         let mut wait = tx.prepare_cached(&format!(
             "INSERT INTO usage_pending (id, give_up_ms, {USAGE_COLUMNS})
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
@@ -212,8 +270,21 @@ pub fn write_flush(
         for id in &changes.left {
             done.execute([*id as i64])?;
         }
+        let mut insert = tx.prepare_cached(&format!(
+            "INSERT INTO usage ({USAGE_COLUMNS})
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+        ))?;
+        for row in rows {
+            insert.execute(params_from_iter(values(row)))?;
+            written += 1;
+            // The clock now and then: a row takes microseconds.
+            if written % 32 == 0 && until.is_some_and(|until| Instant::now() >= until) {
+                break;
+            }
+        }
     }
-    tx.commit()
+    tx.commit()?;
+    Ok(written)
 }
 
 /// The backlog a previous run left, to resume.
