@@ -240,7 +240,7 @@ fn measure_under_load() {
         std::thread::sleep(due.saturating_duration_since(Instant::now()));
         // Interim-Updates of the load's sessions, and Starts of new ones
         // (on addresses without flows).
-        let answered = if n % 2 == 0 {
+        let answered = if n.is_multiple_of(2) {
             account(
                 StatusType::InterimUpdate,
                 n / 2 % LOAD_SUBSCRIBERS,

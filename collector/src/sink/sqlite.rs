@@ -253,7 +253,7 @@ fn write_some(
     until: Option<Instant>,
 ) -> rusqlite::Result<usize> {
     let tx = conn.transaction()?;
-    let mut written = 0;
+    let mut written: usize = 0;
     {
         let mut wait = tx.prepare_cached(&format!(
             "INSERT INTO usage_pending (id, give_up_ms, {USAGE_COLUMNS})
@@ -278,7 +278,7 @@ fn write_some(
             insert.execute(params_from_iter(values(row)))?;
             written += 1;
             // The clock now and then: a row takes microseconds.
-            if written % 32 == 0 && until.is_some_and(|until| Instant::now() >= until) {
+            if written.is_multiple_of(32) && until.is_some_and(|until| Instant::now() >= until) {
                 break;
             }
         }
