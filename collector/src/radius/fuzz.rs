@@ -25,7 +25,7 @@ pub fn fuzz_decode(data: &[u8]) {
 
     let verified = packet.verify_accounting_request(SECRET);
     let mut signed = packet.clone();
-    signed.sign_accounting_request(SECRET);
+    signed.sign_request(SECRET);
     if verified.is_ok() {
         assert_eq!(signed, packet);
     }
@@ -78,7 +78,7 @@ mod tests {
         packet
             .push(MESSAGE_AUTHENTICATOR, [0; 16].to_vec())
             .unwrap();
-        packet.sign_accounting_request(SECRET);
+        packet.sign_request(SECRET);
         seeds.push(packet.encode());
         seeds
     }
