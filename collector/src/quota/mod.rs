@@ -1,0 +1,302 @@
+//! Quotas, sans-IO: usage per user and calendar period, kept current from
+//! the rows each flush writes, and what crossing a quota does.
+//!
+//! The rules:
+//! - A usage row counts for a quota if its user is one of the quota's (or
+//!   the quota is everyone's) and its direction is the quota's (`both`:
+//!   up and down; transit never). It counts in the period its bucket starts
+//!   in. A row of a period before the user's current one changes nothing
+//!   (it is billed, the period is over); one of a later period starts it.
+//! - At start the tallies of the current periods are restored from what
+//!   SQLite holds, and so are the actions already taken: nothing is sent
+//!   twice, and thresholds already crossed are not announced again.
+//! - Crossing a threshold is announced once per user and period: the
+//!   `notify_at` fractions (logged and counted only), and the quota itself.
+//! - A user over a quota in the current period gets one action per open
+//!   session: never two for the same session and period, one for each new
+//!   session opened while still over.
+//! - A new period starts every tally at zero; it lifts nothing by itself
+//!   (sessions disconnected stay so, a throttled one stays throttled until
+//!   its NAS is told otherwise).
+
+pub mod period;
+
+use std::collections::{HashMap, HashSet};
+
+use flowtally_common::agg::Direction;
+
+pub use self::period::{Calendar, Period};
+use crate::{
+    config::{QuotaAction, QuotaConfig, QuotaDirection},
+    radius::coa::{self, Kind},
+    sessions::OpenSession,
+    usage::UsageRow,
+};
+
+/// One quota, ready to count.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rule {
+    pub name: String,
+    /// `None`: everyone.
+    users: Option<HashSet<String>>,
+    pub calendar: Calendar,
+    pub bytes: u64,
+    pub direction: QuotaDirection,
+    pub kind: Kind,
+    /// A CoA's attributes (type, value); empty for a Disconnect.
+    pub changes: Vec<(u8, Vec<u8>)>,
+    /// Ascending fractions of `bytes`, ending with the quota itself (1.0).
+    thresholds: Vec<f64>,
+}
+
+impl Rule {
+    /// From a validated configuration.
+    pub fn new(config: &QuotaConfig) -> Self {
+        let mut thresholds = config.notify_at.clone();
+        thresholds.push(1.0);
+        thresholds.sort_by(f64::total_cmp);
+        thresholds.dedup();
+        Self {
+            name: config.name.clone(),
+            users: (!config.users.everyone())
+                .then(|| config.users.names().iter().cloned().collect()),
+            calendar: Calendar {
+                kind: config.period,
+                offset: config.timezone,
+            },
+            bytes: config.bytes,
+            direction: config.direction,
+            kind: match config.action {
+                QuotaAction::Disconnect => Kind::Disconnect,
+                QuotaAction::Coa => Kind::Coa,
+            },
+            changes: config
+                .coa_attributes
+                .iter()
+                .filter_map(|(name, value)| coa::change(name, value).ok())
+                .collect(),
+            thresholds,
+        }
+    }
+
+    pub fn applies_to(&self, user: &str) -> bool {
+        self.users.as_ref().is_none_or(|users| users.contains(user))
+    }
+
+    pub fn counts(&self, direction: Direction) -> bool {
+        matches!(
+            (self.direction, direction),
+            (QuotaDirection::Both, Direction::Up | Direction::Down)
+                | (QuotaDirection::Up, Direction::Up)
+                | (QuotaDirection::Down, Direction::Down)
+        )
+    }
+
+    /// The byte counts at which each threshold is crossed, ascending.
+    pub fn threshold_bytes(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
+        self.thresholds
+            .iter()
+            .map(|&f| (f, (self.bytes as f64 * f).ceil() as u64))
+    }
+
+    /// Thresholds `bytes` has reached.
+    fn reached(&self, bytes: u64) -> usize {
+        self.threshold_bytes()
+            .filter(|&(_, at)| bytes >= at)
+            .count()
+    }
+}
+
+/// A user's usage in a quota's period.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Tally {
+    period_start_ms: u64,
+    bytes: u64,
+    /// Thresholds already announced.
+    announced: usize,
+}
+
+/// A threshold crossed: logged and counted.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Crossing {
+    pub quota: String,
+    pub user: String,
+    /// The fraction of the quota; 1.0 is the quota itself.
+    pub threshold: f64,
+    pub bytes: u64,
+    pub limit: u64,
+}
+
+/// A request to send: one session, one quota, one period.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Action {
+    pub quota: String,
+    pub kind: Kind,
+    pub changes: Vec<(u8, Vec<u8>)>,
+    pub period: Period,
+    pub session: OpenSession,
+    /// The user's usage when decided.
+    pub bytes: u64,
+}
+
+/// Every quota's tallies and the sessions acted on.
+#[derive(Debug, Default)]
+pub struct Quotas {
+    rules: Vec<Rule>,
+    /// (rule, user) → usage in the latest period seen.
+    tallies: HashMap<(usize, String), Tally>,
+    /// (rule, session row id, period start) acted on.
+    acted: HashSet<(usize, u64, u64)>,
+}
+
+impl Quotas {
+    pub fn new(rules: Vec<Rule>) -> Self {
+        Self {
+            rules,
+            ..Self::default()
+        }
+    }
+
+    pub fn from_config(quotas: &[QuotaConfig]) -> Self {
+        Self::new(quotas.iter().map(Rule::new).collect())
+    }
+
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Restores `bytes` of `user`'s usage in `direction` within the period
+    /// of rule `rule` starting at `period_start_ms` (what SQLite holds):
+    /// counted, and the thresholds it reaches are taken as announced.
+    pub fn restore_usage(
+        &mut self,
+        rule: usize,
+        period_start_ms: u64,
+        user: &str,
+        direction: Direction,
+        bytes: u64,
+    ) {
+        let Some(r) = self.rules.get(rule) else {
+            return;
+        };
+        if !r.applies_to(user) || !r.counts(direction) {
+            return;
+        }
+        let tally = self.tallies.entry((rule, user.to_owned())).or_default();
+        if tally.period_start_ms != period_start_ms {
+            *tally = Tally {
+                period_start_ms,
+                ..Tally::default()
+            };
+        }
+        tally.bytes += bytes;
+        tally.announced = r.reached(tally.bytes);
+    }
+
+    /// Restores an action taken before (the `enforcement` table).
+    pub fn restore_action(&mut self, quota: &str, session: u64, period_start_ms: u64) {
+        if let Some(rule) = self.rules.iter().position(|r| r.name == quota) {
+            self.acted.insert((rule, session, period_start_ms));
+        }
+    }
+
+    /// Counts the rows a flush wrote.
+    pub fn observe(&mut self, rows: &[UsageRow]) {
+        for row in rows {
+            if let Some(user) = &row.user_name {
+                self.add(user, row.direction, row.bucket_start_ms, row.bytes);
+            }
+        }
+    }
+
+    fn add(&mut self, user: &str, direction: Direction, at_ms: u64, bytes: u64) {
+        for (i, rule) in self.rules.iter().enumerate() {
+            if !rule.applies_to(user) || !rule.counts(direction) {
+                continue;
+            }
+            let start = rule.calendar.period(at_ms).start_ms;
+            let tally = self.tallies.entry((i, user.to_owned())).or_default();
+            if start > tally.period_start_ms {
+                *tally = Tally {
+                    period_start_ms: start,
+                    ..Tally::default()
+                };
+            }
+            if start == tally.period_start_ms {
+                tally.bytes += bytes;
+            }
+        }
+    }
+
+    /// Thresholds crossed since the last call, in the current periods.
+    pub fn crossings(&mut self, now_ms: u64) -> Vec<Crossing> {
+        let mut out = Vec::new();
+        for ((rule, user), tally) in &mut self.tallies {
+            let r = &self.rules[*rule];
+            if tally.period_start_ms != r.calendar.period(now_ms).start_ms {
+                continue;
+            }
+            let reached = r.reached(tally.bytes);
+            for (threshold, _) in r.threshold_bytes().take(reached).skip(tally.announced) {
+                out.push(Crossing {
+                    quota: r.name.clone(),
+                    user: user.clone(),
+                    threshold,
+                    bytes: tally.bytes,
+                    limit: r.bytes,
+                });
+            }
+            tally.announced = tally.announced.max(reached);
+        }
+        out.sort_by(|a, b| (&a.quota, &a.user).cmp(&(&b.quota, &b.user)));
+        out
+    }
+
+    /// Users over some quota in its current period.
+    pub fn over(&self, now_ms: u64) -> HashSet<String> {
+        self.tallies
+            .iter()
+            .filter(|((rule, _), tally)| self.is_over(*rule, tally, now_ms))
+            .map(|((_, user), _)| user.clone())
+            .collect()
+    }
+
+    fn is_over(&self, rule: usize, tally: &Tally, now_ms: u64) -> bool {
+        let r = &self.rules[rule];
+        tally.period_start_ms == r.calendar.period(now_ms).start_ms && tally.bytes >= r.bytes
+    }
+
+    /// The actions due for `sessions` (the open sessions of the users
+    /// [`Quotas::over`] named): one per session, quota and period, ever.
+    pub fn actions(&mut self, now_ms: u64, sessions: &[OpenSession]) -> Vec<Action> {
+        let mut out = Vec::new();
+        for session in sessions {
+            for (i, rule) in self.rules.iter().enumerate() {
+                let Some(tally) = self.tallies.get(&(i, session.user_name.clone())) else {
+                    continue;
+                };
+                if !self.is_over(i, tally, now_ms)
+                    || !self.acted.insert((i, session.id, tally.period_start_ms))
+                {
+                    continue;
+                }
+                out.push(Action {
+                    quota: rule.name.clone(),
+                    kind: rule.kind,
+                    changes: rule.changes.clone(),
+                    period: rule.calendar.period(now_ms),
+                    session: session.clone(),
+                    bytes: tally.bytes,
+                });
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;
