@@ -21,13 +21,17 @@
 
 pub mod period;
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    net::IpAddr,
+    time::Duration,
+};
 
 use flowtally_common::agg::Direction;
 
 pub use self::period::{Calendar, Period};
 use crate::{
-    config::{QuotaAction, QuotaConfig, QuotaDirection},
+    config::{NasConfig, QuotaAction, QuotaConfig, QuotaDirection},
     radius::coa::{self, Kind},
     sessions::OpenSession,
     usage::UsageRow,
@@ -296,6 +300,23 @@ impl Quotas {
         }
         out
     }
+}
+
+/// The NAS a session's requests go to: the entry whose address is the
+/// session's NAS (NAS-IP-Address, NAS-IPv6-Address or the accounting
+/// source), else whose identifier is (NAS-Identifier).
+pub fn owner<'a>(nas: &'a [NasConfig], session_nas: &str) -> Option<&'a NasConfig> {
+    let address = session_nas.parse::<IpAddr>().ok();
+    nas.iter().find(|n| Some(n.address) == address).or_else(|| {
+        nas.iter()
+            .find(|n| n.identifier.as_deref() == Some(session_nas))
+    })
+}
+
+/// How long each transmission of a request waits for its answer: `first`,
+/// then twice as long each retransmission (RFC 5080 §2.2.1's doubling).
+pub fn waits(first: Duration, retries: u32) -> impl Iterator<Item = Duration> {
+    (0..=retries).map(move |n| first.saturating_mul(1 << n.min(16)))
 }
 
 #[cfg(test)]

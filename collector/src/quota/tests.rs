@@ -216,3 +216,32 @@ coa_attributes = { "Filter-Id" = "throttled" }
         [(crate::radius::attributes::FILTER_ID, b"throttled".to_vec())]
     );
 }
+
+#[test]
+fn a_session_goes_to_the_nas_of_its_address_else_of_its_identifier() {
+    let config = Config::from_toml(
+        r#"
+[[radius.nas]]
+address = "192.0.2.1"
+secret = "a"
+[[radius.nas]]
+address = "2001:db8::1"
+identifier = "bras-2"
+secret = "b"
+"#,
+    )
+    .unwrap();
+    let nas = &config.radius.nas;
+    assert_eq!(owner(nas, "192.0.2.1").unwrap().secret, "a");
+    assert_eq!(owner(nas, "2001:db8::1").unwrap().secret, "b");
+    assert_eq!(owner(nas, "bras-2").unwrap().secret, "b");
+    assert_eq!(owner(nas, "192.0.2.2"), None);
+    assert_eq!(owner(nas, "bras-3"), None);
+}
+
+#[test]
+fn retransmissions_wait_twice_as_long_each_time() {
+    let waits: Vec<_> = waits(Duration::from_millis(500), 3).collect();
+    assert_eq!(waits, [500, 1000, 2000, 4000].map(Duration::from_millis));
+    assert_eq!(super::waits(Duration::from_secs(1), 0).count(), 1);
+}
