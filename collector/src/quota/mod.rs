@@ -19,6 +19,7 @@
 //!   (sessions disconnected stay so, a throttled one stays throttled until
 //!   its NAS is told otherwise).
 
+pub mod command;
 pub mod period;
 
 use std::{
