@@ -18,7 +18,10 @@ use std::{
 use rusqlite::Connection;
 use tokio::{
     net::UdpSocket,
-    sync::mpsc::{UnboundedReceiver, UnboundedSender},
+    sync::{
+        Semaphore,
+        mpsc::{UnboundedReceiver, UnboundedSender},
+    },
     task::block_in_place,
     time::{Instant, sleep, sleep_until, timeout_at},
 };
@@ -33,6 +36,10 @@ use crate::{
     sink::quota_store::{self, Outcome},
     usage::UsageRow,
 };
+
+/// Requests under way at once, each with a socket: a month's first flush
+/// may find thousands of users over a quota.
+const MAX_IN_FLIGHT: usize = 64;
 
 /// A request to send, and its `enforcement` row.
 #[derive(Debug)]
@@ -124,6 +131,7 @@ pub async fn serve(
         db: Mutex::new(db),
         metrics,
         identifier: AtomicU8::new(0),
+        in_flight: Semaphore::new(MAX_IN_FLIGHT),
     });
     while let Some(job) = jobs.recv().await {
         tokio::spawn(Arc::clone(&shared).enforce(job));
@@ -137,10 +145,14 @@ struct Shared {
     /// Each request has a socket of its own; identifiers only have to
     /// differ between a request and its successor after a NAK.
     identifier: AtomicU8,
+    in_flight: Semaphore,
 }
 
 impl Shared {
     async fn enforce(self: Arc<Self>, mut job: Job) {
+        let Ok(_permit) = self.in_flight.acquire().await else {
+            return;
+        };
         let action = &job.action;
         let kind = action.kind.as_str();
         let session = &action.session;

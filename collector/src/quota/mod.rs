@@ -239,10 +239,11 @@ impl Quotas {
 
     /// Thresholds crossed since the last call, in the current periods.
     pub fn crossings(&mut self, now_ms: u64) -> Vec<Crossing> {
+        let current = self.current(now_ms);
         let mut out = Vec::new();
         for ((rule, user), tally) in &mut self.tallies {
             let r = &self.rules[*rule];
-            if tally.period_start_ms != r.calendar.period(now_ms).start_ms {
+            if tally.period_start_ms != current[*rule] {
                 continue;
             }
             let reached = r.reached(tally.bytes);
@@ -263,28 +264,37 @@ impl Quotas {
 
     /// Users over some quota in its current period.
     pub fn over(&self, now_ms: u64) -> HashSet<String> {
+        let current = self.current(now_ms);
         self.tallies
             .iter()
-            .filter(|((rule, _), tally)| self.is_over(*rule, tally, now_ms))
+            .filter(|((rule, _), tally)| self.is_over(*rule, tally, &current))
             .map(|((_, user), _)| user.clone())
             .collect()
     }
 
-    fn is_over(&self, rule: usize, tally: &Tally, now_ms: u64) -> bool {
-        let r = &self.rules[rule];
-        tally.period_start_ms == r.calendar.period(now_ms).start_ms && tally.bytes >= r.bytes
+    /// Where each rule's current period starts.
+    fn current(&self, now_ms: u64) -> Vec<u64> {
+        self.rules
+            .iter()
+            .map(|rule| rule.calendar.period(now_ms).start_ms)
+            .collect()
+    }
+
+    fn is_over(&self, rule: usize, tally: &Tally, current: &[u64]) -> bool {
+        tally.period_start_ms == current[rule] && tally.bytes >= self.rules[rule].bytes
     }
 
     /// The actions due for `sessions` (the open sessions of the users
     /// [`Quotas::over`] named): one per session, quota and period, ever.
     pub fn actions(&mut self, now_ms: u64, sessions: &[OpenSession]) -> Vec<Action> {
+        let current = self.current(now_ms);
         let mut out = Vec::new();
         for session in sessions {
             for (i, rule) in self.rules.iter().enumerate() {
                 let Some(tally) = self.tallies.get(&(i, session.user_name.clone())) else {
                     continue;
                 };
-                if !self.is_over(i, tally, now_ms)
+                if !self.is_over(i, tally, &current)
                     || !self.acted.insert((i, session.id, tally.period_start_ms))
                 {
                     continue;
