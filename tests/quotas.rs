@@ -519,3 +519,58 @@ fn a_nas_with_another_secret_gets_silence_or_bad_answers_logged_never_a_crash() 
     assert!(flowtally.wait().success(), "{}", flowtally.stderr());
     assert!(started.elapsed() < PATIENCE);
 }
+
+#[test]
+fn a_coa_quota_sends_its_attributes_to_the_session() {
+    let nas = Nas::start("127.0.0.2", COA_SECRET, &[]);
+    let tmp = TempDir::new();
+    let db = tmp.path("ft.db");
+    let config = config(
+        &tmp,
+        &[("127.0.0.2", COA_SECRET, nas.port, "")],
+        r#"
+[[quotas]]
+name = "throttle"
+users = "*"
+period = "week"
+bytes = 1000
+direction = "up"
+action = "coa"
+coa_attributes = { "Filter-Id" = "throttled" }
+restore_attributes = { "Filter-Id" = "default" }
+"#,
+    );
+    let flowtally = start_daemon(&db, &config);
+    let radius = flowtally.ready.radius.unwrap();
+    start(radius, "q-bob", "bob-1", "198.18.100.7", "127.0.0.2");
+    start(radius, "q-carol", "carol-1", "198.18.100.8", "127.0.0.2");
+    // carol's 5000 bytes are downloads: only uploads count.
+    push(
+        &flowtally,
+        &[flow(BOB, 1_000, true), flow(CAROL, 5_000, false)],
+        6_000,
+        0,
+    );
+    eventually_equal("bob's CoA", 1, || nas.requests().len());
+    let request = &nas.requests()[0];
+    assert_eq!(
+        names(request),
+        ("CoA-Request", "q-bob", "bob-1", "198.18.100.7")
+    );
+    assert_eq!(request["attributes"]["Filter-Id"], "throttled");
+    assert_eq!(request["message_authenticator"], true);
+    eventually_equal(
+        "recorded",
+        vec![(
+            "throttle".to_owned(),
+            "q-bob".to_owned(),
+            "bob-1".to_owned(),
+            Some("ack".to_owned()),
+            None,
+            Some(1),
+        )],
+        || enforcement(&db),
+    );
+    push(&flowtally, &[flow(CAROL, 10, false)], 6_010, 2);
+    assert_eq!(nas.requests().len(), 1);
+}

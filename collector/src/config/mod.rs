@@ -944,6 +944,7 @@ bytes = 50000000000
 direction = "down"
 action = "coa"
 coa_attributes = { "Filter-Id" = "throttled" }
+restore_attributes = { "Filter-Id" = "default" }
 "#;
 
     #[test]
@@ -998,6 +999,11 @@ coa_attributes = { "Filter-Id" = "throttled" }
                 "coa_attributes",
             ),
             ("action = \"coa\"\n", "", "`quotas.coa_attributes`"),
+            (
+                "\"Filter-Id\" = \"default\"",
+                "\"Idle-Timeout\" = \"x\"",
+                "restore_attributes",
+            ),
             (
                 "name = \"monthly-throttle\"",
                 "name = \"daily-1mb\"",

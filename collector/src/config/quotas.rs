@@ -72,6 +72,10 @@ pub struct QuotaConfig {
     /// What a `coa` action sets, by dictionary name.
     #[serde(default)]
     pub coa_attributes: BTreeMap<String, String>,
+    /// What a CoA sets, in the next period, on sessions a `coa` action
+    /// changed and that are still open (none: nothing is lifted).
+    #[serde(default)]
+    pub restore_attributes: BTreeMap<String, String>,
     /// Fractions of `bytes` that are logged and counted when crossed.
     #[serde(default)]
     pub notify_at: Vec<f64>,

@@ -448,6 +448,22 @@ fn quotas(quotas: &[QuotaConfig]) -> Checked {
                 return invalid("quotas.coa_attributes", "-", format!("{name}: {message}"));
             }
         }
+        if quota.action != QuotaAction::Coa && !quota.restore_attributes.is_empty() {
+            return invalid(
+                "quotas.restore_attributes",
+                "-",
+                format!("{name}: only for action \"coa\" (a disconnect has nothing to lift)"),
+            );
+        }
+        for (attribute, value) in &quota.restore_attributes {
+            if let Err(message) = crate::radius::coa::change(attribute, value) {
+                return invalid(
+                    "quotas.restore_attributes",
+                    "-",
+                    format!("{name}: {message}"),
+                );
+            }
+        }
     }
     Ok(())
 }

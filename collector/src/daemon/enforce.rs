@@ -89,15 +89,16 @@ impl Enforcer {
         }
         let over: HashSet<String> = self.quotas.over(now_ms);
         self.metrics.users_over.set(over.len() as i64);
-        if over.is_empty() {
+        let to_restore = self.quotas.to_restore(now_ms);
+        if over.is_empty() && to_restore.is_empty() {
             return;
         }
         let sessions = history
             .lock()
             .expect("history lock poisoned")
-            .open_sessions_of(|user| over.contains(user));
+            .open_sessions_of(|user| over.contains(user) || to_restore.contains(user));
         for action in self.quotas.actions(now_ms, &sessions) {
-            self.metrics.decided(&action.quota, action.kind.as_str());
+            self.metrics.decided(&action.quota, action.name());
             let row = match quota_store::insert(db, &action, 1, now_ms) {
                 Ok(row) => row,
                 Err(err) => {
@@ -105,7 +106,7 @@ impl Enforcer {
                     // NAS answers with a NAK (no such session) at worst.
                     tracing::error!(
                         "recording the {} of {}'s session {} in `enforcement`: {err}",
-                        action.kind.as_str(),
+                        action.name(),
                         action.session.user_name,
                         action.session.session_id
                     );
@@ -154,7 +155,7 @@ impl Shared {
             return;
         };
         let action = &job.action;
-        let kind = action.kind.as_str();
+        let kind = action.name();
         let session = &action.session;
         let Some(nas) = quota::owner(&self.nas, &session.nas) else {
             tracing::warn!(

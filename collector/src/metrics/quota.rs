@@ -62,7 +62,7 @@ impl QuotaMetrics {
         );
         r.register(
             "quota_actions",
-            "Disconnect- and CoA-Requests decided, one per session, quota and period",
+            "Disconnect- and CoA-Requests decided, one per session, quota and period, and restoring CoAs",
             self.actions.clone(),
         );
         r.register(
@@ -72,7 +72,7 @@ impl QuotaMetrics {
         );
         r.register(
             "coa_requests",
-            "RFC 5176 requests by kind (disconnect, coa) and result: ack, nak, timeout, no_nas \
+            "RFC 5176 requests by kind (disconnect, coa, restore: a CoA lifting one of an earlier period) and result: ack, nak, timeout, no_nas \
              (no radius.nas for the session's NAS), error (could not be sent)",
             self.requests.clone(),
         );

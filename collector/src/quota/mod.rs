@@ -17,13 +17,16 @@
 //!   session opened while still over.
 //! - A new period starts every tally at zero; it lifts nothing by itself
 //!   (sessions disconnected stay so, a throttled one stays throttled until
-//!   its NAS is told otherwise).
+//!   its NAS is told otherwise). A `coa` quota with `restore_attributes`
+//!   tells it: once the period is over, each session its CoA changed and
+//!   still open gets one CoA with those attributes, unless its user is
+//!   already over the quota again.
 
 pub mod command;
 pub mod period;
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     net::IpAddr,
     time::Duration,
 };
@@ -50,8 +53,18 @@ pub struct Rule {
     pub kind: Kind,
     /// A CoA's attributes (type, value); empty for a Disconnect.
     pub changes: Vec<(u8, Vec<u8>)>,
+    /// The CoA that lifts `changes` in a later period; empty: none.
+    pub restore: Vec<(u8, Vec<u8>)>,
     /// Ascending fractions of `bytes`, ending with the quota itself (1.0).
     thresholds: Vec<f64>,
+}
+
+/// Attributes by name, as validated.
+fn changes(named: &BTreeMap<String, String>) -> Vec<(u8, Vec<u8>)> {
+    named
+        .iter()
+        .filter_map(|(name, value)| coa::change(name, value).ok())
+        .collect()
 }
 
 impl Rule {
@@ -75,11 +88,8 @@ impl Rule {
                 QuotaAction::Disconnect => Kind::Disconnect,
                 QuotaAction::Coa => Kind::Coa,
             },
-            changes: config
-                .coa_attributes
-                .iter()
-                .filter_map(|(name, value)| coa::change(name, value).ok())
-                .collect(),
+            changes: changes(&config.coa_attributes),
+            restore: changes(&config.restore_attributes),
             thresholds,
         }
     }
@@ -142,6 +152,19 @@ pub struct Action {
     pub session: OpenSession,
     /// The user's usage when decided.
     pub bytes: u64,
+    /// A CoA lifting an earlier one (`restore_attributes`).
+    pub restore: bool,
+}
+
+impl Action {
+    /// `disconnect`, `coa` or `restore`: metric label and `enforcement.action`.
+    pub const fn name(&self) -> &'static str {
+        if self.restore {
+            "restore"
+        } else {
+            self.kind.as_str()
+        }
+    }
 }
 
 /// Every quota's tallies and the sessions acted on.
@@ -152,6 +175,9 @@ pub struct Quotas {
     tallies: HashMap<(usize, String), Tally>,
     /// (rule, session row id, period start) acted on.
     acted: HashSet<(usize, u64, u64)>,
+    /// Sessions changed by a rule with a restoring CoA, not yet restored:
+    /// (rule, session row id) → (user, period of the change).
+    changed: HashMap<(usize, u64), (String, u64)>,
 }
 
 impl Quotas {
@@ -202,11 +228,39 @@ impl Quotas {
         tally.announced = r.reached(tally.bytes);
     }
 
-    /// Restores an action taken before (the `enforcement` table).
-    pub fn restore_action(&mut self, quota: &str, session: u64, period_start_ms: u64) {
-        if let Some(rule) = self.rules.iter().position(|r| r.name == quota) {
-            self.acted.insert((rule, session, period_start_ms));
+    /// Restores an action taken before (the `enforcement` table, in order):
+    /// `action` is what [`Action::name`] said.
+    pub fn restore_action(
+        &mut self,
+        quota: &str,
+        action: &str,
+        session: u64,
+        user: &str,
+        period_start_ms: u64,
+    ) {
+        let Some(rule) = self.rules.iter().position(|r| r.name == quota) else {
+            return;
+        };
+        if action == "restore" {
+            self.changed.remove(&(rule, session));
+            return;
         }
+        self.acted.insert((rule, session, period_start_ms));
+        if !self.rules[rule].restore.is_empty() && action == "coa" {
+            self.changed
+                .insert((rule, session), (user.to_owned(), period_start_ms));
+        }
+    }
+
+    /// Users with sessions to restore at `now_ms`: the caller passes their
+    /// open sessions to [`Quotas::actions`] too.
+    pub fn to_restore(&self, now_ms: u64) -> HashSet<String> {
+        let current = self.current(now_ms);
+        self.changed
+            .iter()
+            .filter(|((rule, _), (_, period))| *period < current[*rule])
+            .map(|(_, (user, _))| user.clone())
+            .collect()
     }
 
     /// Counts the rows a flush wrote.
@@ -284,8 +338,10 @@ impl Quotas {
         tally.period_start_ms == current[rule] && tally.bytes >= self.rules[rule].bytes
     }
 
-    /// The actions due for `sessions` (the open sessions of the users
-    /// [`Quotas::over`] named): one per session, quota and period, ever.
+    /// The actions due for `sessions`, the open sessions of the users
+    /// [`Quotas::over`] and [`Quotas::to_restore`] named: one per session,
+    /// quota and period, ever; then the restoring CoAs due (a session to
+    /// restore that is not among them has closed, and is forgotten).
     pub fn actions(&mut self, now_ms: u64, sessions: &[OpenSession]) -> Vec<Action> {
         let current = self.current(now_ms);
         let mut out = Vec::new();
@@ -299,6 +355,12 @@ impl Quotas {
                 {
                     continue;
                 }
+                if !rule.restore.is_empty() {
+                    self.changed.insert(
+                        (i, session.id),
+                        (session.user_name.clone(), tally.period_start_ms),
+                    );
+                }
                 out.push(Action {
                     quota: rule.name.clone(),
                     kind: rule.kind,
@@ -306,8 +368,37 @@ impl Quotas {
                     period: rule.calendar.period(now_ms),
                     session: session.clone(),
                     bytes: tally.bytes,
+                    restore: false,
                 });
             }
+        }
+        let due: Vec<(usize, u64)> = self
+            .changed
+            .iter()
+            .filter(|((rule, _), (_, period))| *period < current[*rule])
+            .map(|(key, _)| *key)
+            .collect();
+        for (rule, id) in due {
+            self.changed.remove(&(rule, id));
+            let Some(session) = sessions.iter().find(|s| s.id == id) else {
+                continue;
+            };
+            let r = &self.rules[rule];
+            let period = r.calendar.period(now_ms);
+            let bytes = self
+                .tallies
+                .get(&(rule, session.user_name.clone()))
+                .filter(|t| t.period_start_ms == period.start_ms)
+                .map_or(0, |t| t.bytes);
+            out.push(Action {
+                quota: r.name.clone(),
+                kind: Kind::Coa,
+                changes: r.restore.clone(),
+                period,
+                session: session.clone(),
+                bytes,
+                restore: true,
+            });
         }
         out
     }

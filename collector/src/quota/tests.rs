@@ -177,8 +177,8 @@ fn a_restart_restores_usage_and_actions_and_repeats_nothing() {
     let start = after.rules()[0].calendar.period(at).start_ms;
     after.restore_usage(0, start, "bob", Up, 900);
     after.restore_usage(0, start, "bob", Down, 300);
-    after.restore_action("daily", acted[0].session.id, start);
-    after.restore_action("renamed-since", 99, start);
+    after.restore_action("daily", "disconnect", acted[0].session.id, "bob", start);
+    after.restore_action("renamed-since", "disconnect", 99, "bob", start);
     assert!(after.crossings(at).is_empty(), "crossed before the restart");
     assert_eq!(after.over(at), HashSet::from(["bob".to_owned()]));
     assert!(
@@ -244,4 +244,92 @@ fn retransmissions_wait_twice_as_long_each_time() {
     let waits: Vec<_> = waits(Duration::from_millis(500), 3).collect();
     assert_eq!(waits, [500, 1000, 2000, 4000].map(Duration::from_millis));
     assert_eq!(super::waits(Duration::from_secs(1), 0).count(), 1);
+}
+
+const THROTTLE: &str = r#"
+[[quotas]]
+name = "throttle"
+users = "*"
+period = "day"
+bytes = 100
+action = "coa"
+coa_attributes = { "Filter-Id" = "throttled" }
+restore_attributes = { "Filter-Id" = "default" }
+"#;
+
+fn kinds(actions: &[Action]) -> Vec<(&str, &str, Vec<u8>)> {
+    actions
+        .iter()
+        .map(|a| {
+            (
+                a.name(),
+                a.session.session_id.as_str(),
+                a.changes[0].1.clone(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_restoring_coa_lifts_the_throttle_once_in_the_next_period_unless_over_again() {
+    let mut q = quotas(THROTTLE);
+    let open = sessions(
+        &[("bob", "b-1", 7), ("zoe", "z-1", 8), ("yan", "y-1", 9)],
+        &["bob", "zoe", "yan"],
+    );
+    q.observe(&[
+        row("bob", Up, MONDAY + HOUR, 100),
+        row("zoe", Up, MONDAY + HOUR, 100),
+        row("yan", Up, MONDAY + HOUR, 100),
+    ]);
+    assert_eq!(q.actions(MONDAY + HOUR, &open).len(), 3);
+    assert!(q.to_restore(MONDAY + 2 * HOUR).is_empty(), "still Monday");
+    assert!(q.actions(MONDAY + 2 * HOUR, &open).is_empty());
+
+    // Tuesday: zoe is over again at once; yan's session has closed.
+    let tuesday = MONDAY + DAY;
+    q.observe(&[row("zoe", Up, tuesday, 150)]);
+    assert_eq!(
+        q.to_restore(tuesday),
+        HashSet::from(["bob".to_owned(), "zoe".to_owned(), "yan".to_owned()])
+    );
+    let still_open: Vec<_> = open
+        .iter()
+        .filter(|s| s.user_name != "yan")
+        .cloned()
+        .collect();
+    let tuesdays = q.actions(tuesday, &still_open);
+    let mut actions = kinds(&tuesdays);
+    actions.sort();
+    assert_eq!(
+        actions,
+        [
+            ("coa", "z-1", b"throttled".to_vec()),
+            ("restore", "b-1", b"default".to_vec()),
+        ]
+    );
+    assert!(q.actions(tuesday + HOUR, &still_open).is_empty(), "once");
+    assert!(q.to_restore(tuesday + HOUR).is_empty());
+    // Wednesday: zoe's Tuesday throttle is lifted.
+    assert_eq!(
+        kinds(&q.actions(tuesday + DAY, &still_open)),
+        [("restore", "z-1", b"default".to_vec())]
+    );
+}
+
+#[test]
+fn restoring_coas_survive_a_restart() {
+    let open = sessions(&[("bob", "b-1", 7), ("zoe", "z-1", 8)], &["bob", "zoe"]);
+    let (b1, z1) = (open[0].id, open[1].id);
+    let mut q = quotas(THROTTLE);
+    // From `enforcement`, in order: both throttled Monday, zoe restored.
+    q.restore_action("throttle", "coa", b1, "bob", MONDAY);
+    q.restore_action("throttle", "coa", z1, "zoe", MONDAY);
+    q.restore_action("throttle", "restore", z1, "zoe", MONDAY + DAY);
+    let tuesday = MONDAY + DAY + HOUR;
+    assert_eq!(q.to_restore(tuesday), HashSet::from(["bob".to_owned()]));
+    assert_eq!(
+        kinds(&q.actions(tuesday, &open)),
+        [("restore", "b-1", b"default".to_vec())]
+    );
 }

@@ -33,6 +33,9 @@ CREATE INDEX IF NOT EXISTS enforcement_by_period ON enforcement (period_start_ms
 CREATE INDEX IF NOT EXISTS enforcement_by_user ON enforcement (user_name, id);
 ";
 
+/// The longest period (a month) and a day of slack for its time zone.
+const PREVIOUS_PERIOD_MS: u64 = 32 * 86_400_000;
+
 /// How one request ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outcome {
@@ -65,7 +68,7 @@ pub fn insert(
             action.session.id as i64,
             action.session.session_id,
             action.session.nas,
-            action.kind.as_str(),
+            action.name(),
             action.bytes as i64,
             attempt,
             decided_ms as i64,
@@ -132,20 +135,25 @@ pub fn restore(conn: &Connection, quotas: &mut Quotas, now_ms: u64) -> rusqlite:
     let Some(earliest) = periods.iter().map(|p| p.start_ms).min() else {
         return Ok(());
     };
+    // The period before too (a month at most): the CoAs a restoring CoA
+    // may still have to lift.
+    let since = earliest.saturating_sub(PREVIOUS_PERIOD_MS);
     let mut query = conn.prepare(
-        "SELECT DISTINCT quota, session, period_start_ms FROM enforcement
-         WHERE period_start_ms >= ?1",
+        "SELECT quota, action, session, user_name, period_start_ms FROM enforcement
+         WHERE period_start_ms >= ?1 ORDER BY id",
     )?;
-    let acted = query.query_map([earliest as i64], |row| {
+    let acted = query.query_map([since as i64], |row| {
         Ok((
             row.get::<_, String>(0)?,
-            row.get::<_, i64>(1)? as u64,
+            row.get::<_, String>(1)?,
             row.get::<_, i64>(2)? as u64,
+            row.get::<_, String>(3)?,
+            row.get::<_, i64>(4)? as u64,
         ))
     })?;
     for row in acted {
-        let (quota, session, period_start_ms) = row?;
-        quotas.restore_action(&quota, session, period_start_ms);
+        let (quota, action, session, user, period_start_ms) = row?;
+        quotas.restore_action(&quota, &action, session, &user, period_start_ms);
     }
     Ok(())
 }
