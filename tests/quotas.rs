@@ -333,6 +333,11 @@ fn one_user_over_a_quota_gets_one_disconnect_per_session_and_period_even_across_
         names(&nas.requests()[1]),
         ("Disconnect-Request", "q-bob", "bob-2", "198.18.100.9")
     );
+    eventually_equal(
+        "both acknowledged",
+        vec![row("bob-1", "ack", None, 1), row("bob-2", "ack", None, 1)],
+        || enforcement(&db),
+    );
 
     // A restart mid-period: the usage is restored, nothing sent again.
     flowtally.signal(libc::SIGTERM);

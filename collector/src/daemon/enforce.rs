@@ -7,7 +7,6 @@
 //! records how it ended; after a NAK it may try anew (`nak_retries`).
 
 use std::{
-    collections::HashSet,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::{
         Arc, Mutex,
@@ -41,10 +40,10 @@ use crate::{
 /// may find thousands of users over a quota.
 const MAX_IN_FLIGHT: usize = 64;
 
-/// A request to send, and its `enforcement` row.
+/// A request to send, and its `enforcement` row (`None`: not recorded).
 #[derive(Debug)]
 pub struct Job {
-    pub row: i64,
+    pub row: Option<i64>,
     pub action: Action,
 }
 
@@ -87,7 +86,7 @@ impl Enforcer {
                 );
             }
         }
-        let over: HashSet<String> = self.quotas.over(now_ms);
+        let over = self.quotas.over(now_ms);
         self.metrics.users_over.set(over.len() as i64);
         let to_restore = self.quotas.to_restore(now_ms);
         if over.is_empty() && to_restore.is_empty() {
@@ -100,7 +99,7 @@ impl Enforcer {
         for action in self.quotas.actions(now_ms, &sessions) {
             self.metrics.decided(&action.quota, action.name());
             let row = match quota_store::insert(db, &action, 1, now_ms) {
-                Ok(row) => row,
+                Ok(row) => Some(row),
                 Err(err) => {
                     // Sent unrecorded: a restart may send it again, which a
                     // NAS answers with a NAK (no such session) at worst.
@@ -110,7 +109,7 @@ impl Enforcer {
                         action.session.user_name,
                         action.session.session_id
                     );
-                    0
+                    None
                 }
             };
             if self.jobs.send(Job { row, action }).is_err() {
@@ -176,10 +175,11 @@ impl Shared {
                     let db = self.db.lock().expect("db lock poisoned");
                     block_in_place(|| quota_store::insert(&db, action, attempt, clock::unix_ms()))
                 };
-                match inserted {
-                    Ok(row) => job.row = row,
-                    Err(err) => tracing::error!("recording a request in `enforcement`: {err}"),
-                }
+                job.row = inserted
+                    .inspect_err(|err| {
+                        tracing::error!("recording a request in `enforcement`: {err}")
+                    })
+                    .ok();
             }
             let done = self.exchange(nas, action).await;
             self.metrics.request(kind, done.result);
@@ -290,7 +290,10 @@ impl Shared {
         outcome(sent_to, transmissions, "timeout", None)
     }
 
-    fn finish(&self, row: i64, outcome: Outcome) {
+    fn finish(&self, row: Option<i64>, outcome: Outcome) {
+        let Some(row) = row else {
+            return;
+        };
         let db = self.db.lock().expect("db lock poisoned");
         if let Err(err) = block_in_place(|| quota_store::finish(&db, row, &outcome)) {
             tracing::error!("recording the outcome in `enforcement`: {err}");

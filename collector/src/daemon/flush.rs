@@ -210,7 +210,11 @@ impl Flusher {
                 .inc_by(row.bytes);
         }
         metrics.usage_rows.inc_by(rows.len() as u64);
-        if let Some(enforcer) = enforcer {
+        // Not in the last flush: its requests could not be sent before the
+        // exit, yet would count as sent; the next run decides from SQLite.
+        if let Some(enforcer) = enforcer
+            && !last
+        {
             enforcer.flushed(&rows, now_ms, history, db);
         }
         let record = if last { runs::stopped } else { runs::flushed };
