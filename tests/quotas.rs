@@ -579,3 +579,25 @@ restore_attributes = { "Filter-Id" = "default" }
     push(&flowtally, &[flow(CAROL, 10, false)], 6_010, 2);
     assert_eq!(nas.requests().len(), 1);
 }
+
+#[test]
+fn destination_classes_are_refused_with_a_config_error_naming_the_key() {
+    let tmp = TempDir::new();
+    let config = config(
+        &tmp,
+        &[],
+        &DAILY_1MB.replace("classes = [\"*\"]", "classes = [\"local\"]"),
+    );
+    for command in ["quota", "check-config"] {
+        let out = Command::new(BIN)
+            .args([command, "--config", path_str(&config)])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{command}: {stderr}");
+        assert!(
+            stderr.contains("`quotas.classes`") && stderr.contains("not yet supported"),
+            "{command}: {stderr}"
+        );
+    }
+}
