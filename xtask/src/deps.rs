@@ -69,6 +69,7 @@ const PYPI: &[PyPi] = &[
     pypi("chdb-core", "chdb", "ClickHouse 26's engine as a library; a test replays inserts into it"),
     pypi("playwright", "playwright", "drives Debian's chromium (/usr/bin/chromium) in the console test"),
     pypi("mfusepy", "mfusepy", "a FUSE filesystem the fault tests turn read-only or slow under the daemon"),
+    pypi("pyrad", "pyrad", "plays a NAS's RFC 5176 Disconnect/CoA server in the quota enforcement test"),
 ];
 
 /// Installs whatever in the lists is missing, or fails saying how to.

@@ -18,7 +18,7 @@ use flowtally_common::agg::Profile;
 use rusqlite::Connection;
 use tokio::sync::Notify;
 
-use super::{clock, flow_socket::SocketPath, templates_file};
+use super::{clock, enforce::Enforcer, flow_socket::SocketPath, templates_file};
 use crate::{
     aggregate::{Table, merge},
     associate::{Associator, BacklogChanges},
@@ -96,6 +96,8 @@ pub struct FlushParts {
     pub since_ms: u64,
     /// Usage rows held in memory at most while SQLite refuses writes.
     pub max_held_rows: usize,
+    /// Quotas, when configured: told the rows of each flush.
+    pub enforcer: Option<Enforcer>,
 }
 
 /// What a flush took in and wrote.
@@ -164,6 +166,7 @@ impl Flusher {
             gate,
             metrics,
             profile,
+            enforcer,
             ..
         } = &mut self.parts;
         // The kernel first: the overflow ring's continuous reader adds to the
@@ -220,8 +223,19 @@ impl Flusher {
         let result = bindings_written
             .map_err(|err| (0, err))
             .and_then(|()| sqlite::write_flush_in_steps(db, gate, &rows, &changes, sqlite::STEP));
+        // Not in the last flush: its requests could not be sent before the
+        // exit, yet would count as sent; the next run decides from SQLite.
+        let mut tell_quotas = |rows: &[UsageRow]| {
+            if let Some(enforcer) = enforcer.as_mut()
+                && !last
+            {
+                let _turn = gate.lock();
+                enforcer.flushed(rows, now_ms, history, db);
+            }
+        };
         if let Err((written, err)) = result {
             count_written(metrics, &rows[..written]);
+            tell_quotas(&rows[..written]);
             rows.drain(..written);
             if written > 0 {
                 changes = BacklogChanges::default();
@@ -236,6 +250,7 @@ impl Flusher {
             return self.hold(now_ms, last, rows, changes, &err, started, failed);
         }
         count_written(metrics, &rows);
+        tell_quotas(&rows);
         self.recovered(rows.len());
         let FlushParts {
             templates_file,
