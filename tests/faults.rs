@@ -568,3 +568,67 @@ fn flushes_slower_than_the_interval_stall_neither_intake_nor_radius() {
     );
     lab.stop_and_account(0);
 }
+
+/// A script that reads the announcement it wants and closes the pipe must
+/// not take the daemon down: `println!` panicked on the broken pipe, and
+/// with the daemon went its RADIUS server (`benches/radius.rs` read only up
+/// to the RADIUS address and, under load, lost the race: requests went
+/// unanswered for good).
+#[test]
+fn a_closed_stdout_does_not_stop_the_daemon() {
+    let tmp = TempDir::new();
+    let radius = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut child = std::process::Command::new(BIN)
+        .args(["run", "--mode", "socket", "--netflow", "127.0.0.1:0"])
+        .args(["--sflow", "127.0.0.1:0", "--flush-interval", "100ms"])
+        .args(["--metrics", &metrics.to_string()])
+        .args([
+            "--radius",
+            &radius.to_string(),
+            "--radius-secret",
+            RADIUS_SECRET,
+        ])
+        .arg("--db")
+        .arg(tmp.path("ft.db"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    // Flushes begin after the last announcement line.
+    eventually("a flush after the announcements", || {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the daemon stopped: {:?}",
+            child.try_wait()
+        );
+        std::net::TcpStream::connect(metrics).is_ok()
+            && scrape(metrics)
+                .get("flowtally_drain_duration_seconds_count")
+                .is_some_and(|&n| n >= 1.0)
+    });
+    let start = AccountingRequest {
+        user_name: Some("ivy".into()),
+        session_id: Some("pipe-1".into()),
+        framed_ip: Some(Ipv4Addr::new(198, 18, 100, 9)),
+        ..AccountingRequest::new(StatusType::Start)
+    }
+    .encode(3, RADIUS_SECRET.as_bytes())
+    .unwrap();
+    let nas = UdpSocket::bind("127.0.0.1:0").unwrap();
+    nas.set_read_timeout(Some(PATIENCE)).unwrap();
+    nas.send_to(&start, radius).unwrap();
+    let mut buf = [0; 4096];
+    let len = nas.recv(&mut buf).expect("answered");
+    assert_eq!(Packet::decode(&buf[..len]).unwrap().identifier, 3);
+    assert!(child.try_wait().unwrap().is_none(), "the daemon runs");
+    let _ = child.kill();
+    let _ = child.wait();
+}

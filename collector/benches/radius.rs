@@ -69,14 +69,21 @@ fn accounting_rate() {
             .spawn()
             .expect("flowtally starts"),
     );
-    let server: SocketAddr = BufReader::new(daemon.0.stdout.take().unwrap())
+    // Read up to `ready`, not just the address: a pipe closed early broke
+    // the daemon's next line (which took it down before it answered).
+    let mut server = None;
+    for line in BufReader::new(daemon.0.stdout.take().unwrap())
         .lines()
         .map_while(Result::ok)
-        .find_map(|line| {
-            line.strip_prefix("listen radius udp ")
-                .map(|a| a.parse().unwrap())
-        })
-        .expect("radius address announced");
+    {
+        if line == "ready" {
+            break;
+        }
+        if let Some(addr) = line.strip_prefix("listen radius udp ") {
+            server = addr.parse::<SocketAddr>().ok();
+        }
+    }
+    let server = server.expect("radius address announced");
 
     let sockets: Vec<UdpSocket> = (0..WINDOW)
         .map(|_| {

@@ -145,25 +145,30 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let delivery = start_clickhouse(&config, &metrics)?;
 
     // What we listen on, for people and for scripts (one item per line).
+    let mut lines: Vec<String> = Vec::new();
     for addr in &netflow_addrs {
-        println!("listen netflow udp {addr}");
+        lines.push(format!("listen netflow udp {addr}"));
     }
     for addr in &sflow_addrs {
-        println!("listen sflow udp {addr}");
+        lines.push(format!("listen sflow udp {addr}"));
     }
     if let Some(addr) = radius_addr {
-        println!("listen radius udp {addr}");
+        lines.push(format!("listen radius udp {addr}"));
     }
-    println!("listen metrics http://{http_addr}/metrics");
-    println!("listen http http://{http_addr}/");
+    lines.push(format!("listen metrics http://{http_addr}/metrics"));
+    lines.push(format!("listen http http://{http_addr}/"));
     for attachment in kernel.plane.iter().flat_map(|plane| plane.attachments()) {
-        println!("xdp {} {}", attachment.iface, attachment.mode);
+        lines.push(format!("xdp {} {}", attachment.iface, attachment.mode));
     }
-    println!("sink sqlite {}", config.db.display());
+    lines.push(format!("sink sqlite {}", config.db.display()));
     if let Some(url) = &config.clickhouse.url {
-        println!("sink clickhouse {url} {}", config.clickhouse.database);
+        lines.push(format!(
+            "sink clickhouse {url} {}",
+            config.clickhouse.database
+        ));
     }
-    println!("ready");
+    lines.push("ready".to_owned());
+    announce(&lines);
 
     let mut associator = Associator::new(
         config.stop_grace.0.as_millis() as u64,
@@ -209,6 +214,23 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     tasks.shutdown().await;
     Ok(())
+}
+
+/// Prints `lines` on stdout. A reader that went away (a script that read
+/// the address it wanted and closed the pipe) is no reason to stop:
+/// `println!` would panic on the broken pipe and take the daemon, with its
+/// RADIUS server, down (the cause of `benches/radius.rs`' unanswered
+/// requests under load).
+fn announce(lines: &[String]) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let written = lines
+        .iter()
+        .try_for_each(|line| writeln!(out, "{line}"))
+        .and_then(|()| out.flush());
+    if let Err(err) = written {
+        tracing::info!("announcing the listening addresses on stdout: {err}");
+    }
 }
 
 fn new_metrics(config: &Config) -> Metrics {

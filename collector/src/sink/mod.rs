@@ -9,7 +9,10 @@ pub mod session_store;
 pub mod sflow_health;
 pub mod sqlite;
 
-use std::sync::Arc;
+use std::sync::{
+    Arc,
+    atomic::{AtomicUsize, Ordering},
+};
 
 use rusqlite::{Connection, ErrorCode};
 
@@ -19,8 +22,31 @@ use rusqlite::{Connection, ErrorCode};
 /// a RADIUS commit behind a flush's write waited for all of it and then
 /// some. The gate hands over in arrival order: a commit waits at most for
 /// the transaction in progress, and the flush writes in steps
-/// ([`sqlite::write_flush_in_steps`]).
-pub type WriteGate = Arc<parking_lot::FairMutex<()>>;
+/// ([`sqlite::write_flush_in_steps`]), which ends a step early when a
+/// commit waits.
+pub type WriteGate = Arc<Gate>;
+
+#[derive(Debug, Default)]
+pub struct Gate {
+    turn: parking_lot::FairMutex<()>,
+    /// Writers waiting for their turn.
+    waiting: AtomicUsize,
+}
+
+impl Gate {
+    /// Waits for this writer's turn, which lasts as long as the guard.
+    pub fn lock(&self) -> parking_lot::FairMutexGuard<'_, ()> {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let turn = self.turn.lock();
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        turn
+    }
+
+    /// Whether another writer waits for its turn.
+    pub fn wanted(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed) > 0
+    }
+}
 
 /// How long the daemon's writers wait for a write lock held by another
 /// program (the gate keeps them from waiting for each other) before the

@@ -189,12 +189,15 @@ pub fn write_usage(conn: &mut Connection, rows: &[UsageRow]) -> rusqlite::Result
 /// How long one transaction of [`write_flush_in_steps`] writes rows at
 /// most: about what a RADIUS commit waits for behind it.
 pub const STEP: Duration = Duration::from_millis(20);
+/// Rows a step writes at least before it gives way to a waiting commit.
+const STEP_MIN_ROWS: usize = 256;
 /// How often [`write_flush_in_steps`] syncs the WAL at most.
-const SYNC_EVERY: Duration = Duration::from_millis(100);
+const SYNC_EVERY: Duration = Duration::from_millis(50);
 
-/// [`write_flush`] in transactions of at most `step` of writing each,
-/// each through `gate`, the backlog's changes with the first: between them
-/// the RADIUS commits get in. Every `SYNC_EVERY`, outside the gate, the
+/// [`write_flush`] in transactions of at most `step` of writing each (less
+/// when another writer waits for the gate, once `STEP_MIN_ROWS` are
+/// written), each through `gate`, the backlog's changes with the first:
+/// between them the RADIUS commits get in. Every `SYNC_EVERY`, outside the gate, the
 /// WAL is synced: the flush's connection commits without syncing
 /// (`synchronous = NORMAL`), and the next RADIUS commit's sync (`FULL`)
 /// would otherwise carry all the flush's pages to disk before its answer
@@ -221,7 +224,7 @@ pub fn write_flush_in_steps(
             conn,
             &rows[written..],
             changes.take().unwrap_or(&BacklogChanges::default()),
-            Some(until),
+            |n| Instant::now() >= until || (n >= STEP_MIN_ROWS && gate.wanted()),
         );
         drop(_turn);
         written += done.map_err(|err| (written, err))?;
@@ -243,16 +246,17 @@ pub fn write_flush(
     rows: &[UsageRow],
     changes: &BacklogChanges,
 ) -> rusqlite::Result<()> {
-    write_some(conn, rows, changes, None).map(drop)
+    write_some(conn, rows, changes, |_| false).map(drop)
 }
 
 /// The backlog's `changes` and the first of `rows` in one transaction: all
-/// of them, or those written `until` then; returns how many.
+/// of them, or those written until `enough` (asked now and then, with the
+/// rows written so far) says so; returns how many.
 fn write_some(
     conn: &mut Connection,
     rows: &[UsageRow],
     changes: &BacklogChanges,
-    until: Option<Instant>,
+    enough: impl Fn(usize) -> bool,
 ) -> rusqlite::Result<usize> {
     let tx = conn.transaction()?;
     let mut written: usize = 0;
@@ -280,7 +284,7 @@ fn write_some(
             insert.execute(params_from_iter(values(row)))?;
             written += 1;
             // The clock now and then: a row takes microseconds.
-            if written.is_multiple_of(32) && until.is_some_and(|until| Instant::now() >= until) {
+            if written.is_multiple_of(32) && enough(written) {
                 break;
             }
         }
