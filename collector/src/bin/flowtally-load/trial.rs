@@ -167,12 +167,12 @@ impl Bench {
         let primed = sender::once(&self.sockets[0], &self.templates, PRIME_RATE)?;
         self.primed.add(&primed);
         match kind {
-            Kind::Nfacctd | Kind::Nfcapd => {
+            Kind::Nfacctd | Kind::Nfcapd | Kind::Sfacctd | Kind::Sfcapd => {
                 // They report nothing about templates; they read their
                 // socket in order, so data sent after this waits behind them.
                 thread::sleep(Duration::from_millis(500));
             }
-            _ => {
+            Kind::Xdp | Kind::Socket => {
                 let deadline = Instant::now() + Duration::from_secs(10);
                 while compiled(&self.lab)? < f64::from(self.expected_templates) {
                     if Instant::now() > deadline {
