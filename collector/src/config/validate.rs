@@ -259,6 +259,18 @@ fn templates(templates: &TemplatesConfig) -> Checked {
 }
 
 fn clickhouse(clickhouse: &ClickHouseConfig) -> Checked {
+    // Credentials in the URL would be printed with it.
+    if let Some(url) = &clickhouse.url
+        && url
+            .split_once("://")
+            .is_some_and(|(_, rest)| rest.split('/').next().unwrap_or_default().contains('@'))
+    {
+        return invalid(
+            "clickhouse.url",
+            "--clickhouse",
+            "must not hold credentials: give `clickhouse.user` and `clickhouse.password_file`",
+        );
+    }
     // No TLS is built in (the client's TLS features pull a crypto stack):
     // use a trusted network or a local TLS proxy.
     if let Some(url) = &clickhouse.url
@@ -311,11 +323,26 @@ fn cgnat(cgnat: &CgnatConfig, waiting: Duration) -> Checked {
 /// `waiting` is how long usage rows may wait for their sessions
 /// (late_window + stop_grace): the history must keep sessions that long.
 fn radius(radius: &RadiusConfig, waiting: Duration) -> Checked {
-    if radius.secret.as_deref() == Some("") {
+    if radius
+        .secret
+        .as_ref()
+        .is_some_and(|s| s.expose().is_empty())
+    {
         return invalid("radius.secret", "--radius-secret", "must not be empty");
     }
-    if radius.clients.iter().any(|c| c.secret.is_empty()) {
-        return invalid("radius.clients.secret", "-", "must not be empty");
+    if let Some(client) = radius
+        .clients
+        .iter()
+        .find(|c| c.secret.as_ref().is_none_or(|s| s.expose().is_empty()))
+    {
+        return invalid(
+            "radius.clients.secret",
+            "-",
+            format!(
+                "client {}: needs a secret (`secret`, `secret_file` or `secret_env`)",
+                client.address
+            ),
+        );
     }
     if radius.rate_limit == 0 {
         return invalid("radius.rate_limit", "-", "must be at least 1");

@@ -498,7 +498,7 @@ fn start_clickhouse(config: &Config, metrics: &Metrics) -> anyhow::Result<Option
             url,
             &ch.database,
             ch.user.as_deref(),
-            ch.password.as_deref(),
+            ch.password.as_ref().map(crate::config::Secret::expose),
         ),
         database: ch.database.clone(),
         spool: Mutex::new(Spool::open(&config.db)?),

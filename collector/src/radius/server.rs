@@ -215,7 +215,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        config::{RadiusClient, RadiusConfig},
+        config::{RadiusClient, RadiusConfig, Secret},
         radius::accounting::tests::full_request,
     };
 
@@ -231,7 +231,9 @@ mod tests {
         let config = RadiusConfig {
             clients: vec![RadiusClient {
                 address: nas().ip().into(),
-                secret: String::from_utf8(SECRET.to_vec()).unwrap(),
+                secret: Some(Secret::new(String::from_utf8(SECRET.to_vec()).unwrap())),
+                secret_file: None,
+                secret_env: None,
             }],
             ..RadiusConfig::default()
         };

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use super::Rows;
 use crate::{
+    config::Secret,
     report::Usage,
     sessions::{AddressRow, SessionRow},
     sink::clickhouse::client,
@@ -81,7 +82,7 @@ pub struct ClickHouseSource {
     pub url: String,
     pub database: String,
     pub user: Option<String>,
-    pub password: Option<String>,
+    pub password: Option<Secret>,
 }
 
 impl ClickHouseSource {
@@ -98,7 +99,7 @@ impl ClickHouseSource {
             &self.url,
             &self.database,
             self.user.as_deref(),
-            self.password.as_deref(),
+            self.password.as_ref().map(Secret::expose),
         );
         read(&client, from_ms, to_ms).await
     }
