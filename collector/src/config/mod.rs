@@ -601,6 +601,12 @@ pub struct RadiusConfig {
     /// Sessions stopped longer ago than this leave memory (they stay in
     /// SQLite): what attribution of late flows still needs.
     pub history_retention: Span,
+    /// Open sessions one NAS may have; beyond, requests that would begin
+    /// one are refused (see `radius::nas_bounds`).
+    pub nas_max_open_sessions: usize,
+    /// New sessions one NAS may begin per minute (bursts up to
+    /// `nas_max_open_sessions`).
+    pub nas_new_sessions_per_minute: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
@@ -678,6 +684,8 @@ impl Default for RadiusConfig {
             silence_multiple: 3,
             default_interim: Span(Duration::from_secs(600)),
             history_retention: Span(Duration::from_secs(2 * 86_400)),
+            nas_max_open_sessions: 200_000,
+            nas_new_sessions_per_minute: 1_000,
         }
     }
 }

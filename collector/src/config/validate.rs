@@ -347,6 +347,16 @@ fn radius(radius: &RadiusConfig, waiting: Duration) -> Checked {
     if radius.rate_limit == 0 {
         return invalid("radius.rate_limit", "-", "must be at least 1");
     }
+    if radius.nas_max_open_sessions == 0 {
+        return invalid("radius.nas_max_open_sessions", "-", "must be at least 1");
+    }
+    if radius.nas_new_sessions_per_minute == 0 {
+        return invalid(
+            "radius.nas_new_sessions_per_minute",
+            "-",
+            "must be at least 1",
+        );
+    }
     if radius.silence_multiple == 0 {
         return invalid("radius.silence_multiple", "-", "must be at least 1");
     }

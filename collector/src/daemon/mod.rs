@@ -45,7 +45,7 @@ use crate::{
     metrics::{Metrics, UserMetrics},
     nat::Bindings,
     netflow::Limits,
-    radius::{self, clients::Clients, limiter::Limiter},
+    radius::{self, clients::Clients, limiter::Limiter, nas_bounds::NasBounds},
     sessions::History,
     sink::{
         self,
@@ -476,7 +476,11 @@ async fn start_radius(
             Limiter::new(config.radius.rate_limit),
             config.radius.silence_multiple,
             config.radius.default_interim.0.as_secs() as u32,
-        ),
+        )
+        .with_nas_bounds(NasBounds::new(
+            config.radius.nas_max_open_sessions,
+            config.radius.nas_new_sessions_per_minute,
+        )),
         history: Arc::clone(history),
         db,
         metrics: metrics.radius.clone(),
