@@ -96,6 +96,10 @@ pub struct ReportArgs {
     /// ClickHouse user; the password comes from $FLOWTALLY_CLICKHOUSE_PASSWORD.
     #[arg(long, value_name = "USER")]
     pub clickhouse_user: Option<String>,
+    /// PEM CA certificates to verify an https:// ClickHouse with, instead
+    /// of the system's.
+    #[arg(long, value_name = "FILE", requires = "clickhouse")]
+    pub clickhouse_ca_file: Option<PathBuf>,
     /// Usage whose bucket starts at or after this: RFC 3339, Unix seconds,
     /// `now` or a time before now like -1h, -30m, -7d (default: all).
     #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
@@ -192,7 +196,8 @@ pub struct RunArgs {
     /// SQLite database file (the default sink).
     #[arg(long, value_name = "PATH")]
     pub db: Option<PathBuf>,
-    /// ClickHouse HTTP URL (http://host:8123): usage and sessions go there too.
+    /// ClickHouse URL (http://host:8123, https://host:8443): usage and
+    /// sessions go there too.
     #[arg(long, value_name = "URL")]
     pub clickhouse: Option<String>,
     /// Address of the HTTP listener: /metrics, the JSON API under /api/v1/
@@ -247,6 +252,7 @@ impl ReportArgs {
                 database: self.clickhouse_database,
                 user: self.clickhouse_user,
                 password: env_secret(CLICKHOUSE_PASSWORD_ENV),
+                ca_file: self.clickhouse_ca_file,
             }),
             (None, Some(db)) => Source::Sqlite(db),
             (None, None) => unreachable!("clap requires --db or --clickhouse"),

@@ -240,8 +240,12 @@ impl Config {
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClickHouseConfig {
-    /// HTTP interface, e.g. `http://127.0.0.1:8123`.
+    /// HTTP interface, e.g. `http://127.0.0.1:8123`, or with TLS
+    /// `https://ch.example.net:8443`.
     pub url: Option<String>,
+    /// PEM CA certificates that verify an https:// server instead of the
+    /// system's roots.
+    pub ca_file: Option<PathBuf>,
     /// Created with the tables when missing.
     pub database: String,
     pub user: Option<String>,
@@ -267,6 +271,7 @@ impl Default for ClickHouseConfig {
     fn default() -> Self {
         Self {
             url: None,
+            ca_file: None,
             database: "flowtally".to_owned(),
             user: None,
             password: None,
@@ -1050,9 +1055,17 @@ mod tests {
             Some("http://198.18.0.10:8123")
         );
         config.validate().unwrap();
+        config.clickhouse.url = Some("https://ch:8443".into());
+        config.validate().unwrap();
+        config.clickhouse.ca_file = Some("/etc/flowtally/clickhouse-ca.pem".into());
+        config.validate().unwrap();
+        config.clickhouse.url = Some("http://ch:8123".into());
+        let err = config.validate().unwrap_err();
+        assert!(err.to_string().contains("`clickhouse.ca_file`"), "{err}");
+        config.clickhouse.ca_file = None;
         for (url, database, key) in [
             (
-                "https://ch:8443",
+                "ftp://ch:8443",
                 "flowtally",
                 "`clickhouse.url` (--clickhouse)",
             ),

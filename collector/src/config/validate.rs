@@ -271,15 +271,26 @@ fn clickhouse(clickhouse: &ClickHouseConfig) -> Checked {
             "must not hold credentials: give `clickhouse.user` and `clickhouse.password_file`",
         );
     }
-    // No TLS is built in (the client's TLS features pull a crypto stack):
-    // use a trusted network or a local TLS proxy.
     if let Some(url) = &clickhouse.url
         && !url.starts_with("http://")
+        && !url.starts_with("https://")
     {
         return invalid(
             "clickhouse.url",
             "--clickhouse",
-            format!("{url:?} is not an http:// URL of ClickHouse's HTTP interface"),
+            format!("{url:?} is not an http:// or https:// URL of ClickHouse's HTTP interface"),
+        );
+    }
+    if clickhouse.ca_file.is_some()
+        && !clickhouse
+            .url
+            .as_deref()
+            .is_some_and(|url| url.starts_with("https://"))
+    {
+        return invalid(
+            "clickhouse.ca_file",
+            "-",
+            "verifies an https:// server: `clickhouse.url` is not one",
         );
     }
     if !valid_identifier(&clickhouse.database) {

@@ -498,12 +498,13 @@ fn start_clickhouse(config: &Config, metrics: &Metrics) -> anyhow::Result<Option
     };
     let ch = &config.clickhouse;
     let deliverer = Deliverer {
-        client: sink::clickhouse::client(
+        client: sink::clickhouse::client(&sink::clickhouse::Endpoint {
             url,
-            &ch.database,
-            ch.user.as_deref(),
-            ch.password.as_ref().map(crate::config::Secret::expose),
-        ),
+            database: &ch.database,
+            user: ch.user.as_deref(),
+            password: ch.password.as_ref().map(crate::config::Secret::expose),
+            ca_file: ch.ca_file.as_deref(),
+        })?,
         database: ch.database.clone(),
         spool: Mutex::new(Spool::open(&config.db)?),
         batch_rows: ch.batch_rows,
