@@ -148,6 +148,10 @@ impl Deliverer {
             }
             if idle {
                 let pause = if failing { backoff } else { self.poll };
+                // A backoff never outlasts the shutdown deadline.
+                let pause = deadline.map_or(pause, |deadline| {
+                    pause.min(deadline.saturating_duration_since(Instant::now()))
+                });
                 tokio::select! {
                     _ = tokio::time::sleep(pause) => {}
                     _ = wake.notified(), if !failing => {}
