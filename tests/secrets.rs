@@ -139,7 +139,13 @@ fn check_config(config: &Path, args: &[&str]) -> Output {
 #[test]
 fn check_config_prints_no_secret_and_warns_of_a_file_others_can_read() {
     let tmp = TempDir::new();
-    let secrets = ["radius-7c1", "client-8d2", "ch-9e3", "community-af4"];
+    let secrets = [
+        "radius-7c1",
+        "client-8d2",
+        "ch-9e3",
+        "community-af4",
+        "coa-1b5",
+    ];
     let config = tmp.path("flowtally.toml");
     fs::write(
         &config,
@@ -147,8 +153,9 @@ fn check_config_prints_no_secret_and_warns_of_a_file_others_can_read() {
             "[radius]\nsecret = \"{}\"\n\
              [[radius.clients]]\naddress = \"198.18.0.0/16\"\nsecret = \"{}\"\n\
              [clickhouse]\nurl = \"http://198.18.0.9:8123\"\npassword = \"{}\"\n\
-             [[snmp.agents]]\nexporter = \"198.18.0.1\"\ncommunity = \"{}\"\ninterfaces = [1]\n",
-            secrets[0], secrets[1], secrets[2], secrets[3]
+             [[snmp.agents]]\nexporter = \"198.18.0.1\"\ncommunity = \"{}\"\ninterfaces = [1]\n\
+             [[radius.nas]]\naddress = \"198.18.0.1\"\nsecret = \"{}\"\n",
+            secrets[0], secrets[1], secrets[2], secrets[3], secrets[4]
         ),
     )
     .unwrap();
@@ -163,10 +170,12 @@ fn check_config_prints_no_secret_and_warns_of_a_file_others_can_read() {
         assert!(!stdout.contains(secret), "{secret} printed:\n{stdout}");
         assert!(!stderr.contains(secret), "{secret} printed:\n{stderr}");
     }
-    assert_eq!(stdout.matches("\"***\"").count(), 4, "{stdout}");
+    assert_eq!(stdout.matches("\"***\"").count(), 5, "{stdout}");
     assert!(
         stderr.contains("readable by its group or others (mode 644)")
-            && stderr.contains("radius.secret, radius.clients.secret, clickhouse.password"),
+            && stderr.contains(
+                "radius.secret, radius.clients.secret, radius.nas.secret, clickhouse.password"
+            ),
         "{stderr}"
     );
 

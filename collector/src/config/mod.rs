@@ -12,9 +12,11 @@ use std::{
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+mod quotas;
 mod secret;
 mod validate;
 
+pub use quotas::{NasConfig, PeriodKind, QuotaAction, QuotaConfig, QuotaDirection, Users};
 pub use secret::{REDACTED, Secret, SecretOverride};
 
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +108,8 @@ pub struct Config {
     /// Interface counter polling, to check flow bytes against.
     pub snmp: SnmpConfig,
     pub cgnat: CgnatConfig,
+    /// Byte budgets per user and period, enforced at `radius.nas`.
+    pub quotas: Vec<QuotaConfig>,
     /// Warnings about where secrets come from, made while loading.
     #[serde(skip)]
     pub notices: Vec<String>,
@@ -370,6 +374,13 @@ impl Config {
                     .to_owned(),
             );
         }
+        if !self.quotas.is_empty() && self.radius.nas.is_empty() {
+            warnings.push(
+                "`quotas` without any `radius.nas`: crossings are logged and counted, but no \
+                 session is disconnected or changed"
+                    .to_owned(),
+            );
+        }
         warnings
     }
 
@@ -606,6 +617,8 @@ pub struct RadiusConfig {
     /// Sessions stopped longer ago than this leave memory (they stay in
     /// SQLite): what attribution of late flows still needs.
     pub history_retention: Span,
+    /// NASes that accept Disconnect- and CoA-Requests (RFC 5176).
+    pub nas: Vec<NasConfig>,
     /// Open sessions one NAS may have; beyond, requests that would begin
     /// one are refused (see `radius::nas_bounds`).
     pub nas_max_open_sessions: usize,
@@ -672,6 +685,7 @@ impl Default for Config {
             radius: RadiusConfig::default(),
             snmp: SnmpConfig::default(),
             cgnat: CgnatConfig::default(),
+            quotas: Vec::new(),
             notices: Vec::new(),
         }
     }
@@ -689,6 +703,7 @@ impl Default for RadiusConfig {
             silence_multiple: 3,
             default_interim: Span(Duration::from_secs(600)),
             history_retention: Span(Duration::from_secs(2 * 86_400)),
+            nas: Vec::new(),
             nas_max_open_sessions: 200_000,
             nas_new_sessions_per_minute: 1_000,
         }
@@ -825,6 +840,9 @@ impl Config {
         if self.radius.clients.iter().any(|c| c.secret.is_some()) {
             keys.push("radius.clients.secret");
         }
+        if self.radius.nas.iter().any(|n| n.secret.is_some()) {
+            keys.push("radius.nas.secret");
+        }
         if self.clickhouse.password.is_some() {
             keys.push("clickhouse.password");
         }
@@ -859,6 +877,17 @@ impl Config {
                 file: &client.secret_file,
                 env: &client.secret_env,
                 entry: Some(format!("client {}", client.address)),
+            }
+            .resolve(warnings)?;
+        }
+        for nas in &mut radius.nas {
+            Sources {
+                key: "radius.nas.secret",
+                flag: "-",
+                inline: &mut nas.secret,
+                file: &nas.secret_file,
+                env: &nas.secret_env,
+                entry: Some(format!("nas {}", nas.address)),
             }
             .resolve(warnings)?;
         }
@@ -1111,6 +1140,117 @@ mod tests {
         config.cgnat.retention = Some("1s".parse().unwrap());
         let err = config.validate().unwrap_err();
         assert!(err.to_string().contains("cgnat.retention"), "{err}");
+    }
+
+    /// The contract of issue 18, as written there.
+    const QUOTAS: &str = r#"
+[[radius.nas]]
+address = "192.0.2.1"
+secret = "s3cret"
+[[quotas]]
+name = "daily-1mb"
+users = ["q-bob"]
+period = "day"
+bytes = 1000000
+direction = "both"
+classes = ["*"]
+action = "disconnect"
+notify_at = [0.8]
+[[quotas]]
+name = "monthly-throttle"
+users = "*"
+period = "month"
+timezone = "+01:00"
+bytes = 50000000000
+direction = "down"
+action = "coa"
+coa_attributes = { "Filter-Id" = "throttled" }
+restore_attributes = { "Filter-Id" = "default" }
+"#;
+
+    #[test]
+    fn quotas_and_their_nas_read_as_the_issue_writes_them() {
+        let config = Config::from_toml(QUOTAS).unwrap();
+        config.validate().unwrap();
+        let mut printed = Config::from_toml(&config.to_toml()).unwrap();
+        assert_eq!(
+            printed.radius.nas[0].secret,
+            Some(Secret::new(REDACTED)),
+            "secrets print redacted"
+        );
+        printed.radius.nas[0].secret = config.radius.nas[0].secret.clone();
+        assert_eq!(printed, config);
+        let nas = &config.radius.nas[0];
+        assert_eq!((nas.coa_port, nas.retries, nas.nak_retries), (3799, 3, 0));
+        assert_eq!(nas.timeout.0, Duration::from_secs(2));
+        let [daily, monthly] = &config.quotas[..] else {
+            panic!("two quotas")
+        };
+        assert_eq!(daily.users.names(), ["q-bob"]);
+        assert!(!daily.users.everyone() && monthly.users.everyone());
+        assert_eq!(daily.period, PeriodKind::Day);
+        assert_eq!(monthly.timezone, crate::report::periods::Offset(60));
+        assert_eq!(monthly.direction, QuotaDirection::Down);
+        assert_eq!(monthly.action, QuotaAction::Coa);
+        assert_eq!(monthly.classes, ["*"], "all classes unless told");
+        assert!(config.warnings().is_empty());
+        let without_nas = Config {
+            radius: RadiusConfig::default(),
+            ..config
+        };
+        assert!(without_nas.warnings()[0].contains("radius.nas"));
+    }
+
+    #[test]
+    fn quota_mistakes_name_their_key() {
+        for (from, to, key) in [
+            (
+                "classes = [\"*\"]",
+                "classes = [\"local\"]",
+                "not yet supported",
+            ),
+            ("bytes = 1000000\n", "bytes = 0\n", "`quotas.bytes`"),
+            (
+                "notify_at = [0.8]",
+                "notify_at = [1.5]",
+                "`quotas.notify_at`",
+            ),
+            ("users = [\"q-bob\"]", "users = []", "`quotas.users`"),
+            (
+                "users = [\"q-bob\"]",
+                "users = [\"*\", \"q-bob\"]",
+                "`quotas.users`",
+            ),
+            (
+                "\"Filter-Id\" = \"throttled\"",
+                "\"Filter-ID\" = \"x\"",
+                "coa_attributes",
+            ),
+            ("action = \"coa\"\n", "", "`quotas.coa_attributes`"),
+            (
+                "\"Filter-Id\" = \"default\"",
+                "\"Idle-Timeout\" = \"x\"",
+                "restore_attributes",
+            ),
+            (
+                "name = \"monthly-throttle\"",
+                "name = \"daily-1mb\"",
+                "defined twice",
+            ),
+            (
+                "secret = \"s3cret\"",
+                "secret = \"\"",
+                "`radius.nas.secret`",
+            ),
+        ] {
+            let text = QUOTAS.replacen(from, to, 1);
+            assert_ne!(text, QUOTAS, "{from}");
+            let err = Config::from_toml(&text).unwrap().validate().unwrap_err();
+            assert!(err.to_string().contains(key), "{to}: {err}");
+        }
+        assert!(
+            Config::from_toml(&QUOTAS.replace("period = \"day\"", "period = \"year\"")).is_err()
+        );
     }
 
     #[test]

@@ -154,7 +154,7 @@ impl Server {
         if let Some(event) = &event
             && let Some(new) = history.would_begin(event)
         {
-            let open = history.open_sessions_of(&event.nas);
+            let open = history.open_sessions_on(&event.nas);
             match self.bounds.admit(&event.nas, new, open, now_ms) {
                 Admission::Admitted { cleared: None } => {}
                 Admission::Admitted {

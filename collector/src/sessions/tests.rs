@@ -780,8 +780,8 @@ fn open_sessions_are_counted_per_nas_through_every_transition() {
     assert_eq!(opens(&history, &s1), None, "retransmitted");
     history.apply(&start("s2", "bob", "100.64.0.2", T0));
     history.apply(&on_nas(other, start("s1", "carol", "100.64.0.3", T0)));
-    assert_eq!(history.open_sessions_of(NAS), 2);
-    assert_eq!(history.open_sessions_of(other), 1);
+    assert_eq!(history.open_sessions_on(NAS), 2);
+    assert_eq!(history.open_sessions_on(other), 1);
 
     let reused = start("s1", "alice", "100.64.0.1", T0 + s(5));
     assert_eq!(
@@ -790,7 +790,7 @@ fn open_sessions_are_counted_per_nas_through_every_transition() {
         "supersedes an open one"
     );
     history.apply(&reused);
-    assert_eq!(history.open_sessions_of(NAS), 2);
+    assert_eq!(history.open_sessions_on(NAS), 2);
     assert_eq!(opens(&history, &interim("s2", T0 + s(6))), None);
     let lost_start = stop("s9", T0 + s(7));
     assert_eq!(
@@ -800,11 +800,11 @@ fn open_sessions_are_counted_per_nas_through_every_transition() {
     );
     history.apply(&lost_start);
     history.apply(&stop("s2", T0 + s(8)));
-    assert_eq!(history.open_sessions_of(NAS), 1);
+    assert_eq!(history.open_sessions_on(NAS), 1);
 
     history.close_silent(T0 + s(10_000), 3, 60);
     assert_eq!(
-        (history.open_sessions_of(NAS), history.open_sessions()),
+        (history.open_sessions_on(NAS), history.open_sessions()),
         (0, 0)
     );
     assert_eq!(
@@ -813,7 +813,7 @@ fn open_sessions_are_counted_per_nas_through_every_transition() {
         "a silent session revives, it is not new"
     );
     history.apply(&interim("s1", T0 + s(10_001)));
-    assert_eq!(history.open_sessions_of(NAS), 1);
+    assert_eq!(history.open_sessions_on(NAS), 1);
     assert_eq!(
         opens(
             &history,
@@ -822,12 +822,12 @@ fn open_sessions_are_counted_per_nas_through_every_transition() {
         None
     );
     history.apply(&event(EventKind::AccountingOn, "", T0 + s(10_002)));
-    assert_eq!(history.open_sessions_of(NAS), 0);
+    assert_eq!(history.open_sessions_on(NAS), 0);
     let mut rows = Rows::default();
     rows.add(history.apply(&start("s3", "dave", "100.64.0.4", T0 + s(10_003))));
-    assert_eq!(history.open_sessions_of(NAS), 1);
+    assert_eq!(history.open_sessions_on(NAS), 1);
     let rebuilt = rows.rebuild();
-    assert_eq!(rebuilt.open_sessions_of(NAS), 1, "rebuilt from rows");
+    assert_eq!(rebuilt.open_sessions_on(NAS), 1, "rebuilt from rows");
 }
 
 // 8. Memory.
@@ -1021,7 +1021,7 @@ fn a_rebuilt_history_goes_on_where_its_rows_left_off() {
 
     let mut rebuilt = rows.rebuild();
     assert_eq!(rebuilt.open_sessions(), 0);
-    assert_eq!(rebuilt.open_sessions_of(NAS), 0);
+    assert_eq!(rebuilt.open_sessions_on(NAS), 0);
     assert_eq!(
         rebuilt.apply(&stop("s2", T0 + s(10))),
         [],
@@ -1032,7 +1032,7 @@ fn a_rebuilt_history_goes_on_where_its_rows_left_off() {
     assert_eq!(intervals(&changes), [(net("100.64.0.1/32"), T0, None)]);
     let changes = rebuilt.apply(&start("s3", "carol", "100.64.0.3", T0 + s(1200)));
     assert_eq!(session_row(&changes).id, 3, "ids go on");
-    assert_eq!(rebuilt.open_sessions_of(NAS), 2);
+    assert_eq!(rebuilt.open_sessions_on(NAS), 2);
 }
 
 /// A database: the rows of every change, each replacing its predecessor.
