@@ -138,7 +138,7 @@ pub fn readable_by_others(path: &Path, what: &str) -> Option<String> {
     (mode & 0o044 != 0).then(|| {
         format!(
             "{} holds secrets ({what}) and is readable by its group or others (mode {mode:03o}): \
-             chmod 600 it (owned by the user flowtally runs as)",
+             make it readable by flowtally's user only (chmod 600, or systemd's LoadCredential=)",
             path.display()
         )
     })
