@@ -3,6 +3,7 @@
 pub mod exporters;
 mod integrity;
 mod nat;
+mod quota;
 mod sflow;
 pub mod talkers;
 mod templates;
@@ -11,6 +12,7 @@ mod users;
 pub use exporters::Exporters;
 pub use integrity::IntegrityMetrics;
 pub use nat::NatMetrics;
+pub use quota::QuotaMetrics;
 pub use sflow::SflowMetrics;
 pub use talkers::Talkers;
 pub use templates::TemplateMetrics;
@@ -58,6 +60,7 @@ pub struct Metrics {
     pub sflow: SflowMetrics,
     pub radius: RadiusMetrics,
     pub nat: NatMetrics,
+    pub quota: QuotaMetrics,
     /// Bytes of usage rows written with and without a user.
     pub attributed_bytes: Counter,
     pub unattributed_bytes: Counter,
@@ -88,6 +91,8 @@ pub struct RadiusMetrics {
     pub sessions_open: Gauge,
     /// Open, and closed within `radius.history_retention`.
     pub sessions_in_memory: Gauge,
+    /// Requests refused by a NAS's bounds, by `nas` and `reason`.
+    nas_refused: Family<[(&'static str, String); 2], Counter>,
 }
 
 impl RadiusMetrics {
@@ -97,12 +102,25 @@ impl RadiusMetrics {
             .inc();
     }
 
+    /// One request of `nas` refused by its bound `reason`.
+    pub fn nas_refused(&self, nas: &str, reason: &'static str) {
+        self.nas_refused
+            .get_or_create(&[("nas", nas.to_owned()), ("reason", reason.to_owned())])
+            .inc();
+    }
+
     fn register(&self, r: &mut Registry) {
+        r.register(
+            "radius_nas_refused",
+            "RADIUS requests that would begin a session beyond their NAS's bound \
+             (reason open_sessions or session_churn): not recorded, not answered",
+            self.nas_refused.clone(),
+        );
         r.register(
             "radius_requests",
             "RADIUS accounting requests by status type and result (accepted, duplicate, \
              bad_authenticator, unknown_client, malformed, rate_limited, unsupported_code, \
-             store_failed)",
+             store_failed, nas_bound)",
             self.requests.clone(),
         );
         r.register(
@@ -146,6 +164,7 @@ impl Default for Metrics {
             sflow: SflowMetrics::default(),
             radius: RadiusMetrics::default(),
             nat: NatMetrics::default(),
+            quota: QuotaMetrics::default(),
             attributed_bytes: Counter::default(),
             unattributed_bytes: Counter::default(),
             association_backlog: Gauge::default(),
@@ -212,6 +231,7 @@ impl Metrics {
         self.radius.register(&mut r);
         self.integrity.register(&mut r);
         self.nat.register(&mut r);
+        self.quota.register(&mut r);
         r.register(
             "unclean_stops",
             "Previous runs found at start to have ended without their final flush (killed or \
