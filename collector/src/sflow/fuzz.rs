@@ -258,30 +258,24 @@ mod tests {
             records.push(up.sampled());
             datagram(agent, 1, vec![flow_sample(true, 1, 3, 10, records)]).encode()
         };
-        let (mut eth, mut tags3, mut arp, mut frag, mut long) = Default::default();
+        let (mut eth, mut tags3, mut frag) = Default::default();
         let three_tags = up.raw_ethernet(&[TPID_8021AD, TPID_8021Q, TPID_8021Q], &mut tags3);
-        let arp_frame = {
-            let mut frame = up.frame(&[]);
-            frame[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
-            arp = frame;
-            FlowData::RawHeader {
-                protocol: HEADER_ETHERNET,
-                frame_length: 60,
-                stripped: 4,
-                header: &arp,
-            }
+        let mut arp = up.frame(&[]);
+        arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+        let arp_frame = FlowData::RawHeader {
+            protocol: HEADER_ETHERNET,
+            frame_length: 60,
+            stripped: 4,
+            header: &arp,
         };
         // A header longer than the window the kernel reads (128 bytes).
-        let long_header = {
-            let mut frame = up.frame(&[TPID_8021Q]);
-            frame.resize(202, 0xab);
-            long = frame;
-            FlowData::RawHeader {
-                protocol: HEADER_ETHERNET,
-                frame_length: 1518,
-                stripped: 4,
-                header: &long,
-            }
+        let mut long = up.frame(&[TPID_8021Q]);
+        long.resize(202, 0xab);
+        let long_header = FlowData::RawHeader {
+            protocol: HEADER_ETHERNET,
+            frame_length: 1518,
+            stripped: 4,
+            header: &long,
         };
         let one =
             |records| datagram(agent, 1, vec![flow_sample(false, 7, 3, 64, records)]).encode();
