@@ -611,3 +611,142 @@ fn now_and_relative_times_are_taken() {
     assert_eq!(bad.code, Some(2));
     assert!(bad.stderr.contains("-30m"), "{}", bad.stderr);
 }
+
+/// One day of alice's and bob's traffic and some nobody held, in 1-minute
+/// buckets (several rows per bucket, as the detail profile writes them),
+/// every 5-minute interval's bytes a multiple of 75 so that its rate
+/// (bytes × 8 ÷ 300 s) is a whole bit/s. Returns the database and, per
+/// CSV row name, the bytes of each of the day's 288 intervals, down and up.
+type Intervals = BTreeMap<String, [Vec<u64>; 2]>;
+
+fn day_of_rates(dir: &TempDir) -> (std::path::PathBuf, Intervals) {
+    let path = dir.path("rates.db");
+    let mut conn = sqlite::open(&path).unwrap();
+    let mut rng = flowtally::rng::Rng(18);
+    let mut intervals = Intervals::new();
+    let mut rows = Vec::new();
+    for (user, ip) in [
+        (Some("alice"), "198.18.100.7"),
+        (Some("bob"), "198.18.100.8"),
+        (None, "198.18.100.9"),
+    ] {
+        let name = user.unwrap_or("(unattributed)").to_owned();
+        let series = intervals
+            .entry(name)
+            .or_insert_with(|| [vec![0; 288], vec![0; 288]]);
+        for minute in 0..288 * 5 {
+            for (side, direction) in [(0, Down), (1, Up)] {
+                // Quiet most of the time, bursts now and then.
+                let bytes = match rng.below(10) {
+                    0..=5 => 0,
+                    6..=8 => 75 * rng.below(1_000),
+                    _ => 75 * rng.below(1_000_000),
+                };
+                if bytes == 0 {
+                    continue;
+                }
+                let at = format!("{:02}:{:02}", minute / 60, minute % 60);
+                // Two rows (two peer ports) that SQLite sums.
+                let half = bytes / 75 / 2 * 75;
+                for (part, port) in [(half, 443), (bytes - half, 80)] {
+                    rows.push(row(user, ip, direction, &at, 1, part, port));
+                }
+                series[side][minute / 5] += bytes;
+            }
+        }
+    }
+    sqlite::write_usage(&mut conn, &rows).unwrap();
+    (path, intervals)
+}
+
+/// numpy's nearest-rank percentile (`inverted_cdf`) of each series.
+fn numpy_percentile(p: &str, series: &[&Vec<u64>]) -> Vec<u64> {
+    let lists: Vec<String> = series.iter().map(|s| format!("{s:?}")).collect();
+    let script = format!(
+        "import numpy\nfor s in [{}]:\n    print(int(numpy.percentile(numpy.array(s, dtype=numpy.int64), {p}, method='inverted_cdf')))\n",
+        lists.join(", ")
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn percentiles_of_five_minute_rates_match_numpy() {
+    let dir = TempDir::new();
+    let (db, intervals) = day_of_rates(&dir);
+    let mut total = [vec![0; 288], vec![0; 288]];
+    for series in intervals.values() {
+        for side in 0..2 {
+            for (sum, bytes) in total[side].iter_mut().zip(&series[side]) {
+                *sum += bytes;
+            }
+        }
+    }
+    for p in ["95", "99.5", "50"] {
+        let out = csv(&ok(report(&db, &["--percentile", p, "--format", "csv"])));
+        let column = |way| format!("p{p}_{way}_bps");
+        for (name, series) in intervals.iter().chain([(&"(total)".to_owned(), &total)]) {
+            let expected = numpy_percentile(p, &[&series[0], &series[1]]);
+            // 75 bytes in 300 s are 2 bit/s.
+            let (down, up) = (expected[0] * 2 / 75, expected[1] * 2 / 75);
+            assert!(down > 0 || p != "95", "{name}: a test of nothing");
+            let line = &out[name.as_str()];
+            assert_eq!(line[&column("in")], down.to_string(), "{name} p{p}");
+            assert_eq!(line[&column("out")], up.to_string(), "{name} p{p}");
+            assert_eq!(line[&column("max")], down.max(up).to_string(), "{name}");
+        }
+    }
+    let json: Value = serde_json::from_str(&ok(report(
+        &db,
+        &["--percentile", "95", "--format", "json"],
+    )))
+    .unwrap();
+    assert_eq!(json["percentile"], 95);
+    assert_eq!(json["intervals"], 288);
+    let table = ok(report(&db, &["--percentile", "95"]));
+    assert!(
+        table.contains("95th percentile of 288 5-minute rates"),
+        "{table}"
+    );
+    assert!(
+        table.contains("p95 in") && table.contains("bit/s"),
+        "{table}"
+    );
+}
+
+#[test]
+fn a_percentile_needs_a_start_and_buckets_within_five_minutes() {
+    let dir = TempDir::new();
+    // The example database has a 4-minute bucket from 07:58: across 08:00.
+    let db = database(&dir);
+    let run = report(&db, &["--percentile", "95"]);
+    assert_eq!(run.code, Some(2), "{}", run.stdout);
+    assert!(
+        run.stderr.contains("crosses a 5-minute boundary"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("aggregation.bucket"), "{}", run.stderr);
+    let run = flowtally(&["report", "--db", path_str(&db), "--percentile", "95"]);
+    assert_eq!(run.code, Some(2));
+    assert!(
+        run.stderr.contains("--percentile needs --from"),
+        "{}",
+        run.stderr
+    );
+    let run = report(&db, &["--percentile", "101"]);
+    assert_eq!(run.code, Some(2));
+    assert!(run.stderr.contains("not a percentile"), "{}", run.stderr);
+}

@@ -12,6 +12,7 @@ use crate::{
         command::Request,
         filter::Filter,
         group::By,
+        percentile::Percentile,
         render::{Format, Units},
         source::{ClickHouseSource, Source},
     },
@@ -134,6 +135,10 @@ pub struct ReportArgs {
     /// (default: auto on a terminal, GB otherwise; CSV and JSON are in bytes).
     #[arg(long, value_enum, ignore_case = true)]
     pub units: Option<Units>,
+    /// Adds each group's percentile (e.g. 95) of its 5-minute rates, in,
+    /// out and the greater; needs --from.
+    #[arg(long, value_name = "P")]
+    pub percentile: Option<Percentile>,
 }
 
 /// An address is its own network: /32 or /128.
@@ -264,6 +269,7 @@ impl ReportArgs {
             units: self
                 .units
                 .unwrap_or(if terminal { Units::Auto } else { Units::Gb }),
+            percentile: self.percentile,
         }
     }
 }

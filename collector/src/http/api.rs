@@ -127,6 +127,7 @@ async fn usage(State(shared): State<Arc<Shared>>, pairs: Pairs) -> Result<Respon
         filter: filter(&p)?,
         format: Format::Json,
         units: Units::B,
+        percentile: None,
     };
     let report = read(&shared, move || {
         command::run(&request, now).map_err(|err| match err {

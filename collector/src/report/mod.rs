@@ -26,6 +26,7 @@ pub mod command;
 pub mod filter;
 pub mod group;
 pub mod orgs;
+pub mod percentile;
 pub mod periods;
 pub mod render;
 pub mod series;
@@ -80,6 +81,8 @@ pub struct Report {
     /// The sum of the groups.
     pub total: Line,
     pub transit: Traffic,
+    /// With `--percentile`: the groups' bursts (see [`percentile`]).
+    pub percentiles: Option<percentile::Percentiles>,
 }
 
 /// One group's figures, or their total.
@@ -198,6 +201,7 @@ pub fn compute(
         groups,
         total,
         transit,
+        percentiles: None,
     }
 }
 
