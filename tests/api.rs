@@ -204,7 +204,7 @@ fn bad_parameters_are_a_400_in_json_naming_the_parameter() {
         ("/api/v1/usage?from=yesterday", "from"),
         ("/api/v1/usage?to=-1x", "to"),
         ("/api/v1/usage?from=now&to=-1h", "from"),
-        ("/api/v1/usage?by=class", "by"),
+        ("/api/v1/usage?by=country", "by"),
         ("/api/v1/usage?by=planet", "by"),
         ("/api/v1/usage?by=org", "by"),
         ("/api/v1/usage?ip=300.1.2.3", "ip"),

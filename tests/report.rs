@@ -83,6 +83,7 @@ fn row(
         subscriber_port: Some(40000),
         peer_port: Some(peer_port),
         exporter: Some("198.18.0.1".parse().unwrap()),
+        class: None,
         bytes,
         packets: bytes / 1_000_000,
         flows: 1,

@@ -54,6 +54,7 @@ fn main() {
             SUBSCRIBERS.parse().unwrap(),
             SUBSCRIBERS_V6.parse().unwrap(),
         ],
+        classes: Vec::new(),
         exporters: Vec::new(),
         billing_scope: Vec::new(),
         profile: Profile {

@@ -148,13 +148,6 @@ async fn usage(State(shared): State<Arc<Shared>>, pairs: Pairs) -> Result<Respon
 }
 
 fn by(p: &Params) -> Result<By, ApiError> {
-    if p.text("by") == Some("class") {
-        return Err(ApiError::parameter(
-            "by",
-            "class needs destination classes, which this version does not record yet; one of \
-             user, session, subnet, org",
-        ));
-    }
     Ok(p.choice(
         "by",
         &[
@@ -162,6 +155,7 @@ fn by(p: &Params) -> Result<By, ApiError> {
             ("session", By::Session),
             ("subnet", By::Subnet),
             ("org", By::Org),
+            ("class", By::Class),
         ],
     )?
     .unwrap_or(By::User))

@@ -116,6 +116,7 @@ pub fn run_with_progress(
             v4: args.subnet_prefix_v4,
             v6: args.subnet_prefix_v6,
         },
+        By::Class => Grouping::Class,
         By::Org => {
             let path = args.orgs.as_deref().ok_or(Error::OrgsMissing)?;
             Grouping::Org(

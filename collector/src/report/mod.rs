@@ -54,6 +54,8 @@ pub struct Usage {
     pub session_id: Option<String>,
     pub subscriber_ip: IpAddr,
     pub direction: Direction,
+    /// The peer's destination class.
+    pub class: Option<String>,
     pub bytes: u64,
     pub packets: u64,
     pub flows: u64,

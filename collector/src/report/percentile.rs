@@ -225,6 +225,7 @@ mod tests {
             session_id: Some(format!("{user}-1")),
             subscriber_ip: "100.64.0.1".parse().unwrap(),
             direction,
+            class: None,
             bytes,
             packets: 1,
             flows: 1,

@@ -28,6 +28,7 @@ fn usage(user: Option<&str>, ip: &str, direction: Direction, at: &str, bytes: u6
         session_id: user.map(|u| format!("{u}-1")),
         subscriber_ip: ip.parse().unwrap(),
         direction,
+        class: None,
         bytes,
         packets: 1,
         flows: 1,
