@@ -149,6 +149,8 @@ pub struct Traffic {
 struct Group {
     line: Line,
     online: Vec<(u64, u64)>,
+    /// Bytes per period and tariff price slot (`Tariff::price_slot`).
+    priced: Vec<Vec<u64>>,
 }
 
 /// The report for `query` of usage rows and the session history (sessions
@@ -172,7 +174,7 @@ pub fn compute(
         }
         groups
             .entry(query.grouping.usage_key(row))
-            .or_insert_with(|| Group::new(periods))
+            .or_insert_with(|| Group::new(query.tariff))
             .add_usage(row, query.tariff);
     }
     for online in query.grouping.online(sessions, addresses, query.now_ms) {
@@ -181,7 +183,7 @@ pub fn compute(
         if from < to {
             groups
                 .entry(online.key)
-                .or_insert_with(|| Group::new(periods))
+                .or_insert_with(|| Group::new(query.tariff))
                 .online
                 .push((from, to));
         }
@@ -208,10 +210,13 @@ pub fn compute(
 }
 
 impl Group {
-    fn new(periods: usize) -> Self {
+    fn new(tariff: Option<&Tariff>) -> Self {
+        let periods = tariff.map_or(0, |t| t.periods.len());
+        let slots = tariff.map_or(0, |t| t.classes.len() + 1);
         Self {
             line: Line::empty(periods),
             online: Vec::new(),
+            priced: vec![vec![0; slots]; periods],
         }
     }
 
@@ -228,8 +233,10 @@ impl Group {
             // A zero width would lose the bytes: a bucket is at least 1 ms.
             let end = row.bucket_start_ms + row.bucket_width_ms.max(1);
             let pieces: Vec<_> = tariff.week.split(row.bucket_start_ms, end).collect();
+            let slot = tariff.price_slot(row.class.as_deref());
             for (period, bytes) in prorate(row.bytes, &pieces) {
                 line.periods[period].bytes += bytes;
+                self.priced[period][slot] += bytes;
             }
         }
     }
@@ -250,7 +257,7 @@ impl Group {
         }
         if let Some(tariff) = tariff {
             for (index, period) in line.periods.iter_mut().enumerate() {
-                period.cost = tariff.cost(index, period.bytes, period.online_ms);
+                period.cost = tariff.cost_by_class(index, &self.priced[index], period.online_ms);
             }
         }
         line
