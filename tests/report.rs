@@ -751,3 +751,104 @@ fn a_percentile_needs_a_start_and_buckets_within_five_minutes() {
     assert_eq!(run.code, Some(2));
     assert!(run.stderr.contains("not a percentile"), "{}", run.stderr);
 }
+
+/// The Monday's traffic with destination classes: alice 2 GB from a local
+/// peer and 1 GB from the IX at 10:00 (peak) and 1 GB from an unclassified
+/// peer at 21:00 (off-peak); bob 0.5 GB to a local peer at 21:00, in two
+/// rows (two peer ports) SQLite sums; transit from the IX.
+fn classed_database(dir: &TempDir) -> std::path::PathBuf {
+    let path = dir.path("classes.db");
+    let mut conn = sqlite::open(&path).unwrap();
+    let classed = |class: Option<&str>, row: UsageRow| UsageRow {
+        class: class.map(str::to_owned),
+        ..row
+    };
+    let alice = |at, bytes, port| row(Some("alice"), "198.18.100.7", Down, at, 1, bytes, port);
+    sqlite::write_usage(
+        &mut conn,
+        &[
+            classed(Some("local"), alice("10:00", 2 * GB, 443)),
+            classed(Some("ix"), alice("10:00", GB, 80)),
+            classed(None, alice("21:00", GB, 443)),
+            classed(
+                Some("local"),
+                row(Some("bob"), "198.18.100.8", Up, "21:00", 1, GB / 4, 443),
+            ),
+            classed(
+                Some("local"),
+                row(Some("bob"), "198.18.100.8", Up, "21:00", 1, GB / 4, 80),
+            ),
+            classed(
+                Some("ix"),
+                row(None, "203.0.113.5", Transit, "12:00", 1, GB, 443),
+            ),
+        ],
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn by_class_the_lines_add_up_to_the_total_and_a_free_class_costs_nothing() {
+    let dir = TempDir::new();
+    let db = classed_database(&dir);
+    let tariff = dir.path("tariff.toml");
+    std::fs::write(
+        &tariff,
+        format!("{TARIFF}\n[classes.local]\nprice_per_gb = 0\n[classes.ix]\nprice_per_gb = {{ peak = 0.10 }}\n"),
+    )
+    .unwrap();
+    let tariff = path_str(&tariff);
+    let classes = csv(&ok(report(
+        &db,
+        &["--by", "class", "--tariff", tariff, "--format", "csv"],
+    )));
+    assert_eq!(classes["local"]["bytes"], "2500000000");
+    assert_eq!(classes["local"]["cost"], "0.0000");
+    assert_eq!(classes["ix"]["bytes"], "1000000000");
+    assert_eq!(classes["ix"]["cost_peak"], "0.1000");
+    assert_eq!(classes["(unclassified)"]["cost_off-peak"], "0.2000");
+    // Costs have 4 decimals: compared in ten-thousandths, exactly.
+    let units = |field: &str| field.replace('.', "").parse::<u64>().unwrap();
+    let sum = |column: &str| -> u64 {
+        ["local", "ix", "(unclassified)"]
+            .iter()
+            .map(|c| units(&classes[*c][column]))
+            .sum()
+    };
+    for column in [
+        "bytes_up",
+        "bytes_down",
+        "bytes",
+        "packets",
+        "flows",
+        "cost",
+    ] {
+        assert_eq!(sum(column), units(&classes["(total)"][column]), "{column}");
+    }
+    assert_eq!(classes["(total)"]["bytes"], "4500000000");
+    assert_eq!(classes["(transit)"]["bytes"], "1000000000");
+    // Per user, the same tariff: alice pays 0.10 (ix, peak) + 0.20 (the
+    // unclassified off-peak GB); bob's local traffic is free.
+    let users = csv(&ok(report(&db, &["--tariff", tariff, "--format", "csv"])));
+    assert_eq!(users["alice"]["cost"], "0.3000");
+    assert_eq!(users["bob"]["cost"], "0.0000");
+    assert_eq!(users["(total)"]["cost"], classes["(total)"]["cost"]);
+}
+
+#[test]
+fn a_database_from_before_classes_reads_as_unclassified() {
+    let dir = TempDir::new();
+    let db = database(&dir);
+    // As flowtally before destination classes left it.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch(
+        "ALTER TABLE usage DROP COLUMN class; ALTER TABLE usage_pending DROP COLUMN class;
+         PRAGMA user_version = 3;",
+    )
+    .unwrap();
+    drop(conn);
+    let classes = csv(&ok(report(&db, &["--by", "class", "--format", "csv"])));
+    assert_eq!(classes["(unclassified)"]["bytes"], "3400000000");
+    assert_eq!(classes.len(), 3, "(unclassified), (total), (transit)");
+}

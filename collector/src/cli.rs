@@ -36,7 +36,8 @@ pub enum Command {
     /// Who held an address at a moment, from the session history; for a
     /// CGNAT public IP:PORT, through the NAT binding of the port.
     Whois(WhoisArgs),
-    /// Usage, time online and cost per user, session, subnet or organisation.
+    /// Usage, time online and cost per user, session, subnet, organisation
+    /// or destination class.
     Report(ReportArgs),
     /// How complete the flow data of a range is: export loss and restarts
     /// per exporter, flow bytes against interface counters.
@@ -104,7 +105,8 @@ pub struct ReportArgs {
     /// Usage whose bucket starts before this (default: now).
     #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
     pub to: Option<TimeArg>,
-    /// One row per user, session, subscriber subnet or organisation.
+    /// One row per user, session, subscriber subnet, organisation or
+    /// destination class of the peer.
     #[arg(long, value_enum, default_value = "user")]
     pub by: By,
     /// TOML tariff: prices per period of the week (no costs without it).
