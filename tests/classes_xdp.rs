@@ -2,7 +2,9 @@
 //! and through the socket path: with class prefix lists loaded, the same
 //! NetFlow v5 exports give identical aggregates, class byte included, and
 //! the bytes of each class are what the records say under the documented
-//! rule (the peer's longest prefix), computed here without flowtally.
+//! rule (the peer's longest prefix), computed here without flowtally. Then
+//! the daemon, configured with classes from TOML and a CIDR file, writes
+//! those bytes into `usage.class` by name, in XDP and in socket mode.
 
 mod support;
 
@@ -17,9 +19,9 @@ use flowtally::{
 };
 use flowtally_common::agg::{Direction, KEEP_ALL};
 use support::{
-    XDP_DROP,
+    TempDir, VethLab, XDP_DROP, eventually,
     frames::udp_v4_frame,
-    kernel_config, require_root,
+    kernel_config, path_str, require_root,
     v5gen::{Export, exports},
 };
 
@@ -146,4 +148,107 @@ fn without_classes_every_key_is_unclassified_in_both_paths() {
     let socket = through_socket(&config, &Classes::default(), &exports);
     assert!(xdp == socket, "tables differ");
     assert!(xdp.keys().all(|key| key.class == 0));
+}
+
+/// The classes of [`classes`] as a configuration file, `ix` from a file.
+fn config_file(tmp: &TempDir) -> std::path::PathBuf {
+    let ix = tmp.path("ix.txt");
+    std::fs::write(
+        &ix,
+        "# the IX peering LAN\n198.19.0.4/30\n\n2001:db8:ffff::/48 # v6\n",
+    )
+    .unwrap();
+    let config = tmp.path("flowtally.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[classes]]\nname = \"local\"\nnetworks = [\"198.19.0.0/29\"]\n\
+             [[classes]]\nname = \"ix\"\nfiles = [{:?}]\n\
+             [[classes]]\nname = \"national\"\nnetworks = [\"198.18.100.16/28\"]\n",
+            path_str(&ix)
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// SUM(bytes) per (direction, class) of the `usage` table, by class number.
+fn usage_by_class(db: &std::path::Path) -> BTreeMap<(u8, u8), u64> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut query = conn
+        .prepare("SELECT direction, class, SUM(bytes) FROM usage GROUP BY 1, 2")
+        .unwrap();
+    let rows = query
+        .query_map([], |row| {
+            let direction: String = row.get(0)?;
+            let class: Option<String> = row.get(1)?;
+            Ok((direction, class, row.get::<_, i64>(2)?))
+        })
+        .unwrap();
+    rows.map(|row| {
+        let (direction, class, bytes) = row.unwrap();
+        let direction = match direction.as_str() {
+            "up" => Direction::Up,
+            "down" => Direction::Down,
+            _ => Direction::Transit,
+        };
+        let class = match class.as_deref() {
+            None => 0,
+            Some("local") => 1,
+            Some("ix") => 2,
+            Some("national") => 3,
+            Some(other) => panic!("class {other:?}"),
+        };
+        ((direction as u8, class), bytes as u64)
+    })
+    .collect()
+}
+
+fn the_daemon_writes_each_class_by_name(mode: &str) {
+    require_root();
+    let lab = VethLab::new();
+    let tmp = TempDir::new();
+    let db = tmp.path("ft.db");
+    let config = config_file(&tmp);
+    let mut flowtally = lab.start(
+        mode,
+        &db,
+        &[
+            "--config",
+            path_str(&config),
+            "--subscriber-net",
+            SUBSCRIBERS,
+            "--flush-interval",
+            "100ms",
+        ],
+    );
+    let metrics = flowtally.metrics_addr();
+    let exports = exports(60, 0xc1a7);
+    let records: usize = exports.iter().map(|e| e.records.len()).sum();
+    let counted = format!("flowtally_records_total{{path=\"{mode}\"}}");
+    let counted_now = || lab.scrape(metrics).get(&counted).copied().unwrap_or(0.0) as usize;
+    // In batches, each waited for: a veth ring drops what floods it.
+    let mut sent = 0;
+    for chunk in exports.chunks(20) {
+        let bytes: Vec<Vec<u8>> = chunk.iter().map(Export::bytes).collect();
+        lab.send(bytes.iter().map(Vec::as_slice));
+        sent += chunk.iter().map(|e| e.records.len()).sum::<usize>();
+        eventually("a batch to be counted", || counted_now() >= sent);
+    }
+    assert_eq!(counted_now(), records);
+    flowtally.signal(libc::SIGTERM);
+    assert!(flowtally.wait().success(), "{}", flowtally.stderr());
+    assert_eq!(usage_by_class(&db), expected(&exports));
+}
+
+#[test]
+#[ignore = "needs root: run `cargo xtask test`"]
+fn in_xdp_mode_the_daemon_writes_each_class_by_name() {
+    the_daemon_writes_each_class_by_name("xdp");
+}
+
+#[test]
+#[ignore = "needs root: run `cargo xtask test`"]
+fn in_socket_mode_the_daemon_writes_each_class_by_name() {
+    the_daemon_writes_each_class_by_name("socket");
 }
