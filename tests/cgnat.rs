@@ -501,6 +501,13 @@ fn end_sessions(lab: &Lab) {
         .unwrap();
 }
 
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
 fn radclient_start(lab: &Lab, user: &str, ip: Ipv4Addr) {
     let at = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -597,7 +604,23 @@ fn billed_through_a_real_nat(mode: &str) {
         drop((alice, bob));
     });
     end_sessions(&lab);
-    // Phase 2: bob's TCP from the port alice's had.
+    // Phase 2: bob's TCP from the port alice's had, more than a second after
+    // her binding ended: record times can come out up to a second early
+    // (README, CGNAT), and a port handed over within that second is its
+    // former holder's.
+    let mut alice_ended = None;
+    eventually("alice's TCP binding to end", || {
+        alice_ended = conntrack
+            .events()
+            .iter()
+            .find(|ct| ct.destroy && ct.inside == ALICE && ct.protocol == 6)
+            .map(|ct| ct.time_ms);
+        alice_ended.is_some()
+    });
+    let handover = alice_ended.unwrap_or_default() + 1_100;
+    while now_ms() < handover {
+        thread::sleep(Duration::from_millis(20));
+    }
     lab.inside.enter(|| tcp(BOB, 5003, 50_000));
     end_sessions(&lab);
     eventually("every NAT session to end", || {

@@ -42,6 +42,51 @@ pub enum Command {
     /// How complete the flow data of a range is: export loss and restarts
     /// per exporter, flow bytes against interface counters.
     Audit(AuditArgs),
+    /// Each quota's usage this period per user, its state and the last
+    /// Disconnect- or CoA-Request sent.
+    Quota(QuotaArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct QuotaArgs {
+    /// The configuration whose `quotas` are shown.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "/etc/flowtally/flowtally.toml"
+    )]
+    pub config: PathBuf,
+    /// The SQLite database `flowtally run` writes (default: the
+    /// configuration's `db`).
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+    /// Only this user.
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+    /// The periods holding this moment: RFC 3339, Unix seconds, `now` or a
+    /// time before now like -1d.
+    #[arg(
+        long,
+        value_name = "TIME",
+        allow_hyphen_values = true,
+        default_value = "now"
+    )]
+    pub at: TimeArg,
+    /// `table` for people; `csv` and `json` with raw numbers.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+}
+
+impl QuotaArgs {
+    pub fn request(self, now: Timestamp) -> crate::quota::command::Request {
+        crate::quota::command::Request {
+            config: self.config,
+            db: self.db,
+            user: self.user,
+            at: self.at.at(now),
+            format: self.format,
+        }
+    }
 }
 
 #[derive(Debug, Args)]

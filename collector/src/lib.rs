@@ -38,6 +38,7 @@ pub mod metrics;
 pub mod nat;
 pub mod netflow;
 pub mod progress;
+pub mod quota;
 pub mod radius;
 mod reader;
 pub mod report;

@@ -47,6 +47,7 @@ fn main() -> ExitCode {
         }
         Command::Report(args) => return report(args),
         Command::Audit(args) => return audit(args),
+        Command::Quota(args) => return quota(args),
     };
     let config = match args.load() {
         Ok(config) => config,
@@ -84,6 +85,17 @@ fn now() -> Timestamp {
 fn audit(args: flowtally::cli::AuditArgs) -> ExitCode {
     match flowtally::integrity::command::run(&args.request(), now()) {
         Ok((_, text)) => write_out(&text),
+        Err(err) => {
+            eprintln!("flowtally: {err}");
+            ExitCode::from(err.exit_code())
+        }
+    }
+}
+
+/// 2 on a bad configuration, 1 when the database cannot be read.
+fn quota(args: flowtally::cli::QuotaArgs) -> ExitCode {
+    match flowtally::quota::command::run(&args.request(now())) {
+        Ok(text) => write_out(&text),
         Err(err) => {
             eprintln!("flowtally: {err}");
             ExitCode::from(err.exit_code())

@@ -12,7 +12,10 @@ use std::{
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+mod quotas;
 mod validate;
+
+pub use quotas::{NasConfig, PeriodKind, QuotaAction, QuotaConfig, QuotaDirection, Users};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -103,6 +106,8 @@ pub struct Config {
     /// Destination classes: prefix lists naming where peers are.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub classes: Vec<crate::classes::ClassConfig>,
+    /// Byte budgets per user and period, enforced at `radius.nas`.
+    pub quotas: Vec<QuotaConfig>,
 }
 
 /// Carrier-grade NAT: bindings from NAT events (recognised without any
@@ -351,6 +356,13 @@ impl Config {
                     .to_owned(),
             );
         }
+        if !self.quotas.is_empty() && self.radius.nas.is_empty() {
+            warnings.push(
+                "`quotas` without any `radius.nas`: crossings are logged and counted, but no \
+                 session is disconnected or changed"
+                    .to_owned(),
+            );
+        }
         warnings
     }
 
@@ -584,6 +596,8 @@ pub struct RadiusConfig {
     /// Sessions stopped longer ago than this leave memory (they stay in
     /// SQLite): what attribution of late flows still needs.
     pub history_retention: Span,
+    /// NASes that accept Disconnect- and CoA-Requests (RFC 5176).
+    pub nas: Vec<NasConfig>,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
@@ -639,6 +653,7 @@ impl Default for Config {
             snmp: SnmpConfig::default(),
             cgnat: CgnatConfig::default(),
             classes: Vec::new(),
+            quotas: Vec::new(),
         }
     }
 }
@@ -653,6 +668,7 @@ impl Default for RadiusConfig {
             silence_multiple: 3,
             default_interim: Span(Duration::from_secs(600)),
             history_retention: Span(Duration::from_secs(2 * 86_400)),
+            nas: Vec::new(),
         }
     }
 }
@@ -918,6 +934,110 @@ mod tests {
         config.cgnat.retention = Some("1s".parse().unwrap());
         let err = config.validate().unwrap_err();
         assert!(err.to_string().contains("cgnat.retention"), "{err}");
+    }
+
+    /// The contract of issue 18, as written there.
+    const QUOTAS: &str = r#"
+[[radius.nas]]
+address = "192.0.2.1"
+secret = "s3cret"
+[[quotas]]
+name = "daily-1mb"
+users = ["q-bob"]
+period = "day"
+bytes = 1000000
+direction = "both"
+classes = ["*"]
+action = "disconnect"
+notify_at = [0.8]
+[[quotas]]
+name = "monthly-throttle"
+users = "*"
+period = "month"
+timezone = "+01:00"
+bytes = 50000000000
+direction = "down"
+action = "coa"
+coa_attributes = { "Filter-Id" = "throttled" }
+restore_attributes = { "Filter-Id" = "default" }
+"#;
+
+    #[test]
+    fn quotas_and_their_nas_read_as_the_issue_writes_them() {
+        let config = Config::from_toml(QUOTAS).unwrap();
+        config.validate().unwrap();
+        assert_eq!(Config::from_toml(&config.to_toml()).unwrap(), config);
+        let nas = &config.radius.nas[0];
+        assert_eq!((nas.coa_port, nas.retries, nas.nak_retries), (3799, 3, 0));
+        assert_eq!(nas.timeout.0, Duration::from_secs(2));
+        let [daily, monthly] = &config.quotas[..] else {
+            panic!("two quotas")
+        };
+        assert_eq!(daily.users.names(), ["q-bob"]);
+        assert!(!daily.users.everyone() && monthly.users.everyone());
+        assert_eq!(daily.period, PeriodKind::Day);
+        assert_eq!(monthly.timezone, crate::report::periods::Offset(60));
+        assert_eq!(monthly.direction, QuotaDirection::Down);
+        assert_eq!(monthly.action, QuotaAction::Coa);
+        assert_eq!(monthly.classes, ["*"], "all classes unless told");
+        assert!(config.warnings().is_empty());
+        let without_nas = Config {
+            radius: RadiusConfig::default(),
+            ..config
+        };
+        assert!(without_nas.warnings()[0].contains("radius.nas"));
+    }
+
+    #[test]
+    fn quota_mistakes_name_their_key() {
+        for (from, to, key) in [
+            (
+                "classes = [\"*\"]",
+                "classes = [\"local\"]",
+                "not yet supported",
+            ),
+            ("bytes = 1000000\n", "bytes = 0\n", "`quotas.bytes`"),
+            (
+                "notify_at = [0.8]",
+                "notify_at = [1.5]",
+                "`quotas.notify_at`",
+            ),
+            ("users = [\"q-bob\"]", "users = []", "`quotas.users`"),
+            (
+                "users = [\"q-bob\"]",
+                "users = [\"*\", \"q-bob\"]",
+                "`quotas.users`",
+            ),
+            (
+                "\"Filter-Id\" = \"throttled\"",
+                "\"Filter-ID\" = \"x\"",
+                "coa_attributes",
+            ),
+            ("action = \"coa\"\n", "", "`quotas.coa_attributes`"),
+            (
+                "\"Filter-Id\" = \"default\"",
+                "\"Idle-Timeout\" = \"x\"",
+                "restore_attributes",
+            ),
+            (
+                "name = \"monthly-throttle\"",
+                "name = \"daily-1mb\"",
+                "defined twice",
+            ),
+            (
+                "secret = \"s3cret\"",
+                "secret = \"\"",
+                "`radius.nas.secret`",
+            ),
+        ] {
+            let text = QUOTAS.replacen(from, to, 1);
+            assert_ne!(text, QUOTAS, "{from}");
+            let err = Config::from_toml(&text).unwrap().validate().unwrap_err();
+            assert!(err.to_string().contains(key), "{to}: {err}");
+        }
+        assert!(
+            Config::from_toml(&QUOTAS.replace("period = \"day\"", "period = \"year\"")).is_err()
+        );
     }
 
     #[test]

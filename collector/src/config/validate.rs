@@ -11,7 +11,7 @@ use crate::daemon::receive::MAX_RECEIVE_THREADS;
 
 use super::{
     AggregationConfig, CgnatConfig, ClickHouseConfig, Config, ConfigError, MapsConfig, Mode,
-    RadiusConfig, TemplatesConfig,
+    NasConfig, QuotaAction, QuotaConfig, RadiusConfig, TemplatesConfig,
 };
 
 type Checked = Result<(), ConfigError>;
@@ -41,7 +41,9 @@ impl Config {
         let waiting = self.late_window.0 + self.stop_grace.0;
         cgnat(&self.cgnat, waiting)?;
         self.classes()?;
-        radius(&self.radius, waiting)
+        radius(&self.radius, waiting)?;
+        nas(&self.radius.nas)?;
+        quotas(&self.quotas)
     }
 
     /// SNMP agents: credentials that fit the version, interfaces to poll.
@@ -333,6 +335,136 @@ fn radius(radius: &RadiusConfig, waiting: Duration) -> Checked {
     }
     if radius.default_interim.0 < Duration::from_secs(1) {
         return invalid("radius.default_interim", "-", "must be at least 1s");
+    }
+    Ok(())
+}
+
+/// The NASes quotas are enforced at: one entry per address, a secret each.
+fn nas(entries: &[NasConfig]) -> Checked {
+    for (i, nas) in entries.iter().enumerate() {
+        let name = format!("nas {} ({})", i + 1, nas.address);
+        if nas.secret.is_empty() {
+            return invalid(
+                "radius.nas.secret",
+                "-",
+                format!("{name}: must not be empty"),
+            );
+        }
+        if nas.coa_port == 0 {
+            return invalid("radius.nas.coa_port", "-", format!("{name}: must not be 0"));
+        }
+        if nas.timeout.0 < Duration::from_millis(10) || nas.timeout.0 > Duration::from_secs(60) {
+            return invalid(
+                "radius.nas.timeout",
+                "-",
+                format!("{name}: must be from 10ms to 60s"),
+            );
+        }
+        if nas.retries > 10 || nas.nak_retries > 10 {
+            return invalid(
+                "radius.nas.retries",
+                "-",
+                format!("{name}: retries and nak_retries are at most 10"),
+            );
+        }
+        if entries[..i]
+            .iter()
+            .any(|other| other.address == nas.address)
+        {
+            return invalid("radius.nas.address", "-", format!("{name}: listed twice"));
+        }
+    }
+    Ok(())
+}
+
+/// Quotas: a name each, a budget, the users, what counts and what is done.
+fn quotas(quotas: &[QuotaConfig]) -> Checked {
+    for (i, quota) in quotas.iter().enumerate() {
+        let name = if quota.name.is_empty() {
+            return invalid(
+                "quotas.name",
+                "-",
+                format!("quota {}: must not be empty", i + 1),
+            );
+        } else {
+            &quota.name
+        };
+        if quotas[..i].iter().any(|other| &other.name == name) {
+            return invalid("quotas.name", "-", format!("{name:?} is defined twice"));
+        }
+        if quota.bytes == 0 {
+            return invalid("quotas.bytes", "-", format!("{name}: must be at least 1"));
+        }
+        let users = quota.users.names();
+        if users.is_empty() || users.iter().any(String::is_empty) {
+            return invalid(
+                "quotas.users",
+                "-",
+                format!("{name}: user names, or \"*\" for everyone"),
+            );
+        }
+        if quota.users.everyone() && users.len() > 1 {
+            return invalid(
+                "quotas.users",
+                "-",
+                format!("{name}: \"*\" is everyone, list no names beside it"),
+            );
+        }
+        if quota.classes != ["*"] {
+            return invalid(
+                "quotas.classes",
+                "-",
+                format!(
+                    "{name}: destination classes are not yet supported; leave `classes` out or \
+                     set it to [\"*\"]"
+                ),
+            );
+        }
+        if let Some(bad) = quota.notify_at.iter().find(|f| !(**f > 0.0 && **f < 1.0)) {
+            return invalid(
+                "quotas.notify_at",
+                "-",
+                format!("{name}: {bad} is not a fraction of the quota between 0 and 1"),
+            );
+        }
+        match quota.action {
+            QuotaAction::Coa if quota.coa_attributes.is_empty() => {
+                return invalid(
+                    "quotas.coa_attributes",
+                    "-",
+                    format!("{name}: action \"coa\" needs attributes to set, e.g. Filter-Id"),
+                );
+            }
+            QuotaAction::Disconnect if !quota.coa_attributes.is_empty() => {
+                return invalid(
+                    "quotas.coa_attributes",
+                    "-",
+                    format!("{name}: only for action \"coa\""),
+                );
+            }
+            _ => {}
+        }
+        for (attribute, value) in &quota.coa_attributes {
+            if let Err(message) = crate::radius::coa::change(attribute, value) {
+                return invalid("quotas.coa_attributes", "-", format!("{name}: {message}"));
+            }
+        }
+        if quota.action != QuotaAction::Coa && !quota.restore_attributes.is_empty() {
+            return invalid(
+                "quotas.restore_attributes",
+                "-",
+                format!("{name}: only for action \"coa\" (a disconnect has nothing to lift)"),
+            );
+        }
+        for (attribute, value) in &quota.restore_attributes {
+            if let Err(message) = crate::radius::coa::change(attribute, value) {
+                return invalid(
+                    "quotas.restore_attributes",
+                    "-",
+                    format!("{name}: {message}"),
+                );
+            }
+        }
     }
     Ok(())
 }

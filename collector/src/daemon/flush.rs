@@ -13,7 +13,7 @@ use flowtally_common::agg::Profile;
 use rusqlite::Connection;
 use tokio::sync::Notify;
 
-use super::{flow_socket::SocketPath, templates_file};
+use super::{enforce::Enforcer, flow_socket::SocketPath, templates_file};
 use crate::{
     aggregate::{Table, merge},
     associate::{Associator, BacklogChanges},
@@ -71,6 +71,8 @@ pub struct FlushParts {
     pub hold_ms: u64,
     /// When the interval the next flush closes began.
     pub since_ms: u64,
+    /// Quotas, when configured: told the rows of each flush.
+    pub enforcer: Option<Enforcer>,
 }
 
 /// What a flush took in and wrote.
@@ -139,6 +141,7 @@ impl Flusher {
             classes,
             run,
             written,
+            enforcer,
             ..
         } = &mut self.parts;
         // The kernel first: the overflow ring's continuous reader adds to the
@@ -211,6 +214,13 @@ impl Flusher {
                 .inc_by(row.bytes);
         }
         metrics.usage_rows.inc_by(rows.len() as u64);
+        // Not in the last flush: its requests could not be sent before the
+        // exit, yet would count as sent; the next run decides from SQLite.
+        if let Some(enforcer) = enforcer
+            && !last
+        {
+            enforcer.flushed(&rows, now_ms, history, db);
+        }
         let record = if last { runs::stopped } else { runs::flushed };
         if let Err(err) = record(db, *run, now_ms) {
             tracing::warn!("recording the flush in `runs`: {err}");

@@ -7,6 +7,7 @@
 //! when it stops all intake, flushes everything, and exits.
 
 pub mod clock;
+mod enforce;
 pub mod flow_socket;
 pub mod flush;
 mod flush_log;
@@ -27,11 +28,13 @@ use rusqlite::Connection;
 use tokio::{
     net::{TcpListener, UdpSocket},
     signal::unix::{Signal, SignalKind, signal},
+    sync::mpsc::unbounded_channel,
     task::{JoinSet, block_in_place},
     time::{MissedTickBehavior, interval},
 };
 
 use self::{
+    enforce::Enforcer,
     flow_socket::SocketPath,
     flush::{FlushParts, Flusher},
     flush_log::FlushLog,
@@ -46,6 +49,7 @@ use crate::{
     metrics::{Metrics, UserMetrics},
     nat::Bindings,
     netflow::Limits,
+    quota::Quotas,
     radius::{self, clients::Clients, limiter::Limiter},
     sessions::History,
     sink::{
@@ -188,6 +192,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         integrity: kernel.integrity.take(),
         hold_ms: (config.flush_interval.0.as_millis() as u64).max(MIN_SEQUENCE_HOLD_MS),
         since_ms: store.started_ms,
+        enforcer: store.enforcer,
     });
     let signal = flush_until(&mut flusher, &config, signal).await;
 
@@ -234,6 +239,8 @@ struct Store {
     history: Arc<Mutex<History>>,
     /// NAT bindings ended within `cgnat.memory_retention`, and open ones.
     bindings: Arc<Mutex<Bindings>>,
+    /// With quotas: their usage this period and the actions taken.
+    enforcer: Option<Enforcer>,
 }
 
 /// Opens the database, records this run (and the gap an unclean stop of the
@@ -264,6 +271,7 @@ fn open_store(config: &Config, metrics: &Metrics) -> anyhow::Result<Store> {
     let bindings = nat_store::load(&db, config.nat_limits(), clock::unix_ms())
         .with_context(|| format!("cannot read the NAT bindings of {}", config.db.display()))?;
     metrics.nat.bindings_in_memory.set(bindings.len() as i64);
+    let enforcer = start_enforcer(config, &db, metrics)?;
     Ok(Store {
         db,
         run,
@@ -271,7 +279,41 @@ fn open_store(config: &Config, metrics: &Metrics) -> anyhow::Result<Store> {
         waiting,
         history: Arc::new(Mutex::new(history)),
         bindings: Arc::new(Mutex::new(bindings)),
+        enforcer,
     })
+}
+
+/// Quotas restored from the database (this period's usage and actions),
+/// and the task that sends their requests to the NASes; `None` without
+/// quotas.
+fn start_enforcer(
+    config: &Config,
+    db: &Connection,
+    metrics: &Metrics,
+) -> anyhow::Result<Option<Enforcer>> {
+    if config.quotas.is_empty() {
+        return Ok(None);
+    }
+    let mut quotas = Quotas::from_config(&config.quotas);
+    sink::quota_store::restore(db, &mut quotas, clock::unix_ms())
+        .with_context(|| format!("cannot read quota usage from {}", config.db.display()))?;
+    let (jobs, queue) = unbounded_channel();
+    tokio::spawn(enforce::serve(
+        config.radius.nas.clone(),
+        sink::sqlite::open(&config.db)?,
+        queue,
+        metrics.quota.clone(),
+    ));
+    tracing::info!(
+        "{} quotas, enforced at {} NASes",
+        config.quotas.len(),
+        config.radius.nas.len()
+    );
+    Ok(Some(Enforcer {
+        quotas,
+        jobs,
+        metrics: metrics.quota.clone(),
+    }))
 }
 
 /// The XDP data plane and the handles the other steps take from it; all

@@ -3,6 +3,7 @@
 pub mod exporters;
 mod integrity;
 mod nat;
+mod quota;
 mod sflow;
 pub mod talkers;
 mod templates;
@@ -11,6 +12,7 @@ mod users;
 pub use exporters::Exporters;
 pub use integrity::IntegrityMetrics;
 pub use nat::NatMetrics;
+pub use quota::QuotaMetrics;
 pub use sflow::SflowMetrics;
 pub use talkers::Talkers;
 pub use templates::TemplateMetrics;
@@ -58,6 +60,7 @@ pub struct Metrics {
     pub sflow: SflowMetrics,
     pub radius: RadiusMetrics,
     pub nat: NatMetrics,
+    pub quota: QuotaMetrics,
     /// Bytes of usage rows written with and without a user.
     pub attributed_bytes: Counter,
     pub unattributed_bytes: Counter,
@@ -146,6 +149,7 @@ impl Default for Metrics {
             sflow: SflowMetrics::default(),
             radius: RadiusMetrics::default(),
             nat: NatMetrics::default(),
+            quota: QuotaMetrics::default(),
             attributed_bytes: Counter::default(),
             unattributed_bytes: Counter::default(),
             association_backlog: Gauge::default(),
@@ -212,6 +216,7 @@ impl Metrics {
         self.radius.register(&mut r);
         self.integrity.register(&mut r);
         self.nat.register(&mut r);
+        self.quota.register(&mut r);
         r.register(
             "unclean_stops",
             "Previous runs found at start to have ended without their final flush (killed or \

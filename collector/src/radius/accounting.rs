@@ -219,7 +219,7 @@ impl AccountingRequest {
     }
 
     /// The request as a packet with a zero authenticator; see
-    /// [`Packet::sign_accounting_request`]. Prefixes are sent with as many
+    /// [`Packet::sign_request`]. Prefixes are sent with as many
     /// bytes as their length needs.
     pub fn to_packet(&self, identifier: u8) -> Result<Packet<'_>, EncodeError> {
         let mut packet = Packet::new(Code::AccountingRequest, identifier);
@@ -303,7 +303,7 @@ impl AccountingRequest {
     /// The request's bytes, Request Authenticator computed.
     pub fn encode(&self, identifier: u8, secret: &[u8]) -> Result<Vec<u8>, EncodeError> {
         let mut packet = self.to_packet(identifier)?;
-        packet.sign_accounting_request(secret);
+        packet.sign_request(secret);
         Ok(packet.encode())
     }
 }
@@ -395,7 +395,8 @@ fn prefix(a: &Attribute<'_>) -> Result<Ipv6Net, AccountingError> {
         .map_err(|_| bad_prefix)
 }
 
-fn prefix_value(net: Ipv6Net) -> Vec<u8> {
+/// ipv6prefix (RFC 3162 §2.3): reserved, length, the bytes it needs.
+pub(super) fn prefix_value(net: Ipv6Net) -> Vec<u8> {
     let bytes = usize::from(net.prefix_len()).div_ceil(8);
     let mut value = vec![0, net.prefix_len()];
     value.extend(net.network().octets().iter().take(bytes));
@@ -465,7 +466,7 @@ pub(super) mod tests {
         for (kind, value) in attributes {
             packet.push(*kind, *value).unwrap();
         }
-        packet.sign_accounting_request(SECRET);
+        packet.sign_request(SECRET);
         packet.encode()
     }
 

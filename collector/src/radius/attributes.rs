@@ -9,11 +9,19 @@ pub const NAS_IP_ADDRESS: u8 = 4;
 pub const NAS_PORT: u8 = 5;
 /// ipv4addr (RFC 2865 §5.8).
 pub const FRAMED_IP_ADDRESS: u8 = 8;
+/// text: the name of a filter list the NAS applies (RFC 2865 §5.11).
+pub const FILTER_ID: u8 = 11;
+/// text (RFC 2865 §5.18).
+pub const REPLY_MESSAGE: u8 = 18;
 /// string, may repeat; the NAS echoes what the server put in the
 /// Access-Accept (RFC 2865 §5.25).
 pub const CLASS: u8 = 25;
 /// Vendor id (4 bytes) and at least one byte of vendor data (RFC 2865 §5.26).
 pub const VENDOR_SPECIFIC: u8 = 26;
+/// integer, seconds (RFC 2865 §5.27).
+pub const SESSION_TIMEOUT: u8 = 27;
+/// integer, seconds (RFC 2865 §5.28).
+pub const IDLE_TIMEOUT: u8 = 28;
 /// text (RFC 2865 §5.31).
 pub const CALLING_STATION_ID: u8 = 31;
 /// text (RFC 2865 §5.32).
@@ -51,6 +59,8 @@ pub const NAS_PORT_ID: u8 = 87;
 pub const NAS_IPV6_ADDRESS: u8 = 95;
 /// ipv6prefix (RFC 3162 §2.3).
 pub const FRAMED_IPV6_PREFIX: u8 = 97;
+/// integer: why a NAS refused a CoA or Disconnect-Request (RFC 5176 §3.5).
+pub const ERROR_CAUSE: u8 = 101;
 /// ipv6prefix (RFC 4818 §3).
 pub const DELEGATED_IPV6_PREFIX: u8 = 123;
 /// ipv6addr (RFC 6911 §3.1).

@@ -62,10 +62,12 @@ impl Packet<'_> {
         self.verify_message_authenticator(&ZERO, secret)
     }
 
-    /// Fills in an Accounting-Request's authenticators: first its
-    /// Message-Authenticator, if it has one with a 16-byte value (zeros
-    /// will do), then the Request Authenticator, which covers it.
-    pub fn sign_accounting_request(&mut self, secret: &[u8]) {
+    /// Fills in the authenticators of an Accounting-Request, CoA-Request
+    /// or Disconnect-Request (RFC 5176 §3.3 computes them as RFC 2866
+    /// does): first its Message-Authenticator, if it has one with a
+    /// 16-byte value (zeros will do), then the Request Authenticator,
+    /// which covers it.
+    pub fn sign_request(&mut self, secret: &[u8]) {
         if let Some(index) = self.message_authenticator() {
             let tag = self.message_authenticator_tag(&ZERO, index, secret);
             self.fill(index, tag);
@@ -183,7 +185,7 @@ mod tests {
     }
 
     fn signed(mut packet: Packet<'_>) -> Vec<u8> {
-        packet.sign_accounting_request(SECRET);
+        packet.sign_request(SECRET);
         packet.encode()
     }
 

@@ -57,7 +57,7 @@ pub enum EncodeError {
     TooLong { length: usize },
 }
 
-/// The packet codes of RFC 2865 §3 and RFC 2866 §3.
+/// The packet codes of RFC 2865 §3, RFC 2866 §3 and RFC 5176 §2.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Code {
     AccessRequest,
@@ -68,6 +68,13 @@ pub enum Code {
     AccessChallenge,
     StatusServer,
     StatusClient,
+    /// RFC 5176 §2: sent by us to a NAS, answered by an ACK or a NAK.
+    DisconnectRequest,
+    DisconnectAck,
+    DisconnectNak,
+    CoaRequest,
+    CoaAck,
+    CoaNak,
     /// Any code not named above (decoding never puts a named one here).
     Other(u8),
 }
@@ -83,6 +90,12 @@ impl From<u8> for Code {
             11 => Self::AccessChallenge,
             12 => Self::StatusServer,
             13 => Self::StatusClient,
+            40 => Self::DisconnectRequest,
+            41 => Self::DisconnectAck,
+            42 => Self::DisconnectNak,
+            43 => Self::CoaRequest,
+            44 => Self::CoaAck,
+            45 => Self::CoaNak,
             other => Self::Other(other),
         }
     }
@@ -99,6 +112,12 @@ impl From<Code> for u8 {
             Code::AccessChallenge => 11,
             Code::StatusServer => 12,
             Code::StatusClient => 13,
+            Code::DisconnectRequest => 40,
+            Code::DisconnectAck => 41,
+            Code::DisconnectNak => 42,
+            Code::CoaRequest => 43,
+            Code::CoaAck => 44,
+            Code::CoaNak => 45,
             Code::Other(other) => other,
         }
     }

@@ -1,7 +1,10 @@
 //! The fuzzing entry point (`collector/fuzz`, `cargo fuzz run
 //! radius_codec`), also driven by a deterministic unit test.
 
-use super::{AccountingRequest, AuthError, Code, Packet};
+use super::{
+    AccountingRequest, AuthError, Code, Packet,
+    coa::{Kind, read_response},
+};
 
 const SECRET: &[u8] = b"testing123";
 
@@ -15,7 +18,13 @@ const SECRET: &[u8] = b"testing123";
 /// - The response to anything verifies against it.
 /// - A typed request rebuilds into a request that verifies and reads back
 ///   the same.
+/// - Read as a NAS's answer to a Disconnect- or CoA-Request, it is an
+///   outcome or an error, never a panic.
 pub fn fuzz_decode(data: &[u8]) {
+    let identifier = data.get(1).copied().unwrap_or(0);
+    for kind in [Kind::Disconnect, Kind::Coa] {
+        let _ = read_response(data, kind, identifier, &[0; 16], SECRET);
+    }
     let Ok(packet) = Packet::decode(data) else {
         return;
     };
@@ -25,7 +34,7 @@ pub fn fuzz_decode(data: &[u8]) {
 
     let verified = packet.verify_accounting_request(SECRET);
     let mut signed = packet.clone();
-    signed.sign_accounting_request(SECRET);
+    signed.sign_request(SECRET);
     if verified.is_ok() {
         assert_eq!(signed, packet);
     }
@@ -78,7 +87,7 @@ mod tests {
         packet
             .push(MESSAGE_AUTHENTICATOR, [0; 16].to_vec())
             .unwrap();
-        packet.sign_accounting_request(SECRET);
+        packet.sign_request(SECRET);
         seeds.push(packet.encode());
         seeds
     }

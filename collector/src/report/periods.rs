@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 const MINUTE_MS: u64 = 60_000;
 const DAY_MINUTES: u32 = 24 * 60;
@@ -56,9 +56,15 @@ impl fmt::Display for Clock {
 }
 
 /// A fixed offset from UTC, `+HH:MM` or `-HH:MM` (or `Z`), as minutes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct Offset(pub i32);
+
+impl From<Offset> for String {
+    fn from(offset: Offset) -> Self {
+        offset.to_string()
+    }
+}
 
 impl TryFrom<String> for Offset {
     type Error = String;

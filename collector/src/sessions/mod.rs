@@ -193,6 +193,18 @@ pub struct Owner {
     pub to_ms: Option<u64>,
 }
 
+/// An open session, with what identifies it to its NAS (RFC 5176 §3).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenSession {
+    /// The `sessions` row id.
+    pub id: u64,
+    pub user_name: String,
+    pub nas: String,
+    pub session_id: String,
+    pub framed_ip: Option<Ipv4Addr>,
+    pub framed_prefix: Option<Ipv6Net>,
+}
+
 /// Every session known, the index of their address intervals, and per NAS
 /// the newest session of each Acct-Session-Id.
 ///
@@ -361,6 +373,25 @@ impl History {
 
     pub fn open_sessions(&self) -> usize {
         self.open
+    }
+
+    /// The open sessions of the users `wanted` picks, as a NAS knows them.
+    pub fn open_sessions_of(&self, mut wanted: impl FnMut(&str) -> bool) -> Vec<OpenSession> {
+        self.sessions
+            .iter()
+            .filter(|s| s.state == State::Open && wanted(&s.user))
+            .filter_map(|s| {
+                let live = s.live.as_ref()?;
+                Some(OpenSession {
+                    id: s.id,
+                    user_name: s.user.to_string(),
+                    nas: s.nas.to_string(),
+                    session_id: s.session_id.to_string(),
+                    framed_ip: live.framed_ip,
+                    framed_prefix: live.framed_prefix,
+                })
+            })
+            .collect()
     }
 
     /// Sessions held in memory, open or not.

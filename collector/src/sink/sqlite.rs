@@ -177,6 +177,8 @@ pub fn open(path: &Path) -> Result<Connection, OpenError> {
         .map_err(sqlite)?;
     conn.execute_batch(super::sflow_health::SCHEMA)
         .map_err(sqlite)?;
+    conn.execute_batch(super::quota_store::SCHEMA)
+        .map_err(sqlite)?;
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(sqlite)?;
     Ok(conn)
