@@ -14,6 +14,7 @@ use flowtally_common::{
         AggKey, AggKeyV4, AggValue, FLAG_BILLING_SCOPE, FLAG_CLASSES, FLAG_INTERFACE_FLOWS,
         FlowRecord, Ip, NO_CLASS, Profile, ScopeKey, directions, in_scope, peer, peer_is_source,
     },
+    class_table::{self, ASK_TRIE},
     members::{self, INSIDE, OUTSIDE, V4_TABLE_WORDS},
 };
 
@@ -53,6 +54,10 @@ static BILLING_SCOPE: HashMap<ScopeKey, u8> = HashMap::with_max_entries(MAX_SCOP
 /// Two bits per IPv4 /24 (see `flowtally_common::members`).
 #[map(name = "SUBSCRIBER_V4")]
 static SUBSCRIBER_V4: Array<u64> = Array::with_max_entries(V4_TABLE_WORDS, 0);
+
+/// A byte per IPv4 /24 (see `flowtally_common::class_table`).
+#[map(name = "CLASS_V4")]
+static CLASS_V4: Array<u64> = Array::with_max_entries(class_table::V4_TABLE_WORDS, 0);
 
 #[map(name = "FLOW_SCRATCH")]
 static SCRATCH: PerCpuArray<Flow> = PerCpuArray::with_max_entries(1, 0);
@@ -155,9 +160,20 @@ fn is_subscriber(ip: &Ip) -> bool {
     SUBSCRIBER_NETS.get(Key::new(128, *ip)).is_some()
 }
 
-/// The destination class of `ip`: its longest prefix in `CLASS_NETS`.
+/// The destination class of `ip`: its longest prefix among the class
+/// networks, which the /24 table knows for most IPv4 addresses and the
+/// trie for the rest.
 #[inline(always)]
 fn class_of(ip: &Ip) -> u8 {
+    if let Some(addr) = members::v4_of(ip) {
+        let (word, shift) = class_table::slot(addr);
+        if let Some(&word) = CLASS_V4.get(word) {
+            let class = class_table::state(word, shift);
+            if class != ASK_TRIE {
+                return class;
+            }
+        }
+    }
     CLASS_NETS
         .get(Key::new(128, *ip))
         .copied()

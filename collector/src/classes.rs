@@ -22,7 +22,7 @@ use std::{
     path::PathBuf,
 };
 
-use flowtally_common::{MAX_CLASS_NETS, MAX_CLASSES, agg::Ip};
+use flowtally_common::{MAX_CLASS_NETS, MAX_CLASSES, agg::Ip, class_table};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
@@ -166,6 +166,28 @@ impl Classes {
     }
 }
 
+/// The kernel's IPv4 class table for `networks` (see
+/// `flowtally_common::class_table`): its non-zero words, by index.
+pub fn class_table(networks: &[(IpNet, u8)]) -> Vec<(u32, u64)> {
+    let mut v4: Vec<_> = networks
+        .iter()
+        .filter_map(|(net, class)| match net {
+            IpNet::V4(v4) => Some((v4.prefix_len(), v4.network().to_bits(), *class)),
+            IpNet::V6(_) => None,
+        })
+        .collect();
+    if v4.is_empty() {
+        return Vec::new();
+    }
+    // Shortest first: longer prefixes override what they cover.
+    v4.sort_unstable();
+    let mut words = vec![0u64; class_table::V4_TABLE_WORDS as usize];
+    for (len, addr, class) in v4 {
+        class_table::mark_v4(&mut words, addr, len, class);
+    }
+    (0..).zip(words).filter(|&(_, word)| word != 0).collect()
+}
+
 /// Each line of a plain CIDR list that holds a network: its number (from
 /// 1) and the network, or the text that is none.
 fn parse_list(text: &str) -> impl Iterator<Item = (usize, Result<IpNet, String>)> + '_ {
@@ -265,6 +287,56 @@ mod tests {
         );
         let err = Classes::load(&[class("ix", &[], &["/missing"])], no_files).unwrap_err();
         assert!(err.to_string().starts_with("cannot read /missing"), "{err}");
+    }
+
+    /// What the kernel answers: the /24 table where it knows, else the
+    /// longest prefix (the trie, played here by the socket path's match,
+    /// whose agreement with the kernel's trie the parity tests check).
+    #[test]
+    fn the_kernel_table_agrees_with_the_longest_prefix_wherever_it_answers() {
+        let classes = Classes::load(
+            &[
+                class("national", &["198.0.0.0/8", "203.0.113.0/24"], &[]),
+                class("local", &["198.18.0.0/16", "198.19.0.128/25"], &[]),
+                class(
+                    "ix",
+                    &["198.18.7.0/24", "198.18.9.4/30", "2001:db8::/32"],
+                    &[],
+                ),
+            ],
+            no_files,
+        )
+        .unwrap();
+        let networks: Vec<_> = classes.networks().collect();
+        let table: std::collections::HashMap<u32, u64> =
+            class_table(&networks).into_iter().collect();
+        let nets = classes.lookup();
+        let mut asked = 0;
+        for addr in [
+            "198.1.2.3",
+            "198.18.0.1",
+            "198.18.7.9",
+            "198.18.9.3",
+            "198.18.9.5",
+            "198.19.0.1",
+            "198.19.0.200",
+            "203.0.113.77",
+            "203.0.114.1",
+            "10.0.0.1",
+        ] {
+            let v4: std::net::Ipv4Addr = addr.parse().unwrap();
+            let (word, shift) = class_table::slot(v4.to_bits());
+            let byte = class_table::state(table.get(&word).copied().unwrap_or(0), shift);
+            let exact = nets.class_of(&to_ip(v4.into()));
+            if byte == class_table::ASK_TRIE {
+                asked += 1;
+            } else {
+                assert_eq!(byte, exact, "{addr}");
+            }
+        }
+        // 198.18.9.0/24 and 198.19.0.0/24 hold longer prefixes.
+        assert_eq!(asked, 4);
+        assert!(class_table(&[]).is_empty());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 #![no_std]
 
 pub mod agg;
+pub mod class_table;
 pub mod interfaces;
 pub mod members;
 pub mod sequence;
