@@ -86,7 +86,14 @@ fn main() {
 async fn deliver(ch: &ClickHouse, db: &std::path::Path, spool: Spool) {
     let metrics = ClickHouseMetrics::default();
     let stop = Deliverer {
-        client: clickhouse::client(&ch.url(), "flowtally", None, None),
+        client: clickhouse::client(&clickhouse::Endpoint {
+            url: &ch.url(),
+            database: "flowtally",
+            user: None,
+            password: None,
+            ca_file: None,
+        })
+        .expect("a plain HTTP client"),
         database: "flowtally".into(),
         spool: Mutex::new(spool),
         batch_rows: FLUSH_ROWS,

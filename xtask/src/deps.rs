@@ -50,6 +50,7 @@ const DEBIAN: &[Deb] = &[
     deb("freeradius-utils", "radclient, a real RADIUS accounting client"),
     deb("pmacct", "pmacctd's sfprobe plugin, a real sFlow agent"),
     deb("clickhouse-server", "ClickHouse servers the ClickHouse tests start"),
+    deb("openssl", "the CA and server certificates of the ClickHouse TLS test"),
     deb("systemd", "systemd-analyze verifies the packaged unit"),
     deb(
         "nftables",

@@ -50,7 +50,7 @@ use crate::{
     nat::Bindings,
     netflow::Limits,
     quota::Quotas,
-    radius::{self, clients::Clients, limiter::Limiter},
+    radius::{self, clients::Clients, limiter::Limiter, nas_bounds::NasBounds},
     sessions::History,
     sink::{
         self,
@@ -527,7 +527,11 @@ async fn start_radius(
             Limiter::new(config.radius.rate_limit),
             config.radius.silence_multiple,
             config.radius.default_interim.0.as_secs() as u32,
-        ),
+        )
+        .with_nas_bounds(NasBounds::new(
+            config.radius.nas_max_open_sessions,
+            config.radius.nas_new_sessions_per_minute,
+        )),
         history: Arc::clone(history),
         db,
         metrics: metrics.radius.clone(),
@@ -545,12 +549,13 @@ fn start_clickhouse(config: &Config, metrics: &Metrics) -> anyhow::Result<Option
     };
     let ch = &config.clickhouse;
     let deliverer = Deliverer {
-        client: sink::clickhouse::client(
+        client: sink::clickhouse::client(&sink::clickhouse::Endpoint {
             url,
-            &ch.database,
-            ch.user.as_deref(),
-            ch.password.as_deref(),
-        ),
+            database: &ch.database,
+            user: ch.user.as_deref(),
+            password: ch.password.as_ref().map(crate::config::Secret::expose),
+            ca_file: ch.ca_file.as_deref(),
+        })?,
         database: ch.database.clone(),
         spool: Mutex::new(Spool::open(&config.db)?),
         batch_rows: ch.batch_rows,

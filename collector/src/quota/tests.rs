@@ -232,9 +232,10 @@ secret = "b"
     )
     .unwrap();
     let nas = &config.radius.nas;
-    assert_eq!(owner(nas, "192.0.2.1").unwrap().secret, "a");
-    assert_eq!(owner(nas, "2001:db8::1").unwrap().secret, "b");
-    assert_eq!(owner(nas, "bras-2").unwrap().secret, "b");
+    let secret = |nas: &crate::config::NasConfig| nas.secret.as_ref().unwrap().expose().to_owned();
+    assert_eq!(secret(owner(nas, "192.0.2.1").unwrap()), "a");
+    assert_eq!(secret(owner(nas, "2001:db8::1").unwrap()), "b");
+    assert_eq!(secret(owner(nas, "bras-2").unwrap()), "b");
     assert_eq!(owner(nas, "192.0.2.2"), None);
     assert_eq!(owner(nas, "bras-3"), None);
 }

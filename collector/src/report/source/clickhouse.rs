@@ -1,7 +1,7 @@
 //! The report's rows from ClickHouse: the same usage sums, sessions and
 //! address intervals as from SQLite, from every instance.
 
-use std::{collections::HashMap, str::FromStr};
+use std::{collections::HashMap, path::PathBuf, str::FromStr};
 
 use anyhow::Context as _;
 use clickhouse::{Client, Row};
@@ -10,9 +10,10 @@ use serde::Deserialize;
 
 use super::Rows;
 use crate::{
+    config::Secret,
     report::Usage,
     sessions::{AddressRow, SessionRow},
-    sink::clickhouse::client,
+    sink::clickhouse::{Endpoint, client},
 };
 
 #[derive(Row, Deserialize)]
@@ -83,7 +84,9 @@ pub struct ClickHouseSource {
     pub url: String,
     pub database: String,
     pub user: Option<String>,
-    pub password: Option<String>,
+    pub password: Option<Secret>,
+    /// CAs trusted instead of the system's, for an https:// URL.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl ClickHouseSource {
@@ -96,12 +99,13 @@ impl ClickHouseSource {
     }
 
     pub async fn read(&self, from_ms: u64, to_ms: u64) -> anyhow::Result<Rows> {
-        let client = client(
-            &self.url,
-            &self.database,
-            self.user.as_deref(),
-            self.password.as_deref(),
-        );
+        let client = client(&Endpoint {
+            url: &self.url,
+            database: &self.database,
+            user: self.user.as_deref(),
+            password: self.password.as_ref().map(Secret::expose),
+            ca_file: self.ca_file.as_deref(),
+        })?;
         read(&client, from_ms, to_ms).await
     }
 }
