@@ -239,6 +239,56 @@ fn clickhouse_receives_what_sqlite_receives_and_reports_read_the_same() {
     }
 }
 
+/// `usage` as flowtally created it before destination classes.
+const USAGE_WITHOUT_CLASS: &str = "
+CREATE TABLE flowtally.usage (
+    bucket_start_ms Int64, bucket_width_ms Int64, user_name Nullable(String),
+    session_id Nullable(String), subscriber_ip String,
+    direction Enum8('up' = 1, 'down' = 2, 'transit' = 3), peer_ip Nullable(String),
+    protocol Nullable(UInt8), subscriber_port Nullable(UInt16), peer_port Nullable(UInt16),
+    exporter Nullable(String), bytes UInt64, packets UInt64, flows UInt64, first_ms Int64,
+    last_ms Int64, writer String, local_id Int64
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(toDateTime(intDiv(bucket_start_ms, 1000)))
+ORDER BY (ifNull(user_name, ''), bucket_start_ms, subscriber_ip, writer, local_id)";
+
+/// An existing `usage` table gains the `class` column when flowtally
+/// starts (18.16 has no ADD COLUMN IF NOT EXISTS), and a report by class
+/// reads the same from ClickHouse as from SQLite.
+#[test]
+fn an_old_usage_table_gains_the_class_column_and_reports_by_class_agree() {
+    let ch = ClickHouse::start();
+    ch.query("CREATE DATABASE flowtally");
+    ch.query(USAGE_WITHOUT_CLASS);
+    let tmp = TempDir::new();
+    let db = tmp.path("ft.db");
+    // Peers are 198.19.0.1–50: some local, some in no class.
+    let classes = "[[classes]]\nname = \"local\"\nnetworks = [\"198.19.0.0/27\"]\n";
+    let mut flowtally = start(&db, classes, &["--clickhouse", &ch.url()]);
+    let radius = flowtally.ready.radius.unwrap();
+    sessions(radius, "Start");
+    let (exports, expected) = exports(100, 18);
+    send(&flowtally, &exports);
+    sessions(radius, "Stop");
+    eventually("every byte in ClickHouse", || {
+        clickhouse_bytes(&ch, "flowtally") == total(&expected)
+    });
+    flowtally.signal(libc::SIGTERM);
+    assert!(flowtally.wait().success(), "{}", flowtally.stderr());
+    let classes = ch.query(
+        "SELECT ifNull(class, '-'), count() > 0 FROM flowtally.usage GROUP BY class \
+         ORDER BY class FORMAT TSV",
+    );
+    assert_eq!(classes, "local\t1\n-\t1\n");
+    let from_sqlite = report(&["--db", path_str(&db), "--by", "class"]);
+    let from_clickhouse = report(&["--clickhouse", &ch.url(), "--by", "class"]);
+    assert_eq!(from_sqlite, from_clickhouse);
+    assert!(from_sqlite.contains("\r\nlocal,"), "{from_sqlite}");
+    assert!(from_sqlite.contains("\r\n(unclassified),"), "{from_sqlite}");
+    let total_line = format!(",{},", total(&expected));
+    assert!(from_sqlite.contains(&total_line), "{from_sqlite}");
+}
+
 /// Past `clickhouse.spool_max_rows` the oldest undelivered rows are given
 /// up for ClickHouse — loudly: an error naming them and a counter — and
 /// stay in SQLite; the rest is delivered when ClickHouse returns.

@@ -145,6 +145,7 @@ fn row(i: u64) -> UsageRow {
         subscriber_port: Some(40_000 + (i % 20_000) as u16),
         peer_port: Some(443),
         exporter: Some(IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1))),
+        class: None,
         bytes: 1500 * (1 + i % 100),
         packets: 1 + i % 100,
         flows: 1,

@@ -12,6 +12,7 @@ use crate::{
         command::Request,
         filter::Filter,
         group::By,
+        percentile::Percentile,
         render::{Format, Units},
         source::{ClickHouseSource, Source},
     },
@@ -35,7 +36,8 @@ pub enum Command {
     /// Who held an address at a moment, from the session history; for a
     /// CGNAT public IP:PORT, through the NAT binding of the port.
     Whois(WhoisArgs),
-    /// Usage, time online and cost per user, session, subnet or organisation.
+    /// Usage, time online and cost per user, session, subnet, organisation
+    /// or destination class.
     Report(ReportArgs),
     /// How complete the flow data of a range is: export loss and restarts
     /// per exporter, flow bytes against interface counters.
@@ -152,7 +154,8 @@ pub struct ReportArgs {
     /// Usage whose bucket starts before this (default: now).
     #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
     pub to: Option<TimeArg>,
-    /// One row per user, session, subscriber subnet or organisation.
+    /// One row per user, session, subscriber subnet, organisation or
+    /// destination class of the peer.
     #[arg(long, value_enum, default_value = "user")]
     pub by: By,
     /// TOML tariff: prices per period of the week (no costs without it).
@@ -183,6 +186,10 @@ pub struct ReportArgs {
     /// (default: auto on a terminal, GB otherwise; CSV and JSON are in bytes).
     #[arg(long, value_enum, ignore_case = true)]
     pub units: Option<Units>,
+    /// Adds each group's percentile (e.g. 95) of its 5-minute rates, in,
+    /// out and the greater; needs --from.
+    #[arg(long, value_name = "P")]
+    pub percentile: Option<Percentile>,
 }
 
 /// An address is its own network: /32 or /128.
@@ -319,6 +326,7 @@ impl ReportArgs {
             units: self
                 .units
                 .unwrap_or(if terminal { Units::Auto } else { Units::Gb }),
+            percentile: self.percentile,
         }
     }
 }

@@ -67,6 +67,7 @@ const DEBIAN: &[Deb] = &[
 #[rustfmt::skip]
 const PYPI: &[PyPi] = &[
     pypi("chdb-core", "chdb", "ClickHouse 26's engine as a library; a test replays inserts into it"),
+    pypi("numpy", "numpy", "the independent computation the 95th-percentile report test checks against"),
     pypi("playwright", "playwright", "drives Debian's chromium (/usr/bin/chromium) in the console test"),
     pypi("pyrad", "pyrad", "plays a NAS's RFC 5176 Disconnect/CoA server in the quota enforcement test"),
 ];

@@ -108,6 +108,9 @@ pub struct Config {
     /// Interface counter polling, to check flow bytes against.
     pub snmp: SnmpConfig,
     pub cgnat: CgnatConfig,
+    /// Destination classes: prefix lists naming where peers are.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub classes: Vec<crate::classes::ClassConfig>,
     /// Byte budgets per user and period, enforced at `radius.nas`.
     pub quotas: Vec<QuotaConfig>,
     /// Warnings about where secrets come from, made while loading.
@@ -349,6 +352,17 @@ impl Default for TemplatesConfig {
 impl Config {
     /// Networks whose addresses are the billed side of a flow: the
     /// subscriber networks and the CGNAT pools.
+    /// The destination classes, their files read.
+    pub fn classes(&self) -> Result<crate::classes::Classes, ConfigError> {
+        crate::classes::Classes::load(&self.classes, |path| std::fs::read_to_string(path)).map_err(
+            |error| ConfigError::Invalid {
+                key: "classes",
+                flag: "-",
+                message: error.to_string(),
+            },
+        )
+    }
+
     pub fn subscriber_nets(&self) -> Vec<IpNet> {
         let mut nets = self.subscriber_networks.clone();
         for pool in &self.cgnat.pools {
@@ -685,6 +699,7 @@ impl Default for Config {
             radius: RadiusConfig::default(),
             snmp: SnmpConfig::default(),
             cgnat: CgnatConfig::default(),
+            classes: Vec::new(),
             quotas: Vec::new(),
             notices: Vec::new(),
         }

@@ -40,6 +40,7 @@ impl Config {
         self.snmp()?;
         let waiting = self.late_window.0 + self.stop_grace.0;
         cgnat(&self.cgnat, waiting)?;
+        self.classes()?;
         radius(&self.radius, waiting)?;
         nas(&self.radius.nas)?;
         quotas(&self.quotas)

@@ -17,6 +17,7 @@ use super::{enforce::Enforcer, flow_socket::SocketPath, templates_file};
 use crate::{
     aggregate::{Table, merge},
     associate::{Associator, BacklogChanges},
+    classes::Classes,
     integrity::sequence::StreamKey,
     metrics::Metrics,
     nat::{self, Bindings},
@@ -56,6 +57,8 @@ pub struct FlushParts {
     pub db: Connection,
     pub metrics: Metrics,
     pub profile: Profile,
+    /// Names of the destination classes keys carry.
+    pub classes: Classes,
     /// This run's row in `runs`, where each flush is recorded.
     pub run: i64,
     /// Told when rows were written, to deliver them onwards (ClickHouse).
@@ -135,6 +138,7 @@ impl Flusher {
             db,
             metrics,
             profile,
+            classes,
             run,
             written,
             enforcer,
@@ -164,7 +168,7 @@ impl Flusher {
         let aggregates = table.len();
         let fresh = table
             .iter()
-            .filter_map(|(key, value)| UsageRow::new(key, value, profile))
+            .filter_map(|(key, value)| UsageRow::new(key, value, profile, classes))
             .collect();
         let (attributed, summary) = {
             let history = history.lock().expect("history lock poisoned");

@@ -43,6 +43,7 @@ use self::{
 use crate::{
     aggregate::Aggregator,
     associate::{Associator, Waiting},
+    classes::Classes,
     config::{Config, Mode},
     http,
     metrics::{Metrics, UserMetrics},
@@ -79,6 +80,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let metrics = new_metrics(&config);
+    // Read once: both paths and the flush must agree on the numbers.
+    let classes = config.classes()?;
     let store = open_store(&config, &metrics)?;
     let threads = receive::thread_count(config.socket_receive_threads);
     let buffer = config.socket_receive_buffer;
@@ -89,9 +92,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     sockets.extend(sflow_sockets);
     let mut tasks = JoinSet::new();
     let flow_addrs = [&netflow_addrs[..], &sflow_addrs[..]].concat();
-    let mut kernel = start_kernel(&config, &flow_addrs, &metrics, &mut tasks)?;
+    let mut kernel = start_kernel(&config, &classes, &flow_addrs, &metrics, &mut tasks)?;
     let socket_path = Arc::new(start_socket_path(
         &config,
+        &classes,
         &metrics,
         kernel.templates.take(),
         &store.bindings,
@@ -181,6 +185,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         db: store.db,
         metrics,
         profile: config.aggregation.profile(),
+        classes,
         run: store.run,
         written: delivery.as_ref().map(Stop::waker),
         kernel_sflow: kernel.sflow.take(),
@@ -331,6 +336,7 @@ fn group_addrs(groups: &[Vec<std::net::UdpSocket>]) -> std::io::Result<Vec<Socke
 /// program looks for.
 fn start_kernel(
     config: &Config,
+    classes: &Classes,
     flow_addrs: &[SocketAddr],
     metrics: &Metrics,
     tasks: &mut JoinSet<()>,
@@ -338,6 +344,7 @@ fn start_kernel(
     let kernel_config = KernelConfig {
         collector_ports: flow_addrs.iter().map(SocketAddr::port).collect(),
         subscriber_networks: config.subscriber_nets(),
+        classes: classes.networks().collect(),
         exporters: config.exporters.clone(),
         billing_scope: config.scope_keys(),
         profile: config.aggregation.profile(),
@@ -423,6 +430,7 @@ async fn serve_http(
 /// run (installed in the kernel too, when there is one).
 fn start_socket_path(
     config: &Config,
+    classes: &Classes,
     metrics: &Metrics,
     kernel_templates: Option<KernelTemplates>,
     bindings: &Arc<Mutex<Bindings>>,
@@ -434,6 +442,7 @@ fn start_socket_path(
         SubscriberNets::new(&config.subscriber_nets()),
     )
     .with_scope(&config.scope_keys())
+    .with_classes(classes.lookup())
     .with_interfaces(&config.reconciled_interfaces());
     let limits = Limits {
         max_templates_per_exporter: config.templates.max_per_exporter,

@@ -27,6 +27,7 @@ struct UsageSum {
     bytes: u64,
     packets: u64,
     flows: u64,
+    class: Option<String>,
 }
 
 #[derive(Row, Deserialize)]
@@ -63,9 +64,10 @@ struct Address {
 /// Usage in `[?, ?)` by bucket start, summed like the SQLite report.
 pub const USAGE_SUMS: &str = "
 SELECT bucket_start_ms, bucket_width_ms, user_name, session_id, subscriber_ip,
-    CAST(direction AS Int8), sum(bytes), sum(packets), sum(flows)
+    CAST(direction AS Int8), sum(bytes), sum(packets), sum(flows), class
 FROM usage FINAL WHERE bucket_start_ms >= ? AND bucket_start_ms < ?
-GROUP BY bucket_start_ms, bucket_width_ms, user_name, session_id, subscriber_ip, direction";
+GROUP BY bucket_start_ms, bucket_width_ms, user_name, session_id, subscriber_ip, direction,
+    class";
 
 pub const SESSIONS: &str = "
 SELECT user_name, nas, session_id, framed_ip, framed_prefix, start_ms, stop_ms,
@@ -174,6 +176,7 @@ impl UsageSum {
             bytes: self.bytes,
             packets: self.packets,
             flows: self.flows,
+            class: self.class,
         })
     }
 }
