@@ -1222,7 +1222,12 @@ restore_attributes = { "Filter-Id" = "default" }
             (
                 "classes = [\"*\"]",
                 "classes = [\"local\"]",
-                "not yet supported",
+                "not a class defined",
+            ),
+            (
+                "classes = [\"*\"]",
+                "classes = [\"*\", \"local\"]",
+                "`quotas.classes`",
             ),
             ("bytes = 1000000\n", "bytes = 0\n", "`quotas.bytes`"),
             (

@@ -43,7 +43,8 @@ impl Config {
         self.classes()?;
         radius(&self.radius, waiting)?;
         nas(&self.radius.nas)?;
-        quotas(&self.quotas)
+        let classes: Vec<&str> = self.classes.iter().map(|c| c.name.as_str()).collect();
+        quotas(&self.quotas, &classes)
     }
 
     /// SNMP agents: credentials that fit the version, interfaces to poll.
@@ -426,7 +427,8 @@ fn nas(entries: &[NasConfig]) -> Checked {
 }
 
 /// Quotas: a name each, a budget, the users, what counts and what is done.
-fn quotas(quotas: &[QuotaConfig]) -> Checked {
+/// `classes`: the names `[[classes]]` defines.
+fn quotas(quotas: &[QuotaConfig], classes: &[&str]) -> Checked {
     for (i, quota) in quotas.iter().enumerate() {
         let name = if quota.name.is_empty() {
             return invalid(
@@ -458,15 +460,26 @@ fn quotas(quotas: &[QuotaConfig]) -> Checked {
                 format!("{name}: \"*\" is everyone, list no names beside it"),
             );
         }
-        if quota.classes != ["*"] {
-            return invalid(
-                "quotas.classes",
-                "-",
-                format!(
-                    "{name}: destination classes are not yet supported; leave `classes` out or \
-                     set it to [\"*\"]"
-                ),
-            );
+        let everything = quota.classes == ["*"];
+        if !everything {
+            if quota.classes.is_empty() || quota.classes.iter().any(|c| c == "*") {
+                return invalid(
+                    "quotas.classes",
+                    "-",
+                    format!("{name}: [\"*\"] for all traffic, or the classes that count"),
+                );
+            }
+            if let Some(unknown) = quota
+                .classes
+                .iter()
+                .find(|c| !classes.contains(&c.as_str()))
+            {
+                return invalid(
+                    "quotas.classes",
+                    "-",
+                    format!("{name}: {unknown:?} is not a class defined in [[classes]]"),
+                );
+            }
         }
         if let Some(bad) = quota.notify_at.iter().find(|f| !(**f > 0.0 && **f < 1.0)) {
             return invalid(
