@@ -44,7 +44,7 @@ fn usage_is_report_format_json_for_the_same_arguments() {
     let from = (lab.t - 3600).to_string();
     let to = (lab.t + 3600).to_string();
     let tariff = conf.path("tariffs/flat.toml");
-    let cases: [(&str, Vec<&str>); 7] = [
+    let cases: [(&str, Vec<&str>); 9] = [
         ("", vec![]),
         ("&by=session", vec!["--by", "session"]),
         ("&by=subnet", vec!["--by", "subnet"]),
@@ -55,6 +55,8 @@ fn usage_is_report_format_json_for_the_same_arguments() {
         ("&user=alice", vec!["--user", "alice"]),
         ("&ip=198.18.100.8/29", vec!["--ip", "198.18.100.8/29"]),
         ("&tariff=flat", vec!["--tariff", path_str(&tariff)]),
+        ("&percentile=95", vec!["--percentile", "95"]),
+        ("&by=class", vec!["--by", "class"]),
     ];
     for (query, flags) in cases {
         let api = lab.get(&format!("/api/v1/usage?from={from}&to={to}{query}"));
@@ -204,8 +206,10 @@ fn bad_parameters_are_a_400_in_json_naming_the_parameter() {
         ("/api/v1/usage?from=yesterday", "from"),
         ("/api/v1/usage?to=-1x", "to"),
         ("/api/v1/usage?from=now&to=-1h", "from"),
-        ("/api/v1/usage?by=class", "by"),
+        ("/api/v1/usage?by=country", "by"),
         ("/api/v1/usage?by=planet", "by"),
+        ("/api/v1/usage?percentile=101", "percentile"),
+        ("/api/v1/usage?percentile=95", "percentile"),
         ("/api/v1/usage?by=org", "by"),
         ("/api/v1/usage?ip=300.1.2.3", "ip"),
         ("/api/v1/usage?tariff=nope", "tariff"),

@@ -15,9 +15,13 @@ use flowtally::netflow::v5::{Record, encode};
 use flowtally::report::source::clickhouse as read;
 use flowtally_common::v5::Header;
 use support::{
-    BIN, Flowtally, NetNs, RADIUS_SECRET, TempDir, clickhouse::ClickHouse, eventually,
-    http_capture::Capture, path_str, radclient, require_root, scrape, start_on_loopback,
-    usage_by_user, v5gen::Rng, veth_named,
+    BIN, Flowtally, NetNs, RADIUS_SECRET, TempDir,
+    clickhouse::{ClickHouse, TestCa},
+    eventually,
+    http_capture::Capture,
+    path_str, radclient, require_root, scrape, start_on_loopback, usage_by_user,
+    v5gen::Rng,
+    veth_named,
 };
 
 const SECRET: &str = RADIUS_SECRET;
@@ -235,6 +239,56 @@ fn clickhouse_receives_what_sqlite_receives_and_reports_read_the_same() {
     }
 }
 
+/// `usage` as flowtally created it before destination classes.
+const USAGE_WITHOUT_CLASS: &str = "
+CREATE TABLE flowtally.usage (
+    bucket_start_ms Int64, bucket_width_ms Int64, user_name Nullable(String),
+    session_id Nullable(String), subscriber_ip String,
+    direction Enum8('up' = 1, 'down' = 2, 'transit' = 3), peer_ip Nullable(String),
+    protocol Nullable(UInt8), subscriber_port Nullable(UInt16), peer_port Nullable(UInt16),
+    exporter Nullable(String), bytes UInt64, packets UInt64, flows UInt64, first_ms Int64,
+    last_ms Int64, writer String, local_id Int64
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(toDateTime(intDiv(bucket_start_ms, 1000)))
+ORDER BY (ifNull(user_name, ''), bucket_start_ms, subscriber_ip, writer, local_id)";
+
+/// An existing `usage` table gains the `class` column when flowtally
+/// starts (18.16 has no ADD COLUMN IF NOT EXISTS), and a report by class
+/// reads the same from ClickHouse as from SQLite.
+#[test]
+fn an_old_usage_table_gains_the_class_column_and_reports_by_class_agree() {
+    let ch = ClickHouse::start();
+    ch.query("CREATE DATABASE flowtally");
+    ch.query(USAGE_WITHOUT_CLASS);
+    let tmp = TempDir::new();
+    let db = tmp.path("ft.db");
+    // Peers are 198.19.0.1–50: some local, some in no class.
+    let classes = "[[classes]]\nname = \"local\"\nnetworks = [\"198.19.0.0/27\"]\n";
+    let mut flowtally = start(&db, classes, &["--clickhouse", &ch.url()]);
+    let radius = flowtally.ready.radius.unwrap();
+    sessions(radius, "Start");
+    let (exports, expected) = exports(100, 18);
+    send(&flowtally, &exports);
+    sessions(radius, "Stop");
+    eventually("every byte in ClickHouse", || {
+        clickhouse_bytes(&ch, "flowtally") == total(&expected)
+    });
+    flowtally.signal(libc::SIGTERM);
+    assert!(flowtally.wait().success(), "{}", flowtally.stderr());
+    let classes = ch.query(
+        "SELECT ifNull(class, '-'), count() > 0 FROM flowtally.usage GROUP BY class \
+         ORDER BY class FORMAT TSV",
+    );
+    assert_eq!(classes, "local\t1\n-\t1\n");
+    let from_sqlite = report(&["--db", path_str(&db), "--by", "class"]);
+    let from_clickhouse = report(&["--clickhouse", &ch.url(), "--by", "class"]);
+    assert_eq!(from_sqlite, from_clickhouse);
+    assert!(from_sqlite.contains("\r\nlocal,"), "{from_sqlite}");
+    assert!(from_sqlite.contains("\r\n(unclassified),"), "{from_sqlite}");
+    let total_line = format!(",{},", total(&expected));
+    assert!(from_sqlite.contains(&total_line), "{from_sqlite}");
+}
+
 /// Past `clickhouse.spool_max_rows` the oldest undelivered rows are given
 /// up for ClickHouse — loudly: an error naming them and a counter — and
 /// stay in SQLite; the rest is delivered when ClickHouse returns.
@@ -253,13 +307,12 @@ fn a_full_spool_gives_up_the_oldest_rows_loudly_and_delivers_the_rest() {
     send(&flowtally, &exports);
     let discarded = "flowtally_clickhouse_discarded_rows_total{table=\"usage\"}";
     eventually("rows given up", || metric(&flowtally, discarded) > 0);
-    assert!(
+    // Counted before it is logged, and the log is read by another thread.
+    eventually("the rows given up logged", || {
         flowtally
             .stderr()
-            .contains("ClickHouse spool over clickhouse.spool_max_rows (100)"),
-        "{}",
-        flowtally.stderr()
-    );
+            .contains("ClickHouse spool over clickhouse.spool_max_rows (100)")
+    });
     eventually("every byte in SQLite", || {
         usage_by_user(&db).values().sum::<u64>() == total(&expected)
     });
@@ -641,4 +694,92 @@ fn tables_inserts_and_report_queries_work_on_current_clickhouse() {
     let version = results[5].trim();
     let major: u32 = version.split('.').next().unwrap().parse().unwrap();
     assert!(major >= 24, "a current ClickHouse, not {version}");
+}
+
+/// TLS to a real clickhouse-server serving HTTPS with a certificate a test
+/// CA signed for `localhost`: verified against `clickhouse.ca_file`, the
+/// rows are delivered (with a password read from a file, sent only inside
+/// TLS) and the report reads them back over HTTPS; against another CA, or
+/// under a name the certificate does not hold, delivery fails with an
+/// error saying so, and the rows stay spooled in SQLite until it succeeds.
+#[test]
+fn https_delivers_with_the_right_ca_and_a_wrong_ca_or_name_keeps_rows_spooled() {
+    let ca = TestCa::new("flowtally test CA");
+    let other_ca = TestCa::new("another CA");
+    let ch = ClickHouse::start_https(&ca, "biller", "ch-tls-pass");
+    let tmp = TempDir::new();
+    let db = tmp.path("ft.db");
+    let password = tmp.path("ch-password");
+    std::fs::write(&password, "ch-tls-pass\n").unwrap();
+    let clickhouse_toml = |url: &str, ca_file: &std::path::Path| {
+        format!(
+            "[clickhouse]\nurl = \"{url}\"\nca_file = \"{}\"\nuser = \"biller\"\n\
+             password_file = \"{}\"\nshutdown_timeout = \"1s\"\n",
+            path_str(ca_file),
+            path_str(&password)
+        )
+    };
+    let spooled = "flowtally_clickhouse_spool_rows{table=\"usage\"}";
+    let (exports, expected) = exports(50, 11);
+    for (url, ca_file, error) in [
+        (ch.https_url("localhost"), other_ca.ca(), "UnknownIssuer"),
+        (ch.https_url("127.0.0.1"), ca.ca(), "not valid for name"),
+    ] {
+        let mut flowtally = start(&db, &clickhouse_toml(&url, &ca_file), &[]);
+        if usage_by_user(&db).is_empty() {
+            sessions(flowtally.ready.radius.unwrap(), "Start");
+            send(&flowtally, &exports);
+        }
+        eventually("the failure logged", || flowtally.stderr().contains(error));
+        let log = flowtally.stderr();
+        let line = log.lines().find(|l| l.contains(error)).unwrap();
+        assert!(
+            line.contains("rows stay spooled") && line.contains("must name the URL's host"),
+            "{line}"
+        );
+        assert!(!log.contains("ch-tls-pass"), "{log}");
+        eventually("rows spooled", || metric(&flowtally, spooled) > 0);
+        assert_eq!(metric(&flowtally, "flowtally_clickhouse_up"), 0);
+        flowtally.signal(libc::SIGTERM);
+        flowtally.wait();
+    }
+    assert_eq!(
+        ch.query("EXISTS TABLE flowtally.usage").trim(),
+        "0",
+        "nothing reached ClickHouse"
+    );
+
+    let url = ch.https_url("localhost");
+    let flowtally = start(&db, &clickhouse_toml(&url, &ca.ca()), &[]);
+    eventually("the spool delivered over TLS", || {
+        metric(&flowtally, "flowtally_clickhouse_up") == 1 && metric(&flowtally, spooled) == 0
+    });
+    eventually("every byte in ClickHouse", || {
+        clickhouse_bytes(&ch, "flowtally") == total(&expected)
+    });
+    assert_eq!(clickhouse_by_user(&ch, "flowtally"), expected);
+    let out = Command::new(BIN)
+        .args([
+            "report",
+            "--clickhouse",
+            &url,
+            "--clickhouse-user",
+            "biller",
+        ])
+        .args(["--clickhouse-ca-file", path_str(&ca.ca())])
+        .args(["--from", &T0.to_string(), "--to", &(T0 + 2000).to_string()])
+        .args(["--format", "csv"])
+        .env("FLOWTALLY_CLICKHOUSE_PASSWORD", "ch-tls-pass")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        report(&["--db", path_str(&db)]),
+        "the report reads the same over HTTPS"
+    );
 }

@@ -581,7 +581,7 @@ restore_attributes = { "Filter-Id" = "default" }
 }
 
 #[test]
-fn destination_classes_are_refused_with_a_config_error_naming_the_key() {
+fn a_quota_naming_a_class_not_defined_is_refused_naming_the_key() {
     let tmp = TempDir::new();
     let config = config(
         &tmp,
@@ -596,7 +596,7 @@ fn destination_classes_are_refused_with_a_config_error_naming_the_key() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{command}: {stderr}");
         assert!(
-            stderr.contains("`quotas.classes`") && stderr.contains("not yet supported"),
+            stderr.contains("`quotas.classes`") && stderr.contains("not a class defined"),
             "{command}: {stderr}"
         );
     }

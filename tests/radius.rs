@@ -405,3 +405,142 @@ fn sessions_past_the_retention_leave_memory_not_the_database() {
         "a new session never takes a pruned one's id"
     );
 }
+
+/// Sends `requests` (identifier, request) from `socket` without waiting,
+/// then an Interim-Update of the known session `known` as a marker: the
+/// server answers in order, so the identifiers answered before the
+/// marker's answer are all those that will ever be.
+fn answered_of(
+    socket: &UdpSocket,
+    server: SocketAddr,
+    requests: &[(u8, AccountingRequest)],
+    known: &str,
+) -> Vec<u8> {
+    for (identifier, request) in requests {
+        let bytes = request.encode(*identifier, SECRET.as_bytes()).unwrap();
+        socket.send_to(&bytes, server).unwrap();
+    }
+    let mut marker = AccountingRequest::new(StatusType::InterimUpdate);
+    marker.nas_ip = Some("198.18.0.1".parse().unwrap());
+    marker.session_id = Some(known.into());
+    socket
+        .send_to(&marker.encode(255, SECRET.as_bytes()).unwrap(), server)
+        .unwrap();
+    socket.set_read_timeout(Some(support::PATIENCE)).unwrap();
+    let mut answered = Vec::new();
+    let mut buf = [0; 64];
+    loop {
+        let (len, _) = socket.recv_from(&mut buf).expect("the marker is answered");
+        assert!(len >= 20 && buf[0] == 5, "an Accounting-Response");
+        if buf[1] == 255 {
+            return answered;
+        }
+        answered.push(buf[1]);
+    }
+}
+
+fn bound_request(status: StatusType, session: &str) -> AccountingRequest {
+    let mut request = AccountingRequest::new(status);
+    request.nas_ip = Some("198.18.0.1".parse().unwrap());
+    request.session_id = Some(session.into());
+    request.user_name = Some(format!("user-{session}"));
+    request
+}
+
+#[test]
+fn a_nas_beyond_its_bounds_is_refused_unanswered_counted_and_logged_once() {
+    let tmp = TempDir::new();
+    let db = tmp.path("ft.db");
+    let config = tmp.path("flowtally.toml");
+    // At most 3 open, 60 new sessions a minute (one a second, 3 at once).
+    std::fs::write(
+        &config,
+        "[radius]\nnas_max_open_sessions = 3\nnas_new_sessions_per_minute = 60\n",
+    )
+    .unwrap();
+    let flowtally = start_on_loopback(&db, &["--config", path_str(&config)]);
+    let server = flowtally.ready.radius.unwrap();
+    let start_of = |session: &str| {
+        format!(
+            "Acct-Status-Type = Start, NAS-IP-Address = 198.18.0.1, \
+             Acct-Session-Id = \"{session}\", User-Name = \"user-{session}\""
+        )
+    };
+    for session in ["b1", "b2", "b3"] {
+        assert!(radclient(server, SECRET, &start_of(session)), "{session}");
+    }
+    assert!(
+        !radclient(server, SECRET, &start_of("b4")),
+        "a fourth open session is refused: no answer"
+    );
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let flood: Vec<_> = (0..20)
+        .map(|i| (i, bound_request(StatusType::Start, &format!("f{i}"))))
+        .collect();
+    assert_eq!(
+        answered_of(&socket, server, &flood, "b2"),
+        Vec::<u8>::new(),
+        "none answered"
+    );
+    let refused = |reason: &str| {
+        let name =
+            format!("flowtally_radius_nas_refused_total{{nas=\"198.18.0.1\",reason=\"{reason}\"}}");
+        scrape(flowtally.metrics_addr())
+            .get(&name)
+            .copied()
+            .unwrap_or(0.0)
+    };
+    assert_eq!(refused("open_sessions"), 21.0);
+    let log = flowtally.stderr();
+    assert_eq!(
+        log.matches("is beyond radius.nas_max_open_sessions")
+            .count(),
+        1,
+        "one line per incident:\n{log}"
+    );
+
+    // A Stop of a known session always passes, and makes room.
+    let stop_b1 = "Acct-Status-Type = Stop, NAS-IP-Address = 198.18.0.1, \
+                   Acct-Session-Id = \"b1\"";
+    assert!(radclient(server, SECRET, stop_b1));
+    assert!(radclient(server, SECRET, &start_of("b4")), "room again");
+    eventually("the end of the incident logged", || {
+        flowtally
+            .stderr()
+            .contains("is within radius.nas_max_open_sessions again: 21 requests refused")
+    });
+
+    // Churn: Stops of unknown ids each leave a closed session in memory;
+    // beyond the bucket they are refused too.
+    let stops: Vec<_> = (0..10)
+        .map(|i| (100 + i, bound_request(StatusType::Stop, &format!("c{i}"))))
+        .collect();
+    let answered = answered_of(&socket, server, &stops, "b2");
+    assert!(answered.len() <= 3, "at most the bucket: {answered:?}");
+    assert_eq!(
+        refused("session_churn"),
+        (10 - answered.len()) as f64,
+        "every unanswered one counted"
+    );
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let recorded: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sessions WHERE session_id LIKE 'c%' OR session_id LIKE 'f%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        recorded,
+        answered.len() as i64,
+        "only the answered recorded"
+    );
+    let sessions: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sessions WHERE session_id LIKE 'b%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(sessions, 4);
+}

@@ -83,6 +83,7 @@ fn row(
         subscriber_port: Some(40000),
         peer_port: Some(peer_port),
         exporter: Some("198.18.0.1".parse().unwrap()),
+        class: None,
         bytes,
         packets: bytes / 1_000_000,
         flows: 1,
@@ -610,4 +611,244 @@ fn now_and_relative_times_are_taken() {
     ]);
     assert_eq!(bad.code, Some(2));
     assert!(bad.stderr.contains("-30m"), "{}", bad.stderr);
+}
+
+/// One day of alice's and bob's traffic and some nobody held, in 1-minute
+/// buckets (several rows per bucket, as the detail profile writes them),
+/// every 5-minute interval's bytes a multiple of 75 so that its rate
+/// (bytes × 8 ÷ 300 s) is a whole bit/s. Returns the database and, per
+/// CSV row name, the bytes of each of the day's 288 intervals, down and up.
+type Intervals = BTreeMap<String, [Vec<u64>; 2]>;
+
+fn day_of_rates(dir: &TempDir) -> (std::path::PathBuf, Intervals) {
+    let path = dir.path("rates.db");
+    let mut conn = sqlite::open(&path).unwrap();
+    let mut rng = flowtally::rng::Rng(18);
+    let mut intervals = Intervals::new();
+    let mut rows = Vec::new();
+    for (user, ip) in [
+        (Some("alice"), "198.18.100.7"),
+        (Some("bob"), "198.18.100.8"),
+        (None, "198.18.100.9"),
+    ] {
+        let name = user.unwrap_or("(unattributed)").to_owned();
+        let series = intervals
+            .entry(name)
+            .or_insert_with(|| [vec![0; 288], vec![0; 288]]);
+        for minute in 0..288 * 5 {
+            for (side, direction) in [(0, Down), (1, Up)] {
+                // Quiet most of the time, bursts now and then.
+                let bytes = match rng.below(10) {
+                    0..=5 => 0,
+                    6..=8 => 75 * rng.below(1_000),
+                    _ => 75 * rng.below(1_000_000),
+                };
+                if bytes == 0 {
+                    continue;
+                }
+                let at = format!("{:02}:{:02}", minute / 60, minute % 60);
+                // Two rows (two peer ports) that SQLite sums.
+                let half = bytes / 75 / 2 * 75;
+                for (part, port) in [(half, 443), (bytes - half, 80)] {
+                    rows.push(row(user, ip, direction, &at, 1, part, port));
+                }
+                series[side][minute / 5] += bytes;
+            }
+        }
+    }
+    sqlite::write_usage(&mut conn, &rows).unwrap();
+    (path, intervals)
+}
+
+/// numpy's nearest-rank percentile (`inverted_cdf`) of each series.
+fn numpy_percentile(p: &str, series: &[&Vec<u64>]) -> Vec<u64> {
+    let lists: Vec<String> = series.iter().map(|s| format!("{s:?}")).collect();
+    let script = format!(
+        "import numpy\nfor s in [{}]:\n    print(int(numpy.percentile(numpy.array(s, dtype=numpy.int64), {p}, method='inverted_cdf')))\n",
+        lists.join(", ")
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn percentiles_of_five_minute_rates_match_numpy() {
+    let dir = TempDir::new();
+    let (db, intervals) = day_of_rates(&dir);
+    let mut total = [vec![0; 288], vec![0; 288]];
+    for series in intervals.values() {
+        for side in 0..2 {
+            for (sum, bytes) in total[side].iter_mut().zip(&series[side]) {
+                *sum += bytes;
+            }
+        }
+    }
+    for p in ["95", "99.5", "50"] {
+        let out = csv(&ok(report(&db, &["--percentile", p, "--format", "csv"])));
+        let column = |way| format!("p{p}_{way}_bps");
+        for (name, series) in intervals.iter().chain([(&"(total)".to_owned(), &total)]) {
+            let expected = numpy_percentile(p, &[&series[0], &series[1]]);
+            // 75 bytes in 300 s are 2 bit/s.
+            let (down, up) = (expected[0] * 2 / 75, expected[1] * 2 / 75);
+            assert!(down > 0 || p != "95", "{name}: a test of nothing");
+            let line = &out[name.as_str()];
+            assert_eq!(line[&column("in")], down.to_string(), "{name} p{p}");
+            assert_eq!(line[&column("out")], up.to_string(), "{name} p{p}");
+            assert_eq!(line[&column("max")], down.max(up).to_string(), "{name}");
+        }
+    }
+    let json: Value = serde_json::from_str(&ok(report(
+        &db,
+        &["--percentile", "95", "--format", "json"],
+    )))
+    .unwrap();
+    assert_eq!(json["percentile"], 95);
+    assert_eq!(json["intervals"], 288);
+    let table = ok(report(&db, &["--percentile", "95"]));
+    assert!(
+        table.contains("95th percentile of 288 5-minute rates"),
+        "{table}"
+    );
+    assert!(
+        table.contains("p95 in") && table.contains("bit/s"),
+        "{table}"
+    );
+}
+
+#[test]
+fn a_percentile_needs_a_start_and_buckets_within_five_minutes() {
+    let dir = TempDir::new();
+    // The example database has a 4-minute bucket from 07:58: across 08:00.
+    let db = database(&dir);
+    let run = report(&db, &["--percentile", "95"]);
+    assert_eq!(run.code, Some(2), "{}", run.stdout);
+    assert!(
+        run.stderr.contains("crosses a 5-minute boundary"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("aggregation.bucket"), "{}", run.stderr);
+    let run = flowtally(&["report", "--db", path_str(&db), "--percentile", "95"]);
+    assert_eq!(run.code, Some(2));
+    assert!(
+        run.stderr.contains("--percentile needs --from"),
+        "{}",
+        run.stderr
+    );
+    let run = report(&db, &["--percentile", "101"]);
+    assert_eq!(run.code, Some(2));
+    assert!(run.stderr.contains("not a percentile"), "{}", run.stderr);
+}
+
+/// The Monday's traffic with destination classes: alice 2 GB from a local
+/// peer and 1 GB from the IX at 10:00 (peak) and 1 GB from an unclassified
+/// peer at 21:00 (off-peak); bob 0.5 GB to a local peer at 21:00, in two
+/// rows (two peer ports) SQLite sums; transit from the IX.
+fn classed_database(dir: &TempDir) -> std::path::PathBuf {
+    let path = dir.path("classes.db");
+    let mut conn = sqlite::open(&path).unwrap();
+    let classed = |class: Option<&str>, row: UsageRow| UsageRow {
+        class: class.map(str::to_owned),
+        ..row
+    };
+    let alice = |at, bytes, port| row(Some("alice"), "198.18.100.7", Down, at, 1, bytes, port);
+    sqlite::write_usage(
+        &mut conn,
+        &[
+            classed(Some("local"), alice("10:00", 2 * GB, 443)),
+            classed(Some("ix"), alice("10:00", GB, 80)),
+            classed(None, alice("21:00", GB, 443)),
+            classed(
+                Some("local"),
+                row(Some("bob"), "198.18.100.8", Up, "21:00", 1, GB / 4, 443),
+            ),
+            classed(
+                Some("local"),
+                row(Some("bob"), "198.18.100.8", Up, "21:00", 1, GB / 4, 80),
+            ),
+            classed(
+                Some("ix"),
+                row(None, "203.0.113.5", Transit, "12:00", 1, GB, 443),
+            ),
+        ],
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn by_class_the_lines_add_up_to_the_total_and_a_free_class_costs_nothing() {
+    let dir = TempDir::new();
+    let db = classed_database(&dir);
+    let tariff = dir.path("tariff.toml");
+    std::fs::write(
+        &tariff,
+        format!("{TARIFF}\n[classes.local]\nprice_per_gb = 0\n[classes.ix]\nprice_per_gb = {{ peak = 0.10 }}\n"),
+    )
+    .unwrap();
+    let tariff = path_str(&tariff);
+    let classes = csv(&ok(report(
+        &db,
+        &["--by", "class", "--tariff", tariff, "--format", "csv"],
+    )));
+    assert_eq!(classes["local"]["bytes"], "2500000000");
+    assert_eq!(classes["local"]["cost"], "0.0000");
+    assert_eq!(classes["ix"]["bytes"], "1000000000");
+    assert_eq!(classes["ix"]["cost_peak"], "0.1000");
+    assert_eq!(classes["(unclassified)"]["cost_off-peak"], "0.2000");
+    // Costs have 4 decimals: compared in ten-thousandths, exactly.
+    let units = |field: &str| field.replace('.', "").parse::<u64>().unwrap();
+    let sum = |column: &str| -> u64 {
+        ["local", "ix", "(unclassified)"]
+            .iter()
+            .map(|c| units(&classes[*c][column]))
+            .sum()
+    };
+    for column in [
+        "bytes_up",
+        "bytes_down",
+        "bytes",
+        "packets",
+        "flows",
+        "cost",
+    ] {
+        assert_eq!(sum(column), units(&classes["(total)"][column]), "{column}");
+    }
+    assert_eq!(classes["(total)"]["bytes"], "4500000000");
+    assert_eq!(classes["(transit)"]["bytes"], "1000000000");
+    // Per user, the same tariff: alice pays 0.10 (ix, peak) + 0.20 (the
+    // unclassified off-peak GB); bob's local traffic is free.
+    let users = csv(&ok(report(&db, &["--tariff", tariff, "--format", "csv"])));
+    assert_eq!(users["alice"]["cost"], "0.3000");
+    assert_eq!(users["bob"]["cost"], "0.0000");
+    assert_eq!(users["(total)"]["cost"], classes["(total)"]["cost"]);
+}
+
+#[test]
+fn a_database_from_before_classes_reads_as_unclassified() {
+    let dir = TempDir::new();
+    let db = database(&dir);
+    // As flowtally before destination classes left it.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch(
+        "ALTER TABLE usage DROP COLUMN class; ALTER TABLE usage_pending DROP COLUMN class;
+         PRAGMA user_version = 3;",
+    )
+    .unwrap();
+    drop(conn);
+    let classes = csv(&ok(report(&db, &["--by", "class", "--format", "csv"])));
+    assert_eq!(classes["(unclassified)"]["bytes"], "3400000000");
+    assert_eq!(classes.len(), 3, "(unclassified), (total), (transit)");
 }

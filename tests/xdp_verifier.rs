@@ -38,6 +38,11 @@ fn every_program_verifies_with_every_feature_on_at_under_half_the_limit() {
             config.exporters = vec!["198.18.0.1".parse().unwrap()];
             config.billing_scope = vec![scope];
             config.interfaces = vec![scope];
+            // Classes set FLAG_CLASSES: a trie lookup per direction.
+            config.classes = vec![
+                ("198.19.0.0/16".parse().unwrap(), 1),
+                ("2001:db8:ffff::/48".parse().unwrap(), 2),
+            ];
             config.log_level = aya_log::Level::Trace as u8;
             config
         }),

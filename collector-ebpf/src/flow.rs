@@ -11,14 +11,15 @@ use aya_ebpf::{
 use flowtally_common::{
     MAX_SCOPE_ENTRIES, RecordStat,
     agg::{
-        AggKey, AggKeyV4, AggValue, FLAG_BILLING_SCOPE, FLAG_INTERFACE_FLOWS, FlowRecord, Ip,
-        Profile, ScopeKey, directions, in_scope,
+        AggKey, AggKeyV4, AggValue, FLAG_BILLING_SCOPE, FLAG_CLASSES, FLAG_INTERFACE_FLOWS,
+        FlowRecord, Ip, NO_CLASS, Profile, ScopeKey, directions, in_scope, peer, peer_is_source,
     },
+    class_table::{self, ASK_TRIE},
     members::{self, INSIDE, OUTSIDE, V4_TABLE_WORDS},
 };
 
 use crate::{
-    BUCKET_MS, FLAGS, KEEP_FIELDS, RECORD_STATS, SUBSCRIBER_NETS,
+    BUCKET_MS, CLASS_NETS, FLAGS, KEEP_FIELDS, RECORD_STATS, SUBSCRIBER_NETS,
     aggregate::{self, Tally},
     count, interfaces,
 };
@@ -36,6 +37,12 @@ pub struct Flow {
     key: AggKey,
     key_v4: AggKeyV4,
     value: AggValue,
+    /// The class of the record's destination and source (by
+    /// `peer_is_source`) where a direction needs it, looked up before
+    /// the aggregation loop and read back from here: a value from map
+    /// memory is one unknown scalar to the verifier, where a lookup inside
+    /// the loop doubled the states it walks.
+    classes: [u8; 2],
     /// This export's record outcomes: added to `RECORD_STATS` once per
     /// export by [`Flow::finish`], not per record.
     tally: Tally,
@@ -47,6 +54,10 @@ static BILLING_SCOPE: HashMap<ScopeKey, u8> = HashMap::with_max_entries(MAX_SCOP
 /// Two bits per IPv4 /24 (see `flowtally_common::members`).
 #[map(name = "SUBSCRIBER_V4")]
 static SUBSCRIBER_V4: Array<u64> = Array::with_max_entries(V4_TABLE_WORDS, 0);
+
+/// A byte per IPv4 /24 (see `flowtally_common::class_table`).
+#[map(name = "CLASS_V4")]
+static CLASS_V4: Array<u64> = Array::with_max_entries(class_table::V4_TABLE_WORDS, 0);
 
 #[map(name = "FLOW_SCRATCH")]
 static SCRATCH: PerCpuArray<Flow> = PerCpuArray::with_max_entries(1, 0);
@@ -100,14 +111,21 @@ impl Flow {
             is_subscriber(&self.record.src),
             is_subscriber(&self.record.dst),
         );
+        self.classes = [NO_CLASS; 2];
+        if self.flags & FLAG_CLASSES != 0 {
+            for dir in [first, second].into_iter().flatten() {
+                self.classes[peer_is_source(dir) as usize] = class_of(peer(&self.record, dir));
+            }
+        }
         for dir in [first, second].into_iter().flatten() {
+            let class = self.classes[peer_is_source(dir) as usize];
             if self
                 .profile
-                .key_v4_into(&self.record, dir, &self.exporter, &mut self.key_v4)
+                .key_v4_into(&self.record, dir, &self.exporter, class, &mut self.key_v4)
             {
                 aggregate::add_v4(self.active, &self.key_v4, &self.value, &mut self.tally);
             } else {
-                self.key = self.profile.key(&self.record, dir, &self.exporter);
+                self.key = self.profile.key(&self.record, dir, &self.exporter, class);
                 aggregate::add(self.active, &self.key, &self.value, &mut self.tally);
             }
         }
@@ -140,4 +158,24 @@ fn is_subscriber(ip: &Ip) -> bool {
         }
     }
     SUBSCRIBER_NETS.get(Key::new(128, *ip)).is_some()
+}
+
+/// The destination class of `ip`: its longest prefix among the class
+/// networks, which the /24 table knows for most IPv4 addresses and the
+/// trie for the rest.
+#[inline(always)]
+fn class_of(ip: &Ip) -> u8 {
+    if let Some(addr) = members::v4_of(ip) {
+        let (word, shift) = class_table::slot(addr);
+        if let Some(&word) = CLASS_V4.get(word) {
+            let class = class_table::state(word, shift);
+            if class != ASK_TRIE {
+                return class;
+            }
+        }
+    }
+    CLASS_NETS
+        .get(Key::new(128, *ip))
+        .copied()
+        .unwrap_or(NO_CLASS)
 }

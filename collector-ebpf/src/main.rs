@@ -27,7 +27,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use flowtally_common::{
-    Counter, MAX_COLLECTOR_PORTS, MAX_EXPORTERS, MAX_SUBSCRIBER_NETS, RecordStat, Verdict, XdpStat,
+    Counter, MAX_CLASS_NETS, MAX_COLLECTOR_PORTS, MAX_EXPORTERS, MAX_SUBSCRIBER_NETS, RecordStat,
+    Verdict, XdpStat,
     agg::{FLAG_EXPORTER_ALLOWLIST, Ip, KEEP_ALL},
     sflow::{PROGRAM as SFLOW_PROGRAM, VERSION as SFLOW},
     templated::{IPFIX, V9},
@@ -68,6 +69,10 @@ const BPF_F_NO_PREALLOC: u32 = 1;
 #[map(name = "SUBSCRIBER_NETS")]
 static SUBSCRIBER_NETS: LpmTrie<Ip, u8> =
     LpmTrie::with_max_entries(MAX_SUBSCRIBER_NETS, BPF_F_NO_PREALLOC);
+
+/// Destination class networks (see `flowtally_common::CLASS_NETS_MAP`).
+#[map(name = "CLASS_NETS")]
+static CLASS_NETS: LpmTrie<Ip, u8> = LpmTrie::with_max_entries(MAX_CLASS_NETS, BPF_F_NO_PREALLOC);
 
 /// Programs the main one tail-calls: [`SFLOW_PROGRAM`] at its index.
 #[map(name = "PROGRAMS")]

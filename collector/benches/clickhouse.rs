@@ -86,7 +86,14 @@ fn main() {
 async fn deliver(ch: &ClickHouse, db: &std::path::Path, spool: Spool) {
     let metrics = ClickHouseMetrics::default();
     let stop = Deliverer {
-        client: clickhouse::client(&ch.url(), "flowtally", None, None),
+        client: clickhouse::client(&clickhouse::Endpoint {
+            url: &ch.url(),
+            database: "flowtally",
+            user: None,
+            password: None,
+            ca_file: None,
+        })
+        .expect("a plain HTTP client"),
         database: "flowtally".into(),
         spool: Mutex::new(spool),
         batch_rows: FLUSH_ROWS,
@@ -138,6 +145,7 @@ fn row(i: u64) -> UsageRow {
         subscriber_port: Some(40_000 + (i % 20_000) as u16),
         peer_port: Some(443),
         exporter: Some(IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1))),
+        class: None,
         bytes: 1500 * (1 + i % 100),
         packets: 1 + i % 100,
         flows: 1,

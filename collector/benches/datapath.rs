@@ -12,6 +12,7 @@ use std::{
 
 use flowtally::{
     aggregate::Aggregator,
+    classes::{ClassConfig, Classes},
     ip::to_ip,
     netflow::{
         Limits, TemplateCache, TemplateChange,
@@ -55,6 +56,7 @@ fn main() {
             SUBSCRIBERS.parse().unwrap(),
             SUBSCRIBERS_V6.parse().unwrap(),
         ],
+        classes: Vec::new(),
         exporters: Vec::new(),
         billing_scope: Vec::new(),
         profile: Profile {
@@ -103,6 +105,47 @@ fn main() {
             (thread_cpu() - started) / REPEAT
         });
         row("socket path, NetFlow v5", records, per_export);
+    }
+
+    // The same v5 exports with destination classes: every peer is in a
+    // local /24 inside a national /8, among 4096 other class networks;
+    // whole (the kernel's /24 table answers) or split by a /25 (the trie).
+    for (what, split) in [("/24 table", false), ("trie", true)] {
+        let classes = bench_classes(split);
+        let classed = KernelConfig {
+            classes: classes.networks().collect(),
+            ..config.clone()
+        };
+        let mut classed_plane = DataPlane::start(&[], &classed).expect("the XDP program loads");
+        let classed_exports = classed_plane.take_integrity().expect("exports ring").ring;
+        let records = 30;
+        let export = v5_export(records);
+        let frame = udp_frame(&export);
+        let per_export = median(|| kernel_time(&classed_plane, &classed_exports, &frame));
+        row(
+            &format!("XDP, NetFlow v5, classes ({what})"),
+            records,
+            per_export,
+        );
+        let mut aggregator = Aggregator::new(
+            config.profile,
+            config.flags,
+            SubscriberNets::new(&config.subscriber_networks),
+        )
+        .with_classes(classes.lookup());
+        let exporter = to_ip(EXPORTER.into());
+        let per_export = median(|| {
+            let started = thread_cpu();
+            for _ in 0..REPEAT {
+                black_box(aggregator.add_v5(&exporter, black_box(&export)).unwrap());
+            }
+            (thread_cpu() - started) / REPEAT
+        });
+        row(
+            &format!("socket path, NetFlow v5, classes ({what})"),
+            records,
+            per_export,
+        );
     }
 
     let exporter = to_ip(EXPORTER.into());
@@ -181,6 +224,32 @@ fn main() {
 
 /// An sFlow datagram of `records` compact flow samples, one per subscriber,
 /// each with an Ethernet header (one VLAN tag) or a sampled IPv4 record.
+/// `national` 198.0.0.0/8 with `local` 198.19.0.0/24 (the bench's peers)
+/// inside it, `ix` 4096 /24s elsewhere and, if `split`, 198.19.0.128/25
+/// (no peer's) too, which sends the peers' /24 to the kernel's trie.
+fn bench_classes(split: bool) -> Classes {
+    let class = |name: &str, networks: Vec<String>| ClassConfig {
+        name: name.into(),
+        networks: networks.iter().map(|n| n.parse().unwrap()).collect(),
+        files: Vec::new(),
+    };
+    let mut ix: Vec<String> = (0..4096)
+        .map(|i| format!("203.{}.{}.0/24", i / 256, i % 256))
+        .collect();
+    if split {
+        ix.push("198.19.0.128/25".into());
+    }
+    Classes::load(
+        &[
+            class("national", vec!["198.0.0.0/8".into()]),
+            class("local", vec!["198.19.0.0/24".into()]),
+            class("ix", ix),
+        ],
+        |_| unreachable!("no files"),
+    )
+    .unwrap()
+}
+
 fn sflow_datagram(records: usize, raw_header: bool) -> Vec<u8> {
     let packets: Vec<Packet> = (0..records)
         .map(|i| {

@@ -311,6 +311,7 @@ fn config(aggregate_entries: u32) -> KernelConfig {
     KernelConfig {
         collector_ports: [2055].into(),
         subscriber_networks: vec![SUBSCRIBERS.parse().unwrap()],
+        classes: Vec::new(),
         exporters: Vec::new(),
         billing_scope: Vec::new(),
         profile: Profile {

@@ -4,12 +4,12 @@
 use std::collections::{HashMap, HashSet};
 
 use flowtally_common::{
-    agg::{AggKey, AggValue, FlowRecord, Ip, Profile, ScopeKey, directions, in_scope},
+    agg::{AggKey, AggValue, FlowRecord, Ip, Profile, ScopeKey, directions, in_scope, peer},
     interfaces::{self, touched},
     v5::{Header, Invalid},
 };
 
-use crate::{netflow::v5::Export, subscribers::SubscriberNets};
+use crate::{classes::ClassNets, netflow::v5::Export, subscribers::SubscriberNets};
 
 /// Aggregates keyed as the kernel keys them.
 pub type Table = HashMap<AggKey, AggValue>;
@@ -36,6 +36,8 @@ pub struct Aggregator {
     profile: Profile,
     flags: u32,
     subscribers: SubscriberNets,
+    /// Destination classes of peers (empty: none configured).
+    classes: ClassNets,
     /// `None`: everything counts.
     scope: Option<HashSet<ScopeKey>>,
     table: Table,
@@ -49,6 +51,7 @@ impl Aggregator {
             profile,
             flags,
             subscribers,
+            classes: ClassNets::default(),
             scope: None,
             table: Table::new(),
             interfaces: InterfaceFlows::new(),
@@ -62,6 +65,12 @@ impl Aggregator {
             .iter()
             .map(|key| (*key, interfaces::InterfaceFlows::default()))
             .collect();
+        self
+    }
+
+    /// Keys each aggregate by its peer's destination class too.
+    pub fn with_classes(mut self, classes: ClassNets) -> Self {
+        self.classes = classes;
         self
     }
 
@@ -120,7 +129,8 @@ impl Aggregator {
         let inside = |ip| self.subscribers.contains(ip);
         let [first, second] = directions(inside(&record.src), inside(&record.dst));
         for dir in [first, second].into_iter().flatten() {
-            let key = self.profile.key(record, dir, exporter);
+            let class = self.classes.class_of(peer(record, dir));
+            let key = self.profile.key(record, dir, exporter, class);
             merge(&mut self.table, key, &value);
         }
         true

@@ -7,11 +7,12 @@ use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
 
 use crate::{
-    config::{Config, ConfigError, Mode, Overrides, Span},
+    config::{Config, ConfigError, Mode, Overrides, Secret, SecretOverride, Span},
     report::{
         command::Request,
         filter::Filter,
         group::By,
+        percentile::Percentile,
         render::{Format, Units},
         source::{ClickHouseSource, Source},
     },
@@ -35,7 +36,8 @@ pub enum Command {
     /// Who held an address at a moment, from the session history; for a
     /// CGNAT public IP:PORT, through the NAT binding of the port.
     Whois(WhoisArgs),
-    /// Usage, time online and cost per user, session, subnet or organisation.
+    /// Usage, time online and cost per user, session, subnet, organisation
+    /// or destination class.
     Report(ReportArgs),
     /// How complete the flow data of a range is: export loss and restarts
     /// per exporter, flow bytes against interface counters.
@@ -141,6 +143,10 @@ pub struct ReportArgs {
     /// ClickHouse user; the password comes from $FLOWTALLY_CLICKHOUSE_PASSWORD.
     #[arg(long, value_name = "USER")]
     pub clickhouse_user: Option<String>,
+    /// PEM CA certificates to verify an https:// ClickHouse with, instead
+    /// of the system's.
+    #[arg(long, value_name = "FILE", requires = "clickhouse")]
+    pub clickhouse_ca_file: Option<PathBuf>,
     /// Usage whose bucket starts at or after this: RFC 3339, Unix seconds,
     /// `now` or a time before now like -1h, -30m, -7d (default: all).
     #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
@@ -148,7 +154,8 @@ pub struct ReportArgs {
     /// Usage whose bucket starts before this (default: now).
     #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
     pub to: Option<TimeArg>,
-    /// One row per user, session, subscriber subnet or organisation.
+    /// One row per user, session, subscriber subnet, organisation or
+    /// destination class of the peer.
     #[arg(long, value_enum, default_value = "user")]
     pub by: By,
     /// TOML tariff: prices per period of the week (no costs without it).
@@ -179,6 +186,10 @@ pub struct ReportArgs {
     /// (default: auto on a terminal, GB otherwise; CSV and JSON are in bytes).
     #[arg(long, value_enum, ignore_case = true)]
     pub units: Option<Units>,
+    /// Adds each group's percentile (e.g. 95) of its 5-minute rates, in,
+    /// out and the greater; needs --from.
+    #[arg(long, value_name = "P")]
+    pub percentile: Option<Percentile>,
 }
 
 /// An address is its own network: /32 or /128.
@@ -227,13 +238,18 @@ pub struct RunArgs {
     /// UDP address of the RADIUS accounting server.
     #[arg(long, value_name = "ADDR:PORT")]
     pub radius: Option<SocketAddr>,
-    /// One RADIUS secret for any client.
+    /// One RADIUS secret for any client. Every local user sees it in `ps`:
+    /// prefer --radius-secret-file or $FLOWTALLY_RADIUS_SECRET.
     #[arg(long, value_name = "SECRET")]
     pub radius_secret: Option<String>,
+    /// A file holding one RADIUS secret for any client (one line).
+    #[arg(long, value_name = "FILE", conflicts_with = "radius_secret")]
+    pub radius_secret_file: Option<PathBuf>,
     /// SQLite database file (the default sink).
     #[arg(long, value_name = "PATH")]
     pub db: Option<PathBuf>,
-    /// ClickHouse HTTP URL (http://host:8123): usage and sessions go there too.
+    /// ClickHouse URL (http://host:8123, https://host:8443): usage and
+    /// sessions go there too.
     #[arg(long, value_name = "URL")]
     pub clickhouse: Option<String>,
     /// Address of the HTTP listener: /metrics, the JSON API under /api/v1/
@@ -287,7 +303,8 @@ impl ReportArgs {
                 url,
                 database: self.clickhouse_database,
                 user: self.clickhouse_user,
-                password: std::env::var("FLOWTALLY_CLICKHOUSE_PASSWORD").ok(),
+                password: env_secret(CLICKHOUSE_PASSWORD_ENV),
+                ca_file: self.clickhouse_ca_file,
             }),
             (None, Some(db)) => Source::Sqlite(db),
             (None, None) => unreachable!("clap requires --db or --clickhouse"),
@@ -309,12 +326,29 @@ impl ReportArgs {
             units: self
                 .units
                 .unwrap_or(if terminal { Units::Auto } else { Units::Gb }),
+            percentile: self.percentile,
         }
     }
 }
 
+/// Replaces the shared RADIUS secret (below the flags, above the file).
+pub const RADIUS_SECRET_ENV: &str = "FLOWTALLY_RADIUS_SECRET";
+/// Replaces `clickhouse.password`; the report's password too.
+pub const CLICKHOUSE_PASSWORD_ENV: &str = "FLOWTALLY_CLICKHOUSE_PASSWORD";
+
+fn env_secret(name: &str) -> Option<Secret> {
+    std::env::var(name).ok().map(Secret::new)
+}
+
 impl RunArgs {
+    /// The configuration file with the flags and the `FLOWTALLY_*`
+    /// secrets of the environment applied.
     pub fn load(self) -> Result<Config, ConfigError> {
+        let radius_secret = match (self.radius_secret, self.radius_secret_file) {
+            (Some(secret), _) => Some(SecretOverride::Argv(Secret::new(secret))),
+            (None, Some(path)) => Some(SecretOverride::File(path)),
+            (None, None) => env_secret(RADIUS_SECRET_ENV).map(SecretOverride::Env),
+        };
         let overrides = Overrides {
             interfaces: self.interfaces,
             mode: self.mode,
@@ -328,7 +362,8 @@ impl RunArgs {
             subscriber_networks: self.subscriber_networks,
             exporters: self.exporters,
             radius: self.radius,
-            radius_secret: self.radius_secret,
+            radius_secret,
+            clickhouse_password: env_secret(CLICKHOUSE_PASSWORD_ENV),
         };
         Config::load(self.config.as_deref(), overrides)
     }

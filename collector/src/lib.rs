@@ -27,6 +27,7 @@
 
 pub mod aggregate;
 pub mod associate;
+pub mod classes;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -8,7 +8,7 @@ use flowtally_common::agg::{
     KEEP_SUBSCRIBER_PORT, Profile,
 };
 
-use crate::ip::to_addr;
+use crate::{classes::Classes, ip::to_addr};
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct UsageRow {
@@ -26,6 +26,9 @@ pub struct UsageRow {
     pub subscriber_port: Option<u16>,
     pub peer_port: Option<u16>,
     pub exporter: Option<IpAddr>,
+    /// The destination class of the peer (see `classes`); `None` for a
+    /// peer in no class, or when no classes are configured.
+    pub class: Option<String>,
     pub bytes: u64,
     pub packets: u64,
     pub flows: u64,
@@ -35,8 +38,14 @@ pub struct UsageRow {
 
 impl UsageRow {
     /// `None` for a key whose direction byte is corrupt (never written by
-    /// either data path).
-    pub fn new(key: &AggKey, value: &AggValue, profile: &Profile) -> Option<Self> {
+    /// either data path). A class number `classes` does not know (never
+    /// written either) is no class.
+    pub fn new(
+        key: &AggKey,
+        value: &AggValue,
+        profile: &Profile,
+        classes: &Classes,
+    ) -> Option<Self> {
         let kept = |bit| profile.keep & bit != 0;
         Some(Self {
             bucket_start_ms: key.bucket_start_ms,
@@ -50,6 +59,7 @@ impl UsageRow {
             subscriber_port: kept(KEEP_SUBSCRIBER_PORT).then_some(key.subscriber_port),
             peer_port: kept(KEEP_PEER_PORT).then_some(key.peer_port),
             exporter: kept(KEEP_EXPORTER).then(|| to_addr(&key.exporter)),
+            class: classes.name(key.class).map(str::to_owned),
             bytes: value.bytes,
             packets: value.packets,
             flows: value.flows,
@@ -74,6 +84,7 @@ impl UsageRow {
             subscriber_port: None,
             peer_port: None,
             exporter: None,
+            class: None,
             bytes,
             packets: 1,
             flows: 1,

@@ -67,6 +67,13 @@ pub const FLAG_SFLOW_RENORMALIZE: u32 = 1 << 4;
 /// Count flow bytes per listed interface (`interfaces::INTERFACE_FLOWS_MAP`).
 /// (Bit 4 is sFlow's.)
 pub const FLAG_INTERFACE_FLOWS: u32 = 1 << 5;
+/// Destination classes are configured: look up each peer's class in
+/// `CLASS_NETS` (without it, every key's class is [`NO_CLASS`]).
+pub const FLAG_CLASSES: u32 = 1 << 6;
+
+/// The class of a peer no class network holds; classes configured are
+/// numbered from 1 in the configuration's order.
+pub const NO_CLASS: u8 = 0;
 
 /// One entry of the billing scope: records from `exporter` that entered or
 /// left it by interface `ifindex` count ([`ANY_INTERFACE`]: all of them).
@@ -109,7 +116,9 @@ pub struct AggKey {
     pub protocol: u8,
     /// A [`Direction`].
     pub direction: u8,
-    pub _pad: [u8; 2],
+    /// The destination class of the peer address ([`NO_CLASS`]: none).
+    pub class: u8,
+    pub _pad: u8,
 }
 
 /// [`AggKey`] for the common case where subscriber, peer and exporter are
@@ -131,9 +140,9 @@ pub struct AggKeyV4 {
     /// `ABSENT_*` bits: which addresses the profile masked out (all-zero in
     /// [`AggKey`], which no IPv4-mapped address is).
     pub absent: u8,
-    /// Padding as whole fields: zeroing a `[u8; 5]` became a `memset` call
-    /// per record in the kernel.
-    pub _pad: u8,
+    pub class: u8,
+    /// Padding as a whole field: zeroing a `[u8; 4]` became a `memset`
+    /// call per record in the kernel.
     pub _pad2: u32,
 }
 
@@ -158,7 +167,8 @@ impl AggKeyV4 {
             peer_port: self.peer_port,
             protocol: self.protocol,
             direction: self.direction,
-            _pad: [0; 2],
+            class: self.class,
+            _pad: 0,
         }
     }
 }
@@ -260,9 +270,10 @@ struct Sides<'a> {
 }
 
 impl Profile {
-    /// The aggregate `record` adds to when its subscriber side is `dir`.
+    /// The aggregate `record` adds to when its subscriber side is `dir` and
+    /// its peer (see [`peer`]) is of `class`.
     #[inline(always)]
-    pub fn key(&self, record: &FlowRecord, dir: Direction, exporter: &Ip) -> AggKey {
+    pub fn key(&self, record: &FlowRecord, dir: Direction, exporter: &Ip, class: u8) -> AggKey {
         let s = self.sides(record, dir, exporter);
         AggKey {
             subscriber: *s.subscriber,
@@ -275,7 +286,8 @@ impl Profile {
             peer_port: s.peer_port,
             protocol: s.protocol,
             direction: dir as u8,
-            _pad: [0; 2],
+            class,
+            _pad: 0,
         }
     }
 
@@ -288,6 +300,7 @@ impl Profile {
         record: &FlowRecord,
         dir: Direction,
         exporter: &Ip,
+        class: u8,
         out: &mut AggKeyV4,
     ) -> bool {
         let s = self.sides(record, dir, exporter);
@@ -315,7 +328,7 @@ impl Profile {
         out.peer_port = s.peer_port;
         out.protocol = s.protocol;
         out.direction = dir as u8;
-        out._pad = 0;
+        out.class = class;
         out._pad2 = 0;
         true
     }
@@ -353,6 +366,25 @@ impl Profile {
             },
         }
     }
+}
+
+/// The address whose destination class a record's aggregate for `dir`
+/// carries: the other side than the subscriber's (for transit, keyed by
+/// the source, the destination). Classes are looked up by longest prefix
+/// (the kernel's `CLASS_NETS` trie, the socket path's twin of it).
+#[inline(always)]
+pub fn peer(record: &FlowRecord, dir: Direction) -> &Ip {
+    if peer_is_source(dir) {
+        &record.src
+    } else {
+        &record.dst
+    }
+}
+
+/// Whether [`peer`] is the source of a record (else its destination).
+#[inline(always)]
+pub const fn peer_is_source(dir: Direction) -> bool {
+    matches!(dir, Direction::Down)
 }
 
 impl FlowRecord {
@@ -420,7 +452,7 @@ mod tests {
     fn key_has_no_implicit_padding() {
         assert_eq!(
             core::mem::size_of::<AggKey>(),
-            16 * 3 + 8 + 2 + 2 + 1 + 1 + 2
+            16 * 3 + 8 + 2 + 2 + 1 + 1 + 1 + 1
         );
         assert_eq!(core::mem::size_of::<AggValue>(), 40);
     }
@@ -490,7 +522,10 @@ mod tests {
             keep: KEEP_ALL,
             bucket_ms: 60_000,
         };
-        let key = detail.key(&record, Direction::Down, &exporter);
+        let key = detail.key(&record, Direction::Down, &exporter, 3);
+        assert_eq!(peer(&record, Direction::Down), &record.src);
+        assert_eq!(peer(&record, Direction::Up), &record.dst);
+        assert_eq!(key.class, 3);
         assert_eq!(key.subscriber, record.dst);
         assert_eq!(key.peer, record.src);
         assert_eq!((key.subscriber_port, key.peer_port), (50_000, 443));
@@ -499,7 +534,7 @@ mod tests {
             keep: 0,
             bucket_ms: 60_000,
         };
-        let key = subscriber.key(&record, Direction::Down, &exporter);
+        let key = subscriber.key(&record, Direction::Down, &exporter, 0);
         assert_eq!(
             key,
             AggKey {
@@ -538,13 +573,14 @@ mod tests {
                     (record(v4(1), v4(2)), v6),
                     (record(v4(1), [0; 16]), v4(9)),
                 ] {
-                    let full = profile.key(&r, dir, &exporter);
+                    let class = keep as u8 % 3;
+                    let full = profile.key(&r, dir, &exporter, class);
                     let all_v4 = [Some(full.subscriber), Some(full.peer), Some(full.exporter)]
                         .iter()
                         .zip([true, keep & KEEP_PEER_IP != 0, keep & KEEP_EXPORTER != 0])
                         .all(|(ip, kept)| !kept || mapped_v4(&ip.unwrap()).is_some());
                     let mut short = AggKeyV4::default();
-                    if profile.key_v4_into(&r, dir, &exporter, &mut short) {
+                    if profile.key_v4_into(&r, dir, &exporter, class, &mut short) {
                         assert!(all_v4, "{keep:#x} {dir:?}");
                         assert_eq!(short.unpack(), full, "{keep:#x} {dir:?}");
                     } else {

@@ -4,6 +4,7 @@
 #![no_std]
 
 pub mod agg;
+pub mod class_table;
 pub mod interfaces;
 pub mod members;
 pub mod sequence;
@@ -40,6 +41,14 @@ pub const MAX_SCOPE_ENTRIES: u32 = 4096;
 /// Subscriber networks (`LpmTrie<[u8; 16], u8>`, IPv4 as IPv4-mapped IPv6).
 pub const SUBSCRIBER_NETS_MAP: &str = "SUBSCRIBER_NETS";
 pub const MAX_SUBSCRIBER_NETS: u32 = 16_384;
+
+/// Destination class networks (`LpmTrie<[u8; 16], u8>`, IPv4 as
+/// IPv4-mapped IPv6, the value a class number from 1): the longest prefix
+/// holding a record's peer names its class (see `agg::peer`).
+pub const CLASS_NETS_MAP: &str = "CLASS_NETS";
+pub const MAX_CLASS_NETS: u32 = 262_144;
+/// Classes at most (numbered 1 to this; 0 is no class).
+pub const MAX_CLASSES: usize = 250;
 
 /// The two pairs of aggregate maps the XDP program alternates between;
 /// `ACTIVE` (`Array<u32>`, one entry) says which pair it writes. Keys whose

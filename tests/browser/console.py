@@ -73,6 +73,12 @@ def main():
         drawn = sum(int(b) for b in page.locator("#usage-chart rect.bar").evaluate_all(
             "bars => bars.map(b => b.getAttribute('data-bytes'))"))
         check(drawn == want, f"the chart's bars add up to {want} (got {drawn})")
+        names = page.locator("#class-chart text.class-name").evaluate_all(
+            "texts => texts.map(t => t.textContent)")
+        check(names == expect["classes"], f"the classes of {user}'s traffic are drawn (got {names})")
+        by_class = sum(int(b) for b in page.locator("#class-chart rect.bar").evaluate_all(
+            "bars => bars.map(b => b.getAttribute('data-bytes'))"))
+        check(by_class == want, f"the class bars add up to {want} (got {by_class})")
         check(f"{user}-1" in page.inner_text("#sessions"), f"{user}'s session is listed")
         if shots:
             page.screenshot(path=f"{shots}/user.png", full_page=True)

@@ -1,7 +1,9 @@
 //! An HTTP endpoint that records every request and answers `200 OK` with
 //! an empty body: what flowtally sends to ClickHouse, captured so that a
 //! ClickHouse we cannot run as a server (the current one, as the chdb
-//! library) can replay it.
+//! library) can replay it. The one question flowtally asks at start, whether
+//! `usage` has a column that older versions did not create, is answered
+//! yes (one RowBinary count of 1): the replay creates the tables afresh.
 
 use std::{
     io::{BufReader, Write as _},
@@ -45,9 +47,18 @@ impl Capture {
                     let mut writer = stream.try_clone().unwrap();
                     let mut reader = BufReader::new(stream);
                     while let Some(request) = read_request(&mut reader) {
+                        let body: &[u8] =
+                            if request.body.windows(14).any(|w| w == b"system.columns") {
+                                &[1, 0, 0, 0, 0, 0, 0, 0]
+                            } else {
+                                &[]
+                            };
                         sink.lock().unwrap().push(request);
-                        let ok = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
-                        if writer.write_all(ok.as_bytes()).is_err() {
+                        let head =
+                            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+                        if writer.write_all(head.as_bytes()).is_err()
+                            || writer.write_all(body).is_err()
+                        {
                             break;
                         }
                     }

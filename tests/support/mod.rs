@@ -60,6 +60,7 @@ pub fn kernel_config(ports: &[u16], subscriber_nets: &[&str]) -> flowtally::xdp:
     flowtally::xdp::KernelConfig {
         collector_ports: ports.iter().copied().collect(),
         subscriber_networks: subscriber_nets.iter().map(|n| n.parse().unwrap()).collect(),
+        classes: Vec::new(),
         exporters: Vec::new(),
         billing_scope: Vec::new(),
         profile: Profile {

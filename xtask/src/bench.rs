@@ -1,7 +1,8 @@
 //! `cargo xtask bench`: every figure of BENCHMARKS.md in one run (needs
 //! root). The micro-benchmarks and scaling curves (`cargo bench -p
 //! flowtally`), then the side-by-side comparison of flowtally (XDP and
-//! socket mode) with nfacctd on one generated stream (`flowtally-load
+//! socket mode) with nfacctd and nfcapd on one generated NetFlow stream and
+//! with sfacctd and sfcapd on one generated sFlow stream (`flowtally-load
 //! compare`), then a PNG per curve in `benchmarks/`.
 
 use std::ffi::OsString;
@@ -16,7 +17,8 @@ use crate::load;
 pub fn run(ws: &Workspace, args: &[OsString]) -> Result<()> {
     let out = load::target_dir(ws).join("bench");
     fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    ensure_gnuplot(ws)?;
+    ensure_package(ws, "gnuplot", "gnuplot-nox")?;
+    ensure_package(ws, "sfcapd", "nfdump-sflow")?;
     // Every benchmark runs even when one fails; the failure is reported at
     // the end, after the comparison and the plots.
     let micro = cmd::run(
@@ -34,6 +36,14 @@ pub fn run(ws: &Workspace, args: &[OsString]) -> Result<()> {
             .arg(&table),
     )
     .context("the comparison with nfacctd failed; see the output above")?;
+    let sflow_table = out.join("compare-sflow.md");
+    cmd::run(
+        ws.command(bin.join("flowtally-load"))
+            .args(["compare", "--formats", "sflow"])
+            .args(["--collectors", "sfacctd,sfcapd,socket,xdp", "--out"])
+            .arg(&sflow_table),
+    )
+    .context("the sFlow comparison with sfacctd failed; see the output above")?;
     let plots = ws.root.join("benchmarks");
     fs::create_dir_all(&plots)?;
     for entry in fs::read_dir(&out)? {
@@ -43,24 +53,29 @@ pub fn run(ws: &Workspace, args: &[OsString]) -> Result<()> {
         }
     }
     eprintln!(
-        "bench: tables above; comparison in {}, curves in {}",
+        "bench: tables above; comparisons in {} and {}, curves in {}",
         table.display(),
+        sflow_table.display(),
         plots.display()
     );
     micro
 }
 
-/// gnuplot draws the curves; Debian's gnuplot-nox has no X dependencies.
-fn ensure_gnuplot(ws: &Workspace) -> Result<()> {
-    if cmd::output(ws.command("gnuplot").arg("--version")).is_ok() {
+/// Installs Debian `package` unless `program` is on the PATH: gnuplot
+/// draws the curves (gnuplot-nox has no X dependencies), sfcapd is in the
+/// sFlow comparison (nfdump-sflow).
+fn ensure_package(ws: &Workspace, program: &str, package: &str) -> Result<()> {
+    if cmd::output(ws.command("which").arg(program)).is_ok() {
         return Ok(());
     }
     cmd::run(
         ws.command("apt-get")
-            .args(["install", "-y", "--no-install-recommends", "gnuplot-nox"])
+            .args(["install", "-y", "--no-install-recommends", package])
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
-    .context("gnuplot is missing and could not be installed (apt-get install gnuplot-nox)")
+    .with_context(|| {
+        format!("{program} is missing and could not be installed (apt-get install {package})")
+    })
 }
 
 /// Plots one curve. The data file starts with `# title|x label|y label|y2

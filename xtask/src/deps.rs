@@ -50,6 +50,7 @@ const DEBIAN: &[Deb] = &[
     deb("freeradius-utils", "radclient, a real RADIUS accounting client"),
     deb("pmacct", "pmacctd's sfprobe plugin, a real sFlow agent"),
     deb("clickhouse-server", "ClickHouse servers the ClickHouse tests start"),
+    deb("openssl", "the CA and server certificates of the ClickHouse TLS test"),
     deb("systemd", "systemd-analyze verifies the packaged unit"),
     deb(
         "nftables",
@@ -67,6 +68,7 @@ const DEBIAN: &[Deb] = &[
 #[rustfmt::skip]
 const PYPI: &[PyPi] = &[
     pypi("chdb-core", "chdb", "ClickHouse 26's engine as a library; a test replays inserts into it"),
+    pypi("numpy", "numpy", "the independent computation the 95th-percentile report test checks against"),
     pypi("playwright", "playwright", "drives Debian's chromium (/usr/bin/chromium) in the console test"),
     pypi("mfusepy", "mfusepy", "a FUSE filesystem the fault tests turn read-only or slow under the daemon"),
     pypi("pyrad", "pyrad", "plays a NAS's RFC 5176 Disconnect/CoA server in the quota enforcement test"),

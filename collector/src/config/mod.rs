@@ -13,9 +13,11 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 mod quotas;
+mod secret;
 mod validate;
 
 pub use quotas::{NasConfig, PeriodKind, QuotaAction, QuotaConfig, QuotaDirection, Users};
+pub use secret::{REDACTED, Secret, SecretOverride};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -24,10 +26,13 @@ pub enum ConfigError {
         path: PathBuf,
         error: std::io::Error,
     },
-    #[error("config file {path}: {error}")]
+    /// Names the line and its key, not the value: it may be a secret.
+    #[error("config file {}, line {line} ({key}): {message}", path.display())]
     Parse {
         path: PathBuf,
-        error: Box<toml::de::Error>,
+        line: usize,
+        key: String,
+        message: String,
     },
     #[error("invalid `{key}` ({flag}): {message}")]
     Invalid {
@@ -107,8 +112,14 @@ pub struct Config {
     /// Interface counter polling, to check flow bytes against.
     pub snmp: SnmpConfig,
     pub cgnat: CgnatConfig,
+    /// Destination classes: prefix lists naming where peers are.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub classes: Vec<crate::classes::ClassConfig>,
     /// Byte budgets per user and period, enforced at `radius.nas`.
     pub quotas: Vec<QuotaConfig>,
+    /// Warnings about where secrets come from, made while loading.
+    #[serde(skip)]
+    pub notices: Vec<String>,
 }
 
 /// Carrier-grade NAT: bindings from NAT events (recognised without any
@@ -177,9 +188,14 @@ pub struct SnmpAgent {
     /// `2c` or `3`.
     #[serde(default = "SnmpAgent::default_version")]
     pub version: String,
-    /// SNMPv2c.
+    /// SNMPv2c; or from a file or an environment variable (`_file`,
+    /// `_env`), as the passwords.
     #[serde(default)]
-    pub community: Option<String>,
+    pub community: Option<Secret>,
+    #[serde(default)]
+    pub community_file: Option<PathBuf>,
+    #[serde(default)]
+    pub community_env: Option<String>,
     /// SNMPv3 (USM): user, authentication (md5, sha1, sha224, sha256,
     /// sha384, sha512), and optionally privacy (des, aes128, aes192, aes256).
     #[serde(default)]
@@ -187,11 +203,19 @@ pub struct SnmpAgent {
     #[serde(default)]
     pub auth_protocol: Option<String>,
     #[serde(default)]
-    pub auth_password: Option<String>,
+    pub auth_password: Option<Secret>,
+    #[serde(default)]
+    pub auth_password_file: Option<PathBuf>,
+    #[serde(default)]
+    pub auth_password_env: Option<String>,
     #[serde(default)]
     pub privacy_protocol: Option<String>,
     #[serde(default)]
-    pub privacy_password: Option<String>,
+    pub privacy_password: Option<Secret>,
+    #[serde(default)]
+    pub privacy_password_file: Option<PathBuf>,
+    #[serde(default)]
+    pub privacy_password_env: Option<String>,
     /// ifIndexes polled; default the exporter's `billing_scope` interfaces.
     #[serde(default)]
     pub interfaces: Vec<u32>,
@@ -227,12 +251,20 @@ impl Config {
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClickHouseConfig {
-    /// HTTP interface, e.g. `http://127.0.0.1:8123`.
+    /// HTTP interface, e.g. `http://127.0.0.1:8123`, or with TLS
+    /// `https://ch.example.net:8443`.
     pub url: Option<String>,
+    /// PEM CA certificates that verify an https:// server instead of the
+    /// system's roots.
+    pub ca_file: Option<PathBuf>,
     /// Created with the tables when missing.
     pub database: String,
     pub user: Option<String>,
-    pub password: Option<String>,
+    /// Or from a file (`password_file`) or an environment variable
+    /// (`password_env`); `$FLOWTALLY_CLICKHOUSE_PASSWORD` replaces all three.
+    pub password: Option<Secret>,
+    pub password_file: Option<PathBuf>,
+    pub password_env: Option<String>,
     /// Whether this instance delivers `sessions` and `session_addresses`
     /// (see README, scale-out).
     pub sessions: bool,
@@ -250,9 +282,12 @@ impl Default for ClickHouseConfig {
     fn default() -> Self {
         Self {
             url: None,
+            ca_file: None,
             database: "flowtally".to_owned(),
             user: None,
             password: None,
+            password_file: None,
+            password_env: None,
             sessions: true,
             batch_rows: 50_000,
             spool_max_rows: 100_000_000,
@@ -321,6 +356,17 @@ impl Default for TemplatesConfig {
 impl Config {
     /// Networks whose addresses are the billed side of a flow: the
     /// subscriber networks and the CGNAT pools.
+    /// The destination classes, their files read.
+    pub fn classes(&self) -> Result<crate::classes::Classes, ConfigError> {
+        crate::classes::Classes::load(&self.classes, |path| std::fs::read_to_string(path)).map_err(
+            |error| ConfigError::Invalid {
+                key: "classes",
+                flag: "-",
+                message: error.to_string(),
+            },
+        )
+    }
+
     pub fn subscriber_nets(&self) -> Vec<IpNet> {
         let mut nets = self.subscriber_networks.clone();
         for pool in &self.cgnat.pools {
@@ -337,7 +383,7 @@ impl Config {
         use flowtally_common::agg::{KEEP_PROTOCOL, KEEP_SUBSCRIBER_PORT};
         let keep = self.aggregation.profile.keep_bits();
         let needed = KEEP_SUBSCRIBER_PORT | KEEP_PROTOCOL;
-        let mut warnings = Vec::new();
+        let mut warnings = self.notices.clone();
         if !self.cgnat.pools.is_empty() && keep & needed != needed {
             warnings.push(
                 "`cgnat.pools` with an `aggregation.profile` that drops subscriber_port or \
@@ -572,8 +618,11 @@ impl Default for MapsConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct RadiusConfig {
     pub listen: SocketAddr,
-    /// One secret for any client; `clients` entries take precedence.
-    pub secret: Option<String>,
+    /// One secret for any client; `clients` entries take precedence. Or
+    /// from a file (`secret_file`) or an environment variable (`secret_env`).
+    pub secret: Option<Secret>,
+    pub secret_file: Option<PathBuf>,
+    pub secret_env: Option<String>,
     pub clients: Vec<RadiusClient>,
     /// Accounting requests per second accepted from one client; more are
     /// dropped (the NAS retransmits) and counted.
@@ -588,6 +637,12 @@ pub struct RadiusConfig {
     pub history_retention: Span,
     /// NASes that accept Disconnect- and CoA-Requests (RFC 5176).
     pub nas: Vec<NasConfig>,
+    /// Open sessions one NAS may have; beyond, requests that would begin
+    /// one are refused (see `radius::nas_bounds`).
+    pub nas_max_open_sessions: usize,
+    /// New sessions one NAS may begin per minute (bursts up to
+    /// `nas_max_open_sessions`).
+    pub nas_new_sessions_per_minute: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
@@ -595,7 +650,13 @@ pub struct RadiusConfig {
 pub struct RadiusClient {
     /// NAS address or prefix.
     pub address: IpNet,
-    pub secret: String,
+    /// One of the three is required.
+    #[serde(default)]
+    pub secret: Option<Secret>,
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    #[serde(default)]
+    pub secret_env: Option<String>,
 }
 
 impl Default for Config {
@@ -643,7 +704,9 @@ impl Default for Config {
             radius: RadiusConfig::default(),
             snmp: SnmpConfig::default(),
             cgnat: CgnatConfig::default(),
+            classes: Vec::new(),
             quotas: Vec::new(),
+            notices: Vec::new(),
         }
     }
 }
@@ -653,12 +716,16 @@ impl Default for RadiusConfig {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 1813)),
             secret: None,
+            secret_file: None,
+            secret_env: None,
             clients: Vec::new(),
             rate_limit: 1000,
             silence_multiple: 3,
             default_interim: Span(Duration::from_secs(600)),
             history_retention: Span(Duration::from_secs(2 * 86_400)),
             nas: Vec::new(),
+            nas_max_open_sessions: 200_000,
+            nas_new_sessions_per_minute: 1_000,
         }
     }
 }
@@ -678,7 +745,10 @@ pub struct Overrides {
     pub subscriber_networks: Vec<IpNet>,
     pub exporters: Vec<IpAddr>,
     pub radius: Option<SocketAddr>,
-    pub radius_secret: Option<String>,
+    /// `--radius-secret`, `--radius-secret-file` or `$FLOWTALLY_RADIUS_SECRET`.
+    pub radius_secret: Option<SecretOverride>,
+    /// `$FLOWTALLY_CLICKHOUSE_PASSWORD`.
+    pub clickhouse_password: Option<Secret>,
 }
 
 impl Config {
@@ -691,14 +761,31 @@ impl Config {
                     path: path.to_owned(),
                     error,
                 })?;
-                Self::from_toml(&text).map_err(|error| ConfigError::Parse {
-                    path: path.to_owned(),
-                    error: Box::new(error),
+                Self::from_toml(&text).map_err(|error| {
+                    let start = error.span().map_or(0, |span| span.start);
+                    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+                    let line = &text[line_start..];
+                    let line = line.split('\n').next().unwrap_or_default();
+                    ConfigError::Parse {
+                        path: path.to_owned(),
+                        line: text[..start].matches('\n').count() + 1,
+                        key: line.split('=').next().unwrap_or_default().trim().to_owned(),
+                        message: error.message().trim_end().to_owned(),
+                    }
                 })?
             }
             None => Self::default(),
         };
+        if let Some(path) = path {
+            let inline = config.inline_secrets();
+            if !inline.is_empty()
+                && let Some(warning) = secret::readable_by_others(path, &inline.join(", "))
+            {
+                config.notices.push(warning);
+            }
+        }
         config.apply(overrides);
+        config.resolve_secrets()?;
         config.validate()?;
         Ok(config)
     }
@@ -740,7 +827,134 @@ impl Config {
         self.flush_interval = o.flush_interval.unwrap_or(self.flush_interval);
         self.late_window = o.late_window.unwrap_or(self.late_window);
         self.radius.listen = o.radius.unwrap_or(self.radius.listen);
-        self.radius.secret = o.radius_secret.or(self.radius.secret.take());
+        if let Some(secret) = o.radius_secret {
+            let radius = &mut self.radius;
+            (radius.secret, radius.secret_file, radius.secret_env) = (None, None, None);
+            match secret {
+                SecretOverride::Argv(secret) => {
+                    self.notices.push(
+                        "--radius-secret is visible to every local user (ps, /proc/PID/cmdline): \
+                         give it in a file (--radius-secret-file, radius.secret_file) or in \
+                         $FLOWTALLY_RADIUS_SECRET"
+                            .to_owned(),
+                    );
+                    radius.secret = Some(secret);
+                }
+                SecretOverride::Env(secret) => radius.secret = Some(secret),
+                SecretOverride::File(path) => radius.secret_file = Some(path),
+            }
+        }
+        if let Some(password) = o.clickhouse_password {
+            let ch = &mut self.clickhouse;
+            (ch.password_file, ch.password_env) = (None, None);
+            ch.password = Some(password);
+        }
+    }
+
+    /// The secret keys written in the file itself, by name.
+    fn inline_secrets(&self) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        if self.radius.secret.is_some() {
+            keys.push("radius.secret");
+        }
+        if self.radius.clients.iter().any(|c| c.secret.is_some()) {
+            keys.push("radius.clients.secret");
+        }
+        if self.radius.nas.iter().any(|n| n.secret.is_some()) {
+            keys.push("radius.nas.secret");
+        }
+        if self.clickhouse.password.is_some() {
+            keys.push("clickhouse.password");
+        }
+        if self.snmp.agents.iter().any(|a| {
+            a.community.is_some() || a.auth_password.is_some() || a.privacy_password.is_some()
+        }) {
+            keys.push("snmp.agents credentials");
+        }
+        keys
+    }
+
+    /// Reads every secret given by file or environment variable into its
+    /// key, so that the rest of the program sees only the value.
+    fn resolve_secrets(&mut self) -> Result<(), ConfigError> {
+        use secret::Sources;
+        let warnings = &mut self.notices;
+        let radius = &mut self.radius;
+        Sources {
+            key: "radius.secret",
+            flag: "--radius-secret-file",
+            inline: &mut radius.secret,
+            file: &radius.secret_file,
+            env: &radius.secret_env,
+            entry: None,
+        }
+        .resolve(warnings)?;
+        for client in &mut radius.clients {
+            Sources {
+                key: "radius.clients.secret",
+                flag: "-",
+                inline: &mut client.secret,
+                file: &client.secret_file,
+                env: &client.secret_env,
+                entry: Some(format!("client {}", client.address)),
+            }
+            .resolve(warnings)?;
+        }
+        for nas in &mut radius.nas {
+            Sources {
+                key: "radius.nas.secret",
+                flag: "-",
+                inline: &mut nas.secret,
+                file: &nas.secret_file,
+                env: &nas.secret_env,
+                entry: Some(format!("nas {}", nas.address)),
+            }
+            .resolve(warnings)?;
+        }
+        let ch = &mut self.clickhouse;
+        Sources {
+            key: "clickhouse.password",
+            flag: "-",
+            inline: &mut ch.password,
+            file: &ch.password_file,
+            env: &ch.password_env,
+            entry: None,
+        }
+        .resolve(warnings)?;
+        for agent in &mut self.snmp.agents {
+            let entry = Some(format!("agent {}", agent.exporter));
+            for (key, inline, file, env) in [
+                (
+                    "snmp.agents.community",
+                    &mut agent.community,
+                    &agent.community_file,
+                    &agent.community_env,
+                ),
+                (
+                    "snmp.agents.auth_password",
+                    &mut agent.auth_password,
+                    &agent.auth_password_file,
+                    &agent.auth_password_env,
+                ),
+                (
+                    "snmp.agents.privacy_password",
+                    &mut agent.privacy_password,
+                    &agent.privacy_password_file,
+                    &agent.privacy_password_env,
+                ),
+            ] {
+                Sources {
+                    key,
+                    flag: "-",
+                    inline,
+                    file,
+                    env,
+                    entry: entry.clone(),
+                }
+                .resolve(warnings)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -808,18 +1022,27 @@ mod tests {
     #[test]
     fn flags_override_the_file() {
         let file = "interfaces = [\"eth0\"]\nmode = \"xdp\"\nflush_interval = \"1m\"\n\
-                    [radius]\nsecret = \"from-file\"\n";
+                    [radius]\nsecret_file = \"/etc/flowtally/radius-secret\"\n";
         let mut config = Config::from_toml(file).unwrap();
         config.apply(Overrides {
             interfaces: vec!["eth1".into(), "eth2".into()],
             flush_interval: Some("500ms".parse().unwrap()),
-            radius_secret: Some("from-flag".into()),
+            radius_secret: Some(SecretOverride::Argv(Secret::new("from-flag"))),
             ..Overrides::default()
         });
         assert_eq!(config.interfaces, ["eth1", "eth2"]);
         assert_eq!(config.mode, Mode::Xdp);
         assert_eq!(config.flush_interval.0, Duration::from_millis(500));
-        assert_eq!(config.radius.secret.as_deref(), Some("from-flag"));
+        assert_eq!(config.radius.secret, Some(Secret::new("from-flag")));
+        assert_eq!(
+            config.radius.secret_file, None,
+            "the flag replaces the file's key"
+        );
+        assert!(
+            config.warnings()[0].contains("--radius-secret is visible"),
+            "{:?}",
+            config.warnings()
+        );
     }
 
     #[test]
@@ -881,15 +1104,28 @@ mod tests {
             Some("http://198.18.0.10:8123")
         );
         config.validate().unwrap();
+        config.clickhouse.url = Some("https://ch:8443".into());
+        config.validate().unwrap();
+        config.clickhouse.ca_file = Some("/etc/flowtally/clickhouse-ca.pem".into());
+        config.validate().unwrap();
+        config.clickhouse.url = Some("http://ch:8123".into());
+        let err = config.validate().unwrap_err();
+        assert!(err.to_string().contains("`clickhouse.ca_file`"), "{err}");
+        config.clickhouse.ca_file = None;
         for (url, database, key) in [
             (
-                "https://ch:8443",
+                "ftp://ch:8443",
                 "flowtally",
                 "`clickhouse.url` (--clickhouse)",
             ),
             ("ch:8123", "flowtally", "`clickhouse.url` (--clickhouse)"),
             ("http://ch:8123", "bill-ing", "`clickhouse.database`"),
             ("http://ch:8123", "1st", "`clickhouse.database`"),
+            (
+                "http://default:pa55@ch:8123",
+                "flowtally",
+                "must not hold credentials",
+            ),
         ] {
             config.clickhouse.url = Some(url.into());
             config.clickhouse.database = database.into();
@@ -956,7 +1192,14 @@ restore_attributes = { "Filter-Id" = "default" }
     fn quotas_and_their_nas_read_as_the_issue_writes_them() {
         let config = Config::from_toml(QUOTAS).unwrap();
         config.validate().unwrap();
-        assert_eq!(Config::from_toml(&config.to_toml()).unwrap(), config);
+        let mut printed = Config::from_toml(&config.to_toml()).unwrap();
+        assert_eq!(
+            printed.radius.nas[0].secret,
+            Some(Secret::new(REDACTED)),
+            "secrets print redacted"
+        );
+        printed.radius.nas[0].secret = config.radius.nas[0].secret.clone();
+        assert_eq!(printed, config);
         let nas = &config.radius.nas[0];
         assert_eq!((nas.coa_port, nas.retries, nas.nak_retries), (3799, 3, 0));
         assert_eq!(nas.timeout.0, Duration::from_secs(2));
@@ -984,7 +1227,12 @@ restore_attributes = { "Filter-Id" = "default" }
             (
                 "classes = [\"*\"]",
                 "classes = [\"local\"]",
-                "not yet supported",
+                "not a class defined",
+            ),
+            (
+                "classes = [\"*\"]",
+                "classes = [\"*\", \"local\"]",
+                "`quotas.classes`",
             ),
             ("bytes = 1000000\n", "bytes = 0\n", "`quotas.bytes`"),
             (

@@ -1,10 +1,10 @@
 //! `[[quotas]]` and the `[[radius.nas]]` they are enforced at (RFC 5176).
 
-use std::{collections::BTreeMap, net::IpAddr, time::Duration};
+use std::{collections::BTreeMap, net::IpAddr, path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use super::Span;
+use super::{Secret, Span};
 use crate::report::periods::Offset;
 
 /// A NAS that accepts Disconnect- and CoA-Requests for its sessions.
@@ -23,7 +23,14 @@ pub struct NasConfig {
     pub coa_address: Option<IpAddr>,
     #[serde(default = "NasConfig::default_port")]
     pub coa_port: u16,
-    pub secret: String,
+    /// Shared for Disconnect/CoA; or from a file (`secret_file`) or an
+    /// environment variable (`secret_env`): one of the three is required.
+    #[serde(default)]
+    pub secret: Option<Secret>,
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    #[serde(default)]
+    pub secret_env: Option<String>,
     /// How long the first try waits for an answer; each retransmission
     /// waits twice as long as the one before.
     #[serde(default = "NasConfig::default_timeout")]

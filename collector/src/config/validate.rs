@@ -40,9 +40,11 @@ impl Config {
         self.snmp()?;
         let waiting = self.late_window.0 + self.stop_grace.0;
         cgnat(&self.cgnat, waiting)?;
+        self.classes()?;
         radius(&self.radius, waiting)?;
         nas(&self.radius.nas)?;
-        quotas(&self.quotas)
+        let classes: Vec<&str> = self.classes.iter().map(|c| c.name.as_str()).collect();
+        quotas(&self.quotas, &classes)
     }
 
     /// SNMP agents: credentials that fit the version, interfaces to poll.
@@ -261,15 +263,38 @@ fn templates(templates: &TemplatesConfig) -> Checked {
 }
 
 fn clickhouse(clickhouse: &ClickHouseConfig) -> Checked {
-    // No TLS is built in (the client's TLS features pull a crypto stack):
-    // use a trusted network or a local TLS proxy.
+    // Credentials in the URL would be printed with it.
     if let Some(url) = &clickhouse.url
-        && !url.starts_with("http://")
+        && url
+            .split_once("://")
+            .is_some_and(|(_, rest)| rest.split('/').next().unwrap_or_default().contains('@'))
     {
         return invalid(
             "clickhouse.url",
             "--clickhouse",
-            format!("{url:?} is not an http:// URL of ClickHouse's HTTP interface"),
+            "must not hold credentials: give `clickhouse.user` and `clickhouse.password_file`",
+        );
+    }
+    if let Some(url) = &clickhouse.url
+        && !url.starts_with("http://")
+        && !url.starts_with("https://")
+    {
+        return invalid(
+            "clickhouse.url",
+            "--clickhouse",
+            format!("{url:?} is not an http:// or https:// URL of ClickHouse's HTTP interface"),
+        );
+    }
+    if clickhouse.ca_file.is_some()
+        && !clickhouse
+            .url
+            .as_deref()
+            .is_some_and(|url| url.starts_with("https://"))
+    {
+        return invalid(
+            "clickhouse.ca_file",
+            "-",
+            "verifies an https:// server: `clickhouse.url` is not one",
         );
     }
     if !valid_identifier(&clickhouse.database) {
@@ -313,14 +338,39 @@ fn cgnat(cgnat: &CgnatConfig, waiting: Duration) -> Checked {
 /// `waiting` is how long usage rows may wait for their sessions
 /// (late_window + stop_grace): the history must keep sessions that long.
 fn radius(radius: &RadiusConfig, waiting: Duration) -> Checked {
-    if radius.secret.as_deref() == Some("") {
+    if radius
+        .secret
+        .as_ref()
+        .is_some_and(|s| s.expose().is_empty())
+    {
         return invalid("radius.secret", "--radius-secret", "must not be empty");
     }
-    if radius.clients.iter().any(|c| c.secret.is_empty()) {
-        return invalid("radius.clients.secret", "-", "must not be empty");
+    if let Some(client) = radius
+        .clients
+        .iter()
+        .find(|c| c.secret.as_ref().is_none_or(|s| s.expose().is_empty()))
+    {
+        return invalid(
+            "radius.clients.secret",
+            "-",
+            format!(
+                "client {}: needs a secret (`secret`, `secret_file` or `secret_env`)",
+                client.address
+            ),
+        );
     }
     if radius.rate_limit == 0 {
         return invalid("radius.rate_limit", "-", "must be at least 1");
+    }
+    if radius.nas_max_open_sessions == 0 {
+        return invalid("radius.nas_max_open_sessions", "-", "must be at least 1");
+    }
+    if radius.nas_new_sessions_per_minute == 0 {
+        return invalid(
+            "radius.nas_new_sessions_per_minute",
+            "-",
+            "must be at least 1",
+        );
     }
     if radius.silence_multiple == 0 {
         return invalid("radius.silence_multiple", "-", "must be at least 1");
@@ -342,11 +392,11 @@ fn radius(radius: &RadiusConfig, waiting: Duration) -> Checked {
 fn nas(entries: &[NasConfig]) -> Checked {
     for (i, nas) in entries.iter().enumerate() {
         let name = format!("nas {} ({})", i + 1, nas.address);
-        if nas.secret.is_empty() {
+        if nas.secret.as_ref().is_none_or(|s| s.expose().is_empty()) {
             return invalid(
                 "radius.nas.secret",
                 "-",
-                format!("{name}: must not be empty"),
+                format!("{name}: needs a secret (`secret`, `secret_file` or `secret_env`)"),
             );
         }
         if nas.coa_port == 0 {
@@ -377,7 +427,8 @@ fn nas(entries: &[NasConfig]) -> Checked {
 }
 
 /// Quotas: a name each, a budget, the users, what counts and what is done.
-fn quotas(quotas: &[QuotaConfig]) -> Checked {
+/// `classes`: the names `[[classes]]` defines.
+fn quotas(quotas: &[QuotaConfig], classes: &[&str]) -> Checked {
     for (i, quota) in quotas.iter().enumerate() {
         let name = if quota.name.is_empty() {
             return invalid(
@@ -409,15 +460,26 @@ fn quotas(quotas: &[QuotaConfig]) -> Checked {
                 format!("{name}: \"*\" is everyone, list no names beside it"),
             );
         }
-        if quota.classes != ["*"] {
-            return invalid(
-                "quotas.classes",
-                "-",
-                format!(
-                    "{name}: destination classes are not yet supported; leave `classes` out or \
-                     set it to [\"*\"]"
-                ),
-            );
+        let everything = quota.classes == ["*"];
+        if !everything {
+            if quota.classes.is_empty() || quota.classes.iter().any(|c| c == "*") {
+                return invalid(
+                    "quotas.classes",
+                    "-",
+                    format!("{name}: [\"*\"] for all traffic, or the classes that count"),
+                );
+            }
+            if let Some(unknown) = quota
+                .classes
+                .iter()
+                .find(|c| !classes.contains(&c.as_str()))
+            {
+                return invalid(
+                    "quotas.classes",
+                    "-",
+                    format!("{name}: {unknown:?} is not a class defined in [[classes]]"),
+                );
+            }
         }
         if let Some(bad) = quota.notify_at.iter().find(|f| !(**f > 0.0 && **f < 1.0)) {
             return invalid(

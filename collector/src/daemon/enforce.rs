@@ -225,7 +225,11 @@ impl Shared {
             event_timestamp: (clock::unix_ms() / 1000) as u32,
             changes: action.changes.clone(),
         };
-        let secret = nas.secret.as_bytes();
+        // Loading the configuration gave every NAS its secret.
+        let secret = nas
+            .secret
+            .as_ref()
+            .map_or(&b""[..], |s| s.expose().as_bytes());
         let sent = match request.encode(identifier, secret) {
             Ok(sent) => sent,
             Err(err) => {

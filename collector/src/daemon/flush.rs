@@ -22,6 +22,7 @@ use super::{clock, enforce::Enforcer, flow_socket::SocketPath, templates_file};
 use crate::{
     aggregate::{Table, merge},
     associate::{Associator, BacklogChanges},
+    classes::Classes,
     integrity::sequence::StreamKey,
     metrics::Metrics,
     nat::{self, Bindings},
@@ -82,6 +83,8 @@ pub struct FlushParts {
     pub gate: sink::WriteGate,
     pub metrics: Metrics,
     pub profile: Profile,
+    /// Names of the destination classes keys carry.
+    pub classes: Classes,
     /// This run's row in `runs`, where each flush is recorded.
     pub run: i64,
     /// Told when rows were written, to deliver them onwards (ClickHouse).
@@ -166,6 +169,7 @@ impl Flusher {
             gate,
             metrics,
             profile,
+            classes,
             enforcer,
             ..
         } = &mut self.parts;
@@ -193,7 +197,7 @@ impl Flusher {
         let aggregates = table.len();
         let fresh = table
             .iter()
-            .filter_map(|(key, value)| UsageRow::new(key, value, profile))
+            .filter_map(|(key, value)| UsageRow::new(key, value, profile, classes))
             .collect();
         // In steps, letting go of the history between them: RADIUS
         // requests wait for it.

@@ -43,13 +43,14 @@ use self::{
 use crate::{
     aggregate::Aggregator,
     associate::{Associator, Waiting},
+    classes::Classes,
     config::{Config, Mode},
     http,
     metrics::{Metrics, UserMetrics},
     nat::Bindings,
     netflow::Limits,
     quota::Quotas,
-    radius::{self, clients::Clients, limiter::Limiter},
+    radius::{self, clients::Clients, limiter::Limiter, nas_bounds::NasBounds},
     sessions::History,
     sink::{
         self,
@@ -79,6 +80,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let metrics = new_metrics(&config);
+    // Read once: both paths and the flush must agree on the numbers.
+    let classes = config.classes()?;
     let store = open_store(&config, &metrics)?;
     let threads = receive::thread_count(config.socket_receive_threads);
     let buffer = config.socket_receive_buffer;
@@ -89,9 +92,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     sockets.extend(sflow_sockets);
     let mut tasks = JoinSet::new();
     let flow_addrs = [&netflow_addrs[..], &sflow_addrs[..]].concat();
-    let mut kernel = start_kernel(&config, &flow_addrs, &metrics, &mut tasks)?;
+    let mut kernel = start_kernel(&config, &classes, &flow_addrs, &metrics, &mut tasks)?;
     let socket_path = Arc::new(start_socket_path(
         &config,
+        &classes,
         &metrics,
         kernel.templates.take(),
         &store.bindings,
@@ -188,6 +192,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         gate,
         metrics,
         profile: config.aggregation.profile(),
+        classes,
         run: store.run,
         written: delivery.as_ref().map(Stop::waker),
         kernel_sflow: kernel.sflow.take(),
@@ -359,6 +364,7 @@ fn group_addrs(groups: &[Vec<std::net::UdpSocket>]) -> std::io::Result<Vec<Socke
 /// program looks for.
 fn start_kernel(
     config: &Config,
+    classes: &Classes,
     flow_addrs: &[SocketAddr],
     metrics: &Metrics,
     tasks: &mut JoinSet<()>,
@@ -366,6 +372,7 @@ fn start_kernel(
     let kernel_config = KernelConfig {
         collector_ports: flow_addrs.iter().map(SocketAddr::port).collect(),
         subscriber_networks: config.subscriber_nets(),
+        classes: classes.networks().collect(),
         exporters: config.exporters.clone(),
         billing_scope: config.scope_keys(),
         profile: config.aggregation.profile(),
@@ -451,6 +458,7 @@ async fn serve_http(
 /// run (installed in the kernel too, when there is one).
 fn start_socket_path(
     config: &Config,
+    classes: &Classes,
     metrics: &Metrics,
     kernel_templates: Option<KernelTemplates>,
     bindings: &Arc<Mutex<Bindings>>,
@@ -462,6 +470,7 @@ fn start_socket_path(
         SubscriberNets::new(&config.subscriber_nets()),
     )
     .with_scope(&config.scope_keys())
+    .with_classes(classes.lookup())
     .with_interfaces(&config.reconciled_interfaces());
     let limits = Limits {
         max_templates_per_exporter: config.templates.max_per_exporter,
@@ -551,7 +560,11 @@ async fn start_radius(
             Limiter::new(config.radius.rate_limit),
             config.radius.silence_multiple,
             config.radius.default_interim.0.as_secs() as u32,
-        ),
+        )
+        .with_nas_bounds(NasBounds::new(
+            config.radius.nas_max_open_sessions,
+            config.radius.nas_new_sessions_per_minute,
+        )),
         history: Arc::clone(history),
         db,
         gate: Arc::clone(gate),
@@ -572,12 +585,13 @@ fn start_clickhouse(config: &Config, metrics: &Metrics) -> anyhow::Result<Option
     };
     let ch = &config.clickhouse;
     let deliverer = Deliverer {
-        client: sink::clickhouse::client(
+        client: sink::clickhouse::client(&sink::clickhouse::Endpoint {
             url,
-            &ch.database,
-            ch.user.as_deref(),
-            ch.password.as_deref(),
-        ),
+            database: &ch.database,
+            user: ch.user.as_deref(),
+            password: ch.password.as_ref().map(crate::config::Secret::expose),
+            ca_file: ch.ca_file.as_deref(),
+        })?,
         database: ch.database.clone(),
         spool: Mutex::new(Spool::open(&config.db)?),
         batch_rows: ch.batch_rows,

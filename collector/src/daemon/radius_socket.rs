@@ -20,7 +20,7 @@ use crate::{
     radius::{
         self,
         dedup::Key,
-        server::{Handled, status_label},
+        server::{Handled, Refused, status_label},
     },
     sessions::{Change, History},
     sink::{self, session_store},
@@ -145,7 +145,15 @@ impl RadiusSocket {
                 batch.resend.push((peer, answer, received));
                 self.metrics.count("unknown", "duplicate");
             }
+            Handled::Refused(refused) => self.refused(&refused),
             Handled::Accepted(accepted) => {
+                if let Some((nas, cleared)) = &accepted.cleared {
+                    tracing::info!(
+                        "NAS {nas} is within {} again: {} requests refused meanwhile",
+                        cleared.reason.key(),
+                        cleared.refused
+                    );
+                }
                 batch.changes.extend(accepted.changes);
                 batch
                     .answers
@@ -153,6 +161,24 @@ impl RadiusSocket {
                 self.metrics
                     .count(status_label(accepted.status), "accepted");
             }
+        }
+    }
+
+    /// Counts a refusal; logs the first of an incident.
+    fn refused(&self, refused: &Refused) {
+        self.metrics
+            .count(status_label(refused.status), "nas_bound");
+        self.metrics
+            .nas_refused(&refused.nas, refused.reason.as_str());
+        if refused.first {
+            tracing::warn!(
+                "NAS {} is beyond {} ({}): its requests that would begin a session are refused, \
+                 unrecorded and unanswered (it retransmits), until it is within again; counted \
+                 in flowtally_radius_nas_refused_total",
+                refused.nas,
+                refused.reason.key(),
+                refused.limit
+            );
         }
     }
 

@@ -29,7 +29,7 @@ const INTERFACES_PER_REQUEST: usize = 16;
 /// The USM security of a v3 agent, from its configuration.
 pub fn security(agent: &SnmpAgent) -> Result<v3::Security, String> {
     let user = agent.user.as_deref().unwrap_or_default();
-    let password = agent.auth_password.as_deref().unwrap_or_default();
+    let password = agent.auth_password.as_ref().map_or("", |s| s.expose());
     let protocol = match agent.auth_protocol.as_deref().unwrap_or("sha1") {
         "md5" => v3::AuthProtocol::Md5,
         "sha1" => v3::AuthProtocol::Sha1,
@@ -41,7 +41,7 @@ pub fn security(agent: &SnmpAgent) -> Result<v3::Security, String> {
     };
     let auth = match (
         agent.privacy_protocol.as_deref(),
-        agent.privacy_password.as_deref(),
+        agent.privacy_password.as_ref().map(|s| s.expose()),
     ) {
         (None, None) => v3::Auth::AuthNoPriv,
         (Some(cipher), Some(password)) => v3::Auth::AuthPriv {
@@ -95,7 +95,12 @@ impl Poller {
             .map(|agent| {
                 let credentials = match agent.version.as_str() {
                     "3" => Credentials::V3(Box::new(security(agent).map_err(anyhow::Error::msg)?)),
-                    _ => Credentials::V2c(agent.community.clone().unwrap_or_default().into_bytes()),
+                    _ => Credentials::V2c(
+                        agent
+                            .community
+                            .as_ref()
+                            .map_or(Vec::new(), |s| s.expose().as_bytes().to_vec()),
+                    ),
                 };
                 Ok(Agent {
                     exporter: agent.exporter.to_string(),

@@ -105,6 +105,7 @@ async fn usage(State(shared): State<Arc<Shared>>, pairs: Pairs) -> Result<Respon
             "tariff",
             "subnet_prefix_v4",
             "subnet_prefix_v6",
+            "percentile",
         ],
     )?;
     let now = (shared.clock)();
@@ -127,11 +128,19 @@ async fn usage(State(shared): State<Arc<Shared>>, pairs: Pairs) -> Result<Respon
         filter: filter(&p)?,
         format: Format::Json,
         units: Units::B,
+        percentile: p
+            .text("percentile")
+            .map(str::parse)
+            .transpose()
+            .map_err(|message: String| ApiError::parameter("percentile", message))?,
     };
     let report = read(&shared, move || {
         command::run(&request, now).map_err(|err| match err {
             command::Error::EmptyRange { .. } => {
                 ApiError::parameter("from", format!("must be before `to`: {err}"))
+            }
+            command::Error::PercentileWithoutFrom | command::Error::Percentile(_) => {
+                ApiError::parameter("percentile", err.to_string())
             }
             err => ApiError::internal(err.to_string()),
         })
@@ -147,13 +156,6 @@ async fn usage(State(shared): State<Arc<Shared>>, pairs: Pairs) -> Result<Respon
 }
 
 fn by(p: &Params) -> Result<By, ApiError> {
-    if p.text("by") == Some("class") {
-        return Err(ApiError::parameter(
-            "by",
-            "class needs destination classes, which this version does not record yet; one of \
-             user, session, subnet, org",
-        ));
-    }
     Ok(p.choice(
         "by",
         &[
@@ -161,6 +163,7 @@ fn by(p: &Params) -> Result<By, ApiError> {
             ("session", By::Session),
             ("subnet", By::Subnet),
             ("org", By::Org),
+            ("class", By::Class),
         ],
     )?
     .unwrap_or(By::User))

@@ -95,6 +95,8 @@ pub struct RadiusMetrics {
     pub sessions_open: Gauge,
     /// Open, and closed within `radius.history_retention`.
     pub sessions_in_memory: Gauge,
+    /// Requests refused by a NAS's bounds, by `nas` and `reason`.
+    nas_refused: Family<[(&'static str, String); 2], Counter>,
     /// From a request's arrival to its answer's departure.
     pub response_seconds: Histogram,
 }
@@ -105,6 +107,7 @@ impl Default for RadiusMetrics {
             requests: Family::default(),
             sessions_open: Gauge::default(),
             sessions_in_memory: Gauge::default(),
+            nas_refused: Family::default(),
             // 0.5 ms to ~16 s: a NAS retransmits after a few seconds.
             response_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
         }
@@ -118,12 +121,25 @@ impl RadiusMetrics {
             .inc();
     }
 
+    /// One request of `nas` refused by its bound `reason`.
+    pub fn nas_refused(&self, nas: &str, reason: &'static str) {
+        self.nas_refused
+            .get_or_create(&[("nas", nas.to_owned()), ("reason", reason.to_owned())])
+            .inc();
+    }
+
     fn register(&self, r: &mut Registry) {
+        r.register(
+            "radius_nas_refused",
+            "RADIUS requests that would begin a session beyond their NAS's bound \
+             (reason open_sessions or session_churn): not recorded, not answered",
+            self.nas_refused.clone(),
+        );
         r.register(
             "radius_requests",
             "RADIUS accounting requests by status type and result (accepted, duplicate, \
              bad_authenticator, unknown_client, malformed, rate_limited, unsupported_code, \
-             store_failed)",
+             store_failed, nas_bound)",
             self.requests.clone(),
         );
         r.register_with_unit(

@@ -82,9 +82,10 @@ fn quota_lines(conn: &Connection, rule: &Rule, request: &Request) -> rusqlite::R
         }
     }
     let user = request.user.as_deref();
-    for (name, direction, bytes) in quota_store::usage(conn, period.start_ms, period.end_ms, user)?
+    for (name, direction, class, bytes) in
+        quota_store::usage(conn, period.start_ms, period.end_ms, user)?
     {
-        if rule.applies_to(&name) && rule.counts(direction) {
+        if rule.applies_to(&name) && rule.counts(direction, class.as_deref()) {
             *used.entry(name).or_default() += bytes;
         }
     }

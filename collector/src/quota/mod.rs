@@ -47,6 +47,8 @@ pub struct Rule {
     pub name: String,
     /// `None`: everyone.
     users: Option<HashSet<String>>,
+    /// Destination classes whose traffic counts; `None`: all traffic.
+    classes: Option<HashSet<String>>,
     pub calendar: Calendar,
     pub bytes: u64,
     pub direction: QuotaDirection,
@@ -78,6 +80,7 @@ impl Rule {
             name: config.name.clone(),
             users: (!config.users.everyone())
                 .then(|| config.users.names().iter().cloned().collect()),
+            classes: (config.classes != ["*"]).then(|| config.classes.iter().cloned().collect()),
             calendar: Calendar {
                 kind: config.period,
                 offset: config.timezone,
@@ -98,13 +101,20 @@ impl Rule {
         self.users.as_ref().is_none_or(|users| users.contains(user))
     }
 
-    pub fn counts(&self, direction: Direction) -> bool {
-        matches!(
-            (self.direction, direction),
-            (QuotaDirection::Both, Direction::Up | Direction::Down)
-                | (QuotaDirection::Up, Direction::Up)
-                | (QuotaDirection::Down, Direction::Down)
-        )
+    /// Whether traffic in `direction` to a peer of `class` counts.
+    pub fn counts(&self, direction: Direction, class: Option<&str>) -> bool {
+        let class_counts = match (&self.classes, class) {
+            (None, _) => true,
+            (Some(classes), Some(class)) => classes.contains(class),
+            (Some(_), None) => false,
+        };
+        class_counts
+            && matches!(
+                (self.direction, direction),
+                (QuotaDirection::Both, Direction::Up | Direction::Down)
+                    | (QuotaDirection::Up, Direction::Up)
+                    | (QuotaDirection::Down, Direction::Down)
+            )
     }
 
     /// The byte counts at which each threshold is crossed, ascending.
@@ -209,12 +219,13 @@ impl Quotas {
         period_start_ms: u64,
         user: &str,
         direction: Direction,
+        class: Option<&str>,
         bytes: u64,
     ) {
         let Some(r) = self.rules.get(rule) else {
             return;
         };
-        if !r.applies_to(user) || !r.counts(direction) {
+        if !r.applies_to(user) || !r.counts(direction, class) {
             return;
         }
         let tally = self.tallies.entry((rule, user.to_owned())).or_default();
@@ -267,14 +278,27 @@ impl Quotas {
     pub fn observe(&mut self, rows: &[UsageRow]) {
         for row in rows {
             if let Some(user) = &row.user_name {
-                self.add(user, row.direction, row.bucket_start_ms, row.bytes);
+                self.add(
+                    user,
+                    row.direction,
+                    row.class.as_deref(),
+                    row.bucket_start_ms,
+                    row.bytes,
+                );
             }
         }
     }
 
-    fn add(&mut self, user: &str, direction: Direction, at_ms: u64, bytes: u64) {
+    fn add(
+        &mut self,
+        user: &str,
+        direction: Direction,
+        class: Option<&str>,
+        at_ms: u64,
+        bytes: u64,
+    ) {
         for (i, rule) in self.rules.iter().enumerate() {
-            if !rule.applies_to(user) || !rule.counts(direction) {
+            if !rule.applies_to(user) || !rule.counts(direction, class) {
                 continue;
             }
             let start = rule.calendar.period(at_ms).start_ms;

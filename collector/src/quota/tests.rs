@@ -65,6 +65,40 @@ fn summary(actions: &[Action]) -> Vec<(&str, &str, &str)> {
 }
 
 #[test]
+fn only_the_listed_destination_classes_count() {
+    let mut q = quotas(
+        r#"
+[[classes]]
+name = "local"
+networks = ["198.19.0.0/16"]
+[[classes]]
+name = "national"
+networks = ["198.20.0.0/16"]
+
+[[quotas]]
+name = "paid"
+users = ["bob"]
+period = "day"
+bytes = 1000
+classes = ["national"]
+"#,
+    );
+    let noon = MONDAY + 12 * HOUR;
+    let to = |class: Option<&str>, bytes| UsageRow {
+        class: class.map(str::to_owned),
+        ..row("bob", Down, noon, bytes)
+    };
+    q.observe(&[
+        to(Some("local"), 5000),
+        to(None, 5000),
+        to(Some("national"), 999),
+    ]);
+    assert!(q.over(noon).is_empty(), "only national counts: 999 of 1000");
+    q.observe(&[to(Some("national"), 1)]);
+    assert_eq!(q.over(noon), HashSet::from(["bob".to_owned()]));
+}
+
+#[test]
 fn usage_counts_for_the_quotas_users_and_directions_in_its_period() {
     let mut q = quotas(DAILY);
     let noon = MONDAY + 12 * HOUR;
@@ -175,8 +209,8 @@ fn a_restart_restores_usage_and_actions_and_repeats_nothing() {
     // What SQLite holds: the usage of today, and the action in `enforcement`.
     let mut after = quotas(DAILY);
     let start = after.rules()[0].calendar.period(at).start_ms;
-    after.restore_usage(0, start, "bob", Up, 900);
-    after.restore_usage(0, start, "bob", Down, 300);
+    after.restore_usage(0, start, "bob", Up, None, 900);
+    after.restore_usage(0, start, "bob", Down, None, 300);
     after.restore_action("daily", "disconnect", acted[0].session.id, "bob", start);
     after.restore_action("renamed-since", "disconnect", 99, "bob", start);
     assert!(after.crossings(at).is_empty(), "crossed before the restart");
@@ -232,9 +266,10 @@ secret = "b"
     )
     .unwrap();
     let nas = &config.radius.nas;
-    assert_eq!(owner(nas, "192.0.2.1").unwrap().secret, "a");
-    assert_eq!(owner(nas, "2001:db8::1").unwrap().secret, "b");
-    assert_eq!(owner(nas, "bras-2").unwrap().secret, "b");
+    let secret = |nas: &crate::config::NasConfig| nas.secret.as_ref().unwrap().expose().to_owned();
+    assert_eq!(secret(owner(nas, "192.0.2.1").unwrap()), "a");
+    assert_eq!(secret(owner(nas, "2001:db8::1").unwrap()), "b");
+    assert_eq!(secret(owner(nas, "bras-2").unwrap()), "b");
     assert_eq!(owner(nas, "192.0.2.2"), None);
     assert_eq!(owner(nas, "bras-3"), None);
 }

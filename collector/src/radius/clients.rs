@@ -4,27 +4,28 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::config::RadiusConfig;
+use crate::config::{RadiusConfig, Secret};
 
 #[derive(Clone, Debug, Default)]
 pub struct Clients {
     /// Most specific prefix first.
-    entries: Vec<(IpNet, Vec<u8>)>,
+    entries: Vec<(IpNet, Secret)>,
     /// `--radius-secret`: any other client.
-    default: Option<Vec<u8>>,
+    default: Option<Secret>,
 }
 
 impl Clients {
     pub fn new(config: &RadiusConfig) -> Self {
-        let mut entries: Vec<(IpNet, Vec<u8>)> = config
+        // Loading the configuration gave every client its secret.
+        let mut entries: Vec<(IpNet, Secret)> = config
             .clients
             .iter()
-            .map(|c| (c.address, c.secret.clone().into_bytes()))
+            .filter_map(|c| Some((c.address, c.secret.clone()?)))
             .collect();
         entries.sort_by_key(|(net, _)| std::cmp::Reverse(net.prefix_len()));
         Self {
             entries,
-            default: config.secret.clone().map(String::into_bytes),
+            default: config.secret.clone(),
         }
     }
 
@@ -40,27 +41,32 @@ impl Clients {
         self.entries
             .iter()
             .find(|(net, _)| net.contains(&addr))
-            .map(|(_, secret)| secret.as_slice())
-            .or(self.default.as_deref())
+            .map(|(_, secret)| secret)
+            .or(self.default.as_ref())
+            .map(|secret| secret.expose().as_bytes())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RadiusClient;
+    use crate::config::{RadiusClient, Secret};
 
     fn config(secret: Option<&str>) -> RadiusConfig {
         RadiusConfig {
-            secret: secret.map(str::to_owned),
+            secret: secret.map(Secret::new),
             clients: vec![
                 RadiusClient {
                     address: "198.18.0.0/16".parse().unwrap(),
-                    secret: "wide".into(),
+                    secret: Some(Secret::new("wide")),
+                    secret_file: None,
+                    secret_env: None,
                 },
                 RadiusClient {
                     address: "198.18.7.0/24".parse().unwrap(),
-                    secret: "narrow".into(),
+                    secret: Some(Secret::new("narrow")),
+                    secret_file: None,
+                    secret_env: None,
                 },
             ],
             ..RadiusConfig::default()

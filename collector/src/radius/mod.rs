@@ -13,6 +13,7 @@ pub mod codec;
 pub mod dedup;
 mod fuzz;
 pub mod limiter;
+pub mod nas_bounds;
 pub mod server;
 
 #[cfg(test)]

@@ -13,7 +13,11 @@
 //! 4. A retransmission (same source, identifier and authenticator within
 //!    the window, RFC 5080 §2.2.2) gets the original's answer again once
 //!    that is durable, and is never recorded twice.
-//! 5. A new request is applied to the session history; its changes must be
+//! 5. A request that would begin a session passes its NAS's bounds
+//!    (`nas_bounds`: open sessions, new sessions per minute) or is refused:
+//!    not recorded, not answered, and forgotten, so its retransmission is
+//!    judged anew.
+//! 6. A new request is applied to the session history; its changes must be
 //!    durable before its answer goes out (RFC 2866 §2). If storing fails,
 //!    the request is forgotten, so the NAS's retransmission is processed
 //!    anew.
@@ -25,12 +29,14 @@ use super::{
     clients::Clients,
     dedup::{self, Dedup, Seen},
     limiter::Limiter,
+    nas_bounds::{Admission, Cleared, NasBounds, Reason},
 };
 use crate::sessions::{Change, Event, EventKind, History};
 
 pub struct Server {
     clients: Clients,
     limiter: Limiter,
+    bounds: NasBounds,
     dedup: Dedup,
     /// Sessions silent for this many interim intervals are closed.
     silence_multiple: u32,
@@ -52,6 +58,19 @@ pub enum Handled {
     /// A new request: make `changes` durable, then send `answer` and call
     /// [`Server::answered`] (or [`Server::failed`] when storing failed).
     Accepted(Accepted),
+    /// Beyond its NAS's bounds: not recorded, not answered.
+    Refused(Refused),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct Refused {
+    pub status: StatusType,
+    pub nas: String,
+    pub reason: Reason,
+    /// The bound, for the log.
+    pub limit: u64,
+    /// The first refusal of an incident: log it.
+    pub first: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -60,6 +79,8 @@ pub struct Accepted {
     pub status: StatusType,
     pub changes: Vec<Change>,
     pub answer: Vec<u8>,
+    /// Its NAS's refusals that this request ends, with the NAS.
+    pub cleared: Option<(String, Cleared)>,
 }
 
 impl Server {
@@ -72,10 +93,17 @@ impl Server {
         Self {
             clients,
             limiter,
+            bounds: NasBounds::new(usize::MAX, u32::MAX),
             dedup: Dedup::default(),
             silence_multiple,
             default_interim_s,
         }
+    }
+
+    /// Bounds every NAS's sessions (unbounded without).
+    pub fn with_nas_bounds(mut self, bounds: NasBounds) -> Self {
+        self.bounds = bounds;
+        self
     }
 
     /// Judges one datagram from `peer` received at `now_ms`, applying what
@@ -121,14 +149,36 @@ impl Server {
             self.dedup.forget(&key);
             return discarded("malformed");
         };
-        let changes = event(&request, peer, now_ms)
-            .map(|event| history.apply(&event))
-            .unwrap_or_default();
+        let event = event(&request, peer, now_ms);
+        let mut cleared = None;
+        if let Some(event) = &event
+            && let Some(new) = history.would_begin(event)
+        {
+            let open = history.open_sessions_on(&event.nas);
+            match self.bounds.admit(&event.nas, new, open, now_ms) {
+                Admission::Admitted { cleared: None } => {}
+                Admission::Admitted {
+                    cleared: Some(incident),
+                } => cleared = Some((event.nas.clone(), incident)),
+                Admission::Refused { reason, first } => {
+                    self.dedup.forget(&key);
+                    return Handled::Refused(Refused {
+                        status: request.status,
+                        nas: event.nas.clone(),
+                        reason,
+                        limit: self.bounds.limit(reason),
+                        first,
+                    });
+                }
+            }
+        }
+        let changes = event.map(|event| history.apply(&event)).unwrap_or_default();
         Handled::Accepted(Accepted {
             key,
             status: request.status,
             changes,
             answer: packet.accounting_response(secret),
+            cleared,
         })
     }
 
@@ -215,7 +265,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        config::{RadiusClient, RadiusConfig},
+        config::{RadiusClient, RadiusConfig, Secret},
         radius::accounting::tests::full_request,
     };
 
@@ -231,7 +281,9 @@ mod tests {
         let config = RadiusConfig {
             clients: vec![RadiusClient {
                 address: nas().ip().into(),
-                secret: String::from_utf8(SECRET.to_vec()).unwrap(),
+                secret: Some(Secret::new(String::from_utf8(SECRET.to_vec()).unwrap())),
+                secret_file: None,
+                secret_env: None,
             }],
             ..RadiusConfig::default()
         };
@@ -366,5 +418,55 @@ mod tests {
         assert_eq!(event(&request, peer, T0).unwrap().time_ms, T0 - 4_000);
         request.status = StatusType::Other(15);
         assert_eq!(event(&request, peer, T0), None);
+    }
+
+    #[test]
+    fn beyond_its_bounds_a_nas_is_refused_unanswered_and_its_retransmission_judged_anew() {
+        let mut server = server().with_nas_bounds(NasBounds::new(1, 60_000));
+        let mut history = History::new();
+        accepted(server.handle(T0, nas(), &start("s1", 1), &mut history));
+        let second = start("s2", 2);
+        let refusal = server.handle(T0 + 1, nas(), &second, &mut history);
+        assert_eq!(
+            refusal,
+            Handled::Refused(Refused {
+                status: StatusType::Start,
+                nas: "198.18.0.1".into(),
+                reason: Reason::OpenSessions,
+                limit: 1,
+                first: true,
+            })
+        );
+        assert_eq!(history.open_sessions(), 1, "nothing recorded");
+        let Handled::Refused(again) = server.handle(T0 + 2, nas(), &second, &mut history) else {
+            panic!("the retransmission is refused too")
+        };
+        assert!(!again.first, "one incident");
+        let stop = AccountingRequest {
+            session_id: Some("s1".into()),
+            ..AccountingRequest::new(StatusType::Stop)
+        };
+        let stop = accepted(server.handle(
+            T0 + 3,
+            nas(),
+            &stop.encode(3, SECRET).unwrap(),
+            &mut history,
+        ));
+        assert_eq!(
+            stop.cleared, None,
+            "a Stop of a known session is not judged"
+        );
+        let admitted = accepted(server.handle(T0 + 4, nas(), &second, &mut history));
+        assert_eq!(
+            admitted.cleared,
+            Some((
+                "198.18.0.1".to_owned(),
+                Cleared {
+                    reason: Reason::OpenSessions,
+                    refused: 2
+                }
+            ))
+        );
+        assert_eq!(history.open_sessions(), 1);
     }
 }

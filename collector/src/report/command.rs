@@ -8,6 +8,7 @@ use super::{
     filter::Filter,
     group::{By, Grouping},
     orgs::{Orgs, OrgsError},
+    percentile::{self, Percentile, PercentileError},
     render::{Format, Units, render},
     source::{Source, SourceError},
     tariff::{Tariff, TariffError},
@@ -33,6 +34,8 @@ pub struct Request {
     pub format: Format,
     /// How a table writes volumes.
     pub units: Units,
+    /// Adds each group's percentile of its 5-minute rates; needs `from`.
+    pub percentile: Option<Percentile>,
 }
 
 /// A rendered report, and what its reader should be warned of.
@@ -57,6 +60,10 @@ pub enum Error {
     EmptyRange { from: Timestamp, to: Timestamp },
     #[error("--orgs is required with --by org")]
     OrgsMissing,
+    #[error("--percentile needs --from: the start of the billing period whose intervals count")]
+    PercentileWithoutFrom,
+    #[error(transparent)]
+    Percentile(#[from] PercentileError),
     #[error(transparent)]
     Source(#[from] SourceError),
 }
@@ -84,6 +91,9 @@ pub fn run_with_progress(
     now: Timestamp,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Report, Error> {
+    if args.percentile.is_some() && args.from.is_none() {
+        return Err(Error::PercentileWithoutFrom);
+    }
     let from = args.from.unwrap_or(Timestamp(0));
     let to = args.to.unwrap_or(now);
     if from >= to {
@@ -106,6 +116,7 @@ pub fn run_with_progress(
             v4: args.subnet_prefix_v4,
             v6: args.subnet_prefix_v6,
         },
+        By::Class => Grouping::Class,
         By::Org => {
             let path = args.orgs.as_deref().ok_or(Error::OrgsMissing)?;
             Grouping::Org(
@@ -125,12 +136,12 @@ pub fn run_with_progress(
         grouping: &grouping,
         tariff: tariff.as_ref(),
     };
+    let mut report = compute(&query, usage, sessions, addresses);
+    if let Some(p) = args.percentile {
+        report.percentiles = Some(percentile::compute(usage, &grouping, from.0, to.0, p)?);
+    }
     Ok(Report {
-        text: render(
-            &compute(&query, usage, sessions, addresses),
-            args.format,
-            args.units,
-        ),
+        text: render(&report, args.format, args.units),
         warnings: read.warnings,
     })
 }

@@ -78,6 +78,7 @@ mod tests {
             session_id: user.map(|u| format!("{u}-1")),
             subscriber_ip: ip.parse().unwrap(),
             direction,
+            class: None,
             bytes: 1,
             packets: 1,
             flows: 1,

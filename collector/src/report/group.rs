@@ -13,6 +13,8 @@ pub enum By {
     Session,
     Subnet,
     Org,
+    /// The destination class of the peer.
+    Class,
 }
 
 /// How usage and time online map to groups.
@@ -27,6 +29,8 @@ pub enum Grouping {
         v6: u8,
     },
     Org(Orgs),
+    /// `usage.class`.
+    Class,
 }
 
 /// A name, or none: usage nobody held the address for, an address in no
@@ -51,12 +55,14 @@ pub enum Key {
     Session(Name, String),
     Subnet(IpNet),
     Org(Name),
+    Class(Name),
 }
 
 /// Shown for [`Name::Unknown`]: in parentheses, like every name flowtally
 /// makes up.
 const UNATTRIBUTED: &str = "(unattributed)";
 const NO_ORG: &str = "(none)";
+const NO_CLASS: &str = "(unclassified)";
 
 impl Key {
     /// The key's columns, as [`Grouping::columns`] names them.
@@ -70,6 +76,7 @@ impl Key {
             Self::Session(user, session) => vec![name(user, UNATTRIBUTED), session.clone()],
             Self::Subnet(net) => vec![net.to_string()],
             Self::Org(org) => vec![name(org, NO_ORG)],
+            Self::Class(class) => vec![name(class, NO_CLASS)],
         }
     }
 }
@@ -88,6 +95,7 @@ impl Grouping {
             Self::Session => &["user", "session"],
             Self::Subnet { .. } => &["subnet"],
             Self::Org(_) => &["org"],
+            Self::Class => &["class"],
         }
     }
 
@@ -102,6 +110,7 @@ impl Grouping {
                     .expect("an address is as long as any prefix"),
             ),
             Self::Org(orgs) => Key::Org(orgs.find(IpNet::from(row.subscriber_ip)).into()),
+            Self::Class => Key::Class(Name::from(row.class.as_deref())),
         }
     }
 
@@ -149,6 +158,8 @@ impl Grouping {
             Self::Session => per_session(&|s| Key::Session(user(s), s.session_id.clone())),
             Self::Subnet { v4, v6 } => per_address(&|net| subnet(net, *v4, *v6).map(Key::Subnet)),
             Self::Org(orgs) => per_address(&|net| Some(Key::Org(orgs.find(net).into()))),
+            // Sessions have no destination: time online is no class's.
+            Self::Class => Vec::new(),
         }
     }
 }

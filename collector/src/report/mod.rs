@@ -26,6 +26,7 @@ pub mod command;
 pub mod filter;
 pub mod group;
 pub mod orgs;
+pub mod percentile;
 pub mod periods;
 pub mod render;
 pub mod series;
@@ -53,6 +54,8 @@ pub struct Usage {
     pub session_id: Option<String>,
     pub subscriber_ip: IpAddr,
     pub direction: Direction,
+    /// The peer's destination class.
+    pub class: Option<String>,
     pub bytes: u64,
     pub packets: u64,
     pub flows: u64,
@@ -80,6 +83,8 @@ pub struct Report {
     /// The sum of the groups.
     pub total: Line,
     pub transit: Traffic,
+    /// With `--percentile`: the groups' bursts (see [`percentile`]).
+    pub percentiles: Option<percentile::Percentiles>,
 }
 
 /// One group's figures, or their total.
@@ -144,6 +149,8 @@ pub struct Traffic {
 struct Group {
     line: Line,
     online: Vec<(u64, u64)>,
+    /// Bytes per period and tariff price slot (`Tariff::price_slot`).
+    priced: Vec<Vec<u64>>,
 }
 
 /// The report for `query` of usage rows and the session history (sessions
@@ -167,7 +174,7 @@ pub fn compute(
         }
         groups
             .entry(query.grouping.usage_key(row))
-            .or_insert_with(|| Group::new(periods))
+            .or_insert_with(|| Group::new(query.tariff))
             .add_usage(row, query.tariff);
     }
     for online in query.grouping.online(sessions, addresses, query.now_ms) {
@@ -176,7 +183,7 @@ pub fn compute(
         if from < to {
             groups
                 .entry(online.key)
-                .or_insert_with(|| Group::new(periods))
+                .or_insert_with(|| Group::new(query.tariff))
                 .online
                 .push((from, to));
         }
@@ -198,14 +205,18 @@ pub fn compute(
         groups,
         total,
         transit,
+        percentiles: None,
     }
 }
 
 impl Group {
-    fn new(periods: usize) -> Self {
+    fn new(tariff: Option<&Tariff>) -> Self {
+        let periods = tariff.map_or(0, |t| t.periods.len());
+        let slots = tariff.map_or(0, |t| t.classes.len() + 1);
         Self {
             line: Line::empty(periods),
             online: Vec::new(),
+            priced: vec![vec![0; slots]; periods],
         }
     }
 
@@ -222,8 +233,10 @@ impl Group {
             // A zero width would lose the bytes: a bucket is at least 1 ms.
             let end = row.bucket_start_ms + row.bucket_width_ms.max(1);
             let pieces: Vec<_> = tariff.week.split(row.bucket_start_ms, end).collect();
+            let slot = tariff.price_slot(row.class.as_deref());
             for (period, bytes) in prorate(row.bytes, &pieces) {
                 line.periods[period].bytes += bytes;
+                self.priced[period][slot] += bytes;
             }
         }
     }
@@ -244,7 +257,7 @@ impl Group {
         }
         if let Some(tariff) = tariff {
             for (index, period) in line.periods.iter_mut().enumerate() {
-                period.cost = tariff.cost(index, period.bytes, period.online_ms);
+                period.cost = tariff.cost_by_class(index, &self.priced[index], period.online_ms);
             }
         }
         line

@@ -11,7 +11,11 @@
 
 use std::fmt::Write as _;
 
-use super::{Line, Report};
+use super::{
+    Line, Report,
+    group::Key,
+    percentile::{Burst, INTERVAL_MS, bps},
+};
 use crate::timestamp::Timestamp;
 
 /// The `--format` choices.
@@ -96,16 +100,17 @@ fn period_names(report: &Report) -> Vec<&str> {
         .collect()
 }
 
-/// How table and CSV write figures: bytes, and time online in ms.
+/// How table and CSV write figures: bytes, time online in ms, bit/s.
 struct Cells {
     bytes: Box<dyn Fn(u64) -> String>,
     time: fn(u64) -> String,
+    rate: fn(u64) -> String,
 }
 
 /// The rows of table and CSV after the header: the groups, then `(total)`
 /// and `(transit)`; key cells first, as `name` gives them.
 fn rows(report: &Report, units: &Cells, name: fn(&str) -> String) -> Vec<Vec<String>> {
-    let figures = |mut cells: Vec<String>, line: &Line| {
+    let figures = |mut cells: Vec<String>, line: &Line, burst: Burst| {
         cells.extend([
             (units.bytes)(line.bytes_up),
             (units.bytes)(line.bytes_down),
@@ -114,6 +119,11 @@ fn rows(report: &Report, units: &Cells, name: fn(&str) -> String) -> Vec<Vec<Str
             line.flows.to_string(),
             (units.time)(line.online_ms),
         ]);
+        if report.percentiles.is_some() {
+            cells.extend(
+                [burst.in_bytes, burst.out_bytes, burst.max_bytes()].map(|b| (units.rate)(bps(b))),
+            );
+        }
         if report.tariff.is_some() {
             cells.extend(line.periods.iter().map(|p| p.cost.to_string()));
             cells.push(line.cost().to_string());
@@ -125,12 +135,30 @@ fn rows(report: &Report, units: &Cells, name: fn(&str) -> String) -> Vec<Vec<Str
         cells[0] = label.to_owned();
         cells
     };
+    let burst = |key: &Key| {
+        report
+            .percentiles
+            .as_ref()
+            .and_then(|p| p.groups.get(key).copied())
+            .unwrap_or_default()
+    };
     let mut rows: Vec<Vec<String>> = report
         .groups
         .iter()
-        .map(|(key, line)| figures(key.cells().iter().map(|n| name(n)).collect(), line))
+        .map(|(key, line)| {
+            figures(
+                key.cells().iter().map(|n| name(n)).collect(),
+                line,
+                burst(key),
+            )
+        })
         .collect();
-    rows.push(figures(ours(TOTAL), &report.total));
+    let total_burst = report
+        .percentiles
+        .as_ref()
+        .map(|p| p.total)
+        .unwrap_or_default();
+    rows.push(figures(ours(TOTAL), &report.total, total_burst));
     let mut transit = ours(TRANSIT);
     transit.extend([
         String::new(),
@@ -143,6 +171,17 @@ fn rows(report: &Report, units: &Cells, name: fn(&str) -> String) -> Vec<Vec<Str
     rows
 }
 
+/// The percentile columns' names, `p95 in` or `p95_in_bps` (by `name`).
+fn percentile_header(report: &Report, name: fn(&str, &str) -> String) -> Vec<String> {
+    report.percentiles.as_ref().map_or_else(Vec::new, |p| {
+        let p = format!("p{}", p.percentile);
+        ["in", "out", "max"]
+            .iter()
+            .map(|way| name(&p, way))
+            .collect()
+    })
+}
+
 fn table(report: &Report, units: Units) -> String {
     let mut header: Vec<String> = report.columns.iter().map(|c| c.to_string()).collect();
     match units.fixed() {
@@ -152,6 +191,7 @@ fn table(report: &Report, units: Units) -> String {
         None => header.extend(["up", "down", "bytes"].map(String::from)),
     }
     header.extend(["packets", "flows", "online"].map(String::from));
+    header.extend(percentile_header(report, |p, way| format!("{p} {way}")));
     if let Some(tariff) = &report.tariff {
         let currency = &tariff.currency;
         header.extend(
@@ -165,6 +205,7 @@ fn table(report: &Report, units: Units) -> String {
     let cells = Cells {
         bytes: Box::new(move |bytes| units.volume(bytes)),
         time: hms,
+        rate,
     };
     let rows = rows(report, &cells, printable);
     let widths: Vec<usize> = (0..header.len())
@@ -188,6 +229,14 @@ fn table(report: &Report, units: Units) -> String {
             out,
             ", prices in {}, periods at UTC{}",
             tariff.currency, tariff.timezone
+        )
+        .unwrap();
+    }
+    if let Some(p) = &report.percentiles {
+        write!(
+            out,
+            ", {}th percentile of {} 5-minute rates (in: down, out: up)",
+            p.percentile, p.intervals
         )
         .unwrap();
     }
@@ -231,6 +280,7 @@ fn csv(report: &Report) -> String {
         ]
         .map(String::from),
     );
+    header.extend(percentile_header(report, |p, way| format!("{p}_{way}_bps")));
     if report.tariff.is_some() {
         header.extend(period_names(report).iter().map(|p| format!("cost_{p}")));
         header.push("cost".into());
@@ -240,6 +290,7 @@ fn csv(report: &Report) -> String {
     let raw = Cells {
         bytes: Box::new(|bytes| bytes.to_string()),
         time: seconds,
+        rate: |bps| bps.to_string(),
     };
     for cells in [header].iter().chain(&rows(report, &raw, str::to_owned)) {
         let fields: Vec<String> = cells.iter().map(|cell| csv_field(cell)).collect();
@@ -252,7 +303,8 @@ fn csv(report: &Report) -> String {
 }
 
 fn json(report: &Report) -> String {
-    let line = |line: &Line| {
+    let percentile_names = percentile_header(report, |p, way| format!("{p}_{way}_bps"));
+    let line = |line: &Line, burst: Burst| {
         let mut fields = vec![
             format!("\"bytes_up\": {}", line.bytes_up),
             format!("\"bytes_down\": {}", line.bytes_down),
@@ -261,6 +313,10 @@ fn json(report: &Report) -> String {
             format!("\"flows\": {}", line.flows),
             format!("\"online_s\": {}", seconds(line.online_ms)),
         ];
+        let rates = [burst.in_bytes, burst.out_bytes, burst.max_bytes()];
+        for (name, bytes) in percentile_names.iter().zip(rates) {
+            fields.push(format!("\"{name}\": {}", bps(bytes)));
+        }
         if report.tariff.is_some() {
             let by_period: Vec<String> = period_names(report)
                 .iter()
@@ -282,7 +338,12 @@ fn json(report: &Report) -> String {
                 .zip(key.cells())
                 .map(|(column, name)| format!("\"{column}\": {}", json_string(&name)))
                 .collect();
-            fields.extend(line(l));
+            let burst = report
+                .percentiles
+                .as_ref()
+                .and_then(|p| p.groups.get(key).copied())
+                .unwrap_or_default();
+            fields.extend(line(l, burst));
             format!("    {{{}}}", fields.join(", "))
         })
         .collect();
@@ -298,12 +359,27 @@ fn json(report: &Report) -> String {
         writeln!(out, "  \"timezone\": \"{}\",", tariff.timezone).unwrap();
         writeln!(out, "  \"periods\": [{}],", periods.join(", ")).unwrap();
     }
+    if let Some(p) = &report.percentiles {
+        writeln!(out, "  \"percentile\": {},", p.percentile).unwrap();
+        writeln!(out, "  \"rate_interval_s\": {},", INTERVAL_MS / 1000).unwrap();
+        writeln!(out, "  \"intervals\": {},", p.intervals).unwrap();
+    }
     if groups.is_empty() {
         out.push_str("  \"groups\": [],\n");
     } else {
         writeln!(out, "  \"groups\": [\n{}\n  ],", groups.join(",\n")).unwrap();
     }
-    writeln!(out, "  \"totals\": {{{}}},", line(&report.total).join(", ")).unwrap();
+    let total_burst = report
+        .percentiles
+        .as_ref()
+        .map(|p| p.total)
+        .unwrap_or_default();
+    writeln!(
+        out,
+        "  \"totals\": {{{}}},",
+        line(&report.total, total_burst).join(", ")
+    )
+    .unwrap();
     let t = report.transit;
     writeln!(
         out,
@@ -321,6 +397,20 @@ fn decimal(bytes: u64, size: u64) -> String {
     let step = size / 1000;
     let thousandths = bytes / step + u64::from(bytes % step >= step.div_ceil(2));
     format!("{}.{:03}", thousandths / 1000, thousandths % 1000)
+}
+
+/// A rate in bit/s as the table shows it: `512 bit/s`, `1.234 Mbit/s`.
+fn rate(bps: u64) -> String {
+    let units = [
+        ("Tbit/s", 1_000_000_000_000),
+        ("Gbit/s", 1_000_000_000),
+        ("Mbit/s", 1_000_000),
+        ("kbit/s", 1_000),
+    ];
+    match units.into_iter().find(|&(_, size)| bps >= size) {
+        Some((name, size)) => format!("{} {name}", decimal(bps, size)),
+        None => format!("{bps} bit/s"),
+    }
 }
 
 /// `5400.250` seconds.
@@ -422,6 +512,7 @@ mod tests {
                 packets: 2,
                 flows: 1,
             },
+            percentiles: None,
         }
     }
 

@@ -64,6 +64,7 @@ mod tests {
             session_id: Some("a-1".into()),
             subscriber_ip: "100.64.0.1".parse().unwrap(),
             direction,
+            class: None,
             bytes,
             packets: 1,
             flows: 1,

@@ -17,9 +17,18 @@
 //! name = "off-peak"        # no days, from or to: the rest of the week
 //! price_per_gb = 0.20
 //! price_per_hour = 0.0
+//!
+//! [classes.local]          # destination classes priced apart
+//! price_per_gb = 0         # in every period
+//!
+//! [classes.ix]
+//! price_per_gb = { peak = 0.10 }   # per period; the others keep theirs
 //! ```
+//!
+//! A class's price replaces the period's price per GB for the bytes of
+//! that class (`usage.class`); time online is priced by period only.
 
-use std::{fmt, iter::Sum, ops::Add};
+use std::{collections::BTreeMap, fmt, iter::Sum, ops::Add};
 
 use serde::{Deserialize, de::IgnoredAny};
 
@@ -33,6 +42,22 @@ struct File {
     #[serde(default)]
     timezone: Offset,
     period: Vec<PeriodFile>,
+    #[serde(default)]
+    classes: BTreeMap<String, ClassFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClassFile {
+    price_per_gb: ClassPrice,
+}
+
+/// One price for every period, or prices by period name.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ClassPrice {
+    All(Price),
+    ByPeriod(BTreeMap<String, Price>),
 }
 
 #[derive(Deserialize)]
@@ -115,6 +140,9 @@ pub struct Tariff {
     pub timezone: Offset,
     pub periods: Vec<Period>,
     pub week: Week,
+    /// Destination classes priced apart: each with its price per GB in
+    /// each period (in the periods' order).
+    pub classes: Vec<(String, Vec<Price>)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -129,6 +157,8 @@ pub enum TariffError {
     NoName(usize),
     #[error("period {0:?} is defined twice")]
     DuplicateName(String),
+    #[error("class {class:?}: no period {period:?} to price")]
+    UnknownPeriod { class: String, period: String },
     #[error("period {period:?}: `{key}` {message}")]
     Invalid {
         period: String,
@@ -165,7 +195,27 @@ impl Tariff {
             .map(|(p, rule)| (p.name.as_str(), rule.as_ref()))
             .collect();
         let week = Week::new(&layout, file.timezone)?;
+        let mut classes = Vec::with_capacity(file.classes.len());
+        for (class, prices) in file.classes {
+            let mut by_period: Vec<Price> = file.period.iter().map(|p| p.price_per_gb).collect();
+            match prices.price_per_gb {
+                ClassPrice::All(price) => by_period.fill(price),
+                ClassPrice::ByPeriod(prices) => {
+                    for (period, price) in prices {
+                        let index = file.period.iter().position(|p| p.name == period).ok_or(
+                            TariffError::UnknownPeriod {
+                                class: class.clone(),
+                                period,
+                            },
+                        )?;
+                        by_period[index] = price;
+                    }
+                }
+            }
+            classes.push((class, by_period));
+        }
         Ok(Self {
+            classes,
             currency: file.currency,
             timezone: file.timezone,
             periods: file
@@ -186,10 +236,32 @@ impl Tariff {
     /// millionths, so cost = (bytes × µprice/GB ÷ 10^9 + ms × µprice/h ÷
     /// 3.6·10^6) ÷ 100, put over the common denominator 9·10^11.
     pub fn cost(&self, period: usize, bytes: u64, online_ms: u64) -> Cost {
+        self.cost_by_class(period, &[bytes], online_ms)
+    }
+
+    /// Where a class's bytes are priced: 0 for the period's own price (no
+    /// class, or one the tariff does not name), `i` for `classes[i - 1]`.
+    pub fn price_slot(&self, class: Option<&str>) -> usize {
+        class
+            .and_then(|class| self.classes.iter().position(|(name, _)| name == class))
+            .map_or(0, |index| index + 1)
+    }
+
+    /// [`Tariff::cost`] of bytes by [`Tariff::price_slot`] (`bytes[slot]`),
+    /// still rounded once.
+    pub fn cost_by_class(&self, period: usize, bytes: &[u64], online_ms: u64) -> Cost {
         const DENOMINATOR: u128 = 900_000_000_000;
         let p = &self.periods[period];
-        let numerator = u128::from(bytes) * u128::from(p.price_per_gb.0) * 9
-            + u128::from(online_ms) * u128::from(p.price_per_hour.0) * 2_500;
+        let price = |slot: usize| match slot {
+            0 => p.price_per_gb,
+            slot => self.classes[slot - 1].1[period],
+        };
+        let volume: u128 = bytes
+            .iter()
+            .enumerate()
+            .map(|(slot, &bytes)| u128::from(bytes) * u128::from(price(slot).0) * 9)
+            .sum();
+        let numerator = volume + u128::from(online_ms) * u128::from(p.price_per_hour.0) * 2_500;
         Cost((numerator + DENOMINATOR / 2) / DENOMINATOR)
     }
 }
@@ -422,6 +494,36 @@ mod tests {
         assert!(
             err.starts_with("no period covers mon 00:00–08:00, mon 20:00–tue 08:00"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn classes_take_one_price_or_prices_by_period() {
+        let text = format!(
+            "{EXAMPLE}\n[classes.local]\nprice_per_gb = 0\n[classes.ix]\nprice_per_gb = {{ \"off-peak\" = 0.05 }}\n"
+        );
+        let tariff = Tariff::parse(&text).unwrap();
+        assert_eq!(
+            tariff.classes,
+            [
+                ("ix".to_owned(), vec![Price(500_000), Price(50_000)]),
+                ("local".to_owned(), vec![Price(0), Price(0)]),
+            ]
+        );
+        assert_eq!(tariff.price_slot(Some("local")), 2);
+        assert_eq!(tariff.price_slot(Some("ix")), 1);
+        assert_eq!(tariff.price_slot(Some("elsewhere")), 0);
+        assert_eq!(tariff.price_slot(None), 0);
+        // 2 GB at the period's 0.20, 1 GB ix at 0.05, 5 GB local free.
+        let cost = tariff.cost_by_class(1, &[2_000_000_000, 1_000_000_000, 5_000_000_000], 0);
+        assert_eq!(cost.to_string(), "0.4500");
+        let bad = format!("{EXAMPLE}\n[classes.ix]\nprice_per_gb = {{ night = 0.05 }}\n");
+        assert_eq!(error(&bad), "class \"ix\": no period \"night\" to price");
+        let bad = format!("{EXAMPLE}\n[classes.ix]\nprice_per_gb = 0\nprice = 1\n");
+        assert!(
+            error(&bad).contains("unknown field `price`"),
+            "{}",
+            error(&bad)
         );
     }
 

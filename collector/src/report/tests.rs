@@ -28,6 +28,7 @@ fn usage(user: Option<&str>, ip: &str, direction: Direction, at: &str, bytes: u6
         session_id: user.map(|u| format!("{u}-1")),
         subscriber_ip: ip.parse().unwrap(),
         direction,
+        class: None,
         bytes,
         packets: 1,
         flows: 1,
@@ -422,4 +423,108 @@ fn totals_are_sums_of_the_rounded_parts() {
     assert_eq!(report.total.periods[PEAK].cost.to_string(), "0.0003");
     assert_eq!(report.total.cost().to_string(), "0.0003");
     assert_eq!(report.total.periods[PEAK].bytes, 360_000);
+}
+
+/// `tariff()` with local traffic free and ix at 0.10/GB in peak time only.
+fn tariff_with_classes() -> Tariff {
+    let text = r#"
+        currency = "EUR"
+        [[period]]
+        name = "peak"
+        days = ["mon", "tue", "wed", "thu", "fri"]
+        from = "08:00"
+        to = "20:00"
+        price_per_gb = 0.50
+        price_per_hour = 0.10
+        [[period]]
+        name = "off-peak"
+        price_per_gb = 0.20
+        price_per_hour = 0
+        [classes.local]
+        price_per_gb = 0
+        [classes.ix]
+        price_per_gb = { peak = 0.10 }
+    "#;
+    Tariff::parse(text).unwrap()
+}
+
+fn classed(class: Option<&str>, at: &str, bytes: u64) -> Usage {
+    Usage {
+        class: class.map(str::to_owned),
+        ..usage(Some("alice"), "198.18.100.7", Down, at, bytes)
+    }
+}
+
+const GB: u64 = 1_000_000_000;
+
+#[test]
+fn a_free_class_costs_nothing_and_a_class_priced_by_period_keeps_the_others() {
+    let tariff = tariff_with_classes();
+    // Peak: 1 GB local (free), 1 GB ix (0.10), 1 GB unclassified (0.50),
+    // 1 GB of a class the tariff does not name (the period's 0.50).
+    // Off-peak: 1 GB local (free), 1 GB ix (the period's 0.20).
+    let rows = [
+        classed(Some("local"), "10:00", GB),
+        classed(Some("ix"), "10:00", GB),
+        classed(None, "10:01", GB),
+        classed(Some("national"), "10:02", GB),
+        classed(Some("local"), "21:00", GB),
+        classed(Some("ix"), "21:00", GB),
+    ];
+    let priced = report(&Grouping::User, Some(&tariff), &rows, &[], &[]);
+    let alice = line(&priced, &user("alice"));
+    assert_eq!(alice.periods[PEAK].bytes, 4 * GB);
+    assert_eq!(alice.periods[PEAK].cost.to_string(), "1.1000");
+    assert_eq!(alice.periods[OFF_PEAK].cost.to_string(), "0.2000");
+    assert_eq!(alice.cost().to_string(), "1.3000");
+    // The free class alone costs nothing at all.
+    let local: Vec<Usage> = rows
+        .iter()
+        .filter(|r| r.class.as_deref() == Some("local"))
+        .cloned()
+        .collect();
+    let free = report(&Grouping::User, Some(&tariff), &local, &[], &[]);
+    assert_eq!(free.total.cost(), Cost(0));
+    assert_eq!(free.total.bytes(), 2 * GB);
+}
+
+#[test]
+fn by_class_the_groups_add_up_to_the_total_in_bytes_and_cost() {
+    let tariff = tariff_with_classes();
+    let rows = [
+        classed(Some("local"), "10:00", 3 * GB),
+        classed(Some("ix"), "07:59", GB),
+        classed(None, "10:01", 7),
+        Usage {
+            class: Some("ix".into()),
+            ..usage(Some("bob"), "198.18.100.8", Up, "21:00", 5 * GB)
+        },
+        Usage {
+            class: Some("ix".into()),
+            ..usage(None, "203.0.113.9", Transit, "21:00", 99 * GB)
+        },
+    ];
+    let by_class = report(&Grouping::Class, Some(&tariff), &rows, &[], &[]);
+    let by_user = report(&Grouping::User, Some(&tariff), &rows, &[], &[]);
+    assert_eq!(
+        keys(&by_class),
+        [
+            Key::Class(Name::Known("ix".into())),
+            Key::Class(Name::Known("local".into())),
+            Key::Class(Name::Unknown),
+        ]
+    );
+    let ix = line(&by_class, &Key::Class(Name::Known("ix".into())));
+    // 1 GB ix over 07:59–08:00 (a minute bucket: off-peak) and 5 GB off-peak.
+    assert_eq!((ix.bytes_up, ix.bytes_down), (5 * GB, GB));
+    assert_eq!(ix.cost().to_string(), "1.2000");
+    let sum: u64 = by_class.groups.iter().map(|(_, l)| l.bytes()).sum();
+    let cost: Cost = by_class.groups.iter().map(|(_, l)| l.cost()).sum();
+    assert_eq!(sum, by_class.total.bytes());
+    assert_eq!(by_class.total.bytes(), by_user.total.bytes());
+    assert_eq!(cost, by_class.total.cost());
+    assert_eq!(by_class.total.bytes(), 9 * GB + 7);
+    assert_eq!(by_class.transit.bytes, 99 * GB, "transit stays apart");
+    // Sessions have no destination: no class is online.
+    assert!(by_class.groups.iter().all(|(_, l)| l.online_ms == 0));
 }

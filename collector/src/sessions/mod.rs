@@ -227,6 +227,34 @@ pub struct History {
     index: Index,
     last_id: u64,
     open: usize,
+    /// Open sessions per NAS (NASes with none are left out).
+    open_by_nas: HashMap<Arc<str>, usize>,
+}
+
+/// What a Start, Interim-Update or Stop does, decided before doing it.
+enum Step {
+    /// Retransmitted, late, or outdated: nothing.
+    Nothing,
+    Update(u32),
+    Stop(u32),
+    /// A new session, after ending or settling the newest of its id.
+    Begin(Option<Prior>),
+}
+
+/// The session a new one with the same id replaces.
+enum Prior {
+    /// Still open: the NAS reused the id, it ends as superseded.
+    Open(u32),
+    /// Silent: it stays as it closed.
+    Silent(u32),
+}
+
+/// A new session an event would make (see [`History::would_begin`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NewSession {
+    /// Whether the NAS has one more open session afterwards (not for a
+    /// Stop, nor for a Start superseding an open session).
+    pub adds_open: bool,
 }
 
 #[derive(Debug)]
@@ -319,7 +347,7 @@ impl History {
             }
             let stop_ms = session.last_update_ms;
             session.state = State::Silent { stop_ms };
-            self.open -= 1;
+            count_closed(&mut self.open, &mut self.open_by_nas, &session.nas);
             out.push(session.row(live, Some(SILENT.to_owned())));
             out.extend(session.held_rows(live, Some(stop_ms)));
         }
@@ -375,6 +403,28 @@ impl History {
         self.open
     }
 
+    /// Open sessions of one NAS.
+    pub fn open_sessions_on(&self, nas: &str) -> usize {
+        self.open_by_nas.get(nas).copied().unwrap_or(0)
+    }
+
+    /// The session `event` would begin if applied now, if any: what a
+    /// bound on new sessions must judge before the event changes anything.
+    pub fn would_begin(&self, event: &Event) -> Option<NewSession> {
+        if !matches!(
+            event.kind,
+            EventKind::Start | EventKind::InterimUpdate | EventKind::Stop
+        ) {
+            return None;
+        }
+        match self.step(event) {
+            Step::Begin(prior) => Some(NewSession {
+                adds_open: event.kind != EventKind::Stop && !matches!(prior, Some(Prior::Open(_))),
+            }),
+            Step::Nothing | Step::Update(_) | Step::Stop(_) => None,
+        }
+    }
+
     /// The open sessions of the users `wanted` picks, as a NAS knows them.
     pub fn open_sessions_of(&self, mut wanted: impl FnMut(&str) -> bool) -> Vec<OpenSession> {
         self.sessions
@@ -410,27 +460,46 @@ impl History {
     }
 
     fn session_event(&mut self, e: &Event, out: &mut Vec<Change>) {
-        if let Some(slot) = self.newest_slot(&e.nas, &e.session_id) {
-            let session = &self.sessions[slot as usize];
-            let later = e.time_ms > session.seen_ms();
-            match (session.state, e.kind) {
-                // The id again after its session closed: a new session.
-                (State::Closed { .. }, _) if later => {}
-                // Retransmitted or late: the session is over.
-                (State::Closed { .. }, _) => return,
-                // A Stop closes at its own time, however late.
-                (_, EventKind::Stop) => return self.stop(slot, e, out),
-                // Retransmitted or late: what it says is known, or outdated.
-                _ if !later => return,
-                (_, EventKind::InterimUpdate) => return self.update(slot, e, out),
-                // A Start (Accounting-On/Off never come here) for an id still
-                // open: the NAS reused it, so that session is over.
-                (State::Open, _) => self.end(slot, e.time_ms, Some(SUPERSEDED.to_owned()), out),
-                // A Start after silence: the silent session stays as it closed.
-                (State::Silent { .. }, _) => self.sessions[slot as usize].settle(),
+        match self.step(e) {
+            Step::Nothing => {}
+            Step::Update(slot) => self.update(slot, e, out),
+            Step::Stop(slot) => self.stop(slot, e, out),
+            Step::Begin(prior) => {
+                match prior {
+                    Some(Prior::Open(slot)) => {
+                        self.end(slot, e.time_ms, Some(SUPERSEDED.to_owned()), out)
+                    }
+                    Some(Prior::Silent(slot)) => self.sessions[slot as usize].settle(),
+                    None => {}
+                }
+                self.begin(e, out);
             }
         }
-        self.begin(e, out);
+    }
+
+    /// What a Start, Interim-Update or Stop does.
+    fn step(&self, e: &Event) -> Step {
+        let Some(slot) = self.newest_slot(&e.nas, &e.session_id) else {
+            return Step::Begin(None);
+        };
+        let session = &self.sessions[slot as usize];
+        let later = e.time_ms > session.seen_ms();
+        match (session.state, e.kind) {
+            // The id again after its session closed: a new session.
+            (State::Closed { .. }, _) if later => Step::Begin(None),
+            // Retransmitted or late: the session is over.
+            (State::Closed { .. }, _) => Step::Nothing,
+            // A Stop closes at its own time, however late.
+            (_, EventKind::Stop) => Step::Stop(slot),
+            // Retransmitted or late: what it says is known, or outdated.
+            _ if !later => Step::Nothing,
+            (_, EventKind::InterimUpdate) => Step::Update(slot),
+            // A Start (Accounting-On/Off never come here) for an id still
+            // open: the NAS reused it, so that session is over.
+            (State::Open, _) => Step::Begin(Some(Prior::Open(slot))),
+            // A Start after silence: the silent session stays as it closed.
+            (State::Silent { .. }, _) => Step::Begin(Some(Prior::Silent(slot))),
+        }
     }
 
     /// Opens a session for `e`: at its time for a Start, else at the start
@@ -465,8 +534,8 @@ impl History {
             out.extend(session.held_rows(&live, None));
         }
         session.live = Some(Box::new(live));
+        count_opened(&mut self.open, &mut self.open_by_nas, &session.nas);
         self.sessions.push(session);
-        self.open += 1;
         if e.kind == EventKind::Stop {
             self.stop(slot, e, out);
         }
@@ -484,7 +553,7 @@ impl History {
         let revived = session.state != State::Open;
         if revived {
             session.state = State::Open;
-            self.open += 1;
+            count_opened(&mut self.open, &mut self.open_by_nas, &session.nas);
         }
         session.last_update_ms = e.time_ms;
         live.absorb(e);
@@ -531,7 +600,7 @@ impl History {
         let stop_ms = at_ms.max(session.start_ms);
         let was = std::mem::replace(&mut session.state, State::Closed { stop_ms });
         if was == State::Open {
-            self.open -= 1;
+            count_closed(&mut self.open, &mut self.open_by_nas, &session.nas);
         }
         out.push(session.row(&live, cause));
         // A silent session's intervals already end where it stopped.
@@ -602,7 +671,7 @@ impl History {
             })
         });
         if state == State::Open {
-            self.open += 1;
+            count_opened(&mut self.open, &mut self.open_by_nas, &nas);
         }
         self.last_id = self.last_id.max(row.id);
         self.sessions.push(Session {
@@ -649,6 +718,23 @@ impl History {
         };
         let ids = self.newest.entry(name.clone()).or_default();
         (name, ids.insert(session_id.into(), slot))
+    }
+}
+
+/// One more open session, of `nas`.
+fn count_opened(open: &mut usize, by_nas: &mut HashMap<Arc<str>, usize>, nas: &Arc<str>) {
+    *open += 1;
+    *by_nas.entry(Arc::clone(nas)).or_default() += 1;
+}
+
+/// One open session of `nas` less.
+fn count_closed(open: &mut usize, by_nas: &mut HashMap<Arc<str>, usize>, nas: &str) {
+    *open -= 1;
+    if let Some(count) = by_nas.get_mut(nas) {
+        *count -= 1;
+        if *count == 0 {
+            by_nas.remove(nas);
+        }
     }
 }
 

@@ -767,6 +767,69 @@ fn ipv6_takes_the_longest_matching_prefix_with_a_holder() {
     );
 }
 
+// 8a. Open sessions per NAS, and which events would begin one.
+
+#[test]
+fn open_sessions_are_counted_per_nas_through_every_transition() {
+    let other = "198.18.0.2";
+    let mut history = History::new();
+    let opens = |history: &History, e: &Event| history.would_begin(e).map(|n| n.adds_open);
+    let s1 = start("s1", "alice", "100.64.0.1", T0);
+    assert_eq!(opens(&history, &s1), Some(true), "an unknown id");
+    history.apply(&s1);
+    assert_eq!(opens(&history, &s1), None, "retransmitted");
+    history.apply(&start("s2", "bob", "100.64.0.2", T0));
+    history.apply(&on_nas(other, start("s1", "carol", "100.64.0.3", T0)));
+    assert_eq!(history.open_sessions_on(NAS), 2);
+    assert_eq!(history.open_sessions_on(other), 1);
+
+    let reused = start("s1", "alice", "100.64.0.1", T0 + s(5));
+    assert_eq!(
+        opens(&history, &reused),
+        Some(false),
+        "supersedes an open one"
+    );
+    history.apply(&reused);
+    assert_eq!(history.open_sessions_on(NAS), 2);
+    assert_eq!(opens(&history, &interim("s2", T0 + s(6))), None);
+    let lost_start = stop("s9", T0 + s(7));
+    assert_eq!(
+        opens(&history, &lost_start),
+        Some(false),
+        "opens and closes"
+    );
+    history.apply(&lost_start);
+    history.apply(&stop("s2", T0 + s(8)));
+    assert_eq!(history.open_sessions_on(NAS), 1);
+
+    history.close_silent(T0 + s(10_000), 3, 60);
+    assert_eq!(
+        (history.open_sessions_on(NAS), history.open_sessions()),
+        (0, 0)
+    );
+    assert_eq!(
+        opens(&history, &interim("s1", T0 + s(10_001))),
+        None,
+        "a silent session revives, it is not new"
+    );
+    history.apply(&interim("s1", T0 + s(10_001)));
+    assert_eq!(history.open_sessions_on(NAS), 1);
+    assert_eq!(
+        opens(
+            &history,
+            &event(EventKind::AccountingOn, "", T0 + s(10_002))
+        ),
+        None
+    );
+    history.apply(&event(EventKind::AccountingOn, "", T0 + s(10_002)));
+    assert_eq!(history.open_sessions_on(NAS), 0);
+    let mut rows = Rows::default();
+    rows.add(history.apply(&start("s3", "dave", "100.64.0.4", T0 + s(10_003))));
+    assert_eq!(history.open_sessions_on(NAS), 1);
+    let rebuilt = rows.rebuild();
+    assert_eq!(rebuilt.open_sessions_on(NAS), 1, "rebuilt from rows");
+}
+
 // 8. Memory.
 
 /// Counts, per thread, the heap blocks and bytes allocated and not yet
@@ -958,6 +1021,7 @@ fn a_rebuilt_history_goes_on_where_its_rows_left_off() {
 
     let mut rebuilt = rows.rebuild();
     assert_eq!(rebuilt.open_sessions(), 0);
+    assert_eq!(rebuilt.open_sessions_on(NAS), 0);
     assert_eq!(
         rebuilt.apply(&stop("s2", T0 + s(10))),
         [],
@@ -968,6 +1032,7 @@ fn a_rebuilt_history_goes_on_where_its_rows_left_off() {
     assert_eq!(intervals(&changes), [(net("100.64.0.1/32"), T0, None)]);
     let changes = rebuilt.apply(&start("s3", "carol", "100.64.0.3", T0 + s(1200)));
     assert_eq!(session_row(&changes).id, 3, "ids go on");
+    assert_eq!(rebuilt.open_sessions_on(NAS), 2);
 }
 
 /// A database: the rows of every change, each replacing its predecessor.

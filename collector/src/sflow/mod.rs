@@ -6,6 +6,7 @@
 pub mod decode;
 pub mod fixtures;
 pub mod fuzz;
+pub mod kernel_model;
 pub mod sources;
 pub mod wire;
 

@@ -93,19 +93,23 @@ pub fn finish(conn: &Connection, id: i64, outcome: &Outcome) -> rusqlite::Result
     Ok(())
 }
 
-/// Usage per user and direction of rows whose bucket starts in
+/// One user's usage in one direction to one destination class (`None`:
+/// no class).
+pub type UserUsage = (String, Direction, Option<String>, u64);
+
+/// Usage per user, direction and class of rows whose bucket starts in
 /// `[from_ms, to_ms)`; only `user`'s if given.
 pub fn usage(
     conn: &Connection,
     from_ms: u64,
     to_ms: u64,
     user: Option<&str>,
-) -> rusqlite::Result<Vec<(String, Direction, u64)>> {
+) -> rusqlite::Result<Vec<UserUsage>> {
     let mut query = conn.prepare_cached(
-        "SELECT user_name, direction, SUM(bytes) FROM usage
+        "SELECT user_name, direction, class, SUM(bytes) FROM usage
          WHERE user_name IS NOT NULL AND bucket_start_ms >= ?1 AND bucket_start_ms < ?2
             AND (?3 IS NULL OR user_name = ?3)
-         GROUP BY user_name, direction",
+         GROUP BY user_name, direction, class",
     )?;
     let rows = query.query_map(params![from_ms as i64, to_ms as i64, user], |row| {
         let direction: String = row.get(1)?;
@@ -114,7 +118,12 @@ pub fn usage(
             "down" => Direction::Down,
             _ => Direction::Transit,
         };
-        Ok((row.get(0)?, direction, row.get::<_, i64>(2)? as u64))
+        Ok((
+            row.get(0)?,
+            direction,
+            row.get(2)?,
+            row.get::<_, i64>(3)? as u64,
+        ))
     })?;
     rows.collect()
 }
@@ -128,8 +137,15 @@ pub fn restore(conn: &Connection, quotas: &mut Quotas, now_ms: u64) -> rusqlite:
         .map(|rule| rule.calendar.period(now_ms))
         .collect();
     for (rule, period) in periods.iter().enumerate() {
-        for (user, direction, bytes) in usage(conn, period.start_ms, period.end_ms, None)? {
-            quotas.restore_usage(rule, period.start_ms, &user, direction, bytes);
+        for (user, direction, class, bytes) in usage(conn, period.start_ms, period.end_ms, None)? {
+            quotas.restore_usage(
+                rule,
+                period.start_ms,
+                &user,
+                direction,
+                class.as_deref(),
+                bytes,
+            );
         }
     }
     let Some(earliest) = periods.iter().map(|p| p.start_ms).min() else {

@@ -17,7 +17,7 @@ use crate::{
 };
 
 /// Schema version stored in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS sessions (
@@ -64,7 +64,8 @@ CREATE TABLE IF NOT EXISTS usage (
     packets          INTEGER NOT NULL,
     flows            INTEGER NOT NULL,
     first_ms         INTEGER NOT NULL,
-    last_ms          INTEGER NOT NULL
+    last_ms          INTEGER NOT NULL,
+    class            TEXT
 );
 -- Rows waiting for a late session (associate.rs), kept with each flush so
 -- that a killed daemon's successor resumes them.
@@ -86,7 +87,8 @@ CREATE TABLE IF NOT EXISTS usage_pending (
     packets          INTEGER NOT NULL,
     flows            INTEGER NOT NULL,
     first_ms         INTEGER NOT NULL,
-    last_ms          INTEGER NOT NULL
+    last_ms          INTEGER NOT NULL,
+    class            TEXT
 );
 CREATE INDEX IF NOT EXISTS usage_by_time ON usage (bucket_start_ms);
 CREATE INDEX IF NOT EXISTS usage_by_user ON usage (user_name, bucket_start_ms);
@@ -116,6 +118,11 @@ const MIGRATE_2_TO_3_ADDRESSES: &str = "
 ALTER TABLE session_addresses ADD COLUMN changed INTEGER;
 UPDATE session_addresses SET changed = rowid;
 ";
+
+/// Version 3 lacked destination classes: existing rows have none (NULL).
+/// Added where missing rather than by version, since `usage_pending` came
+/// without a version of its own.
+const CLASS_COLUMNS: [&str; 2] = ["usage", "usage_pending"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -163,6 +170,9 @@ pub fn open(path: &Path) -> Result<Connection, OpenError> {
             .map_err(sqlite)?;
     }
     conn.execute_batch(SCHEMA).map_err(sqlite)?;
+    for table in CLASS_COLUMNS {
+        add_column(&conn, table, "class", "TEXT").map_err(sqlite)?;
+    }
     conn.execute_batch(super::runs::SCHEMA).map_err(sqlite)?;
     conn.execute_batch(super::integrity::SCHEMA)
         .map_err(sqlite)?;
@@ -179,7 +189,28 @@ pub fn open(path: &Path) -> Result<Connection, OpenError> {
 
 const USAGE_COLUMNS: &str = "bucket_start_ms, bucket_width_ms, user_name, session_id, \
     subscriber_ip, direction, peer_ip, protocol, subscriber_port, peer_port, exporter, bytes, \
-    packets, flows, first_ms, last_ms";
+    packets, flows, first_ms, last_ms, class";
+
+/// `?1, ?2, ... ?n`.
+fn placeholders(n: usize) -> String {
+    (1..=n)
+        .map(|i| format!("?{i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Adds `column` to `table` unless it has it.
+fn add_column(conn: &Connection, table: &str, column: &str, kind: &str) -> rusqlite::Result<()> {
+    let has: bool = conn.query_row(
+        &format!("SELECT count(*) > 0 FROM pragma_table_info('{table}') WHERE name = ?1"),
+        [column],
+        |row| row.get(0),
+    )?;
+    if !has {
+        conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))?;
+    }
+    Ok(())
+}
 
 /// Appends `rows` in one transaction: a flush is written whole or not at all.
 pub fn write_usage(conn: &mut Connection, rows: &[UsageRow]) -> rusqlite::Result<()> {
@@ -262,9 +293,8 @@ fn write_some(
     let mut written: usize = 0;
     {
         let mut wait = tx.prepare_cached(&format!(
-            "INSERT INTO usage_pending (id, give_up_ms, {USAGE_COLUMNS})
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                ?17, ?18)"
+            "INSERT INTO usage_pending (id, give_up_ms, {USAGE_COLUMNS}) VALUES ({})",
+            placeholders(USAGE_VALUES + 2)
         ))?;
         for waiting in &changes.entered {
             let key = [waiting.id as i64, waiting.give_up_ms as i64].map(Value::from);
@@ -277,8 +307,8 @@ fn write_some(
             done.execute([*id as i64])?;
         }
         let mut insert = tx.prepare_cached(&format!(
-            "INSERT INTO usage ({USAGE_COLUMNS})
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+            "INSERT INTO usage ({USAGE_COLUMNS}) VALUES ({})",
+            placeholders(USAGE_VALUES)
         ))?;
         for row in rows {
             insert.execute(params_from_iter(values(row)))?;
@@ -321,14 +351,17 @@ pub fn read_pending(conn: &Connection) -> rusqlite::Result<Vec<Waiting>> {
                 flows: count(15)?,
                 first_ms: count(16)?,
                 last_ms: count(17)?,
+                class: row.get(18)?,
             },
         })
     })?
     .collect()
 }
 
+const USAGE_VALUES: usize = 17;
+
 /// A usage row's columns in [`USAGE_COLUMNS`] order.
-fn values(row: &UsageRow) -> [Value; 16] {
+fn values(row: &UsageRow) -> [Value; USAGE_VALUES] {
     let text = |ip: Option<IpAddr>| ip.map(|ip| ip.to_string()).into();
     // SQLite integers are i64; counters beyond 2^63 are not real.
     let int = |n: u64| Value::Integer(n as i64);
@@ -349,6 +382,7 @@ fn values(row: &UsageRow) -> [Value; 16] {
         int(row.flows),
         int(row.first_ms),
         int(row.last_ms),
+        row.class.clone().into(),
     ]
 }
 
@@ -400,6 +434,7 @@ mod tests {
             subscriber_port: None,
             peer_port: Some(443),
             exporter: None,
+            class: None,
             bytes: 1500,
             packets: 1,
             flows: 1,
@@ -491,7 +526,8 @@ mod tests {
             protocol: Some(17),
             subscriber_port: Some(53),
             peer_port: None,
-            exporter: None,
+            exporter: Some("198.18.0.1".parse().unwrap()),
+            class: Some("ix".into()),
             bytes,
             packets: 1,
             flows: 1,
@@ -548,6 +584,44 @@ mod tests {
             )
             .unwrap();
         assert_eq!(changed, (7, 1));
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_version_3_database_gains_the_class_column_with_old_rows_unclassified() {
+        let path = temp_db("migrate3");
+        let mut conn = open(&path).unwrap();
+        let row = |class: Option<&str>| UsageRow {
+            class: class.map(str::to_owned),
+            ..UsageRow::bare(
+                60_000,
+                "198.18.100.7".parse().unwrap(),
+                Direction::Down,
+                500,
+            )
+        };
+        write_usage(&mut conn, &[row(None)]).unwrap();
+        conn.execute_batch(
+            "ALTER TABLE usage DROP COLUMN class;
+             ALTER TABLE usage_pending DROP COLUMN class;
+             PRAGMA user_version = 3;",
+        )
+        .unwrap();
+        drop(conn);
+        let mut conn = open(&path).unwrap();
+        write_usage(&mut conn, &[row(Some("local"))]).unwrap();
+        let classes: Vec<(Option<String>, i64)> = conn
+            .prepare("SELECT class, bytes FROM usage ORDER BY rowid")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(classes, [(None, 500), (Some("local".into()), 500)]);
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 

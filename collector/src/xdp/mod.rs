@@ -26,13 +26,14 @@ use aya::{
     programs::{ProgramError, TestRun as _, TestRunOptions, Xdp, XdpMode, links::FdLink},
 };
 use flowtally_common::{
-    ACTIVE_MAP, AGGREGATE_MAPS, BILLING_SCOPE_MAP, COLLECTOR_PORTS_MAP, EXPORTERS_MAP,
-    GLOBAL_BUCKET_MS, GLOBAL_FLAGS, GLOBAL_KEEP_FIELDS, OVERFLOW_RING, RECORD_STATS_MAP, STATS_MAP,
-    SUBSCRIBER_NETS_MAP,
+    ACTIVE_MAP, AGGREGATE_MAPS, BILLING_SCOPE_MAP, CLASS_NETS_MAP, COLLECTOR_PORTS_MAP,
+    EXPORTERS_MAP, GLOBAL_BUCKET_MS, GLOBAL_FLAGS, GLOBAL_KEEP_FIELDS, OVERFLOW_RING,
+    RECORD_STATS_MAP, STATS_MAP, SUBSCRIBER_NETS_MAP,
     agg::{
-        AggKey, AggValue, FLAG_BILLING_SCOPE, FLAG_EXPORTER_ALLOWLIST, FLAG_INTERFACE_FLOWS, Ip,
-        Profile, ScopeKey,
+        AggKey, AggValue, FLAG_BILLING_SCOPE, FLAG_CLASSES, FLAG_EXPORTER_ALLOWLIST,
+        FLAG_INTERFACE_FLOWS, Ip, Profile, ScopeKey,
     },
+    class_table::{self, CLASS_V4_MAP},
     interfaces::{INTERFACE_FLOWS_MAP, InterfaceFlows},
     members::SUBSCRIBER_V4_MAP,
     sequence::{EXPORT_BYTES_MAP, EXPORTS_RING},
@@ -52,6 +53,7 @@ pub use self::{
     stats::KernelStats,
 };
 use crate::{
+    classes::class_table,
     ip::{to_ip, to_prefix},
     subscribers::subscriber_table,
 };
@@ -144,6 +146,9 @@ pub struct Attachment {
 pub struct KernelConfig {
     pub collector_ports: BTreeSet<u16>,
     pub subscriber_networks: Vec<IpNet>,
+    /// Destination class networks and their class numbers; empty: none
+    /// (no lookup per record).
+    pub classes: Vec<(IpNet, u8)>,
     /// Allowed exporters; empty means any.
     pub exporters: Vec<IpAddr>,
     /// The billing scope; empty means everything counts.
@@ -181,6 +186,9 @@ impl DataPlane {
         if !config.interfaces.is_empty() {
             flags |= FLAG_INTERFACE_FLOWS;
         }
+        if !config.classes.is_empty() {
+            flags |= FLAG_CLASSES;
+        }
         let mut loader = EbpfLoader::new();
         loader
             .override_global(aya_log::LEVEL, &log_level, true)
@@ -190,6 +198,12 @@ impl DataPlane {
             .map_max_entries(OVERFLOW_RING, config.overflow_ring_bytes);
         for name in AGGREGATE_MAPS.into_iter().flatten() {
             loader.map_max_entries(name, config.aggregate_entries);
+        }
+        // 16 MiB only where classes are looked up.
+        if config.classes.is_empty() {
+            loader.map_max_entries(CLASS_V4_MAP, 1);
+        } else {
+            loader.map_max_entries(CLASS_V4_MAP, class_table::V4_TABLE_WORDS);
         }
         let mut ebpf = loader.load(OBJECT).map_err(XdpError::Load)?;
         fill_maps(&mut ebpf, config)?;
@@ -625,6 +639,23 @@ fn fill_maps(ebpf: &mut Ebpf, config: &KernelConfig) -> Result<(), XdpError> {
         let (ip, len) = to_prefix(net);
         nets.insert(&Key::new(u32::from(len), ip), 1, 0)
             .map_err(map_error(SUBSCRIBER_NETS_MAP))?;
+    }
+
+    let mut table: Array<_, u64> = map_mut(ebpf, CLASS_V4_MAP)?
+        .try_into()
+        .map_err(map_error(CLASS_V4_MAP))?;
+    for (index, word) in class_table(&config.classes) {
+        table.set(index, word, 0).map_err(map_error(CLASS_V4_MAP))?;
+    }
+
+    let mut classes: LpmTrie<_, Ip, u8> = map_mut(ebpf, CLASS_NETS_MAP)?
+        .try_into()
+        .map_err(map_error(CLASS_NETS_MAP))?;
+    for (net, class) in &config.classes {
+        let (ip, len) = to_prefix(net);
+        classes
+            .insert(&Key::new(u32::from(len), ip), class, 0)
+            .map_err(map_error(CLASS_NETS_MAP))?;
     }
     Ok(())
 }

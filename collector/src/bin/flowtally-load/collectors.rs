@@ -1,6 +1,7 @@
 //! The collectors under test, each run in the lab's `rx` namespace, and
 //! what each says it accounted: flowtally (XDP or socket mode) through its
-//! `/metrics`, pmacct's nfacctd through its in-memory table.
+//! `/metrics`, pmacct's nfacctd and sfacctd through their in-memory table,
+//! nfdump's nfcapd and sfcapd through their flow files.
 
 use std::{
     collections::BTreeMap,
@@ -19,6 +20,7 @@ use anyhow::{Context as _, Result, bail, ensure};
 use crate::{lab::Lab, procfs, stream::SUBSCRIBER_NET};
 
 pub const NETFLOW_PORT: u16 = 2055;
+pub const SFLOW_PORT: u16 = flowtally_common::sflow::PORT;
 pub const RADIUS_PORT: u16 = 1813;
 pub const RADIUS_SECRET: &str = "load-secret";
 const METRICS: &str = "127.0.0.1:9725";
@@ -34,6 +36,48 @@ pub enum Kind {
     Nfacctd,
     /// nfdump's nfcapd, writing flow files
     Nfcapd,
+    /// pmacct's sfacctd (sFlow), memory plugin
+    Sfacctd,
+    /// nfdump's sfcapd (sFlow), writing flow files
+    Sfcapd,
+}
+
+impl Kind {
+    /// The UDP port a pmacct or nfdump daemon listens on (flowtally
+    /// listens on both).
+    fn port(self) -> u16 {
+        match self {
+            Kind::Sfacctd | Kind::Sfcapd => SFLOW_PORT,
+            _ => NETFLOW_PORT,
+        }
+    }
+
+    /// Whether it counts an sFlow sample's frame length (Ethernet header
+    /// and FCS included) rather than the IP packet's length, as sfacctd and
+    /// sfcapd do.
+    pub fn counts_frames(self) -> bool {
+        matches!(self, Kind::Sfacctd | Kind::Sfcapd)
+    }
+
+    /// pmacct's daemons (table queried with `pmacct -s`).
+    fn pmacct(self) -> bool {
+        matches!(self, Kind::Nfacctd | Kind::Sfacctd)
+    }
+
+    /// nfdump's daemons (flow files read with `nfdump`).
+    fn nfdump(self) -> bool {
+        matches!(self, Kind::Nfcapd | Kind::Sfcapd)
+    }
+
+    fn daemon(self) -> &'static str {
+        match self {
+            Kind::Xdp | Kind::Socket => "flowtally",
+            Kind::Nfacctd => "nfacctd",
+            Kind::Nfcapd => "nfcapd",
+            Kind::Sfacctd => "sfacctd",
+            Kind::Sfcapd => "sfcapd",
+        }
+    }
 }
 
 impl fmt::Display for Kind {
@@ -43,6 +87,8 @@ impl fmt::Display for Kind {
             Kind::Socket => "flowtally socket",
             Kind::Nfacctd => "nfacctd",
             Kind::Nfcapd => "nfcapd",
+            Kind::Sfacctd => "sfacctd",
+            Kind::Sfcapd => "sfcapd",
         })
     }
 }
@@ -69,10 +115,10 @@ impl Collector {
         fs::create_dir_all(&dir)?;
         let mut this = match kind {
             Kind::Xdp | Kind::Socket => Self::flowtally(kind, lab, setup, dir)?,
-            Kind::Nfacctd => Self::nfacctd(lab, dir)?,
-            Kind::Nfcapd => Self::nfcapd(lab, dir)?,
+            Kind::Nfacctd | Kind::Sfacctd => Self::pmacct(kind, lab, dir)?,
+            Kind::Nfcapd | Kind::Sfcapd => Self::nfdump(kind, lab, dir)?,
         };
-        if matches!(kind, Kind::Nfacctd | Kind::Nfcapd) {
+        if kind.pmacct() || kind.nfdump() {
             this.await_socket()?;
         }
         Ok(this)
@@ -97,9 +143,17 @@ impl Collector {
             _ => command.args(["--mode", "socket"]),
         };
         let netflow = format!("{}:{NETFLOW_PORT}", crate::lab::COLLECTOR_IP);
+        let sflow = format!("{}:{SFLOW_PORT}", crate::lab::COLLECTOR_IP);
         let radius = format!("{}:{RADIUS_PORT}", crate::lab::COLLECTOR_IP);
         command
-            .args(["--netflow", &netflow, "--radius", &radius])
+            .args([
+                "--netflow",
+                &netflow,
+                "--sflow",
+                &sflow,
+                "--radius",
+                &radius,
+            ])
             .args(["--radius-secret", RADIUS_SECRET, "--metrics", METRICS])
             .args(["--subscriber-net", SUBSCRIBER_NET, "--flush-interval", "1s"])
             .arg("--db")
@@ -131,21 +185,31 @@ impl Collector {
         }
     }
 
-    fn nfacctd(lab: &Lab, dir: PathBuf) -> Result<Self> {
-        let config = dir.join("nfacctd.conf");
+    /// nfacctd or sfacctd.
+    fn pmacct(kind: Kind, lab: &Lab, dir: PathBuf) -> Result<Self> {
+        let daemon = kind.daemon();
+        let config = dir.join(format!("{daemon}.conf"));
         // The memory plugin keeps the table flowtally's "detail" profile
         // keeps (addresses, ports, protocol, exporter), in up to 256 MiB
         // (`imt_mem_pools_number: 0`, "unbounded", lost about a fifth of
         // 30 000 keys here); the core-to-plugin pipe is made generous so it
         // is not the limit. `plugin_buffer_size` stays at its default (no
         // batching): a partly filled batch waits for more traffic, which
-        // would read as loss at the end of every trial.
+        // would read as loss at the end of every trial. sfacctd scales
+        // samples by their sampling rate only when told to (flowtally and
+        // sfcapd do by default).
+        let renormalize = if kind == Kind::Sfacctd {
+            "sfacctd_renormalize: true\n"
+        } else {
+            ""
+        };
         fs::write(
             &config,
             format!(
                 "daemonize: false\n\
-                 nfacctd_ip: {}\n\
-                 nfacctd_port: {NETFLOW_PORT}\n\
+                 {daemon}_ip: {}\n\
+                 {daemon}_port: {}\n\
+                 {renormalize}\
                  plugins: memory\n\
                  aggregate: src_host, dst_host, src_port, dst_port, proto, peer_src_ip\n\
                  imt_path: {}\n\
@@ -155,77 +219,79 @@ impl Collector {
                  plugin_pipe_size: 67108864\n\
                  logfile: {}\n",
                 crate::lab::COLLECTOR_IP,
-                dir.join("nfacctd.pipe").display(),
-                dir.join("nfacctd.log").display(),
+                kind.port(),
+                dir.join("pmacct.pipe").display(),
+                dir.join("pmacct.log").display(),
             ),
         )?;
         let child = lab
             .rx
-            .command("nfacctd")
+            .command(daemon)
             .arg("-f")
             .arg(&config)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(fs::File::create(dir.join("stderr.log"))?)
             .spawn()
-            .context("starting nfacctd (Debian package pmacct)")?;
-        Ok(Self {
-            kind: Kind::Nfacctd,
-            child,
-            dir,
-        })
+            .with_context(|| format!("starting {daemon} (Debian package pmacct)"))?;
+        Ok(Self { kind, child, dir })
     }
 
-    fn nfcapd(lab: &Lab, dir: PathBuf) -> Result<Self> {
+    /// nfcapd or sfcapd.
+    fn nfdump(kind: Kind, lab: &Lab, dir: PathBuf) -> Result<Self> {
         let flows = dir.join("flows");
         fs::create_dir_all(&flows)?;
         // A new file every 2 s (the shortest period): only closed files
         // can be read, so that is how soon what it received shows.
         let child = lab
             .rx
-            .command("nfcapd")
+            .command(kind.daemon())
             .arg("-w")
             .arg(&flows)
-            .args(["-p", &NETFLOW_PORT.to_string(), "-t", "2"])
+            .args(["-p", &kind.port().to_string(), "-t", "2"])
             .args(["-b", &crate::lab::COLLECTOR_IP.to_string()])
             .stdin(Stdio::null())
             .stdout(fs::File::create(dir.join("stdout.log"))?)
             .stderr(fs::File::create(dir.join("stderr.log"))?)
             .spawn()
-            .context("starting nfcapd (Debian package nfdump)")?;
-        Ok(Self {
-            kind: Kind::Nfcapd,
-            child,
-            dir,
-        })
+            .with_context(|| {
+                format!(
+                    "starting {} (Debian package nfdump, nfdump-sflow)",
+                    kind.daemon()
+                )
+            })?;
+        Ok(Self { kind, child, dir })
     }
 
     /// How long accounting may pause before the collector is taken to be
-    /// done: nfcapd shows data only when it closes a file, every 2 s.
+    /// done: nfcapd and sfcapd show data only when they close a file,
+    /// every 2 s.
     pub fn quiet(&self) -> Duration {
-        match self.kind {
-            Kind::Nfcapd => Duration::from_millis(4500),
-            _ => Duration::from_millis(1500),
+        if self.kind.nfdump() {
+            Duration::from_millis(4500)
+        } else {
+            Duration::from_millis(1500)
         }
     }
 
-    /// nfacctd and nfcapd say nothing when they are up: poll their socket
-    /// (and nfacctd's table).
+    /// pmacct's and nfdump's daemons say nothing when they are up: poll
+    /// their socket (and pmacct's table).
     fn await_socket(&mut self) -> Result<()> {
         let deadline = Instant::now() + STARTUP;
-        let port = format!(":{NETFLOW_PORT:04X} ");
+        let port = format!(":{:04X} ", self.kind.port());
         loop {
             if let Some(status) = self.child.try_wait()? {
                 bail!(
-                    "nfacctd exited ({status}): {}",
-                    fs::read_to_string(self.dir.join("nfacctd.log")).unwrap_or_default()
+                    "{} exited ({status}): {}",
+                    self.kind,
+                    fs::read_to_string(self.dir.join("pmacct.log")).unwrap_or_default()
                 );
             }
             let udp = fs::read_to_string(format!("/proc/{}/net/udp", self.pid()))?;
             if udp.contains(&port) && self.accounted_offline().is_ok() {
                 return Ok(());
             }
-            ensure!(Instant::now() < deadline, "nfacctd did not come up");
+            ensure!(Instant::now() < deadline, "{} did not come up", self.kind);
             thread::sleep(Duration::from_millis(50));
         }
     }
@@ -237,8 +303,7 @@ impl Collector {
     /// Bytes of flow records accounted so far.
     pub fn accounted(&self, lab: &Lab) -> Result<u64> {
         match self.kind {
-            Kind::Nfacctd | Kind::Nfcapd => self.accounted_offline(),
-            _ => {
+            Kind::Xdp | Kind::Socket => {
                 let m = scrape(lab)?;
                 let sum = |name: &str| -> f64 {
                     m.iter()
@@ -252,14 +317,17 @@ impl Collector {
                     - sum("flowtally_out_of_scope_bytes_total");
                 Ok(kept as u64)
             }
+            _ => self.accounted_offline(),
         }
     }
 
-    /// What nfacctd or nfcapd accounted, read with their own tools.
+    /// What pmacct's or nfdump's daemons accounted, read with their own
+    /// tools.
     fn accounted_offline(&self) -> Result<u64> {
-        match self.kind {
-            Kind::Nfcapd => self.nfcapd_bytes(),
-            _ => self.nfacctd_bytes(),
+        if self.kind.nfdump() {
+            self.nfcapd_bytes()
+        } else {
+            self.nfacctd_bytes()
         }
     }
 
@@ -292,7 +360,7 @@ impl Collector {
     fn nfacctd_bytes(&self) -> Result<u64> {
         let out = Command::new("pmacct")
             .args(["-s", "-O", "csv", "-p"])
-            .arg(self.dir.join("nfacctd.pipe"))
+            .arg(self.dir.join("pmacct.pipe"))
             .output()
             .context("running pmacct")?;
         ensure!(out.status.success(), "pmacct -s failed");

@@ -135,15 +135,16 @@ pub fn run(args: &CompareArgs) -> Result<()> {
 }
 
 fn render(outcomes: &[Outcome], common: f64, per_export: f64, args: &CompareArgs) -> String {
-    let reference = outcomes
+    // pmacct's daemon is the yardstick: nfacctd, or sfacctd for sFlow.
+    let pmacct = outcomes
         .iter()
-        .find(|o| o.kind == Kind::Nfacctd)
-        .and_then(|o| o.best.as_ref())
-        .map(|b| b.sent.rate());
+        .find(|o| matches!(o.kind, Kind::Nfacctd | Kind::Sfacctd));
+    let reference = pmacct.and_then(|o| o.best.as_ref()).map(|b| b.sent.rate());
+    let reference_name = pmacct.map_or("nfacctd".to_owned(), |o| o.kind.to_string());
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "| collector | loss-free exports/s | records/s | × nfacctd | at {common:.0} exports/s: collector CPU | softirq CPU | CPU µs/export | at {fixed:.0} exports/s: collector CPU | softirq CPU | CPU µs/export | lost | memory (PSS) | peak RSS | BPF maps |",
+        "| collector | loss-free exports/s | records/s | × {reference_name} | at {common:.0} exports/s: collector CPU | softirq CPU | CPU µs/export | at {fixed:.0} exports/s: collector CPU | softirq CPU | CPU µs/export | lost | memory (PSS) | peak RSS | BPF maps |",
         fixed = args.fixed_rate,
     );
     let _ = writeln!(
@@ -163,7 +164,7 @@ fn render(outcomes: &[Outcome], common: f64, per_export: f64, args: &CompareArgs
             .as_ref()
             .map_or("–".into(), |t| match t.lost_bytes() {
                 0 => "none".to_string(),
-                lost => format!("{:.2} %", 100.0 * lost as f64 / t.sent.bytes.max(1) as f64),
+                lost => format!("{:.2} %", 100.0 * lost as f64 / t.expected().max(1) as f64),
             });
         let _ = writeln!(
             s,

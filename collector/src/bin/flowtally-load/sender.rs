@@ -33,6 +33,7 @@ pub struct Frame {
     pub bytes: Vec<u8>,
     pub records: u32,
     pub octets: u64,
+    pub frame_octets: u64,
 }
 
 impl Frame {
@@ -41,6 +42,7 @@ impl Frame {
             bytes: frame(link, exporter_ip(export.exporter), &export.payload),
             records: export.records,
             octets: export.bytes,
+            frame_octets: export.frame_bytes,
         }
     }
 }
@@ -50,7 +52,10 @@ impl Frame {
 pub struct Sent {
     pub frames: u64,
     pub records: u64,
+    /// IP bytes (see `stream::Export`).
     pub bytes: u64,
+    /// sFlow frame bytes (see `stream::Export`).
+    pub frame_bytes: u64,
     pub elapsed: Duration,
 }
 
@@ -63,6 +68,7 @@ impl Sent {
         self.frames += other.frames;
         self.records += other.records;
         self.bytes += other.bytes;
+        self.frame_bytes += other.frame_bytes;
         self.elapsed = self.elapsed.max(other.elapsed);
     }
 }
@@ -151,6 +157,7 @@ pub fn once(socket: &PacketSocket, frames: &[Frame], rate: f64) -> io::Result<Se
             sent.frames += 1;
             sent.records += u64::from(f.records);
             sent.bytes += f.octets;
+            sent.frame_bytes += f.frame_octets;
         }
     }
     sent.elapsed = started.elapsed();
@@ -187,6 +194,7 @@ fn lane(
         for f in &frames[cursor..cursor + done] {
             sent.records += u64::from(f.records);
             sent.bytes += f.octets;
+            sent.frame_bytes += f.frame_octets;
         }
         sent.frames += done as u64;
         cursor = (cursor + done) % frames.len();

@@ -1,7 +1,8 @@
-//! The generated stream: NetFlow v5, v9 and IPFIX exports from many
-//! exporters about many subscribers, built once with the collector's own
-//! encoders and then replayed. Each record carries its own byte count, so
-//! the sum a collector accounts can be compared with the sum sent, exactly.
+//! The generated stream: NetFlow v5, v9 and IPFIX exports, or sFlow v5
+//! datagrams, from many exporters about many subscribers, built once with
+//! the collector's own encoders and then replayed. Each record carries its
+//! own byte count, so the sum a collector accounts can be compared with the
+//! sum sent, exactly.
 
 use std::net::Ipv4Addr;
 
@@ -11,7 +12,14 @@ use flowtally::netflow::{
     v5::{self, Record},
 };
 use flowtally::rng::Rng;
-use flowtally_common::v5::Header as V5Header;
+use flowtally::sflow::{
+    fixtures::{Packet, datagram, flow_sample},
+    wire::FlowData,
+};
+use flowtally_common::{
+    sflow::{HEADER_ETHERNET, HEADER_WINDOW},
+    v5::Header as V5Header,
+};
 
 /// Subscribers are numbered from here (198.18.0.0/16, up to 65 536).
 pub const SUBSCRIBER_BASE: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 0);
@@ -27,6 +35,14 @@ const FIRST_TEMPLATE: u16 = 256;
 const V5_RECORDS: usize = 30;
 const V9_RECORDS: usize = 30;
 const IPFIX_RECORDS: usize = 20;
+/// Flow samples per sFlow datagram: each carries the first 128 bytes of
+/// its packet, as switches send them, and 7 fill a 1400-byte datagram.
+const SFLOW_SAMPLES: usize = 7;
+/// sFlow sampling: 1 packet in this many.
+pub const SFLOW_RATE: u32 = 1000;
+/// Bytes an Ethernet frame adds to its IP packet in sFlow's
+/// `frame_length`: the header and the frame check sequence.
+const ETHERNET_OVERHEAD: u32 = 14 + 4;
 /// The exporter's uptime at export (v5, v9), ms.
 const UPTIME_MS: u32 = 3_600_000;
 
@@ -35,6 +51,8 @@ pub enum Format {
     V5,
     V9,
     Ipfix,
+    /// sFlow v5: flow samples with raw Ethernet headers, 1 in [`SFLOW_RATE`].
+    Sflow,
 }
 
 /// What to generate.
@@ -57,7 +75,11 @@ pub struct Export {
     pub exporter: u32,
     pub payload: Vec<u8>,
     pub records: u32,
+    /// IP bytes (flowtally's, and NetFlow's octets), sampling scaled.
     pub bytes: u64,
+    /// sFlow: frame bytes (`frame_length`, which sfacctd and sfcapd
+    /// count), sampling scaled; NetFlow: `bytes`.
+    pub frame_bytes: u64,
 }
 
 pub struct Stream {
@@ -77,7 +99,23 @@ impl Stream {
         let mut data = Vec::new();
         for exporter in 0..spec.exporters {
             let format = spec.formats[exporter as usize % spec.formats.len()];
-            if format != Format::V5 {
+            if format == Format::Sflow {
+                let datagrams = (0..spec.exports_per_exporter)
+                    .map(|n| {
+                        let flows: Vec<Flow> = (0..SFLOW_SAMPLES)
+                            .map(|_| {
+                                let s = next_subscriber % spec.subscribers;
+                                next_subscriber += 1;
+                                Flow::random(&mut rng, s)
+                            })
+                            .collect();
+                        sflow_datagram(exporter, n, &flows)
+                    })
+                    .collect();
+                data.push(datagrams);
+                continue;
+            }
+            if matches!(format, Format::V9 | Format::Ipfix) {
                 templates.push(template_export(spec, exporter, format));
             }
             let exports = (0..spec.exports_per_exporter)
@@ -86,6 +124,7 @@ impl Stream {
                         Format::V5 => V5_RECORDS,
                         Format::V9 => V9_RECORDS,
                         Format::Ipfix => IPFIX_RECORDS,
+                        Format::Sflow => unreachable!("sFlow agents are generated above"),
                     };
                     let flows: Vec<Flow> = (0..per)
                         .map(|_| {
@@ -251,6 +290,7 @@ fn template_export(spec: &Spec, exporter: u32, format: Format) -> Export {
         ),
         records: 0,
         bytes: 0,
+        frame_bytes: 0,
     }
 }
 
@@ -278,6 +318,7 @@ fn data_export(
                 false,
             )
         }
+        Format::Sflow => unreachable!("sFlow agents are generated apart"),
         Format::Ipfix => {
             let export_ms = u64::from(spec.unix_secs) * 1000;
             let records = flows.iter().map(|f| ipfix_record(f, export_ms)).collect();
@@ -297,6 +338,60 @@ fn data_export(
         payload,
         records,
         bytes,
+        frame_bytes: bytes,
+    }
+}
+
+/// One sFlow datagram from agent `exporter`: a flow sample per flow, each
+/// the flow's first packet (its size the flow's mean) sampled 1 in
+/// [`SFLOW_RATE`], as a raw Ethernet header record of up to 128 bytes.
+fn sflow_datagram(exporter: u32, n: u32, flows: &[Flow]) -> Export {
+    let packets: Vec<Packet> = flows
+        .iter()
+        .map(|f| Packet {
+            src: f.src.into(),
+            dst: f.dst.into(),
+            protocol: f.protocol,
+            src_port: f.src_port,
+            dst_port: f.dst_port,
+            ip_len: (f.octets / f.packets) as u16,
+        })
+        .collect();
+    let headers: Vec<Vec<u8>> = packets
+        .iter()
+        .map(|p| {
+            let mut frame = p.frame(&[]);
+            let captured = (usize::from(p.ip_len) + 14).min(HEADER_WINDOW);
+            frame.resize(captured, 0);
+            frame
+        })
+        .collect();
+    let samples = packets
+        .iter()
+        .zip(&headers)
+        .enumerate()
+        .map(|(i, (p, header))| {
+            let record = FlowData::RawHeader {
+                protocol: HEADER_ETHERNET,
+                frame_length: u32::from(p.ip_len) + ETHERNET_OVERHEAD,
+                stripped: 4,
+                header,
+            };
+            let sequence = n * SFLOW_SAMPLES as u32 + i as u32;
+            flow_sample(false, sequence, 1, SFLOW_RATE, vec![record])
+        })
+        .collect();
+    let agent = exporter_ip(exporter).into();
+    let rate = u64::from(SFLOW_RATE);
+    Export {
+        exporter,
+        payload: datagram(agent, n, samples).encode(),
+        records: flows.len() as u32,
+        bytes: packets.iter().map(|p| u64::from(p.ip_len) * rate).sum(),
+        frame_bytes: packets
+            .iter()
+            .map(|p| u64::from(u32::from(p.ip_len) + ETHERNET_OVERHEAD) * rate)
+            .sum(),
     }
 }
 
@@ -436,5 +531,36 @@ mod tests {
         assert_eq!(summed, bytes);
         assert_eq!(flows, records);
         assert_eq!(records, 6 * 3 * 30 - 2 * 3 * 10);
+    }
+
+    /// The same for sFlow: every sample decodes to a record of the IP
+    /// bytes the stream counts, times the rate; datagrams fit the MTU.
+    #[test]
+    fn sflow_datagrams_decode_to_the_bytes_the_stream_counts() {
+        let spec = Spec {
+            exporters: 3,
+            subscribers: 100,
+            formats: vec![Format::Sflow],
+            templates: 1,
+            exports_per_exporter: 4,
+            unix_secs: 1_700_000_000,
+        };
+        let stream = Stream::generate(&spec);
+        assert!(stream.templates.is_empty());
+        let mut decoded = flowtally::sflow::Decoded::default();
+        let (mut samples, mut frame_bytes) = (0, 0);
+        for e in stream.data.iter().flatten() {
+            assert!(e.payload.len() <= 1500 - 28, "fits the MTU");
+            flowtally::sflow::decode(&e.payload, FLAG_SCALE_SAMPLING, 0, |_| None, &mut decoded)
+                .unwrap();
+            assert_eq!(decoded.agent, to_ip(exporter_ip(e.exporter).into()));
+            assert_eq!(decoded.records.len() as u32, e.records);
+            let bytes: u64 = decoded.records.iter().map(|r| r.bytes).sum();
+            assert_eq!(bytes, e.bytes);
+            samples += e.records;
+            frame_bytes += e.frame_bytes - e.bytes;
+        }
+        assert_eq!(samples, 3 * 4 * 7);
+        assert_eq!(frame_bytes, u64::from(samples) * 18 * u64::from(SFLOW_RATE));
     }
 }

@@ -78,12 +78,21 @@ impl Bench {
             exports_per_exporter: args.exports_per_exporter,
             unix_secs,
         };
+        let sflow = args.formats.iter().filter(|f| **f == Format::Sflow).count();
+        anyhow::ensure!(
+            sflow == 0 || sflow == args.formats.len(),
+            "a stream is sFlow or NetFlow, not both (the peer collectors take one)"
+        );
         let stream = Stream::generate(&spec);
         let link = Link {
             src_mac: lab.tx_mac,
             dst_mac: lab.rx_mac,
             dst_ip: COLLECTOR_IP,
-            dst_port: collectors::NETFLOW_PORT,
+            dst_port: if sflow > 0 {
+                collectors::SFLOW_PORT
+            } else {
+                collectors::NETFLOW_PORT
+            },
         };
         let threads = args.threads.max(1);
         let mut lanes: Vec<Vec<Frame>> = (0..threads).map(|_| Vec::new()).collect();
@@ -98,7 +107,12 @@ impl Bench {
             .map(|t| Frame::new(&link, t))
             .collect();
         let expected_templates = (0..args.exporters)
-            .filter(|e| args.formats[*e as usize % args.formats.len()] != Format::V5)
+            .filter(|e| {
+                matches!(
+                    args.formats[*e as usize % args.formats.len()],
+                    Format::V9 | Format::Ipfix
+                )
+            })
             .count() as u32
             * u32::from(args.templates);
         let (sockets, radius) = lab.tx.enter(|| -> Result<_> {
@@ -153,12 +167,12 @@ impl Bench {
         let primed = sender::once(&self.sockets[0], &self.templates, PRIME_RATE)?;
         self.primed.add(&primed);
         match kind {
-            Kind::Nfacctd | Kind::Nfcapd => {
+            Kind::Nfacctd | Kind::Nfcapd | Kind::Sfacctd | Kind::Sfcapd => {
                 // They report nothing about templates; they read their
                 // socket in order, so data sent after this waits behind them.
                 thread::sleep(Duration::from_millis(500));
             }
-            _ => {
+            Kind::Xdp | Kind::Socket => {
                 let deadline = Instant::now() + Duration::from_secs(10);
                 while compiled(&self.lab)? < f64::from(self.expected_templates) {
                     if Instant::now() > deadline {
@@ -198,7 +212,8 @@ impl Bench {
             };
             Ok((sent, churn))
         })?;
-        let accounted = settle(collector, &self.lab, accounted0 + sent.bytes)? - accounted0;
+        let expected = expected_bytes(collector.kind, &sent);
+        let accounted = settle(collector, &self.lab, accounted0 + expected)? - accounted0;
         Ok(TrialResult {
             kind: collector.kind,
             offered: rate,
@@ -239,15 +254,30 @@ fn compiled(lab: &Lab) -> Result<f64> {
         .unwrap_or(0.0))
 }
 
+/// The bytes a collector of `kind` should account for what was sent: IP
+/// bytes, or for sfacctd and sfcapd, sFlow's frame lengths.
+fn expected_bytes(kind: Kind, sent: &Sent) -> u64 {
+    if kind.counts_frames() {
+        sent.frame_bytes
+    } else {
+        sent.bytes
+    }
+}
+
 impl TrialResult {
+    /// What the collector should have accounted (see [`expected_bytes`]).
+    pub fn expected(&self) -> u64 {
+        expected_bytes(self.kind, &self.sent)
+    }
+
     pub fn lost_bytes(&self) -> u64 {
-        self.sent.bytes.saturating_sub(self.accounted)
+        self.expected().saturating_sub(self.accounted)
     }
 
     /// Loss-free, at the rate asked for (the sender kept up within 3 %).
     pub fn passed(&self) -> bool {
         self.lost_bytes() == 0
-            && self.accounted == self.sent.bytes
+            && self.accounted == self.expected()
             && self.offered.is_none_or(|r| self.sent.rate() >= 0.97 * r)
     }
 
@@ -264,10 +294,10 @@ impl TrialResult {
             self.sent.rate(),
             self.sent.records as f64 / secs,
             self.sent.records,
-            self.sent.bytes,
+            self.expected(),
             self.accounted,
             self.lost_bytes(),
-            100.0 * self.lost_bytes() as f64 / self.sent.bytes.max(1) as f64,
+            100.0 * self.lost_bytes() as f64 / self.expected().max(1) as f64,
             self.veth_drops,
             self.rcvbuf_errors,
             self.collector_cpu.as_secs_f64(),

@@ -121,6 +121,27 @@ function chart(series) {
   return el("div", null, root, legend);
 }
 
+// Down and up per destination class as horizontal bars, biggest first.
+function classChart(groups) {
+  const sorted = groups.slice().sort((a, b) => b.bytes - a.bytes);
+  const width = 860, left = 140, row = 26, right = 110;
+  const height = Math.max(1, sorted.length) * row + 6;
+  const max = Math.max(1, ...sorted.map((g) => g.bytes));
+  const scale = (width - left - right) / max;
+  const root = svg("svg", { id: "class-chart", class: "chart", width, height, viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": "usage by destination class" });
+  sorted.forEach((g, i) => {
+    const y = 4 + i * row, down = g.bytes_down * scale, up = g.bytes_up * scale;
+    root.append(svg("text", { x: 6, y: y + 15, class: "class-name" }, g.class));
+    root.append(svg("rect", { class: "bar down", x: left, y, width: down, height: row - 6, "data-bytes": g.bytes_down },
+      svg("title", {}, `${g.class} down ${volume(g.bytes_down)}`)));
+    root.append(svg("rect", { class: "bar up", x: left + down, y, width: up, height: row - 6, "data-bytes": g.bytes_up },
+      svg("title", {}, `${g.class} up ${volume(g.bytes_up)}`)));
+    const cost = g.cost !== undefined ? ` · ${g.cost}` : "";
+    root.append(svg("text", { x: left + down + up + 6, y: y + 15 }, volume(g.bytes) + cost));
+  });
+  return root;
+}
+
 // --- views ----------------------------------------------------------------------
 
 function range() {
@@ -130,10 +151,11 @@ function range() {
 async function userView(name) {
   const { from, to } = range();
   const tariff = $("tariff").value;
-  const [usage, series, sessions] = await Promise.all([
+  const [usage, series, sessions, classes] = await Promise.all([
     api("usage", { by: "user", user: name, from, to, tariff }),
     api("series", { user: name, from, to }),
     api("sessions", { user: name, from, to, limit: 50 }),
+    api("usage", { by: "class", user: name, from, to, tariff }),
   ]);
   const line = usage.groups.find((g) => g.user === name) || usage.totals;
   const cards = el("div", { class: "cards", id: "user-summary", "data-user": name },
@@ -149,6 +171,7 @@ async function userView(name) {
   view().replaceChildren(
     el("h2", null, `User ${name}`), el("p", { class: "muted" }, `${usage.from} to ${usage.to}`), cards,
     el("h2", null, "Usage over time"), chart(series),
+    el("h2", null, "By destination class"), classChart(classes.groups),
     el("h2", null, "Sessions"),
     table("sessions", [["session"], ["addresses"], ["start"], ["stop"], ["NAS"], ["cause"]], rows));
 }

@@ -1,7 +1,7 @@
 //! The report's rows from ClickHouse: the same usage sums, sessions and
 //! address intervals as from SQLite, from every instance.
 
-use std::{collections::HashMap, str::FromStr};
+use std::{collections::HashMap, path::PathBuf, str::FromStr};
 
 use anyhow::Context as _;
 use clickhouse::{Client, Row};
@@ -10,9 +10,10 @@ use serde::Deserialize;
 
 use super::Rows;
 use crate::{
+    config::Secret,
     report::Usage,
     sessions::{AddressRow, SessionRow},
-    sink::clickhouse::client,
+    sink::clickhouse::{Endpoint, client},
 };
 
 #[derive(Row, Deserialize)]
@@ -26,6 +27,7 @@ struct UsageSum {
     bytes: u64,
     packets: u64,
     flows: u64,
+    class: Option<String>,
 }
 
 #[derive(Row, Deserialize)]
@@ -62,9 +64,10 @@ struct Address {
 /// Usage in `[?, ?)` by bucket start, summed like the SQLite report.
 pub const USAGE_SUMS: &str = "
 SELECT bucket_start_ms, bucket_width_ms, user_name, session_id, subscriber_ip,
-    CAST(direction AS Int8), sum(bytes), sum(packets), sum(flows)
+    CAST(direction AS Int8), sum(bytes), sum(packets), sum(flows), class
 FROM usage FINAL WHERE bucket_start_ms >= ? AND bucket_start_ms < ?
-GROUP BY bucket_start_ms, bucket_width_ms, user_name, session_id, subscriber_ip, direction";
+GROUP BY bucket_start_ms, bucket_width_ms, user_name, session_id, subscriber_ip, direction,
+    class";
 
 pub const SESSIONS: &str = "
 SELECT user_name, nas, session_id, framed_ip, framed_prefix, start_ms, stop_ms,
@@ -81,7 +84,9 @@ pub struct ClickHouseSource {
     pub url: String,
     pub database: String,
     pub user: Option<String>,
-    pub password: Option<String>,
+    pub password: Option<Secret>,
+    /// CAs trusted instead of the system's, for an https:// URL.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl ClickHouseSource {
@@ -94,12 +99,13 @@ impl ClickHouseSource {
     }
 
     pub async fn read(&self, from_ms: u64, to_ms: u64) -> anyhow::Result<Rows> {
-        let client = client(
-            &self.url,
-            &self.database,
-            self.user.as_deref(),
-            self.password.as_deref(),
-        );
+        let client = client(&Endpoint {
+            url: &self.url,
+            database: &self.database,
+            user: self.user.as_deref(),
+            password: self.password.as_ref().map(Secret::expose),
+            ca_file: self.ca_file.as_deref(),
+        })?;
         read(&client, from_ms, to_ms).await
     }
 }
@@ -170,6 +176,7 @@ impl UsageSum {
             bytes: self.bytes,
             packets: self.packets,
             flows: self.flows,
+            class: self.class,
         })
     }
 }

@@ -88,13 +88,21 @@ fn read_usage_sliced(
 /// SQLite over peers, ports, protocols and exporters: the detail profile
 /// writes a row for each, which a report never shows.
 fn read_usage(conn: &Connection, from_ms: u64, to_ms: u64) -> rusqlite::Result<Vec<Usage>> {
-    conn.prepare(
+    // A database no flowtally with classes has opened yet (the report
+    // opens read-only) has no class column: all its usage is unclassified.
+    let has_class: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info('usage') WHERE name = 'class'",
+        [],
+        |row| row.get(0),
+    )?;
+    let class = if has_class { "class" } else { "NULL" };
+    conn.prepare(&format!(
         "SELECT bucket_start_ms, bucket_width_ms, user_name, session_id, subscriber_ip,
-            direction, SUM(bytes), SUM(packets), SUM(flows)
+            direction, SUM(bytes), SUM(packets), SUM(flows), {class}
          FROM usage WHERE bucket_start_ms >= ?1 AND bucket_start_ms < ?2
          GROUP BY bucket_start_ms, bucket_width_ms, user_name, session_id, subscriber_ip,
-            direction",
-    )?
+            direction, {class}",
+    ))?
     .query_map(params![from_ms as i64, to_ms as i64], |row| {
         let count = |i| row.get::<_, i64>(i).map(|n| n as u64);
         Ok(Usage {
@@ -112,6 +120,7 @@ fn read_usage(conn: &Connection, from_ms: u64, to_ms: u64) -> rusqlite::Result<V
             bytes: count(6)?,
             packets: count(7)?,
             flows: count(8)?,
+            class: row.get(9)?,
         })
     })?
     .collect()

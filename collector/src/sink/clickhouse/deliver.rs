@@ -97,6 +97,11 @@ impl Deliverer {
             }
             let result = async {
                 if !schema_ready {
+                    // The spool's figures and bound hold while the tables
+                    // cannot be made (ClickHouse unreachable since start).
+                    for source in self.sources() {
+                        block_in_place(|| self.enforce_limit(source))?;
+                    }
                     schema::create(&self.client, &self.database)
                         .await
                         .context("creating the tables")?;
@@ -120,7 +125,8 @@ impl Deliverer {
                     self.metrics.up.set(0);
                     if !failing {
                         tracing::warn!(
-                            "ClickHouse: {err:#}; rows stay spooled in SQLite until it answers"
+                            "ClickHouse: {err:#}{}; rows stay spooled in SQLite until it answers",
+                            super::connect::tls_hint(&err)
                         );
                         failing = true;
                     }
@@ -142,6 +148,10 @@ impl Deliverer {
             }
             if idle {
                 let pause = if failing { backoff } else { self.poll };
+                // A backoff never outlasts the shutdown deadline.
+                let pause = deadline.map_or(pause, |deadline| {
+                    pause.min(deadline.saturating_duration_since(Instant::now()))
+                });
                 tokio::select! {
                     _ = tokio::time::sleep(pause) => {}
                     _ = wake.notified(), if !failing => {}
@@ -160,13 +170,19 @@ impl Deliverer {
     /// batches are sent in order.
     async fn deliver_some(&mut self, recheck: &mut bool) -> anyhow::Result<u64> {
         let mut moved = 0;
-        for source in Source::ALL {
-            if source != Source::Usage && !self.sessions {
-                continue;
-            }
+        for source in self.sources() {
             moved += self.deliver_batch(source, recheck).await?;
         }
         Ok(moved)
+    }
+
+    /// What this instance delivers: usage, and sessions unless another
+    /// instance does.
+    fn sources(&self) -> impl Iterator<Item = Source> + use<> {
+        let sessions = self.sessions;
+        Source::ALL
+            .into_iter()
+            .filter(move |&source| source == Source::Usage || sessions)
     }
 
     async fn deliver_batch(&mut self, source: Source, recheck: &mut bool) -> anyhow::Result<u64> {

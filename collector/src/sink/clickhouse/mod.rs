@@ -19,31 +19,14 @@
 //!   by their natural key, the newest `version` wins, so sending one twice,
 //!   or from several instances, changes nothing.
 
+mod connect;
 mod deliver;
 mod metrics;
 mod rows;
 mod schema;
 mod spool;
 
+pub use connect::{Endpoint, client};
 pub use deliver::{Deliverer, Stop};
 pub use metrics::ClickHouseMetrics;
 pub use spool::{Source, Spool};
-
-use clickhouse::Client;
-
-/// A client for `database`: RowBinary without schema validation (which
-/// needs a newer server than Debian's 18.16) and without compression.
-pub fn client(url: &str, database: &str, user: Option<&str>, password: Option<&str>) -> Client {
-    let mut client = Client::default()
-        .with_url(url)
-        .with_database(database)
-        .with_validation(false)
-        .with_compression(clickhouse::Compression::None);
-    if let Some(user) = user {
-        client = client.with_user(user);
-    }
-    if let Some(password) = password {
-        client = client.with_password(password);
-    }
-    client
-}

@@ -37,6 +37,8 @@ pub struct UsageRecord {
     pub last_ms: i64,
     pub writer: String,
     pub local_id: i64,
+    /// The peer's destination class.
+    pub class: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Row, Serialize)]

@@ -24,7 +24,8 @@ CREATE TABLE IF NOT EXISTS {db}.usage (
     first_ms         Int64,
     last_ms          Int64,
     writer           String,
-    local_id         Int64
+    local_id         Int64,
+    class            Nullable(String)
 ) ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(toDateTime(intDiv(bucket_start_ms, 1000)))
 ORDER BY (ifNull(user_name, ''), bucket_start_ms, subscriber_ip, writer, local_id)";
@@ -75,6 +76,24 @@ pub async fn create(client: &Client, database: &str) -> clickhouse::error::Resul
     for ddl in [USAGE, SESSIONS, SESSION_ADDRESSES] {
         client
             .query(&ddl.replace("{db}", database))
+            .execute()
+            .await?;
+    }
+    // Tables from before destination classes: 18.16 has no `ADD COLUMN
+    // IF NOT EXISTS` (19.1 has), so ask whether the column is there.
+    let has_class: u64 = client
+        .query(
+            "SELECT count() FROM system.columns WHERE database = ? AND table = 'usage' \
+             AND name = 'class'",
+        )
+        .bind(database)
+        .fetch_one()
+        .await?;
+    if has_class == 0 {
+        client
+            .query(&format!(
+                "ALTER TABLE {database}.usage ADD COLUMN class Nullable(String)"
+            ))
             .execute()
             .await?;
     }
