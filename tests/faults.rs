@@ -203,6 +203,21 @@ impl FlowLab {
         self.scrape().get(name).copied().unwrap_or(0.0)
     }
 
+    /// Waits until storage is back and every held row written, then checks
+    /// that the recovery was logged once.
+    fn await_recovery(&self) {
+        eventually_equal("the held rows to be written", Some(0.0), || {
+            let now = self.scrape();
+            (now[USAGE_OK] == 1.0).then(|| now[HELD])
+        });
+        assert_eq!(
+            self.log_lines(RECOVERED_LINE),
+            1,
+            "{}",
+            self.flowtally.stderr()
+        );
+    }
+
     /// Lines of the log containing `text`.
     fn log_lines(&self, text: &str) -> usize {
         self.flowtally.stderr().matches(text).count()
@@ -283,16 +298,7 @@ fn outage(lab: &mut FlowLab, cause: &str, bound: f64, fault: impl FnOnce(), repa
     assert_eq!(lab.log_lines(RECOVERED_LINE), 0);
 
     repair();
-    eventually_equal("the held rows to be written", Some(0.0), || {
-        let now = lab.scrape();
-        (now[USAGE_OK] == 1.0).then(|| now[HELD])
-    });
-    assert_eq!(
-        lab.log_lines(RECOVERED_LINE),
-        1,
-        "{}",
-        lab.flowtally.stderr()
-    );
+    lab.await_recovery();
     lab.send(20);
 }
 
@@ -482,16 +488,7 @@ fn flows_and_sessions_wait_for_a_database_another_program_locked() {
     lab.send(20);
 
     locker.execute_batch("COMMIT").unwrap();
-    eventually_equal("the held rows to be written", Some(0.0), || {
-        let now = lab.scrape();
-        (now[USAGE_OK] == 1.0).then(|| now[HELD])
-    });
-    assert_eq!(
-        lab.log_lines(RECOVERED_LINE),
-        1,
-        "{}",
-        lab.flowtally.stderr()
-    );
+    lab.await_recovery();
     nas.set_nonblocking(false).unwrap();
     nas.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     let deadline = Instant::now() + PATIENCE;
