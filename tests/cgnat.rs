@@ -744,6 +744,21 @@ fn billed_through_a_real_nat(mode: &str) {
         "each user billed exactly their inside host's bytes"
     );
     let conn = rusqlite::Connection::open(&db).unwrap();
+    let reasons: Vec<(Option<String>, i64)> = conn
+        .prepare("SELECT unattributed, sum(bytes) FROM usage GROUP BY 1 ORDER BY 1")
+        .unwrap()
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            (None, (alice + bob) as i64),
+            (Some("nat_no_binding".to_owned()), warm_up as i64)
+        ],
+        "the pool's own traffic is written with its reason"
+    );
     let subscribers: Vec<String> = conn
         .prepare("SELECT DISTINCT subscriber_ip FROM usage")
         .unwrap()

@@ -252,11 +252,11 @@ CREATE TABLE flowtally.usage (
 PARTITION BY toYYYYMM(toDateTime(intDiv(bucket_start_ms, 1000)))
 ORDER BY (ifNull(user_name, ''), bucket_start_ms, subscriber_ip, writer, local_id)";
 
-/// An existing `usage` table gains the `class` column when flowtally
-/// starts (18.16 has no ADD COLUMN IF NOT EXISTS), and a report by class
+/// An existing `usage` table gains the `class` and `unattributed` columns
+/// when flowtally starts (18.16 has no ADD COLUMN IF NOT EXISTS), and a report by class
 /// reads the same from ClickHouse as from SQLite.
 #[test]
-fn an_old_usage_table_gains_the_class_column_and_reports_by_class_agree() {
+fn an_old_usage_table_gains_the_new_columns_and_reports_by_class_agree() {
     let ch = ClickHouse::start();
     ch.query("CREATE DATABASE flowtally");
     ch.query(USAGE_WITHOUT_CLASS);
@@ -280,6 +280,33 @@ fn an_old_usage_table_gains_the_class_column_and_reports_by_class_agree() {
          ORDER BY class FORMAT TSV",
     );
     assert_eq!(classes, "local\t1\n-\t1\n");
+    // The reason column came the same way: its rows are SQLite's.
+    let reasons = ch.query(
+        "SELECT ifNull(unattributed, '-') AS reason, sum(bytes) FROM flowtally.usage \
+         GROUP BY reason ORDER BY reason FORMAT TSV",
+    );
+    let sqlite_reasons: String = rusqlite::Connection::open(&db)
+        .unwrap()
+        .prepare(
+            "SELECT ifnull(unattributed, '-'), sum(bytes) FROM usage \
+             GROUP BY unattributed ORDER BY 1",
+        )
+        .unwrap()
+        .query_map([], |row| {
+            Ok(format!(
+                "{}\t{}\n",
+                row.get::<_, String>(0)?,
+                row.get::<_, i64>(1)?
+            ))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(reasons, sqlite_reasons);
+    assert!(
+        reasons.contains(&format!("no_session\t{}\n", expected[&None])),
+        "hosts nobody logged in as: {reasons}"
+    );
     let from_sqlite = report(&["--db", path_str(&db), "--by", "class"]);
     let from_clickhouse = report(&["--clickhouse", &ch.url(), "--by", "class"]);
     assert_eq!(from_sqlite, from_clickhouse);

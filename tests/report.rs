@@ -84,6 +84,7 @@ fn row(
         peer_port: Some(peer_port),
         exporter: Some("198.18.0.1".parse().unwrap()),
         class: None,
+        unattributed: None,
         bytes,
         packets: bytes / 1_000_000,
         flows: 1,

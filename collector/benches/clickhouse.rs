@@ -146,6 +146,7 @@ fn row(i: u64) -> UsageRow {
         peer_port: Some(443),
         exporter: Some(IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1))),
         class: None,
+        unattributed: None,
         bytes: 1500 * (1 + i % 100),
         packets: 1 + i % 100,
         flows: 1,

@@ -34,7 +34,7 @@ use ipnet::IpNet;
 use crate::{
     nat::{Binding, Bindings},
     sessions::{History, Owner},
-    usage::UsageRow,
+    usage::{Unattributed, UsageRow},
 };
 
 #[derive(Debug)]
@@ -124,18 +124,6 @@ impl NatSummary {
     }
 }
 
-/// Why nobody owns a row (yet).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Miss {
-    Transit,
-    NoSession,
-    /// A pool row without port or protocol: it never will be owned.
-    NoPort,
-    NoBinding,
-    /// A binding, but no session held its inside address.
-    NoInsideSession,
-}
-
 impl Associator {
     pub fn new(grace_ms: u64, late_window_ms: u64) -> Self {
         Self {
@@ -213,9 +201,11 @@ impl Associator {
                         summary.nat.attributed_bytes += row.bytes;
                     }
                 }
-                Err(Miss::NoSession | Miss::NoBinding | Miss::NoInsideSession)
-                    if !last && now_ms < give_up =>
-                {
+                Err(
+                    Unattributed::NoSession
+                    | Unattributed::NatNoBinding
+                    | Unattributed::NatNoSession,
+                ) if !last && now_ms < give_up => {
                     let waiting = Waiting {
                         id: id.unwrap_or_else(|| {
                             self.next_id += 1;
@@ -231,16 +221,17 @@ impl Associator {
                     continue;
                 }
                 Err(miss) => {
+                    row.unattributed = Some(miss);
                     summary.unattributed_bytes += row.bytes;
                     let nat = &mut summary.nat;
                     match miss {
-                        Miss::NoPort => nat.no_port_bytes += row.bytes,
-                        Miss::NoBinding => {
+                        Unattributed::NatNoPort => nat.no_port_bytes += row.bytes,
+                        Unattributed::NatNoBinding => {
                             nat.no_binding_bytes += row.bytes;
                             nat.lookups_without_binding += 1;
                         }
-                        Miss::NoInsideSession => nat.no_session_bytes += row.bytes,
-                        Miss::Transit | Miss::NoSession => {}
+                        Unattributed::NatNoSession => nat.no_session_bytes += row.bytes,
+                        Unattributed::Transit | Unattributed::NoSession => {}
                     }
                 }
             }
@@ -256,25 +247,25 @@ impl Associator {
         bindings: &Bindings,
         row: &UsageRow,
         pooled: bool,
-    ) -> Result<Owner, Miss> {
+    ) -> Result<Owner, Unattributed> {
         // Transit rows have no subscriber to attribute to.
         if row.direction == Direction::Transit {
-            return Err(Miss::Transit);
+            return Err(Unattributed::Transit);
         }
         let at = row.last_ms;
         if !pooled {
             return self
                 .owner(history, row.subscriber_ip, at)
-                .ok_or(Miss::NoSession);
+                .ok_or(Unattributed::NoSession);
         }
         let (Some(port), Some(protocol)) = (row.subscriber_port, row.protocol) else {
-            return Err(Miss::NoPort);
+            return Err(Unattributed::NatNoPort);
         };
         let binding = self
             .binding(bindings, row.subscriber_ip, protocol, port, at)
-            .ok_or(Miss::NoBinding)?;
+            .ok_or(Unattributed::NatNoBinding)?;
         self.owner(history, binding.inside_ip, at)
-            .ok_or(Miss::NoInsideSession)
+            .ok_or(Unattributed::NatNoSession)
     }
 
     fn in_pool(&self, ip: IpAddr) -> bool {
@@ -364,6 +355,10 @@ mod tests {
 
     fn users(rows: &[UsageRow]) -> Vec<Option<&str>> {
         rows.iter().map(|r| r.user_name.as_deref()).collect()
+    }
+
+    fn reasons(rows: &[UsageRow]) -> Vec<Option<Unattributed>> {
+        rows.iter().map(|r| r.unattributed).collect()
     }
 
     /// alice holds the address [10 000, 20 000), bob from 21 000.
@@ -480,6 +475,7 @@ mod tests {
         let (ready, summary) =
             associator.associate(Vec::new(), &History::new(), &no_nat(), 90_000, false);
         assert_eq!(users(&ready), [None], "written unattributed, never dropped");
+        assert_eq!(reasons(&ready), [Some(Unattributed::NoSession)]);
         assert_eq!(summary.unattributed_bytes, 3);
     }
 
@@ -534,6 +530,7 @@ mod tests {
             false,
         );
         assert_eq!(users(&ready), [None]);
+        assert_eq!(reasons(&ready), [Some(Unattributed::Transit)]);
         associator.associate(
             vec![row(Direction::Up, 5, 1)],
             &History::new(),
@@ -628,10 +625,16 @@ mod tests {
         );
         assert_eq!(summary.nat.attributed_bytes, 3);
         assert_eq!(summary.nat.no_port_bytes, 4);
+        assert_eq!(
+            reasons(&ready),
+            [None, None, Some(Unattributed::NatNoPort)],
+            "the reason is written with the row"
+        );
         assert_eq!(associator.backlog(), 2, "no binding yet: they wait");
         let (ready, summary) =
             associator.associate(Vec::new(), &history(), &bindings, 80_000, false);
         assert_eq!(users(&ready), [None, None]);
+        assert_eq!(reasons(&ready), [Some(Unattributed::NatNoBinding); 2]);
         assert_eq!(
             (
                 summary.nat.no_binding_bytes,

@@ -29,6 +29,9 @@ pub struct UsageRow {
     /// The destination class of the peer (see `classes`); `None` for a
     /// peer in no class, or when no classes are configured.
     pub class: Option<String>,
+    /// Why nobody owns a written row (see `associate`); `None` while it
+    /// waits or once it is attributed.
+    pub unattributed: Option<Unattributed>,
     pub bytes: u64,
     pub packets: u64,
     pub flows: u64,
@@ -60,6 +63,7 @@ impl UsageRow {
             peer_port: kept(KEEP_PEER_PORT).then_some(key.peer_port),
             exporter: kept(KEEP_EXPORTER).then(|| to_addr(&key.exporter)),
             class: classes.name(key.class).map(str::to_owned),
+            unattributed: None,
             bytes: value.bytes,
             packets: value.packets,
             flows: value.flows,
@@ -85,11 +89,54 @@ impl UsageRow {
             peer_port: None,
             exporter: None,
             class: None,
+            unattributed: None,
             bytes,
             packets: 1,
             flows: 1,
             first_ms: at_ms,
             last_ms: at_ms,
         }
+    }
+}
+
+/// Why a usage row was written without a user: the `usage.unattributed`
+/// column, so that billing and abuse desks can tell a NAT pool's missing
+/// binding from a subscriber nobody logged in as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Unattributed {
+    /// Neither side is a subscriber.
+    Transit,
+    /// No session held the subscriber address then.
+    NoSession,
+    /// A CGNAT pool row without port or protocol (the aggregation profile
+    /// dropped them): no binding can be looked up.
+    NatNoPort,
+    /// A CGNAT pool row whose public port no binding held then.
+    NatNoBinding,
+    /// A binding, but no session held its inside address then.
+    NatNoSession,
+}
+
+impl Unattributed {
+    pub const ALL: [Self; 5] = [
+        Self::Transit,
+        Self::NoSession,
+        Self::NatNoPort,
+        Self::NatNoBinding,
+        Self::NatNoSession,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Transit => "transit",
+            Self::NoSession => "no_session",
+            Self::NatNoPort => "nat_no_port",
+            Self::NatNoBinding => "nat_no_binding",
+            Self::NatNoSession => "nat_no_session",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|reason| reason.as_str() == text)
     }
 }

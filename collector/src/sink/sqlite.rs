@@ -13,11 +13,11 @@ use rusqlite::{Connection, Row, params_from_iter, types::Value};
 
 use crate::{
     associate::{BacklogChanges, Waiting},
-    usage::UsageRow,
+    usage::{Unattributed, UsageRow},
 };
 
 /// Schema version stored in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS sessions (
@@ -65,7 +65,8 @@ CREATE TABLE IF NOT EXISTS usage (
     flows            INTEGER NOT NULL,
     first_ms         INTEGER NOT NULL,
     last_ms          INTEGER NOT NULL,
-    class            TEXT
+    class            TEXT,
+    unattributed     TEXT
 );
 -- Rows waiting for a late session (associate.rs), kept with each flush so
 -- that a killed daemon's successor resumes them.
@@ -88,7 +89,8 @@ CREATE TABLE IF NOT EXISTS usage_pending (
     flows            INTEGER NOT NULL,
     first_ms         INTEGER NOT NULL,
     last_ms          INTEGER NOT NULL,
-    class            TEXT
+    class            TEXT,
+    unattributed     TEXT
 );
 CREATE INDEX IF NOT EXISTS usage_by_time ON usage (bucket_start_ms);
 CREATE INDEX IF NOT EXISTS usage_by_user ON usage (user_name, bucket_start_ms);
@@ -119,10 +121,15 @@ ALTER TABLE session_addresses ADD COLUMN changed INTEGER;
 UPDATE session_addresses SET changed = rowid;
 ";
 
-/// Version 3 lacked destination classes: existing rows have none (NULL).
-/// Added where missing rather than by version, since `usage_pending` came
-/// without a version of its own.
-const CLASS_COLUMNS: [&str; 2] = ["usage", "usage_pending"];
+/// Version 3 lacked destination classes, version 4 the reason a row is
+/// unattributed: existing rows have none (NULL). Added where missing rather
+/// than by version, since `usage_pending` came without a version of its own.
+const ADDED_COLUMNS: [(&str, &str); 4] = [
+    ("usage", "class"),
+    ("usage_pending", "class"),
+    ("usage", "unattributed"),
+    ("usage_pending", "unattributed"),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -170,8 +177,8 @@ pub fn open(path: &Path) -> Result<Connection, OpenError> {
             .map_err(sqlite)?;
     }
     conn.execute_batch(SCHEMA).map_err(sqlite)?;
-    for table in CLASS_COLUMNS {
-        add_column(&conn, table, "class", "TEXT").map_err(sqlite)?;
+    for (table, column) in ADDED_COLUMNS {
+        add_column(&conn, table, column, "TEXT").map_err(sqlite)?;
     }
     conn.execute_batch(super::runs::SCHEMA).map_err(sqlite)?;
     conn.execute_batch(super::integrity::SCHEMA)
@@ -189,7 +196,7 @@ pub fn open(path: &Path) -> Result<Connection, OpenError> {
 
 const USAGE_COLUMNS: &str = "bucket_start_ms, bucket_width_ms, user_name, session_id, \
     subscriber_ip, direction, peer_ip, protocol, subscriber_port, peer_port, exporter, bytes, \
-    packets, flows, first_ms, last_ms, class";
+    packets, flows, first_ms, last_ms, class, unattributed";
 
 /// `?1, ?2, ... ?n`.
 fn placeholders(n: usize) -> String {
@@ -352,13 +359,17 @@ pub fn read_pending(conn: &Connection) -> rusqlite::Result<Vec<Waiting>> {
                 first_ms: count(16)?,
                 last_ms: count(17)?,
                 class: row.get(18)?,
+                unattributed: row
+                    .get::<_, Option<String>>(19)?
+                    .map(|text| Unattributed::parse(&text).ok_or_else(|| bad(19, &text)))
+                    .transpose()?,
             },
         })
     })?
     .collect()
 }
 
-const USAGE_VALUES: usize = 17;
+const USAGE_VALUES: usize = 18;
 
 /// A usage row's columns in [`USAGE_COLUMNS`] order.
 fn values(row: &UsageRow) -> [Value; USAGE_VALUES] {
@@ -383,6 +394,9 @@ fn values(row: &UsageRow) -> [Value; USAGE_VALUES] {
         int(row.first_ms),
         int(row.last_ms),
         row.class.clone().into(),
+        row.unattributed
+            .map(|reason| reason.as_str().to_owned())
+            .into(),
     ]
 }
 
@@ -435,6 +449,7 @@ mod tests {
             peer_port: Some(443),
             exporter: None,
             class: None,
+            unattributed: Some(Unattributed::NoSession),
             bytes: 1500,
             packets: 1,
             flows: 1,
@@ -442,15 +457,19 @@ mod tests {
             last_ms: 60_002,
         };
         write_usage(&mut conn, &[row.clone(), row]).unwrap();
-        let (n, bytes, peer, user): (i64, i64, Option<String>, Option<String>) = conn
-            .query_row(
-                "SELECT count(*), sum(bytes), max(peer_ip), max(user_name) FROM usage
+        let (n, bytes, peer, user, reason): (i64, i64, Option<String>, Option<String>, String) =
+            conn.query_row(
+                "SELECT count(*), sum(bytes), max(peer_ip), max(user_name), max(unattributed)
+                 FROM usage
                  WHERE subscriber_ip = '198.18.100.1' AND direction = 'down' AND peer_port = 443",
                 [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
             )
             .unwrap();
-        assert_eq!((n, bytes, peer, user), (2, 3000, None, None));
+        assert_eq!(
+            (n, bytes, peer, user, reason.as_str()),
+            (2, 3000, None, None, "no_session")
+        );
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 
@@ -528,6 +547,7 @@ mod tests {
             peer_port: None,
             exporter: Some("198.18.0.1".parse().unwrap()),
             class: Some("ix".into()),
+            unattributed: Some(Unattributed::NoSession),
             bytes,
             packets: 1,
             flows: 1,
@@ -588,11 +608,12 @@ mod tests {
     }
 
     #[test]
-    fn a_version_3_database_gains_the_class_column_with_old_rows_unclassified() {
+    fn a_version_3_database_gains_class_and_reason_columns_with_old_rows_null() {
         let path = temp_db("migrate3");
         let mut conn = open(&path).unwrap();
         let row = |class: Option<&str>| UsageRow {
             class: class.map(str::to_owned),
+            unattributed: class.map(|_| Unattributed::NatNoBinding),
             ..UsageRow::bare(
                 60_000,
                 "198.18.100.7".parse().unwrap(),
@@ -604,20 +625,28 @@ mod tests {
         conn.execute_batch(
             "ALTER TABLE usage DROP COLUMN class;
              ALTER TABLE usage_pending DROP COLUMN class;
+             ALTER TABLE usage DROP COLUMN unattributed;
+             ALTER TABLE usage_pending DROP COLUMN unattributed;
              PRAGMA user_version = 3;",
         )
         .unwrap();
         drop(conn);
         let mut conn = open(&path).unwrap();
         write_usage(&mut conn, &[row(Some("local"))]).unwrap();
-        let classes: Vec<(Option<String>, i64)> = conn
-            .prepare("SELECT class, bytes FROM usage ORDER BY rowid")
+        let rows: Vec<(Option<String>, Option<String>, i64)> = conn
+            .prepare("SELECT class, unattributed, bytes FROM usage ORDER BY rowid")
             .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        assert_eq!(classes, [(None, 500), (Some("local".into()), 500)]);
+        assert_eq!(
+            rows,
+            [
+                (None, None, 500),
+                (Some("local".into()), Some("nat_no_binding".into()), 500)
+            ]
+        );
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();

@@ -39,6 +39,8 @@ pub struct UsageRecord {
     pub local_id: i64,
     /// The peer's destination class.
     pub class: Option<String>,
+    /// Why the row has no user (`crate::usage::Unattributed`).
+    pub unattributed: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Row, Serialize)]

@@ -25,7 +25,8 @@ CREATE TABLE IF NOT EXISTS {db}.usage (
     last_ms          Int64,
     writer           String,
     local_id         Int64,
-    class            Nullable(String)
+    class            Nullable(String),
+    unattributed     Nullable(String)
 ) ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(toDateTime(intDiv(bucket_start_ms, 1000)))
 ORDER BY (ifNull(user_name, ''), bucket_start_ms, subscriber_ip, writer, local_id)";
@@ -65,6 +66,9 @@ CREATE TABLE IF NOT EXISTS {db}.session_addresses (
 PARTITION BY toYYYYMM(toDateTime(intDiv(start_ms, 1000)))
 ORDER BY (net, from_ms, nas, session_id, start_ms)";
 
+/// `usage` columns newer than the first tables, in the order they came.
+const ADDED_USAGE_COLUMNS: [&str; 2] = ["class", "unattributed"];
+
 /// Creates `database` and its tables where missing.
 pub async fn create(client: &Client, database: &str) -> clickhouse::error::Result<()> {
     // `database` may not exist yet: talk to `default`, name it in the DDL.
@@ -79,23 +83,27 @@ pub async fn create(client: &Client, database: &str) -> clickhouse::error::Resul
             .execute()
             .await?;
     }
-    // Tables from before destination classes: 18.16 has no `ADD COLUMN
-    // IF NOT EXISTS` (19.1 has), so ask whether the column is there.
-    let has_class: u64 = client
-        .query(
-            "SELECT count() FROM system.columns WHERE database = ? AND table = 'usage' \
-             AND name = 'class'",
-        )
-        .bind(database)
-        .fetch_one()
-        .await?;
-    if has_class == 0 {
-        client
-            .query(&format!(
-                "ALTER TABLE {database}.usage ADD COLUMN class Nullable(String)"
-            ))
-            .execute()
+    // Tables from before destination classes or unattributed reasons: 18.16
+    // has no `ADD COLUMN IF NOT EXISTS` (19.1 has), so ask whether each
+    // column is there.
+    for column in ADDED_USAGE_COLUMNS {
+        let has: u64 = client
+            .query(
+                "SELECT count() FROM system.columns WHERE database = ? AND table = 'usage' \
+                 AND name = ?",
+            )
+            .bind(database)
+            .bind(column)
+            .fetch_one()
             .await?;
+        if has == 0 {
+            client
+                .query(&format!(
+                    "ALTER TABLE {database}.usage ADD COLUMN {column} Nullable(String)"
+                ))
+                .execute()
+                .await?;
+        }
     }
     Ok(())
 }

@@ -103,7 +103,7 @@ impl Spool {
         let mut query = self.conn.prepare_cached(
             "SELECT rowid, bucket_start_ms, bucket_width_ms, user_name, session_id,
                 subscriber_ip, direction, peer_ip, protocol, subscriber_port, peer_port,
-                exporter, bytes, packets, flows, first_ms, last_ms, class
+                exporter, bytes, packets, flows, first_ms, last_ms, class, unattributed
              FROM usage WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
         )?;
         query
@@ -130,6 +130,7 @@ impl Spool {
                     first_ms: row.get(15)?,
                     last_ms: row.get(16)?,
                     class: row.get(17)?,
+                    unattributed: row.get(18)?,
                     writer: self.writer.clone(),
                 })
             })?
