@@ -36,7 +36,8 @@ pub fn note(key: &ExportKey, sequence: u32, clock: u32, records: u32) -> bool {
         (*seen).clock = clock;
         (*seen).records = records;
         (*seen).version = key.version;
-        (*seen)._pad = [0; 6];
+        // Volatile: a plain store becomes a byte-by-byte `memset` call.
+        core::ptr::write_volatile(&raw mut (*seen)._pad, [0; 6]);
     }
     entry.submit(0);
     true

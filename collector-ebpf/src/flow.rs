@@ -9,10 +9,11 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray, lpm_trie::Key},
 };
 use flowtally_common::{
-    MAX_SCOPE_ENTRIES, RecordStat,
+    Counter, MAX_SCOPE_ENTRIES, RecordStat,
     agg::{
-        AggKey, AggKeyV4, AggValue, FLAG_BILLING_SCOPE, FLAG_CLASSES, FLAG_INTERFACE_FLOWS,
-        FlowRecord, Ip, NO_CLASS, Profile, ScopeKey, directions, in_scope, peer, peer_is_source,
+        AggKey, AggKeyV4, AggValue, BucketCache, FLAG_BILLING_SCOPE, FLAG_CLASSES,
+        FLAG_INTERFACE_FLOWS, FlowRecord, Ip, KEEP_EXPORTER, NO_CLASS, Profile, ScopeKey, V4Record,
+        directions, in_scope, ip_from_v4, peer, peer_is_source,
     },
     class_table::{self, ASK_TRIE},
     members::{self, INSIDE, OUTSIDE, V4_TABLE_WORDS},
@@ -46,6 +47,18 @@ pub struct Flow {
     /// This export's record outcomes: added to `RECORD_STATS` once per
     /// export by [`Flow::finish`], not per record.
     tally: Tally,
+    /// The record in hand when every address is IPv4 ([`Flow::aggregate_v4`]).
+    pub record_v4: V4Record,
+    /// The exporter's IPv4 address, when it has one.
+    exporter_v4: u32,
+    /// Whether the exporter fits the 32-byte key: IPv4, or dropped by the
+    /// profile.
+    exporter_fits_v4: bool,
+    /// The last record's time bucket (per export).
+    buckets: BucketCache,
+    /// An IPv4 address widened for a trie lookup, in map memory: a key
+    /// built on the stack from computed values costs the verifier states.
+    trie_ip: Ip,
 }
 
 #[map(name = "BILLING_SCOPE")]
@@ -81,12 +94,19 @@ pub fn begin(exporter: &Ip) -> Option<&'static mut Flow> {
         bucket_ms: BUCKET_MS.load(),
     };
     flow.exporter = *exporter;
-    // Field by field: a whole `Tally` would be built on the stack first,
-    // which the verifier's 512-byte limit cannot spare here.
+    (flow.exporter_v4, flow.exporter_fits_v4) = match members::v4_of(exporter) {
+        Some(v4) => (v4, true),
+        None => (0, flow.profile.keep & KEEP_EXPORTER == 0),
+    };
+    // Counter by counter, volatile: a whole `Tally` would be built on the
+    // stack first, which the verifier's 512-byte limit cannot spare here,
+    // and plain stores in a loop become a call to `memset`, which the BPF
+    // build runs byte by byte (80 iterations per export).
     for counter in &mut flow.tally.0 {
-        counter.count = 0;
-        counter.bytes = 0;
+        // SAFETY: a valid, exclusive reference.
+        unsafe { core::ptr::write_volatile(counter, Counter::default()) };
     }
+    flow.buckets = BucketCache::default();
     Some(flow)
 }
 
@@ -131,6 +151,60 @@ impl Flow {
         }
     }
 
+    /// [`Flow::aggregate`] for `self.record_v4`, whose addresses are IPv4
+    /// (NetFlow v5's records): the 32-byte key straight from them. They
+    /// are widened to 16 bytes only for what needs that: billing scope,
+    /// interface counting, an IPv6 exporter the profile keeps.
+    #[inline(always)]
+    pub fn aggregate_v4(&mut self) {
+        let bytes = self.record_v4.bytes;
+        self.tally.add(RecordStat::Parsed, bytes);
+        let widen = FLAG_BILLING_SCOPE | FLAG_INTERFACE_FLOWS;
+        if self.flags & widen != 0 || !self.exporter_fits_v4 {
+            self.record_v4.widen_into(&mut self.record);
+        }
+        if self.flags & FLAG_INTERFACE_FLOWS != 0 {
+            interfaces::count(&self.exporter, &self.record);
+        }
+        // SAFETY: only tested for presence, never dereferenced.
+        let scoped = |key: &ScopeKey| unsafe { BILLING_SCOPE.get(key) }.is_some();
+        if self.flags & FLAG_BILLING_SCOPE != 0 && !in_scope(scoped, &self.exporter, &self.record) {
+            self.tally.add(RecordStat::OutOfScope, bytes);
+            return;
+        }
+        let record = &self.record_v4;
+        self.value = record.value();
+        let [first, second] = directions(
+            is_subscriber_v4(record.src, &mut self.trie_ip),
+            is_subscriber_v4(record.dst, &mut self.trie_ip),
+        );
+        self.classes = [NO_CLASS; 2];
+        if self.flags & FLAG_CLASSES != 0 {
+            for dir in [first, second].into_iter().flatten() {
+                self.classes[peer_is_source(dir) as usize] =
+                    class_of_v4(record.peer(dir), &mut self.trie_ip);
+            }
+        }
+        let bucket = self.buckets.start_of(&self.profile, record.time_ms);
+        for dir in [first, second].into_iter().flatten() {
+            let class = self.classes[peer_is_source(dir) as usize];
+            if self.exporter_fits_v4 {
+                self.profile.key_v4_of(
+                    record,
+                    dir,
+                    self.exporter_v4,
+                    class,
+                    bucket,
+                    &mut self.key_v4,
+                );
+                aggregate::add_v4(self.active, &self.key_v4, &self.value, &mut self.tally);
+            } else {
+                self.key = self.profile.key(&self.record, dir, &self.exporter, class);
+                aggregate::add(self.active, &self.key, &self.value, &mut self.tally);
+            }
+        }
+    }
+
     /// Adds this export's record outcomes to `RECORD_STATS`.
     #[inline(always)]
     pub fn finish(&self) {
@@ -147,17 +221,32 @@ impl Flow {
 /// IPv4 addresses, the trie for the rest.
 #[inline(always)]
 fn is_subscriber(ip: &Ip) -> bool {
-    if let Some(addr) = members::v4_of(ip) {
-        let (word, shift) = members::slot(addr);
-        if let Some(&word) = SUBSCRIBER_V4.get(word) {
-            match members::state(word, shift) {
-                OUTSIDE => return false,
-                INSIDE => return true,
-                _ => {}
-            }
-        }
+    if let Some(inside) = members::v4_of(ip).and_then(subscriber_table) {
+        return inside;
     }
     SUBSCRIBER_NETS.get(Key::new(128, *ip)).is_some()
+}
+
+/// [`is_subscriber`] of an IPv4 address, widened in `scratch` if the trie
+/// must answer.
+#[inline(always)]
+fn is_subscriber_v4(addr: u32, scratch: &mut Ip) -> bool {
+    if let Some(inside) = subscriber_table(addr) {
+        return inside;
+    }
+    *scratch = ip_from_v4(addr.to_be_bytes());
+    SUBSCRIBER_NETS.get(Key::new(128, *scratch)).is_some()
+}
+
+/// What the /24 table says of `addr`; `None`: ask the trie.
+#[inline(always)]
+fn subscriber_table(addr: u32) -> Option<bool> {
+    let (word, shift) = members::slot(addr);
+    match members::state(*SUBSCRIBER_V4.get(word)?, shift) {
+        OUTSIDE => Some(false),
+        INSIDE => Some(true),
+        _ => None,
+    }
 }
 
 /// The destination class of `ip`: its longest prefix among the class
@@ -165,15 +254,33 @@ fn is_subscriber(ip: &Ip) -> bool {
 /// trie for the rest.
 #[inline(always)]
 fn class_of(ip: &Ip) -> u8 {
-    if let Some(addr) = members::v4_of(ip) {
-        let (word, shift) = class_table::slot(addr);
-        if let Some(&word) = CLASS_V4.get(word) {
-            let class = class_table::state(word, shift);
-            if class != ASK_TRIE {
-                return class;
-            }
-        }
+    if let Some(class) = members::v4_of(ip).and_then(class_table_of) {
+        return class;
     }
+    class_in_trie(ip)
+}
+
+/// [`class_of`] an IPv4 address, widened in `scratch` if the trie must
+/// answer.
+#[inline(always)]
+fn class_of_v4(addr: u32, scratch: &mut Ip) -> u8 {
+    if let Some(class) = class_table_of(addr) {
+        return class;
+    }
+    *scratch = ip_from_v4(addr.to_be_bytes());
+    class_in_trie(scratch)
+}
+
+/// What the /24 table says of `addr`'s class; `None`: ask the trie.
+#[inline(always)]
+fn class_table_of(addr: u32) -> Option<u8> {
+    let (word, shift) = class_table::slot(addr);
+    let class = class_table::state(*CLASS_V4.get(word)?, shift);
+    (class != ASK_TRIE).then_some(class)
+}
+
+#[inline(always)]
+fn class_in_trie(ip: &Ip) -> u8 {
     CLASS_NETS
         .get(Key::new(128, *ip))
         .copied()

@@ -114,10 +114,8 @@ extern "C" fn aggregate_record(index: u64, _ctx: *mut c_void) -> i64 {
     if i >= MAX_RECORDS {
         return 1;
     }
-    export
-        .header
-        .record_into(&export.records[i], flow.flags, &mut flow.record);
-    flow.aggregate();
-    export.bytes = export.bytes.saturating_add(flow.record.bytes);
+    flow.record_v4 = export.header.v4_record(&export.records[i], flow.flags);
+    flow.aggregate_v4();
+    export.bytes = export.bytes.saturating_add(flow.record_v4.bytes);
     0
 }

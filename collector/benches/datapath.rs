@@ -40,9 +40,9 @@ const SUBSCRIBERS: &str = "198.18.100.0/24";
 const SUBSCRIBERS_V6: &str = "2001:db8:100::/48";
 const IPFIX_TEMPLATE: u16 = 256;
 const UNIX_SECS: u32 = 1_700_000_000;
-/// Kernel runs per measurement, and measurements (the median is reported).
+/// Runs per measurement, and rounds of measurements (medians are reported).
 const REPEAT: u32 = 20_000;
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 11;
 
 fn main() {
     // SAFETY: geteuid has no preconditions.
@@ -83,28 +83,29 @@ fn main() {
             &which,
         );
     }
-    println!("| measurement | records/export | per export | per record | records/s |");
-    println!("|---|---:|---:|---:|---:|");
+    println!(
+        "| measurement | records/export | per export | per record | records/s | XDP / socket |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
     for records in [1, 30] {
         let export = v5_export(records);
         let frame = udp_frame(&export);
-        let per_export = median(|| kernel_time(&plane, &exports, &frame));
-        row("XDP, NetFlow v5", records, per_export);
-
         let mut aggregator = Aggregator::new(
             config.profile,
             config.flags,
             SubscriberNets::new(&config.subscriber_networks),
         );
         let exporter = to_ip(EXPORTER.into());
-        let per_export = median(|| {
-            let started = thread_cpu();
-            for _ in 0..REPEAT {
-                black_box(aggregator.add_v5(&exporter, black_box(&export)).unwrap());
-            }
-            (thread_cpu() - started) / REPEAT
-        });
-        row("socket path, NetFlow v5", records, per_export);
+        compare(
+            "NetFlow v5",
+            records,
+            || kernel_time(&plane, &exports, &frame),
+            || {
+                socket_time(|| {
+                    black_box(aggregator.add_v5(&exporter, black_box(&export)).unwrap());
+                })
+            },
+        );
     }
 
     // The same v5 exports with destination classes: every peer is in a
@@ -121,12 +122,6 @@ fn main() {
         let records = 30;
         let export = v5_export(records);
         let frame = udp_frame(&export);
-        let per_export = median(|| kernel_time(&classed_plane, &classed_exports, &frame));
-        row(
-            &format!("XDP, NetFlow v5, classes ({what})"),
-            records,
-            per_export,
-        );
         let mut aggregator = Aggregator::new(
             config.profile,
             config.flags,
@@ -134,17 +129,15 @@ fn main() {
         )
         .with_classes(classes.lookup());
         let exporter = to_ip(EXPORTER.into());
-        let per_export = median(|| {
-            let started = thread_cpu();
-            for _ in 0..REPEAT {
-                black_box(aggregator.add_v5(&exporter, black_box(&export)).unwrap());
-            }
-            (thread_cpu() - started) / REPEAT
-        });
-        row(
-            &format!("socket path, NetFlow v5, classes ({what})"),
+        compare(
+            &format!("NetFlow v5, classes ({what})"),
             records,
-            per_export,
+            || kernel_time(&classed_plane, &classed_exports, &frame),
+            || {
+                socket_time(|| {
+                    black_box(aggregator.add_v5(&exporter, black_box(&export)).unwrap());
+                })
+            },
         );
     }
 
@@ -155,34 +148,33 @@ fn main() {
         let now_ms = u64::from(UNIX_SECS) * 1000;
         let export = ipfix_data(v6, records);
         let frame = udp_frame(&export);
-        let per_export = median(|| kernel_time(&plane, &exports, &frame));
-        row(&format!("XDP, {name}"), records, per_export);
-
         let mut aggregator = Aggregator::new(
             config.profile,
             config.flags,
             SubscriberNets::new(&config.subscriber_networks),
         );
-        let per_export = median(|| {
-            let started = thread_cpu();
-            for _ in 0..REPEAT {
-                out.clear();
-                cache
-                    .decode(
-                        &exporter,
-                        black_box(&export),
-                        now_ms,
-                        config.flags,
-                        &mut out,
-                    )
-                    .unwrap();
-                for record in &out {
-                    aggregator.add(&exporter, record);
-                }
-            }
-            (thread_cpu() - started) / REPEAT
-        });
-        row(&format!("socket path, {name}"), records, per_export);
+        compare(
+            name,
+            records,
+            || kernel_time(&plane, &exports, &frame),
+            || {
+                socket_time(|| {
+                    out.clear();
+                    cache
+                        .decode(
+                            &exporter,
+                            black_box(&export),
+                            now_ms,
+                            config.flags,
+                            &mut out,
+                        )
+                        .unwrap();
+                    for record in &out {
+                        aggregator.add(&exporter, record);
+                    }
+                })
+            },
+        );
     }
 
     for (name, raw_header) in [
@@ -192,33 +184,32 @@ fn main() {
         let records = 16;
         let datagram = sflow_datagram(records, raw_header);
         let frame = udp_frame(&datagram);
-        let per_export = median(|| kernel_time(&plane, &exports, &frame));
-        row(&format!("XDP, {name}"), records, per_export);
-
         let mut aggregator = Aggregator::new(
             config.profile,
             config.flags,
             SubscriberNets::new(&config.subscriber_networks),
         );
         let mut decoded = sflow::Decoded::default();
-        let per_export = median(|| {
-            let started = Instant::now();
-            for _ in 0..REPEAT {
-                sflow::decode(
-                    black_box(&datagram),
-                    config.flags,
-                    0,
-                    |_| None,
-                    &mut decoded,
-                )
-                .unwrap();
-                for record in &decoded.records {
-                    aggregator.add(&decoded.agent, record);
-                }
-            }
-            started.elapsed() / REPEAT
-        });
-        row(&format!("socket path, {name}"), records, per_export);
+        compare(
+            name,
+            records,
+            || kernel_time(&plane, &exports, &frame),
+            || {
+                socket_time(|| {
+                    sflow::decode(
+                        black_box(&datagram),
+                        config.flags,
+                        0,
+                        |_| None,
+                        &mut decoded,
+                    )
+                    .unwrap();
+                    for record in &decoded.records {
+                        aggregator.add(&decoded.agent, record);
+                    }
+                })
+            },
+        );
     }
 }
 
@@ -395,11 +386,42 @@ fn thread_cpu() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
-fn row(what: &str, records: usize, per_export: Duration) {
+/// The socket path's cost of `one` input: this thread's CPU time over
+/// [`REPEAT`] runs.
+fn socket_time(mut one: impl FnMut()) -> Duration {
+    let started = thread_cpu();
+    for _ in 0..REPEAT {
+        one();
+    }
+    (thread_cpu() - started) / REPEAT
+}
+
+/// The kernel's and the socket path's cost of the same input, measured in
+/// turns, round after round, so that a burst of the host's noise hits both
+/// sides alike; prints the median of each and of the per-round ratios.
+fn compare(
+    name: &str,
+    records: usize,
+    mut xdp: impl FnMut() -> Duration,
+    mut socket: impl FnMut() -> Duration,
+) {
+    let (mut kernel, mut user, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let (k, u) = (xdp(), socket());
+        ratios.push(k.as_secs_f64() / u.as_secs_f64().max(1e-12));
+        kernel.push(k);
+        user.push(u);
+    }
+    let ratio = format!("{:.2}×", median(ratios));
+    row(&format!("XDP, {name}"), records, median(kernel), &ratio);
+    row(&format!("socket path, {name}"), records, median(user), "");
+}
+
+fn row(what: &str, records: usize, per_export: Duration, ratio: &str) {
     let per_record = per_export / records as u32;
     let rate = 1e9 / per_record.as_nanos().max(1) as f64;
     println!(
-        "| {what} | {records} | {} ns | {} ns | {:.2} M |",
+        "| {what} | {records} | {} ns | {} ns | {:.2} M | {ratio} |",
         per_export.as_nanos(),
         per_record.as_nanos(),
         rate / 1e6
@@ -417,10 +439,9 @@ fn kernel_time(plane: &DataPlane, exports: &Mutex<ExportRing>, frame: &[u8]) -> 
     mean
 }
 
-fn median(mut measure: impl FnMut() -> Duration) -> Duration {
-    let mut samples: Vec<Duration> = (0..ROUNDS).map(|_| measure()).collect();
-    samples.sort();
-    samples[ROUNDS / 2]
+fn median<T: PartialOrd>(mut samples: Vec<T>) -> T {
+    samples.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    samples.swap_remove(samples.len() / 2)
 }
 
 /// An export whose records belong to distinct subscribers and peers, so

@@ -248,6 +248,86 @@ pub struct FlowRecord {
     pub output_if: u32,
 }
 
+/// A flow record whose addresses are both IPv4, as NetFlow v5's always
+/// are: what the kernel aggregates by the 32-byte key without widening its
+/// addresses to 16 bytes ([`Profile::key_v4_of`]). [`V4Record::widen_into`]
+/// gives the [`FlowRecord`] every other rule takes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct V4Record {
+    pub src: u32,
+    pub dst: u32,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub protocol: u8,
+    pub bytes: u64,
+    pub packets: u64,
+    pub time_ms: u64,
+    pub input_if: u32,
+    pub output_if: u32,
+}
+
+impl V4Record {
+    #[inline(always)]
+    pub fn widen_into(&self, out: &mut FlowRecord) {
+        out.src = ip_from_v4(self.src.to_be_bytes());
+        out.dst = ip_from_v4(self.dst.to_be_bytes());
+        out.src_port = self.src_port;
+        out.dst_port = self.dst_port;
+        out.protocol = self.protocol;
+        out.bytes = self.bytes;
+        out.packets = self.packets;
+        out.time_ms = self.time_ms;
+        out.input_if = self.input_if;
+        out.output_if = self.output_if;
+    }
+
+    /// [`FlowRecord::value`].
+    #[inline(always)]
+    pub fn value(&self) -> AggValue {
+        AggValue {
+            bytes: self.bytes,
+            packets: self.packets,
+            flows: 1,
+            first_ms: self.time_ms,
+            last_ms: self.time_ms,
+        }
+    }
+
+    /// [`peer`].
+    #[inline(always)]
+    pub fn peer(&self, dir: Direction) -> u32 {
+        if peer_is_source(dir) {
+            self.src
+        } else {
+            self.dst
+        }
+    }
+}
+
+/// The time bucket of the last record: the records of one export have
+/// nearly the same times, and [`Profile::bucket_start`]'s 64-bit division
+/// costs the kernel tens of cycles per record, two comparisons none.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BucketCache {
+    start: u64,
+    /// Exclusive; 0 while nothing is cached.
+    end: u64,
+}
+
+impl BucketCache {
+    /// [`Profile::bucket_start`] of `time_ms`. One cache serves one
+    /// profile (the kernel starts one per export).
+    #[inline(always)]
+    pub fn start_of(&mut self, profile: &Profile, time_ms: u64) -> u64 {
+        if self.start <= time_ms && time_ms < self.end {
+            return self.start;
+        }
+        self.start = profile.bucket_start(time_ms);
+        self.end = self.start.saturating_add(profile.bucket_width());
+        self.start
+    }
+}
+
 /// How aggregation folds records: which key fields survive and how wide a
 /// time bucket is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -333,6 +413,74 @@ impl Profile {
         true
     }
 
+    /// [`Profile::key_v4_into`] for a record whose addresses are IPv4,
+    /// from an exporter whose IPv4 address is `exporter` (not read when the
+    /// profile drops the exporter), in the time bucket starting at
+    /// `bucket_start_ms` ([`Profile::bucket_start`] of the record's time):
+    /// always the 32-byte form.
+    #[inline(always)]
+    pub fn key_v4_of(
+        &self,
+        record: &V4Record,
+        dir: Direction,
+        exporter: u32,
+        class: u8,
+        bucket_start_ms: u64,
+        out: &mut AggKeyV4,
+    ) {
+        let (subscriber, peer, subscriber_port, peer_port) = match dir {
+            Direction::Up | Direction::Transit => {
+                (record.src, record.dst, record.src_port, record.dst_port)
+            }
+            Direction::Down => (record.dst, record.src, record.dst_port, record.src_port),
+        };
+        let keep = |bit: u32| self.keep & bit != 0;
+        let mut absent = 0;
+        let mut kept = |addr: u32, bit: u32, absent_bit: u8| {
+            if keep(bit) {
+                addr
+            } else {
+                absent |= absent_bit;
+                0
+            }
+        };
+        out.peer = kept(peer, KEEP_PEER_IP, ABSENT_PEER).to_be_bytes();
+        out.exporter = kept(exporter, KEEP_EXPORTER, ABSENT_EXPORTER).to_be_bytes();
+        out.absent = absent;
+        out.bucket_start_ms = bucket_start_ms;
+        out.subscriber = subscriber.to_be_bytes();
+        out.subscriber_port = if keep(KEEP_SUBSCRIBER_PORT) {
+            subscriber_port
+        } else {
+            0
+        };
+        out.peer_port = if keep(KEEP_PEER_PORT) { peer_port } else { 0 };
+        out.protocol = if keep(KEEP_PROTOCOL) {
+            record.protocol
+        } else {
+            0
+        };
+        out.direction = dir as u8;
+        out.class = class;
+        out._pad2 = 0;
+    }
+
+    /// The start of the time bucket holding `time_ms`.
+    #[inline(always)]
+    pub fn bucket_start(&self, time_ms: u64) -> u64 {
+        time_ms - time_ms % self.bucket_width()
+    }
+
+    /// A zero bucket width would divide by zero; it is taken as 1 ms.
+    #[inline(always)]
+    fn bucket_width(&self) -> u64 {
+        if self.bucket_ms == 0 {
+            1
+        } else {
+            self.bucket_ms
+        }
+    }
+
     #[inline(always)]
     fn sides<'a>(&self, record: &'a FlowRecord, dir: Direction, exporter: &'a Ip) -> Sides<'a> {
         let (subscriber, peer, subscriber_port, peer_port) = match dir {
@@ -342,17 +490,11 @@ impl Profile {
             Direction::Down => (&record.dst, &record.src, record.dst_port, record.src_port),
         };
         let keep = |bit: u32| self.keep & bit != 0;
-        // A zero bucket width would divide by zero; treat it as 1 ms.
-        let width = if self.bucket_ms == 0 {
-            1
-        } else {
-            self.bucket_ms
-        };
         Sides {
             subscriber,
             peer: keep(KEEP_PEER_IP).then_some(peer),
             exporter: keep(KEEP_EXPORTER).then_some(exporter),
-            bucket_start_ms: record.time_ms - record.time_ms % width,
+            bucket_start_ms: self.bucket_start(record.time_ms),
             subscriber_port: if keep(KEEP_SUBSCRIBER_PORT) {
                 subscriber_port
             } else {
@@ -590,6 +732,91 @@ mod tests {
             }
         }
         assert_eq!(core::mem::size_of::<AggKeyV4>(), 32);
+    }
+
+    #[test]
+    fn the_ipv4_record_builds_the_short_key_the_widened_record_does() {
+        // A small xorshift: varied addresses, ports, times and classes.
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..2_000 {
+            let (a, b) = (next(), next());
+            let record = V4Record {
+                src: a as u32,
+                dst: (a >> 32) as u32,
+                src_port: b as u16,
+                dst_port: (b >> 16) as u16,
+                protocol: (b >> 32) as u8,
+                bytes: next(),
+                packets: next(),
+                time_ms: next() >> 20,
+                input_if: (b >> 40) as u32 & 0xffff,
+                output_if: (b >> 56) as u32,
+            };
+            let mut wide = FlowRecord::default();
+            record.widen_into(&mut wide);
+            assert_eq!(wide.value(), record.value());
+            let exporter = next() as u32;
+            let profile = Profile {
+                keep: (b >> 8) as u32 & KEEP_ALL,
+                bucket_ms: [0, 1, 60_000, 300_000][(b >> 60) as usize % 4],
+            };
+            for dir in [Direction::Up, Direction::Down, Direction::Transit] {
+                let class = (a >> 56) as u8;
+                let mut expected = AggKeyV4::default();
+                let exporter_ip = ip_from_v4(exporter.to_be_bytes());
+                assert!(profile.key_v4_into(&wide, dir, &exporter_ip, class, &mut expected));
+                let mut key = AggKeyV4 {
+                    _pad2: 7,
+                    absent: 0xff,
+                    ..AggKeyV4::default()
+                };
+                let bucket = profile.bucket_start(record.time_ms);
+                profile.key_v4_of(&record, dir, exporter, class, bucket, &mut key);
+                assert_eq!(key, expected, "{profile:?} {dir:?}");
+                assert_eq!(
+                    ip_from_v4(record.peer(dir).to_be_bytes()),
+                    *peer(&wide, dir)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_bucket_cache_answers_what_the_division_does() {
+        for bucket_ms in [0, 1, 7, 60_000] {
+            let profile = Profile {
+                keep: KEEP_ALL,
+                bucket_ms,
+            };
+            let mut cache = BucketCache::default();
+            let times = [
+                0,
+                59_999,
+                60_000,
+                59_999,
+                1_700_000_061_234,
+                1_700_000_060_000,
+                1_700_000_119_999,
+                1_700_000_120_000,
+                1_700_000_059_999,
+                u64::MAX,
+                u64::MAX - 1,
+                0,
+            ];
+            for time in times {
+                assert_eq!(
+                    cache.start_of(&profile, time),
+                    profile.bucket_start(time),
+                    "{bucket_ms} {time}"
+                );
+            }
+        }
     }
 
     #[test]

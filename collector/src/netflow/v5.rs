@@ -30,7 +30,7 @@ impl<'a> Export<'a> {
     pub fn records(&self) -> impl Iterator<Item = RawRecord> + use<'a> {
         self.records
             .chunks_exact(RECORD_LEN)
-            .map(|r| RawRecord(r.try_into().expect("chunks_exact yields RECORD_LEN")))
+            .map(|r| RawRecord::from_bytes(r.try_into().expect("chunks_exact yields RECORD_LEN")))
     }
 }
 
