@@ -137,15 +137,22 @@ impl Flow {
                 self.classes[peer_is_source(dir) as usize] = class_of(peer(&self.record, dir));
             }
         }
+        let bucket = self.buckets.start_of(&self.profile, self.record.time_ms);
         for dir in [first, second].into_iter().flatten() {
             let class = self.classes[peer_is_source(dir) as usize];
-            if self
-                .profile
-                .key_v4_into(&self.record, dir, &self.exporter, class, &mut self.key_v4)
-            {
+            if self.profile.key_v4_into(
+                &self.record,
+                dir,
+                &self.exporter,
+                class,
+                bucket,
+                &mut self.key_v4,
+            ) {
                 aggregate::add_v4(self.active, &self.key_v4, &self.value, &mut self.tally);
             } else {
-                self.key = self.profile.key(&self.record, dir, &self.exporter, class);
+                self.key = self
+                    .profile
+                    .key(&self.record, dir, &self.exporter, class, bucket);
                 aggregate::add(self.active, &self.key, &self.value, &mut self.tally);
             }
         }
@@ -199,7 +206,9 @@ impl Flow {
                 );
                 aggregate::add_v4(self.active, &self.key_v4, &self.value, &mut self.tally);
             } else {
-                self.key = self.profile.key(&self.record, dir, &self.exporter, class);
+                self.key = self
+                    .profile
+                    .key(&self.record, dir, &self.exporter, class, bucket);
                 aggregate::add(self.active, &self.key, &self.value, &mut self.tally);
             }
         }

@@ -128,9 +128,10 @@ impl Aggregator {
         let value = record.value();
         let inside = |ip| self.subscribers.contains(ip);
         let [first, second] = directions(inside(&record.src), inside(&record.dst));
+        let bucket = self.profile.bucket_start(record.time_ms);
         for dir in [first, second].into_iter().flatten() {
             let class = self.classes.class_of(peer(record, dir));
-            let key = self.profile.key(record, dir, exporter, class);
+            let key = self.profile.key(record, dir, exporter, class, bucket);
             merge(&mut self.table, key, &value);
         }
         true

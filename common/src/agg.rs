@@ -350,11 +350,20 @@ struct Sides<'a> {
 }
 
 impl Profile {
-    /// The aggregate `record` adds to when its subscriber side is `dir` and
-    /// its peer (see [`peer`]) is of `class`.
+    /// The aggregate `record` adds to when its subscriber side is `dir`,
+    /// its peer (see [`peer`]) is of `class` and its time bucket starts at
+    /// `bucket_start_ms` ([`Profile::bucket_start`] of its time, which the
+    /// kernel takes from a [`BucketCache`]).
     #[inline(always)]
-    pub fn key(&self, record: &FlowRecord, dir: Direction, exporter: &Ip, class: u8) -> AggKey {
-        let s = self.sides(record, dir, exporter);
+    pub fn key(
+        &self,
+        record: &FlowRecord,
+        dir: Direction,
+        exporter: &Ip,
+        class: u8,
+        bucket_start_ms: u64,
+    ) -> AggKey {
+        let s = self.sides(record, dir, exporter, bucket_start_ms);
         AggKey {
             subscriber: *s.subscriber,
             // A zero `u128`, not `[0; 16]`, which the kernel build zeroes
@@ -381,9 +390,10 @@ impl Profile {
         dir: Direction,
         exporter: &Ip,
         class: u8,
+        bucket_start_ms: u64,
         out: &mut AggKeyV4,
     ) -> bool {
-        let s = self.sides(record, dir, exporter);
+        let s = self.sides(record, dir, exporter, bucket_start_ms);
         let Some(subscriber) = mapped_v4(s.subscriber) else {
             return false;
         };
@@ -482,7 +492,13 @@ impl Profile {
     }
 
     #[inline(always)]
-    fn sides<'a>(&self, record: &'a FlowRecord, dir: Direction, exporter: &'a Ip) -> Sides<'a> {
+    fn sides<'a>(
+        &self,
+        record: &'a FlowRecord,
+        dir: Direction,
+        exporter: &'a Ip,
+        bucket_start_ms: u64,
+    ) -> Sides<'a> {
         let (subscriber, peer, subscriber_port, peer_port) = match dir {
             Direction::Up | Direction::Transit => {
                 (&record.src, &record.dst, record.src_port, record.dst_port)
@@ -494,7 +510,7 @@ impl Profile {
             subscriber,
             peer: keep(KEEP_PEER_IP).then_some(peer),
             exporter: keep(KEEP_EXPORTER).then_some(exporter),
-            bucket_start_ms: self.bucket_start(record.time_ms),
+            bucket_start_ms,
             subscriber_port: if keep(KEEP_SUBSCRIBER_PORT) {
                 subscriber_port
             } else {
@@ -664,7 +680,7 @@ mod tests {
             keep: KEEP_ALL,
             bucket_ms: 60_000,
         };
-        let key = detail.key(&record, Direction::Down, &exporter, 3);
+        let key = detail.key(&record, Direction::Down, &exporter, 3, 60_000);
         assert_eq!(peer(&record, Direction::Down), &record.src);
         assert_eq!(peer(&record, Direction::Up), &record.dst);
         assert_eq!(key.class, 3);
@@ -676,7 +692,7 @@ mod tests {
             keep: 0,
             bucket_ms: 60_000,
         };
-        let key = subscriber.key(&record, Direction::Down, &exporter, 0);
+        let key = subscriber.key(&record, Direction::Down, &exporter, 0, 60_000);
         assert_eq!(
             key,
             AggKey {
@@ -716,13 +732,14 @@ mod tests {
                     (record(v4(1), [0; 16]), v4(9)),
                 ] {
                     let class = keep as u8 % 3;
-                    let full = profile.key(&r, dir, &exporter, class);
+                    let bucket = profile.bucket_start(r.time_ms);
+                    let full = profile.key(&r, dir, &exporter, class, bucket);
                     let all_v4 = [Some(full.subscriber), Some(full.peer), Some(full.exporter)]
                         .iter()
                         .zip([true, keep & KEEP_PEER_IP != 0, keep & KEEP_EXPORTER != 0])
                         .all(|(ip, kept)| !kept || mapped_v4(&ip.unwrap()).is_some());
                     let mut short = AggKeyV4::default();
-                    if profile.key_v4_into(&r, dir, &exporter, class, &mut short) {
+                    if profile.key_v4_into(&r, dir, &exporter, class, bucket, &mut short) {
                         assert!(all_v4, "{keep:#x} {dir:?}");
                         assert_eq!(short.unpack(), full, "{keep:#x} {dir:?}");
                     } else {
@@ -770,13 +787,20 @@ mod tests {
                 let class = (a >> 56) as u8;
                 let mut expected = AggKeyV4::default();
                 let exporter_ip = ip_from_v4(exporter.to_be_bytes());
-                assert!(profile.key_v4_into(&wide, dir, &exporter_ip, class, &mut expected));
+                let bucket = profile.bucket_start(record.time_ms);
+                assert!(profile.key_v4_into(
+                    &wide,
+                    dir,
+                    &exporter_ip,
+                    class,
+                    bucket,
+                    &mut expected
+                ));
                 let mut key = AggKeyV4 {
                     _pad2: 7,
                     absent: 0xff,
                     ..AggKeyV4::default()
                 };
-                let bucket = profile.bucket_start(record.time_ms);
                 profile.key_v4_of(&record, dir, exporter, class, bucket, &mut key);
                 assert_eq!(key, expected, "{profile:?} {dir:?}");
                 assert_eq!(
