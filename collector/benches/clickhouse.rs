@@ -96,6 +96,7 @@ async fn deliver(ch: &ClickHouse, db: &std::path::Path, spool: Spool) {
         .expect("a plain HTTP client"),
         database: "flowtally".into(),
         spool: Mutex::new(spool),
+        gate: Default::default(),
         batch_rows: FLUSH_ROWS,
         spool_max_rows: u64::MAX,
         sessions: false,

@@ -32,7 +32,10 @@ use crate::{
     quota::{self, Action, Quotas},
     radius::coa::{self, Outcome as Answer, error_cause_name},
     sessions::History,
-    sink::quota_store::{self, Outcome},
+    sink::{
+        WriteGate,
+        quota_store::{self, Outcome},
+    },
     usage::UsageRow,
 };
 
@@ -123,12 +126,14 @@ impl Enforcer {
 pub async fn serve(
     nas: Vec<NasConfig>,
     db: Connection,
+    gate: WriteGate,
     mut jobs: UnboundedReceiver<Job>,
     metrics: QuotaMetrics,
 ) {
     let shared = Arc::new(Shared {
         nas,
         db: Mutex::new(db),
+        gate,
         metrics,
         identifier: AtomicU8::new(0),
         in_flight: Semaphore::new(MAX_IN_FLIGHT),
@@ -141,6 +146,8 @@ pub async fn serve(
 struct Shared {
     nas: Vec<NasConfig>,
     db: Mutex<Connection>,
+    /// Taken for each write, as every writer of the database does.
+    gate: WriteGate,
     metrics: QuotaMetrics,
     /// Each request has a socket of its own; identifiers only have to
     /// differ between a request and its successor after a NAK.
@@ -173,7 +180,10 @@ impl Shared {
                 sleep(nas.timeout.0).await;
                 let inserted = {
                     let db = self.db.lock().expect("db lock poisoned");
-                    block_in_place(|| quota_store::insert(&db, action, attempt, clock::unix_ms()))
+                    block_in_place(|| {
+                        let _turn = self.gate.lock();
+                        quota_store::insert(&db, action, attempt, clock::unix_ms())
+                    })
                 };
                 job.row = inserted
                     .inspect_err(|err| {
@@ -299,7 +309,11 @@ impl Shared {
             return;
         };
         let db = self.db.lock().expect("db lock poisoned");
-        if let Err(err) = block_in_place(|| quota_store::finish(&db, row, &outcome)) {
+        let finished = block_in_place(|| {
+            let _turn = self.gate.lock();
+            quota_store::finish(&db, row, &outcome)
+        });
+        if let Err(err) = finished {
             tracing::error!("recording the outcome in `enforcement`: {err}");
         }
     }

@@ -82,7 +82,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let metrics = new_metrics(&config);
     // Read once: both paths and the flush must agree on the numbers.
     let classes = config.classes()?;
-    let store = open_store(&config, &metrics)?;
+    // Every writer of the database takes its turn here (sink::Gate).
+    let gate = sink::WriteGate::default();
+    let store = open_store(&config, &gate, &metrics)?;
     let threads = receive::thread_count(config.socket_receive_threads);
     let buffer = config.socket_receive_buffer;
     let mut sockets = flow_socket::bind("netflow", &config.netflow, buffer, threads)?;
@@ -108,7 +110,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         &mut tasks,
     )
     .await?;
-    let gate = sink::WriteGate::default();
     let radius_addr = start_radius(&config, &store.history, &gate, &metrics, &mut tasks).await?;
     let receivers = Receivers::start(sockets.into_iter().flatten().collect(), &socket_path)?;
     let mut overflow = JoinSet::new();
@@ -135,7 +136,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     if !config.snmp.agents.is_empty() {
         tasks.spawn(snmp_poll::run(
-            snmp_poll::Poller::new(&config)?,
+            snmp_poll::Poller::new(&config, Arc::clone(&gate))?,
             metrics.integrity.clone(),
         ));
     }
@@ -146,7 +147,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         signal(SignalKind::terminate())?,
     );
     privileges::drop_after_setup()?;
-    let delivery = start_clickhouse(&config, &metrics)?;
+    let delivery = start_clickhouse(&config, &gate, &metrics)?;
 
     // What we listen on, for people and for scripts (one item per line).
     let mut lines: Vec<String> = Vec::new();
@@ -271,7 +272,7 @@ struct Store {
 /// Opens the database, records this run (and the gap an unclean stop of the
 /// previous one left), and reads back the backlog, the session history and
 /// the NAT bindings.
-fn open_store(config: &Config, metrics: &Metrics) -> anyhow::Result<Store> {
+fn open_store(config: &Config, gate: &sink::WriteGate, metrics: &Metrics) -> anyhow::Result<Store> {
     let db = sink::sqlite::open(&config.db)?;
     // Checkpoints come after each flush's write (sink::checkpoint).
     db.pragma_update(None, "wal_autocheckpoint", 0)?;
@@ -299,7 +300,7 @@ fn open_store(config: &Config, metrics: &Metrics) -> anyhow::Result<Store> {
     let bindings = nat_store::load(&db, config.nat_limits(), clock::unix_ms())
         .with_context(|| format!("cannot read the NAT bindings of {}", config.db.display()))?;
     metrics.nat.bindings_in_memory.set(bindings.len() as i64);
-    let enforcer = start_enforcer(config, &db, metrics)?;
+    let enforcer = start_enforcer(config, &db, gate, metrics)?;
     Ok(Store {
         db,
         run,
@@ -317,6 +318,7 @@ fn open_store(config: &Config, metrics: &Metrics) -> anyhow::Result<Store> {
 fn start_enforcer(
     config: &Config,
     db: &Connection,
+    gate: &sink::WriteGate,
     metrics: &Metrics,
 ) -> anyhow::Result<Option<Enforcer>> {
     if config.quotas.is_empty() {
@@ -329,6 +331,7 @@ fn start_enforcer(
     tokio::spawn(enforce::serve(
         config.radius.nas.clone(),
         sink::sqlite::open(&config.db)?,
+        Arc::clone(gate),
         queue,
         metrics.quota.clone(),
     ));
@@ -579,7 +582,11 @@ async fn start_radius(
 }
 
 /// Delivery of what SQLite receives to ClickHouse, when configured.
-fn start_clickhouse(config: &Config, metrics: &Metrics) -> anyhow::Result<Option<Stop>> {
+fn start_clickhouse(
+    config: &Config,
+    gate: &sink::WriteGate,
+    metrics: &Metrics,
+) -> anyhow::Result<Option<Stop>> {
     let (Some(url), Some(metrics)) = (&config.clickhouse.url, &metrics.clickhouse) else {
         return Ok(None);
     };
@@ -594,6 +601,7 @@ fn start_clickhouse(config: &Config, metrics: &Metrics) -> anyhow::Result<Option
         })?,
         database: ch.database.clone(),
         spool: Mutex::new(Spool::open(&config.db)?),
+        gate: Arc::clone(gate),
         batch_rows: ch.batch_rows,
         spool_max_rows: ch.spool_max_rows,
         sessions: ch.sessions,

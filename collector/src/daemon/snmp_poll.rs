@@ -17,7 +17,7 @@ use crate::{
     config::{Config, SnmpAgent},
     integrity::audit::CounterRow,
     metrics::IntegrityMetrics,
-    sink::{integrity::write_counters, sqlite},
+    sink::{WriteGate, integrity::write_counters, sqlite},
 };
 
 /// IF-MIB ifXTable columns (RFC 2863): ifHCInOctets, ifHCOutOctets.
@@ -83,11 +83,13 @@ pub struct Poller {
     every: Duration,
     timeout: Duration,
     db: Connection,
+    /// Taken for each write (`sink::Gate`).
+    gate: WriteGate,
     request_id: i32,
 }
 
 impl Poller {
-    pub fn new(config: &Config) -> anyhow::Result<Self> {
+    pub fn new(config: &Config, gate: WriteGate) -> anyhow::Result<Self> {
         let agents = config
             .snmp
             .agents
@@ -117,6 +119,7 @@ impl Poller {
             every: config.snmp.interval.0,
             timeout: config.snmp.timeout.0,
             db: sqlite::open(&config.db)?,
+            gate,
             request_id: 1,
         })
     }
@@ -151,7 +154,10 @@ pub async fn run(mut poller: Poller, metrics: IntegrityMetrics) {
             }
         }
         if !rows.is_empty()
-            && let Err(err) = tokio::task::block_in_place(|| write_counters(&mut poller.db, &rows))
+            && let Err(err) = tokio::task::block_in_place(|| {
+                let _turn = poller.gate.lock();
+                write_counters(&mut poller.db, &rows)
+            })
         {
             tracing::warn!("writing SNMP interface counters: {err}");
         }

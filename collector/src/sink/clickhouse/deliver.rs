@@ -33,6 +33,8 @@ pub struct Deliverer {
     pub database: String,
     /// Behind a lock only so that the task is `Send`; nothing else uses it.
     pub spool: Mutex<Spool>,
+    /// Taken for each write to the spool's database (`sink::Gate`).
+    pub gate: crate::sink::WriteGate,
     pub batch_rows: usize,
     pub spool_max_rows: u64,
     /// Whether this instance delivers `sessions` and `session_addresses`.
@@ -221,7 +223,11 @@ impl Deliverer {
                 }
             }
         };
-        block_in_place(|| self.spool().set_delivered(source, upto))?;
+        block_in_place(|| {
+            let spool = self.spool();
+            let _turn = self.gate.lock();
+            spool.set_delivered(source, upto)
+        })?;
         self.metrics
             .delivered_rows
             .get_or_create(&[("table", table)])
@@ -255,7 +261,9 @@ impl Deliverer {
         }
         let upto = newest - limit;
         let given_up = spool.count(source, delivered, upto)?;
+        let _turn = self.gate.lock();
         spool.set_delivered(source, upto)?;
+        drop(_turn);
         self.metrics
             .discarded_rows
             .get_or_create(&[("table", table)])
