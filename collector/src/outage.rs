@@ -29,6 +29,8 @@ pub struct Incident {
     pub attempts: u64,
     /// Rows dropped in this outage.
     pub dropped: Dropped,
+    /// NAT binding changes dropped in this outage.
+    pub dropped_nat_changes: u64,
 }
 
 impl Outage {
@@ -45,6 +47,7 @@ impl Outage {
                     cause,
                     attempts: 1,
                     dropped: Dropped::default(),
+                    dropped_nat_changes: 0,
                 });
                 true
             }
@@ -60,6 +63,20 @@ impl Outage {
         incident.dropped.rows += dropped.rows;
         incident.dropped.bytes += dropped.bytes;
         first && dropped.rows > 0
+    }
+
+    /// `n` NAT binding changes were dropped; true the first time in this
+    /// outage (or outside one: the binding write failed before the usage
+    /// write could start one).
+    pub fn dropped_nat_changes(&mut self, n: u64) -> bool {
+        match &mut self.current {
+            Some(incident) => {
+                let first = incident.dropped_nat_changes == 0;
+                incident.dropped_nat_changes += n;
+                first && n > 0
+            }
+            None => n > 0,
+        }
     }
 
     /// A successful write: the outage it ends, if any.
@@ -123,6 +140,14 @@ impl Held {
     }
 }
 
+/// Keeps the first `max` of `held` (the oldest: replayed in order once
+/// SQLite accepts writes again); returns how many newer ones were dropped.
+pub fn keep_at_most<T>(held: &mut Vec<T>, max: usize) -> usize {
+    let over = held.len().saturating_sub(max);
+    held.truncate(max);
+    over
+}
+
 #[cfg(test)]
 mod tests {
     use flowtally_common::agg::Direction;
@@ -153,6 +178,7 @@ mod tests {
                 cause: "disk_full",
                 attempts: 3,
                 dropped: Dropped::default(),
+                dropped_nat_changes: 0,
             })
         );
         assert!(!outage.is_down());
@@ -177,6 +203,23 @@ mod tests {
             outage.dropped(some(1, 1)),
             "announced again in the next outage"
         );
+    }
+
+    #[test]
+    fn held_nat_changes_keep_the_oldest_and_their_drops_are_told_once_per_outage() {
+        let mut changes: Vec<u32> = (1..=5).collect();
+        assert_eq!(keep_at_most(&mut changes, 3), 2);
+        assert_eq!(changes, [1, 2, 3], "the oldest, replayed in order");
+        assert_eq!(keep_at_most(&mut changes, 3), 0);
+        let mut outage = Outage::default();
+        assert!(outage.dropped_nat_changes(2), "outside an outage: told");
+        assert!(outage.failed(1_000, "disk_full"));
+        assert!(!outage.dropped_nat_changes(0));
+        assert!(outage.dropped_nat_changes(4), "the first in this outage");
+        assert!(!outage.dropped_nat_changes(1));
+        assert_eq!(outage.succeeded().unwrap().dropped_nat_changes, 5);
+        assert!(outage.failed(9_000, "disk_full"));
+        assert!(outage.dropped_nat_changes(1), "a new outage tells again");
     }
 
     #[test]

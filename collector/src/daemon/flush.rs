@@ -26,7 +26,7 @@ use crate::{
     integrity::sequence::StreamKey,
     metrics::Metrics,
     nat::{self, Bindings},
-    outage::{Dropped, Held, Outage},
+    outage::{self, Dropped, Held, Outage},
     sessions::History,
     sink::{self, integrity, nat_store, runs, sflow_health, sqlite},
     usage::UsageRow,
@@ -410,6 +410,16 @@ impl Flusher {
         }
         let _turn = self.parts.gate.lock();
         nat_store::write(&mut self.parts.db, &changes).inspect_err(|_| {
+            let max = self.parts.max_held_rows;
+            let over = outage::keep_at_most(&mut changes, max) as u64;
+            self.parts.metrics.storage.dropped_nat_changes.inc_by(over);
+            if self.outage.dropped_nat_changes(over) {
+                tracing::error!(
+                    "SQLite refuses writes: NAT binding changes beyond max_held_rows ({max}) are \
+                     dropped, counted in flowtally_storage_dropped_nat_changes_total ({over} so \
+                     far)"
+                );
+            }
             self.pending_nat = changes;
         })
     }

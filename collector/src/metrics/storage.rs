@@ -18,6 +18,8 @@ pub struct StorageMetrics {
     /// Usage rows (and their bytes) given up past `max_held_rows`.
     pub dropped_rows: Counter,
     pub dropped_bytes: Counter,
+    /// NAT binding changes given up past `max_held_rows`.
+    pub dropped_nat_changes: Counter,
 }
 
 impl StorageMetrics {
@@ -62,6 +64,12 @@ impl StorageMetrics {
             "Bytes of those usage rows",
             Unit::Bytes,
             self.dropped_bytes.clone(),
+        );
+        r.register(
+            "storage_dropped_nat_changes",
+            "NAT binding changes given up during an outage because max_held_rows were already \
+             held (whois cannot answer for those bindings)",
+            self.dropped_nat_changes.clone(),
         );
     }
 }
