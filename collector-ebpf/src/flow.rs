@@ -5,6 +5,8 @@
 //! together would nearly fill.
 
 use aya_ebpf::{
+    cty::c_void,
+    helpers::generated::bpf_loop,
     macros::map,
     maps::{Array, HashMap, PerCpuArray, lpm_trie::Key},
 };
@@ -75,9 +77,44 @@ static CLASS_V4: Array<u64> = Array::with_max_entries(class_table::V4_TABLE_WORD
 #[map(name = "FLOW_SCRATCH")]
 static SCRATCH: PerCpuArray<Flow> = PerCpuArray::with_max_entries(1, 0);
 
+/// Runs `callback` (`extern "C" fn(u64, *mut c_void) -> i64`) `count`
+/// times through `bpf_loop`, handing it this CPU's `export` and `flow`
+/// scratch slots ([`slots`]): a map lookup of each per record costs
+/// instructions and a stall on the key it stores on the stack.
+#[inline(always)]
+pub fn for_each<T>(count: u32, callback: *mut c_void, export: &mut T, flow: &mut Flow) {
+    let mut slots = Slots {
+        export: &raw mut *export,
+        flow: &raw mut *flow,
+    };
+    // SAFETY: `callback` is a static function with the signature bpf_loop
+    // expects; `slots` outlives the loop.
+    unsafe { bpf_loop(count, callback, (&raw mut slots).cast(), 0) };
+}
+
+#[repr(C)]
+struct Slots<T> {
+    export: *mut T,
+    flow: *mut Flow,
+}
+
+/// The scratch slots a [`for_each`] callback gets as its context.
+///
+/// # Safety
+/// `ctx` must be the context [`for_each`] passed, with `T` its export type.
+#[inline(always)]
+pub unsafe fn slots<'a, T>(ctx: *mut c_void) -> (&'a mut T, &'a mut Flow) {
+    // SAFETY: per the contract, `Slots<T>` of this CPU's scratch slots,
+    // which nothing else borrows while the loop runs.
+    unsafe {
+        let slots = &*ctx.cast::<Slots<T>>();
+        (&mut *slots.export, &mut *slots.flow)
+    }
+}
+
 /// This CPU's scratch flow.
 #[inline(always)]
-pub fn scratch() -> Option<&'static mut Flow> {
+fn scratch() -> Option<&'static mut Flow> {
     // SAFETY: this CPU's slot; XDP runs do not nest on a CPU, and the
     // callbacks that use it run inside the same program run.
     SCRATCH.get_ptr_mut(0).map(|flow| unsafe { &mut *flow })

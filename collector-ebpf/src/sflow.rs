@@ -163,7 +163,7 @@ pub fn aggregate(ctx: &XdpContext, payload: usize, len: usize) -> XdpStat {
         TO_USER => return XdpStat::PassSflowToUser,
         _ => return XdpStat::PassSflowInvalid,
     }
-    let Some(_) = flow::begin(&d.agent) else {
+    let Some(flow) = flow::begin(&d.agent) else {
         return XdpStat::PassSflowToUser;
     };
     // SAFETY: a plain helper call.
@@ -172,17 +172,8 @@ pub fn aggregate(ctx: &XdpContext, payload: usize, len: usize) -> XdpStat {
     d.time_ms = mono_ns.wrapping_add(offset) / 1_000_000;
     d.flows = 0;
     d.no_ip = 0;
-    unsafe {
-        bpf_loop(
-            d.noted,
-            aggregate_sample as *mut c_void,
-            core::ptr::null_mut(),
-            0,
-        )
-    };
-    if let Some(flow) = flow::scratch() {
-        flow.finish();
-    }
+    flow::for_each(d.noted, aggregate_sample as *mut c_void, d, flow);
+    flow.finish();
     for (stat, n) in [
         (SampleStat::Flow, d.flows),
         (SampleStat::NoIpPacket, d.no_ip),
@@ -338,10 +329,9 @@ fn element(d: &Datagram, at: usize, limit: usize) -> Option<(u32, usize, usize)>
 }
 
 /// Aggregates noted flow sample `index` and updates its source's state.
-extern "C" fn aggregate_sample(index: u64, _ctx: *mut c_void) -> i64 {
-    let (Some(d), Some(flow)) = (scratch(), flow::scratch()) else {
-        return 1;
-    };
+extern "C" fn aggregate_sample(index: u64, slots: *mut c_void) -> i64 {
+    // SAFETY: `aggregate` runs this through `flow::for_each` with its `Datagram`.
+    let (d, flow) = unsafe { flow::slots::<Datagram>(slots) };
     let Some(noted) = d.samples.get(index as usize) else {
         return 1;
     };

@@ -166,9 +166,9 @@ pub fn aggregate(
         }
         _ => return XdpStat::PassTemplatedInvalid,
     }
-    if flow::begin(exporter).is_none() {
+    let Some(flow) = flow::begin(exporter) else {
         return XdpStat::PassTemplatedInvalid;
-    }
+    };
     // v9 restarts show in its uptime, IPFIX ones in its export time.
     let clock = if version == V9 {
         e.time.sys_uptime_ms
@@ -190,10 +190,8 @@ pub fn aggregate(
     // A step per record, another per biflow record, one per set.
     let steps = e.records + e.reverse_steps + e.set_count;
     e.reverse = 0;
-    unsafe { bpf_loop(steps, walk_record as *mut c_void, core::ptr::null_mut(), 0) };
-    if let Some(flow) = flow::scratch() {
-        flow.finish();
-    }
+    flow::for_each(steps, walk_record as *mut c_void, e, flow);
+    flow.finish();
     exports::add_bytes(&e.export_key, e.bytes);
     XdpStat::DropTemplatedAggregated
 }
@@ -252,10 +250,9 @@ extern "C" fn walk_set(_index: u64, _ctx: *mut c_void) -> i64 {
 }
 
 /// Aggregates the record at `cursor`, or moves on to the next set.
-extern "C" fn walk_record(_index: u64, _ctx: *mut c_void) -> i64 {
-    let (Some(e), Some(flow)) = (scratch(), flow::scratch()) else {
-        return 1;
-    };
+extern "C" fn walk_record(_index: u64, slots: *mut c_void) -> i64 {
+    // SAFETY: `aggregate` runs this through `flow::for_each` with its `Export`.
+    let (e, flow) = unsafe { flow::slots::<Export>(slots) };
     let Some(set) = e.sets.get(e.set_index as usize) else {
         return 1;
     };

@@ -4,10 +4,7 @@
 //! by reason.
 
 use aya_ebpf::{
-    cty::c_void,
-    helpers::generated::{bpf_loop, bpf_xdp_load_bytes},
-    macros::map,
-    maps::PerCpuArray,
+    cty::c_void, helpers::generated::bpf_xdp_load_bytes, macros::map, maps::PerCpuArray,
     programs::XdpContext,
 };
 use flowtally_common::{
@@ -65,7 +62,10 @@ pub fn aggregate(ctx: &XdpContext, payload: usize, len: usize, exporter: &Ip) ->
             count * RECORD_LEN as u32,
         )
     };
-    if copied != 0 || flow::begin(exporter).is_none() {
+    let Some(flow) = flow::begin(exporter) else {
+        return XdpStat::PassV5Invalid;
+    };
+    if copied != 0 {
         return XdpStat::PassV5Invalid;
     }
     export.key = ExportKey {
@@ -79,18 +79,8 @@ pub fn aggregate(ctx: &XdpContext, payload: usize, len: usize, exporter: &Ip) ->
         return XdpStat::PassExportRingFull;
     }
     export.bytes = 0;
-    // SAFETY: a static callback with the signature bpf_loop expects.
-    unsafe {
-        bpf_loop(
-            count,
-            aggregate_record as *mut c_void,
-            core::ptr::null_mut(),
-            0,
-        );
-    }
-    if let Some(flow) = flow::scratch() {
-        flow.finish();
-    }
+    flow::for_each(count, aggregate_record as *mut c_void, export, flow);
+    flow.finish();
     exports::add_bytes(&export.key, export.bytes);
     XdpStat::DropV5Aggregated
 }
@@ -104,12 +94,9 @@ pub fn load<const N: usize>(ctx: &XdpContext, offset: usize, to: &mut [u8; N]) -
 
 /// The bpf_loop callback for record `index` of the export in scratch;
 /// verified once, not once per record.
-extern "C" fn aggregate_record(index: u64, _ctx: *mut c_void) -> i64 {
-    let (Some(export), Some(flow)) = (SCRATCH.get_ptr_mut(0), flow::scratch()) else {
-        return 1;
-    };
-    // SAFETY: this CPU's scratch slot, filled by `aggregate` above.
-    let export = unsafe { &mut *export };
+extern "C" fn aggregate_record(index: u64, slots: *mut c_void) -> i64 {
+    // SAFETY: `aggregate` runs this through `flow::for_each` with its `Export`.
+    let (export, flow) = unsafe { flow::slots::<Export>(slots) };
     let i = index as usize;
     if i >= MAX_RECORDS {
         return 1;
