@@ -13,7 +13,7 @@ use aya_ebpf::{
 use flowtally_common::{
     Counter, MAX_SCOPE_ENTRIES, RecordStat,
     agg::{
-        AggKey, AggKeyV4, AggValue, BucketCache, FLAG_BILLING_SCOPE, FLAG_CLASSES,
+        AggKey, AggKeyV4, AggValue, BucketCache, Direction, FLAG_BILLING_SCOPE, FLAG_CLASSES,
         FLAG_INTERFACE_FLOWS, FlowRecord, Ip, KEEP_EXPORTER, NO_CLASS, Profile, ScopeKey, V4Record,
         directions, in_scope, ip_from_v4, peer, peer_is_source,
     },
@@ -154,13 +154,7 @@ impl Flow {
     pub fn aggregate(&mut self) {
         let bytes = self.record.bytes;
         self.tally.add(RecordStat::Parsed, bytes);
-        if self.flags & FLAG_INTERFACE_FLOWS != 0 {
-            interfaces::count(&self.exporter, &self.record);
-        }
-        // SAFETY: only tested for presence, never dereferenced.
-        let scoped = |key: &ScopeKey| unsafe { BILLING_SCOPE.get(key) }.is_some();
-        if self.flags & FLAG_BILLING_SCOPE != 0 && !in_scope(scoped, &self.exporter, &self.record) {
-            self.tally.add(RecordStat::OutOfScope, bytes);
+        if !self.counted_in_scope(bytes) {
             return;
         }
         self.value = self.record.value();
@@ -187,12 +181,34 @@ impl Flow {
             ) {
                 aggregate::add_v4(self.active, &self.key_v4, &self.value, &mut self.tally);
             } else {
-                self.key = self
-                    .profile
-                    .key(&self.record, dir, &self.exporter, class, bucket);
-                aggregate::add(self.active, &self.key, &self.value, &mut self.tally);
+                self.add_full_key(dir, class, bucket);
             }
         }
+    }
+
+    /// Counts `self.record` (of `bytes`) on the listed interfaces; false,
+    /// counted, when the billing scope leaves it out.
+    #[inline(always)]
+    fn counted_in_scope(&mut self, bytes: u64) -> bool {
+        if self.flags & FLAG_INTERFACE_FLOWS != 0 {
+            interfaces::count(&self.exporter, &self.record);
+        }
+        // SAFETY: only tested for presence, never dereferenced.
+        let scoped = |key: &ScopeKey| unsafe { BILLING_SCOPE.get(key) }.is_some();
+        if self.flags & FLAG_BILLING_SCOPE != 0 && !in_scope(scoped, &self.exporter, &self.record) {
+            self.tally.add(RecordStat::OutOfScope, bytes);
+            return false;
+        }
+        true
+    }
+
+    /// Adds `self.value` to the 64-byte key of `self.record` for `dir`.
+    #[inline(always)]
+    fn add_full_key(&mut self, dir: Direction, class: u8, bucket: u64) {
+        self.key = self
+            .profile
+            .key(&self.record, dir, &self.exporter, class, bucket);
+        aggregate::add(self.active, &self.key, &self.value, &mut self.tally);
     }
 
     /// [`Flow::aggregate`] for `self.record_v4`, whose addresses are IPv4
@@ -207,13 +223,7 @@ impl Flow {
         if self.flags & widen != 0 || !self.exporter_fits_v4 {
             self.record_v4.widen_into(&mut self.record);
         }
-        if self.flags & FLAG_INTERFACE_FLOWS != 0 {
-            interfaces::count(&self.exporter, &self.record);
-        }
-        // SAFETY: only tested for presence, never dereferenced.
-        let scoped = |key: &ScopeKey| unsafe { BILLING_SCOPE.get(key) }.is_some();
-        if self.flags & FLAG_BILLING_SCOPE != 0 && !in_scope(scoped, &self.exporter, &self.record) {
-            self.tally.add(RecordStat::OutOfScope, bytes);
+        if !self.counted_in_scope(bytes) {
             return;
         }
         let record = &self.record_v4;
@@ -234,7 +244,7 @@ impl Flow {
             let class = self.classes[peer_is_source(dir) as usize];
             if self.exporter_fits_v4 {
                 self.profile.key_v4_of(
-                    record,
+                    &self.record_v4,
                     dir,
                     self.exporter_v4,
                     class,
@@ -243,6 +253,8 @@ impl Flow {
                 );
                 aggregate::add_v4(self.active, &self.key_v4, &self.value, &mut self.tally);
             } else {
+                // `add_full_key` written out: through the method, this
+                // loop cost the verifier 50k more instructions.
                 self.key = self
                     .profile
                     .key(&self.record, dir, &self.exporter, class, bucket);

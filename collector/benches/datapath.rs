@@ -90,11 +90,7 @@ fn main() {
     for records in [1, 30] {
         let export = v5_export(records);
         let frame = udp_frame(&export);
-        let mut aggregator = Aggregator::new(
-            config.profile,
-            config.flags,
-            SubscriberNets::new(&config.subscriber_networks),
-        );
+        let mut aggregator = aggregator(&config);
         let exporter = to_ip(EXPORTER.into());
         compare(
             "NetFlow v5",
@@ -122,12 +118,7 @@ fn main() {
         let records = 30;
         let export = v5_export(records);
         let frame = udp_frame(&export);
-        let mut aggregator = Aggregator::new(
-            config.profile,
-            config.flags,
-            SubscriberNets::new(&config.subscriber_networks),
-        )
-        .with_classes(classes.lookup());
+        let mut aggregator = aggregator(&config).with_classes(classes.lookup());
         let exporter = to_ip(EXPORTER.into());
         compare(
             &format!("NetFlow v5, classes ({what})"),
@@ -148,11 +139,7 @@ fn main() {
         let now_ms = u64::from(UNIX_SECS) * 1000;
         let export = ipfix_data(v6, records);
         let frame = udp_frame(&export);
-        let mut aggregator = Aggregator::new(
-            config.profile,
-            config.flags,
-            SubscriberNets::new(&config.subscriber_networks),
-        );
+        let mut aggregator = aggregator(&config);
         compare(
             name,
             records,
@@ -184,11 +171,7 @@ fn main() {
         let records = 16;
         let datagram = sflow_datagram(records, raw_header);
         let frame = udp_frame(&datagram);
-        let mut aggregator = Aggregator::new(
-            config.profile,
-            config.flags,
-            SubscriberNets::new(&config.subscriber_networks),
-        );
+        let mut aggregator = aggregator(&config);
         let mut decoded = sflow::Decoded::default();
         compare(
             name,
@@ -384,6 +367,15 @@ fn thread_cpu() -> Duration {
     // SAFETY: clock_gettime writes the timespec we own.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &raw mut ts) };
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// The socket path's aggregator for `config`.
+fn aggregator(config: &KernelConfig) -> Aggregator {
+    Aggregator::new(
+        config.profile,
+        config.flags,
+        SubscriberNets::new(&config.subscriber_networks),
+    )
 }
 
 /// The socket path's cost of `one` input: this thread's CPU time over

@@ -193,6 +193,18 @@ pub struct AggValue {
 }
 
 impl AggValue {
+    /// One flow record of `bytes` and `packets` at `time_ms`.
+    #[inline(always)]
+    pub fn one(bytes: u64, packets: u64, time_ms: u64) -> Self {
+        Self {
+            bytes,
+            packets,
+            flows: 1,
+            first_ms: time_ms,
+            last_ms: time_ms,
+        }
+    }
+
     /// Adds `other` into `self`; empty values (`flows == 0`) are neutral.
     pub fn merge(&mut self, other: &Self) {
         if other.flows == 0 {
@@ -284,13 +296,7 @@ impl V4Record {
     /// [`FlowRecord::value`].
     #[inline(always)]
     pub fn value(&self) -> AggValue {
-        AggValue {
-            bytes: self.bytes,
-            packets: self.packets,
-            flows: 1,
-            first_ms: self.time_ms,
-            last_ms: self.time_ms,
-        }
+        AggValue::one(self.bytes, self.packets, self.time_ms)
     }
 
     /// [`peer`].
@@ -549,13 +555,7 @@ impl FlowRecord {
     /// What this record adds to its aggregate(s).
     #[inline(always)]
     pub fn value(&self) -> AggValue {
-        AggValue {
-            bytes: self.bytes,
-            packets: self.packets,
-            flows: 1,
-            first_ms: self.time_ms,
-            last_ms: self.time_ms,
-        }
+        AggValue::one(self.bytes, self.packets, self.time_ms)
     }
 }
 
