@@ -451,14 +451,7 @@ fn flows_and_sessions_wait_for_a_database_another_program_locked() {
     locker.busy_timeout(PATIENCE).unwrap();
     locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
     lab.send(30);
-    let start = AccountingRequest {
-        user_name: Some("erin".into()),
-        session_id: Some("locked-1".into()),
-        framed_ip: Some(Ipv4Addr::new(198, 18, 100, 7)),
-        ..AccountingRequest::new(StatusType::Start)
-    }
-    .encode(7, RADIUS_SECRET.as_bytes())
-    .unwrap();
+    let start = start_packet("erin", "locked-1", Ipv4Addr::new(198, 18, 100, 7), 7);
     let nas = UdpSocket::bind("127.0.0.1:0").unwrap();
     let radius = lab.flowtally.ready.radius.expect("RADIUS listens");
     nas.send_to(&start, radius).unwrap();
@@ -534,14 +527,12 @@ fn flushes_slower_than_the_interval_stall_neither_intake_nor_radius() {
     let mut answers = Vec::new();
     for n in 0..20u8 {
         lab.send(10);
-        let start = AccountingRequest {
-            user_name: Some(format!("slow{n}")),
-            session_id: Some(format!("slow-{n}")),
-            framed_ip: Some(Ipv4Addr::new(198, 18, 100, 100 + n)),
-            ..AccountingRequest::new(StatusType::Start)
-        }
-        .encode(n, RADIUS_SECRET.as_bytes())
-        .unwrap();
+        let start = start_packet(
+            &format!("slow{n}"),
+            &format!("slow-{n}"),
+            Ipv4Addr::new(198, 18, 100, 100 + n),
+            n,
+        );
         let sent = Instant::now();
         nas.send_to(&start, radius).unwrap();
         let len = nas.recv(&mut buf).expect("every Start is answered");
@@ -611,14 +602,7 @@ fn a_closed_stdout_does_not_stop_the_daemon() {
                 .get("flowtally_drain_duration_seconds_count")
                 .is_some_and(|&n| n >= 1.0)
     });
-    let start = AccountingRequest {
-        user_name: Some("ivy".into()),
-        session_id: Some("pipe-1".into()),
-        framed_ip: Some(Ipv4Addr::new(198, 18, 100, 9)),
-        ..AccountingRequest::new(StatusType::Start)
-    }
-    .encode(3, RADIUS_SECRET.as_bytes())
-    .unwrap();
+    let start = start_packet("ivy", "pipe-1", Ipv4Addr::new(198, 18, 100, 9), 3);
     let nas = UdpSocket::bind("127.0.0.1:0").unwrap();
     nas.set_read_timeout(Some(PATIENCE)).unwrap();
     nas.send_to(&start, radius).unwrap();
@@ -628,4 +612,17 @@ fn a_closed_stdout_does_not_stop_the_daemon() {
     assert!(child.try_wait().unwrap().is_none(), "the daemon runs");
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// An Accounting-Request Start of `user`'s session `session` on `ip`, with
+/// RADIUS identifier `id`.
+fn start_packet(user: &str, session: &str, ip: Ipv4Addr, id: u8) -> Vec<u8> {
+    AccountingRequest {
+        user_name: Some(user.into()),
+        session_id: Some(session.into()),
+        framed_ip: Some(ip),
+        ..AccountingRequest::new(StatusType::Start)
+    }
+    .encode(id, RADIUS_SECRET.as_bytes())
+    .unwrap()
 }
