@@ -1,8 +1,11 @@
-//! The batched drain (BPF_MAP_LOOKUP_AND_DELETE_BATCH) conserves every
-//! byte: a full map, batches smaller than the map (and than a hash
-//! bucket), the XDP program writing while the maps are drained, and the
-//! per-key fallback for kernels without batch operations all hand over
-//! exactly what the program aggregated, no more, no less.
+//! Draining conserves every byte, on both of the kernel's stores: the IPv4
+//! table read through its mapping (keys of IPv4 addresses from an IPv4
+//! exporter) and the maps of other keys read in batches
+//! (BPF_MAP_LOOKUP_AND_DELETE_BATCH; here keys with an IPv6 exporter). A
+//! full table partition, a full map, batches smaller than the map (and
+//! than a hash bucket), the XDP program writing while both are drained,
+//! and the per-key fallback for kernels without batch operations all hand
+//! over exactly what the program aggregated, no more, no less.
 
 mod support;
 
@@ -17,18 +20,43 @@ use flowtally::{
 };
 use flowtally_common::RecordStat;
 use support::{
-    frames::udp_v4_frame,
+    frames::{udp_v4_frame, udp_v6_frame},
     kernel_config, require_root,
     v5gen::{Export, SUBSCRIBERS, expected_bytes, exports},
 };
 
 const XDP_DROP: u32 = 1;
 
+/// From each export's IPv4 exporter: its keys go to the IPv4 table.
 fn frames(exports: &[Export]) -> Vec<Vec<u8>> {
     exports
         .iter()
         .map(|e| udp_v4_frame(e.exporter, 2055, &e.bytes()))
         .collect()
+}
+
+/// From an IPv6 exporter, which the profile keeps in the key: the keys go
+/// to the maps of full keys.
+fn frames_v6(exports: &[Export]) -> Vec<Vec<u8>> {
+    exports
+        .iter()
+        .map(|e| udp_v6_frame(2055, &e.bytes()))
+        .collect()
+}
+
+/// Keeps this thread on one CPU, so that the program (which
+/// BPF_PROG_TEST_RUN runs where the caller runs) writes one partition.
+fn pin_to_first_cpu() {
+    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET and
+    // sched_setaffinity only touch the set we own.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set),
+            0
+        );
+    }
 }
 
 fn total(table: &Table) -> (u64, u64) {
@@ -37,16 +65,16 @@ fn total(table: &Table) -> (u64, u64) {
         .fold((0, 0), |(b, f), v| (b + v.bytes, f + v.flows))
 }
 
-/// Runs `exports` through the program, then drains with `drainer` shaped
+/// Runs `frames` through the program, then drains with `drainer` shaped
 /// by `shape`; returns the table and what the drain reported.
 fn run_and_drain(
     config: &KernelConfig,
-    exports: &[Export],
+    frames: &[Vec<u8>],
     shape: impl FnOnce(Drainer) -> Drainer,
 ) -> (Table, Drain) {
     let mut plane = DataPlane::start(&[], config).expect("the program loads");
-    for frame in frames(exports) {
-        assert_eq!(plane.run_frame(&frame).unwrap(), XDP_DROP);
+    for frame in frames {
+        assert_eq!(plane.run_frame(frame).unwrap(), XDP_DROP);
     }
     let mut drainer = shape(plane.take_drainer().unwrap());
     let mut table = Table::new();
@@ -79,15 +107,16 @@ struct Drain {
 fn batches_per_key_and_partial_batches_drain_the_same_table() {
     require_root();
     let exports = exports(300, 0xba7c4);
+    let frames = frames_v6(&exports);
     let config = kernel_config(&[2055], &[SUBSCRIBERS]);
-    let (batched, drained) = run_and_drain(&config, &exports, |d| d);
+    let (batched, drained) = run_and_drain(&config, &frames, |d| d);
     assert!(drained.drained.map_entries > 100, "{drained:?}");
     assert!(drained.batched, "this kernel has batch operations");
-    let (partial, partial_drained) = run_and_drain(&config, &exports, |d| d.batch_size(7));
+    let (partial, partial_drained) = run_and_drain(&config, &frames, |d| d.batch_size(7));
     // A batch of one key is smaller than some hash buckets: the wrapper
     // grows it rather than fail.
-    let (single, _) = run_and_drain(&config, &exports, |d| d.batch_size(1));
-    let (per_key, per_key_drained) = run_and_drain(&config, &exports, |d| d.without_batch_ops());
+    let (single, _) = run_and_drain(&config, &frames, |d| d.batch_size(1));
+    let (per_key, per_key_drained) = run_and_drain(&config, &frames, |d| d.without_batch_ops());
     assert!(batched == partial, "batches of 7 keys");
     assert!(batched == single, "batches of 1 key");
     assert!(batched == per_key, "the per-key fallback");
@@ -106,12 +135,13 @@ fn batches_per_key_and_partial_batches_drain_the_same_table() {
 fn a_full_map_drains_whole_and_its_overflow_arrives_once() {
     require_root();
     let exports = exports(200, 0xf011);
+    let frames = frames_v6(&exports);
     let mut config = kernel_config(&[2055], &[SUBSCRIBERS]);
     config.aggregate_entries = 64;
     let batched: fn(Drainer) -> Drainer = |d| d;
     for shape in [batched, Drainer::without_batch_ops] {
-        let (table, drained) = run_and_drain(&config, &exports, shape);
-        assert_eq!(drained.drained.map_entries, 64, "the IPv4 map was full");
+        let (table, drained) = run_and_drain(&config, &frames, shape);
+        assert_eq!(drained.drained.map_entries, 64, "the map was full");
         assert!(drained.drained.overflow_records > 0, "{drained:?}");
         let expected: u64 = expected_bytes(&exports).values().sum();
         assert_eq!(total(&table).0, expected);
@@ -120,10 +150,37 @@ fn a_full_map_drains_whole_and_its_overflow_arrives_once() {
 
 #[test]
 #[ignore = "needs root: run `cargo xtask test`"]
+fn a_full_table_partition_drains_whole_and_its_overflow_arrives_once() {
+    require_root();
+    pin_to_first_cpu();
+    let exports = exports(200, 0x7ab1e);
+    let frames = frames(&exports);
+    let mut config = kernel_config(&[2055], &[SUBSCRIBERS]);
+    // 128 slots per partition (`table::shift_for`).
+    config.aggregate_entries = 64;
+    let slots = 1 << flowtally_common::table::shift_for(64);
+    let (table, drained) = run_and_drain(&config, &frames, |d| d);
+    let expected: u64 = expected_bytes(&exports).values().sum();
+    assert_eq!(
+        total(&table).0,
+        expected,
+        "every byte, in slots or overflow"
+    );
+    assert!(drained.drained.overflow_records > 0, "{drained:?}");
+    assert!(
+        drained.drained.map_entries <= slots && drained.drained.map_entries > slots / 2,
+        "one partition of {slots} slots, mostly used: {drained:?}"
+    );
+}
+
+#[test]
+#[ignore = "needs root: run `cargo xtask test`"]
 fn draining_while_the_program_writes_loses_and_doubles_nothing() {
     require_root();
     let exports = exports(100, 0xc0c0);
-    let frames = frames(&exports);
+    // Both stores at once: the table and the maps.
+    let mut frames = frames(&exports);
+    frames.extend(frames_v6(&exports));
     let config = kernel_config(&[2055], &[SUBSCRIBERS]);
     let mut plane = DataPlane::start(&[], &config).expect("the program loads");
     let stats = plane.take_stats().unwrap();
@@ -159,7 +216,7 @@ fn draining_while_the_program_writes_loses_and_doubles_nothing() {
         .drain(|key, value| merge(&mut table, key, value))
         .unwrap();
     assert!(drains > 10, "drained while writing ({drains} drains)");
-    let per_round: u64 = expected_bytes(&exports).values().sum();
+    let per_round: u64 = 2 * expected_bytes(&exports).values().sum::<u64>();
     let aggregated =
         stats.records(RecordStat::Aggregated).bytes + stats.records(RecordStat::Overflowed).bytes;
     assert_eq!(stats.records(RecordStat::Dropped).count, 0);

@@ -1,34 +1,44 @@
-//! The aggregate maps, and the overflow ring for what does not fit.
+//! The aggregate table and maps, and the overflow ring for what does not fit.
 //!
-//! Userspace drains one pair of maps while this program writes the other
+//! Userspace drains one generation while this program writes the other
 //! (see `collector/src/xdp/drain.rs`): the program reads `ACTIVE` once per
-//! packet, so every record of an export lands in the same pair. Keys whose
-//! addresses are all IPv4 take the 32-byte form (`AggKeyV4`): the kernel
-//! hashes and compares every key byte on each lookup, and that was a third
-//! of the cost of a record with the 64-byte form.
+//! packet, so every record of an export lands in the same generation. Keys
+//! whose addresses are all IPv4 take the 32-byte form (`AggKeyV4`) and go
+//! to this program's own table (`flowtally_common::table`: one cache line
+//! per aggregate, no helper call); the rest go to a pair of kernel hash maps.
 
 use aya_ebpf::{
+    Global,
     bindings::BPF_NOEXIST,
+    helpers::generated::bpf_get_smp_processor_id,
     macros::map,
     maps::{Array, PerCpuHashMap, RingBuf},
 };
 use flowtally_common::{
     Counter, DEFAULT_AGGREGATE_ENTRIES, DEFAULT_OVERFLOW_RING_BYTES, RecordStat,
     agg::{AggKey, AggKeyV4, AggValue, Overflow},
+    table::{self, SlotV4},
 };
 
-type V4Map = PerCpuHashMap<AggKeyV4, AggValue>;
 type FullMap = PerCpuHashMap<AggKey, AggValue>;
 
 /// Maps of full keys allocate elements as keys arrive: most networks send
-/// few IPv6 records, and a preallocated twin of the IPv4 map would double
+/// few IPv6 records, and a preallocated twin of the IPv4 table would double
 /// the kernel memory.
 const BPF_F_NO_PREALLOC: u32 = 1;
+/// The table is read by userspace through `mmap`.
+const BPF_F_MMAPABLE: u32 = 1 << 10;
 
-#[map(name = "AGGREGATE_V4_0")]
-static AGGREGATE_V4_0: V4Map = V4Map::with_max_entries(DEFAULT_AGGREGATE_ENTRIES, 0);
-#[map(name = "AGGREGATE_V4_1")]
-static AGGREGATE_V4_1: V4Map = V4Map::with_max_entries(DEFAULT_AGGREGATE_ENTRIES, 0);
+/// Sized by userspace at load (`table::entries`).
+#[map(name = "TABLE_V4")]
+static TABLE_V4: Array<SlotV4> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+/// log2 of the slots per partition, and partitions per generation; set by
+/// userspace at load.
+#[unsafe(no_mangle)]
+static TABLE_SHIFT: Global<u32> = Global::new(0);
+#[unsafe(no_mangle)]
+static TABLE_CPUS: Global<u32> = Global::new(1);
+
 #[map(name = "AGGREGATE_0")]
 static AGGREGATE_0: FullMap =
     FullMap::with_max_entries(DEFAULT_AGGREGATE_ENTRIES, BPF_F_NO_PREALLOC);
@@ -44,31 +54,76 @@ static OVERFLOW: RingBuf = RingBuf::with_byte_size(DEFAULT_OVERFLOW_RING_BYTES, 
 
 const EEXIST: i32 = 17;
 
-/// Which pair of maps userspace is not draining.
+/// Which generation userspace is not draining.
 #[inline(always)]
 pub fn active_index() -> u32 {
     ACTIVE.get(0).copied().unwrap_or(0)
 }
 
-/// Adds `value` to the IPv4 aggregate `key` in pair `active`, or sends both
-/// through the overflow ring when the map is full; counts which happened
-/// in `tally`. (Counted here rather than returned: every outcome then
-/// leaves the same verifier state behind, which keeps the program within
-/// the verifier's budget.)
+/// This CPU's partition of the table in generation `active`. A program
+/// run stays on one CPU, so one export's records share it.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Partition {
+    base: u32,
+    mask: u32,
+}
+
+impl Partition {
+    #[inline(always)]
+    pub fn of_this_cpu(active: u32) -> Self {
+        let shift = TABLE_SHIFT.load();
+        // SAFETY: no arguments, no side effects (and inlined by the verifier).
+        let cpu = unsafe { bpf_get_smp_processor_id() };
+        Self {
+            base: table::partition_base(active, TABLE_CPUS.load(), cpu, shift),
+            mask: 1u32.wrapping_shl(shift).wrapping_sub(1),
+        }
+    }
+}
+
+/// Adds `value` to the IPv4 aggregate `key` in `partition`, or sends both
+/// through the overflow ring when neither of its runs has room; counts
+/// which happened in `tally`. (Counted here rather than returned: every
+/// outcome then leaves the same verifier state behind, which keeps the
+/// program within the verifier's budget.)
 #[inline(always)]
-pub fn add_v4(active: u32, key: &AggKeyV4, value: &AggValue, tally: &mut Tally) {
-    let map = if active == 1 {
-        &AGGREGATE_V4_1
-    } else {
-        &AGGREGATE_V4_0
-    };
-    if merge_or_insert(map, key, value) {
+pub fn add_v4(partition: &Partition, key: &AggKeyV4, value: &AggValue, tally: &mut Tally) {
+    if place(partition, key, value) {
         return tally.add(RecordStat::Aggregated, value.bytes);
     }
     overflow(value, tally, |slot| *slot = key.unpack());
 }
 
-/// [`add_v4`] for any other key.
+/// Whether `value` went into `key`'s slot, found or claimed along its two
+/// runs. Slots are freed only by the drain, a whole generation at once, so
+/// the first free slot on the way means the key is not in the table.
+#[inline(always)]
+fn place(partition: &Partition, key: &AggKeyV4, value: &AggValue) -> bool {
+    let words = table::words(key);
+    for start in table::runs(&words) {
+        let mut probe = 0;
+        while probe < table::RUN {
+            let index = partition.base | (start.wrapping_add(probe) & partition.mask);
+            let Some(slot) = TABLE_V4.get_ptr_mut(index) else {
+                return false;
+            };
+            // SAFETY: a slot of this CPU's partition: no other writer.
+            let slot = unsafe { &mut *slot };
+            if slot.flows == 0 {
+                return slot.claim(key, value);
+            }
+            if table::same_key(&slot.key, &words) {
+                return slot.add(value);
+            }
+            probe += 1;
+        }
+    }
+    false
+}
+
+/// [`add_v4`] for any other key, into the kernel hash map of generation
+/// `active`.
 #[inline(always)]
 pub fn add(active: u32, key: &AggKey, value: &AggValue, tally: &mut Tally) {
     let map = if active == 1 {
@@ -99,7 +154,7 @@ impl Tally {
 
 /// Whether `value` went into `map` under `key`, merged or as a new key.
 #[inline(always)]
-fn merge_or_insert<K>(map: &PerCpuHashMap<K, AggValue>, key: &K, value: &AggValue) -> bool {
+fn merge_or_insert(map: &FullMap, key: &AggKey, value: &AggValue) -> bool {
     if merge_into(map, key, value) {
         return true;
     }
@@ -132,7 +187,7 @@ fn overflow(value: &AggValue, tally: &mut Tally, write_key: impl FnOnce(&mut Agg
 }
 
 #[inline(always)]
-fn merge_into<K>(map: &PerCpuHashMap<K, AggValue>, key: &K, value: &AggValue) -> bool {
+fn merge_into(map: &FullMap, key: &AggKey, value: &AggValue) -> bool {
     match map.get_ptr_mut(key) {
         // SAFETY: this CPU's slot of a per-CPU value: no concurrent writer.
         Some(slot) => {

@@ -23,17 +23,19 @@ use flowtally_common::{
 
 use crate::{
     BUCKET_MS, CLASS_NETS, FLAGS, KEEP_FIELDS, RECORD_STATS, SUBSCRIBER_NETS,
-    aggregate::{self, Tally},
+    aggregate::{self, Partition, Tally},
     count, interfaces,
 };
 
 /// What every record of one export shares, and the record in hand. No map
 /// pointer: the verifier forbids storing pointers in map values, so the
-/// active aggregate map is an index.
+/// active generation is an index.
 #[repr(C)]
 pub struct Flow {
     pub flags: u32,
     pub active: u32,
+    /// This CPU's partition of the IPv4 table in generation `active`.
+    partition: Partition,
     pub profile: Profile,
     pub exporter: Ip,
     pub record: FlowRecord,
@@ -126,6 +128,7 @@ pub fn begin(exporter: &Ip) -> Option<&'static mut Flow> {
     let flow = scratch()?;
     flow.flags = FLAGS.load();
     flow.active = aggregate::active_index();
+    flow.partition = Partition::of_this_cpu(flow.active);
     flow.profile = Profile {
         keep: KEEP_FIELDS.load(),
         bucket_ms: BUCKET_MS.load(),
@@ -179,7 +182,7 @@ impl Flow {
                 bucket,
                 &mut self.key_v4,
             ) {
-                aggregate::add_v4(self.active, &self.key_v4, &self.value, &mut self.tally);
+                aggregate::add_v4(&self.partition, &self.key_v4, &self.value, &mut self.tally);
             } else {
                 self.add_full_key(dir, class, bucket);
             }
@@ -251,7 +254,7 @@ impl Flow {
                     bucket,
                     &mut self.key_v4,
                 );
-                aggregate::add_v4(self.active, &self.key_v4, &self.value, &mut self.tally);
+                aggregate::add_v4(&self.partition, &self.key_v4, &self.value, &mut self.tally);
             } else {
                 // `add_full_key` written out: through the method, this
                 // loop cost the verifier 50k more instructions.

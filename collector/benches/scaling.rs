@@ -27,11 +27,12 @@ use flowtally::{
     rng::Rng,
     sessions::{Event, History},
     subscribers::SubscriberNets,
-    xdp::{DataPlane, Drainer, KernelConfig, KernelTemplates},
+    xdp::{DataPlane, KernelConfig, KernelTemplates},
 };
 use flowtally_common::{
     DEFAULT_OVERFLOW_RING_BYTES,
     agg::{FLAG_SCALE_SAMPLING, KEEP_ALL, Profile},
+    table,
     v5::Header,
 };
 
@@ -80,27 +81,29 @@ fn main() {
     );
 }
 
-/// XDP cost per record and drain cost per key (batched, and key by key as
-/// on kernels without batch operations) as the aggregate map fills, and the
-/// kernel memory of maps sized for that many keys.
+/// XDP cost per record and drain cost per key as the IPv4 aggregate table
+/// fills, and the kernel memory of maps sized for that many keys.
 fn map_keys() {
+    // One CPU: BPF_PROG_TEST_RUN runs the program where this thread runs,
+    // so every key lands in one partition and is drained once.
+    pin_to_cpu(0);
     let mut curve = Curve::new(
         "keys",
-        "aggregate map keys: XDP cost and kernel map memory",
-        "keys in the aggregate map",
+        "aggregate keys: XDP cost and kernel map memory",
+        "keys in the aggregate table",
         "XDP ns per record (cold keys)",
         Some("kernel map memory, MiB (all maps)"),
     );
     let mut drain = Curve::new(
         "drain",
-        "draining the aggregate map",
-        "keys in the aggregate map",
-        "drain CPU ns per key, batched",
-        Some("drain CPU ns per key, key by key (kernels without batch operations)"),
+        "draining the aggregate table",
+        "keys in the aggregate table",
+        "drain CPU ns per key (through mmap)",
+        None,
     );
     println!(
-        "| keys | XDP ns/record | drain CPU ns/key, batched | drain CPU ns/key, key by key | \
-         kernel maps | IPv4 aggregate map bytes per entry |"
+        "| keys | XDP ns/record | drain CPU ns/key | keys without a slot | kernel maps | \
+         IPv4 table bytes per key |"
     );
     println!("|---:|---:|---:|---:|---:|---:|");
     for keys in [10_000u32, 30_000, 100_000, 300_000, 1_000_000] {
@@ -122,44 +125,59 @@ fn map_keys() {
         let per_record = total as f64 / SAMPLES as f64 / 30.0;
         let maps = bpf_maps();
         let map_bytes: u64 = maps.iter().map(|m| m.memlock).sum();
-        // The two preallocated IPv4 aggregate maps (32-byte keys).
-        let v4_bytes: u64 = maps
+        let cpus = aya::util::nr_cpus().unwrap() as u32;
+        let table_entries = table::entries(table::shift_for(entries), cpus);
+        let table_bytes: u64 = maps
             .iter()
-            .filter(|m| m.key_size == 32)
+            .filter(|m| m.max_entries == table_entries && m.value_size == 64)
             .map(|m| m.memlock)
             .sum();
-        let per_entry = v4_bytes as f64 / (2.0 * f64::from(entries));
         let expected = u64::from(keys.div_ceil(30) * 30);
-        // CPU time, user and system, of this thread: the syscalls' work, not
+        // CPU time, user and system, of this thread: the drain's work, not
         // the RCU grace period the swap waits for (a fixed ~10 ms per drain,
         // sleeping), nor other processes of a busy machine.
-        let time_drain = |drainer: &mut Drainer| {
-            let started = thread_cpu();
-            let mut drained = 0u64;
-            drainer.drain(|_, _| drained += 1).unwrap();
-            assert_eq!(drained, expected, "every key drained");
-            (thread_cpu() - started).as_nanos() as f64 / drained as f64
-        };
         let mut drainer = plane.take_drainer().unwrap();
-        let batched = time_drain(&mut drainer);
-        assert!(drainer.batched(), "this kernel has batch operations");
-        // The same keys again, into the maps the next drain reads.
-        drainer.drain(|_, _| {}).unwrap();
-        for frame in &frames {
-            plane.run_frame(frame).unwrap();
-        }
-        let mut drainer = drainer.without_batch_ops();
-        let per_key = time_drain(&mut drainer);
+        let started = thread_cpu();
+        let mut drained = 0u64;
+        let report = drainer.drain(|_, _| drained += 1).unwrap();
+        let per_key = (thread_cpu() - started).as_nanos() as f64 / drained as f64;
+        assert_eq!(report.map_entries + report.overflow_records, drained);
+        // One partition: a key has at most one slot, and the rest came
+        // through the overflow ring (once per run of their export).
+        assert!(report.map_entries <= expected, "no key twice: {report:?}");
+        let without_slot = expected - report.map_entries;
+        assert!(
+            without_slot * 100 < expected,
+            "{without_slot} keys without a slot"
+        );
         let mib = map_bytes as f64 / 1048576.0;
+        let per_table_key = table_bytes as f64 / f64::from(keys);
         println!(
-            "| {keys} | {per_record:.0} ns | {batched:.0} ns | {per_key:.0} ns | {mib:.1} MiB | \
-             {per_entry:.0} B |"
+            "| {keys} | {per_record:.0} ns | {per_key:.0} ns | {without_slot} | {mib:.1} MiB | \
+             {per_table_key:.0} B |"
         );
         curve.point(f64::from(keys), per_record, Some(mib));
-        drain.point(f64::from(keys), batched, Some(per_key));
+        drain.point(f64::from(keys), per_key, None);
     }
     curve.write();
     drain.write();
+}
+
+/// Keeps this thread on `cpu`.
+fn pin_to_cpu(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET and
+    // sched_setaffinity only touch the set we own.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        let rc = libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
+        assert_eq!(
+            rc,
+            0,
+            "sched_setaffinity: {}",
+            std::io::Error::last_os_error()
+        );
+    }
 }
 
 /// Heap per open session and `whois` cost as the session history grows.
@@ -423,7 +441,8 @@ fn start(n: u32) -> Event {
 
 /// A BPF map of this process, from its fdinfo.
 struct MapInfo {
-    key_size: u64,
+    value_size: u64,
+    max_entries: u64,
     /// Memory charged to it.
     memlock: u64,
 }
@@ -441,7 +460,8 @@ fn bpf_maps() -> Vec<MapInfo> {
                     .unwrap_or(0)
             };
             maps.push(MapInfo {
-                key_size: field("key_size:"),
+                value_size: field("value_size:"),
+                max_entries: field("max_entries:"),
                 memlock: field("memlock:"),
             });
         }

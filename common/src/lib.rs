@@ -10,6 +10,7 @@ pub mod members;
 pub mod sequence;
 pub mod sflow;
 pub mod stats;
+pub mod table;
 pub mod template;
 pub mod templated;
 pub mod v5;
@@ -50,19 +51,16 @@ pub const MAX_CLASS_NETS: u32 = 262_144;
 /// Classes at most (numbered 1 to this; 0 is no class).
 pub const MAX_CLASSES: usize = 250;
 
-/// The two pairs of aggregate maps the XDP program alternates between;
-/// `ACTIVE` (`Array<u32>`, one entry) says which pair it writes. Keys whose
-/// addresses are all IPv4 go to the first map of a pair
-/// (`PerCpuHashMap<AggKeyV4, AggValue>`, preallocated), all others to the
-/// second (`PerCpuHashMap<AggKey, AggValue>`, allocated as keys arrive, so
-/// that a network without IPv6 pays no memory for it). Each holds at most
-/// `maps.aggregate_entries` keys.
-pub const AGGREGATE_MAPS: [[&str; 2]; 2] = [
-    ["AGGREGATE_V4_0", "AGGREGATE_0"],
-    ["AGGREGATE_V4_1", "AGGREGATE_1"],
-];
+/// The XDP program alternates between two generations of aggregates;
+/// `ACTIVE` (`Array<u32>`, one entry) says which one it writes. Keys whose
+/// addresses are all IPv4 go to that generation's half of the program's
+/// own table (`table::TABLE_V4_MAP`), all others to the generation's map
+/// here (`PerCpuHashMap<AggKey, AggValue>`, allocated as keys arrive, so
+/// that a network without IPv6 pays no memory for it). Each holds
+/// `maps.aggregate_entries` keys (per CPU partition, for the table).
+pub const AGGREGATE_MAPS: [&str; 2] = ["AGGREGATE_0", "AGGREGATE_1"];
 pub const ACTIVE_MAP: &str = "ACTIVE";
-/// Default size of each aggregate map; `maps.aggregate_entries` overrides it.
+/// Default keys per aggregate map; `maps.aggregate_entries` overrides it.
 pub const DEFAULT_AGGREGATE_ENTRIES: u32 = 65_536;
 
 /// Ring buffer of [`agg::Overflow`] records that did not fit an aggregate map.

@@ -68,3 +68,9 @@ pub fn udp_v4_frame(src: [u8; 4], dst_port: u16, payload: &[u8]) -> Vec<u8> {
         &ipv4_from(src, 17, 0, 0, &udp_with(dst_port, payload)),
     )
 }
+
+/// A UDP datagram to port `dst_port` from the IPv6 address [`ipv6`] puts
+/// in every header (2001:db8:2001:db8::…), in Ethernet.
+pub fn udp_v6_frame(dst_port: u16, payload: &[u8]) -> Vec<u8> {
+    ethernet(&[], V6, &ipv6(17, &udp_with(dst_port, payload)))
+}

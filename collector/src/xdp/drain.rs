@@ -1,16 +1,19 @@
 //! Draining the kernel's aggregates without losing concurrent updates.
 //!
-//! The XDP program writes the pair of maps `ACTIVE` names and reads
-//! `ACTIVE` once per packet. To drain, userspace points `ACTIVE` at the
-//! other pair, then waits for an RCU grace period ([`RcuBarrier`]): after
-//! it, no program run can still be writing the old pair, so reading and
-//! emptying it races with nothing. Per-CPU partials are merged here.
-//! Aggregates that found their map full arrive through the overflow ring
-//! ([`OverflowReader`], read continuously by the daemon and once more at
-//! every drain).
+//! The XDP program writes the generation `ACTIVE` names (its half of the
+//! IPv4 table and its map of other keys) and reads `ACTIVE` once per
+//! packet. To drain, userspace points `ACTIVE` at the other generation,
+//! then waits for an RCU grace period ([`RcuBarrier`]): after it, no
+//! program run can still be writing the old one, so reading and emptying
+//! it races with nothing. Aggregates that found no room arrive through the
+//! overflow ring ([`OverflowReader`], read continuously by the daemon and
+//! once more at every drain).
 //!
-//! Maps are read and emptied in batches (`BPF_MAP_LOOKUP_AND_DELETE_BATCH`,
-//! see `batch.rs`); on kernels without it, key by key, with one log line.
+//! The table is read in place through its mapping ([`MappedTable`]); one
+//! key may come once per CPU partition, and the sink merges. The maps are
+//! read and emptied in batches (`BPF_MAP_LOOKUP_AND_DELETE_BATCH`, see
+//! `batch.rs`), their per-CPU partials merged here; on kernels without
+//! batch operations, key by key, with one log line.
 
 use std::{
     os::fd::AsFd as _,
@@ -18,21 +21,20 @@ use std::{
 };
 
 use aya::maps::{Array, IterableMap, MapData, PerCpuHashMap, RingBuf};
-use flowtally_common::agg::{AggKey, AggKeyV4, AggValue, Overflow};
+use flowtally_common::agg::{AggKey, AggValue, Overflow};
 
 use super::{
     batch::{BatchError, Batcher},
     rcu_barrier::RcuBarrier,
+    table::MappedTable,
 };
 
-/// The maps the kernel writes at one time: IPv4-only keys and the rest.
-pub struct MapPair {
-    pub v4: PerCpuHashMap<MapData, AggKeyV4, AggValue>,
-    pub full: PerCpuHashMap<MapData, AggKey, AggValue>,
-}
+/// A generation's map of the keys that are not all IPv4.
+pub type FullMap = PerCpuHashMap<MapData, AggKey, AggValue>;
 
 pub struct Drainer {
-    maps: [MapPair; 2],
+    table: MappedTable,
+    maps: [FullMap; 2],
     active: Array<MapData, u32>,
     current: u32,
     barrier: RcuBarrier,
@@ -49,7 +51,8 @@ const BATCH_KEYS: usize = 16_384;
 /// What one drain found.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Drained {
-    /// Keys in the maps that were drained: their occupancy.
+    /// Aggregates in the generation that was drained: the table's slots
+    /// in use (a key once per CPU that wrote it) and the map's keys.
     pub map_entries: u64,
     pub overflow_records: u64,
 }
@@ -68,7 +71,8 @@ pub enum DrainError {
 
 impl Drainer {
     pub fn new(
-        maps: [MapPair; 2],
+        table: MappedTable,
+        maps: [FullMap; 2],
         mut active: Array<MapData, u32>,
         barrier: RcuBarrier,
         overflow: RingBuf<MapData>,
@@ -77,6 +81,7 @@ impl Drainer {
         let cpus = aya::util::nr_cpus()
             .map_err(|(file, err)| DrainError::Cpus(format!("{file}: {err}")))?;
         Ok(Self {
+            table,
             maps,
             active,
             current: 0,
@@ -111,24 +116,25 @@ impl Drainer {
         self.batcher.is_some()
     }
 
-    /// Swaps the maps, then hands every aggregate of the old pair (per-CPU
-    /// partials merged) and every overflowed aggregate to `sink`.
+    /// Swaps the generations, then hands every aggregate of the old one
+    /// and every overflowed aggregate to `sink`.
     pub fn drain(
         &mut self,
         mut sink: impl FnMut(AggKey, &AggValue),
     ) -> Result<Drained, DrainError> {
-        let old = self.current as usize;
+        let old = self.current;
         self.current ^= 1;
         self.active.set(0, self.current, 0)?;
         self.barrier.wait()?;
 
-        let pair = &mut self.maps[old];
-        let mut map_entries = drain_map(&mut self.batcher, &mut pair.v4, |key, value| {
-            sink(key.unpack(), value);
-        })?;
-        map_entries += drain_map(&mut self.batcher, &mut pair.full, |key, value| {
-            sink(*key, value);
-        })?;
+        let mut map_entries = self.table.drain(old, &mut sink);
+        map_entries += drain_map(
+            &mut self.batcher,
+            &mut self.maps[old as usize],
+            |key, value| {
+                sink(*key, value);
+            },
+        )?;
         let mut overflow = self.overflow.lock().expect("overflow lock poisoned");
         overflow.read(&mut sink);
         let overflow_records = std::mem::take(&mut overflow.unreported);
@@ -147,12 +153,12 @@ impl Drainer {
 }
 
 /// Reads and empties one map, in batches while the kernel allows.
-fn drain_map<K: aya::Pod>(
+fn drain_map(
     batcher: &mut Option<Batcher>,
-    map: &mut PerCpuHashMap<MapData, K, AggValue>,
-    mut sink: impl FnMut(&K, &AggValue),
+    map: &mut FullMap,
+    mut sink: impl FnMut(&AggKey, &AggValue),
 ) -> Result<u64, DrainError> {
-    let mut merged = |key: &K, partials: &[AggValue]| {
+    let mut merged = |key: &AggKey, partials: &[AggValue]| {
         let mut total = AggValue::default();
         for partial in partials {
             total.merge(partial);
@@ -172,7 +178,7 @@ fn drain_map<K: aya::Pod>(
             Err(err) => return Err(DrainError::Batch(err)),
         }
     }
-    let keys: Vec<K> = map.keys().collect::<Result<_, _>>()?;
+    let keys: Vec<AggKey> = map.keys().collect::<Result<_, _>>()?;
     for key in &keys {
         merged(key, &map.get(key, 0)?);
         map.remove(key)?;

@@ -8,6 +8,7 @@ mod drain;
 mod integrity;
 mod rcu_barrier;
 mod stats;
+mod table;
 
 use std::{
     collections::BTreeSet,
@@ -38,6 +39,7 @@ use flowtally_common::{
     members::SUBSCRIBER_V4_MAP,
     sequence::{EXPORT_BYTES_MAP, EXPORTS_RING},
     sflow::{self, SourceKey, SourceState},
+    table::{self as agg_table, GLOBAL_TABLE_CPUS, GLOBAL_TABLE_SHIFT, TABLE_V4_MAP},
     template::{
         CompiledTemplate, MAX_RECORD_LEN, MIN_RECORD_LEN, TEMPLATE_SETS_DONE_MAP,
         TEMPLATE_SETS_SEEN_MAP, TEMPLATES_MAP, TemplateKey,
@@ -46,12 +48,12 @@ use flowtally_common::{
 use ipnet::IpNet;
 use tokio::io::{Interest, unix::AsyncFd};
 
-use self::rcu_barrier::RcuBarrier;
 pub use self::{
-    drain::{DrainError, Drained, Drainer, MapPair, OverflowReader},
+    drain::{DrainError, Drained, Drainer, OverflowReader},
     integrity::{ExportRing, KernelIntegrity, read_exports},
     stats::KernelStats,
 };
+use self::{rcu_barrier::RcuBarrier, table::MappedTable};
 use crate::{
     classes::class_table,
     ip::{to_ip, to_prefix},
@@ -110,6 +112,8 @@ pub enum XdpError {
     },
     #[error("cannot set up draining: {0}")]
     Barrier(io::Error),
+    #[error("cannot map the aggregate table: {0}")]
+    Table(io::Error),
     #[error("cannot set up draining: {0}")]
     Drain(DrainError),
     #[error(
@@ -117,6 +121,14 @@ pub enum XdpError {
          refusing, since such an attachment outlives a crash"
     )]
     NotALink { iface: String },
+}
+
+/// Possible CPUs: what `bpf_get_smp_processor_id` stays below, so the
+/// IPv4 table's partitions per generation.
+fn possible_cpus() -> Result<u32, XdpError> {
+    let cpus = aya::util::nr_cpus()
+        .map_err(|(file, error)| XdpError::Table(io::Error::other(format!("{file}: {error}"))))?;
+    u32::try_from(cpus).map_err(|_| XdpError::Table(io::Error::other("too many CPUs")))
 }
 
 /// Adds what to do when the cause is missing privileges.
@@ -169,6 +181,9 @@ pub struct KernelConfig {
 pub struct DataPlane {
     ebpf: Ebpf,
     attachments: Vec<Attachment>,
+    /// The IPv4 table's log2 slots per partition, and partitions.
+    table_shift: u32,
+    table_cpus: u32,
 }
 
 impl DataPlane {
@@ -189,14 +204,26 @@ impl DataPlane {
         if !config.classes.is_empty() {
             flags |= FLAG_CLASSES;
         }
+        let table_cpus = possible_cpus()?;
+        let table_shift = agg_table::shift_for(config.aggregate_entries);
+        let table_entries =
+            u32::try_from(agg_table::entries(table_shift, table_cpus)).map_err(|_| {
+                XdpError::Table(io::Error::other(format!(
+                    "maps.aggregate_entries = {} on {table_cpus} CPUs needs more than 2^32 slots",
+                    config.aggregate_entries
+                )))
+            })?;
         let mut loader = EbpfLoader::new();
         loader
             .override_global(aya_log::LEVEL, &log_level, true)
+            .override_global(GLOBAL_TABLE_SHIFT, &table_shift, true)
+            .override_global(GLOBAL_TABLE_CPUS, &table_cpus, true)
+            .map_max_entries(TABLE_V4_MAP, table_entries)
             .override_global(GLOBAL_BUCKET_MS, &config.profile.bucket_ms, true)
             .override_global(GLOBAL_KEEP_FIELDS, &config.profile.keep, true)
             .override_global(GLOBAL_FLAGS, &flags, true)
             .map_max_entries(OVERFLOW_RING, config.overflow_ring_bytes);
-        for name in AGGREGATE_MAPS.into_iter().flatten() {
+        for name in AGGREGATE_MAPS {
             loader.map_max_entries(name, config.aggregate_entries);
         }
         // 16 MiB only where classes are looked up.
@@ -225,7 +252,12 @@ impl DataPlane {
         for iface in interfaces {
             attachments.push(attach(program, iface)?);
         }
-        Ok(Self { ebpf, attachments })
+        Ok(Self {
+            ebpf,
+            attachments,
+            table_shift,
+            table_cpus,
+        })
     }
 
     pub fn attachments(&self) -> &[Attachment] {
@@ -287,17 +319,19 @@ impl DataPlane {
         })
     }
 
-    /// Takes the aggregate maps, `ACTIVE` and the overflow ring, for draining.
+    /// Takes the aggregate table and maps, `ACTIVE` and the overflow ring,
+    /// for draining.
     pub fn take_drainer(&mut self) -> Result<Drainer, XdpError> {
         let map_error = |map| move |error| XdpError::Map { map, error };
-        let pair = |plane: &mut Self, i: usize| -> Result<_, XdpError> {
-            let [v4, full] = AGGREGATE_MAPS[i];
-            Ok(MapPair {
-                v4: plane.take(v4)?.try_into().map_err(map_error(v4))?,
-                full: plane.take(full)?.try_into().map_err(map_error(full))?,
-            })
+        let Map::Array(table) = self.take(TABLE_V4_MAP)? else {
+            return Err(XdpError::Missing(TABLE_V4_MAP));
         };
-        let maps = [pair(self, 0)?, pair(self, 1)?];
+        let table =
+            MappedTable::new(table, self.table_shift, self.table_cpus).map_err(XdpError::Table)?;
+        let map = |plane: &mut Self, name| -> Result<_, XdpError> {
+            plane.take(name)?.try_into().map_err(map_error(name))
+        };
+        let maps = [map(self, AGGREGATE_MAPS[0])?, map(self, AGGREGATE_MAPS[1])?];
         let Map::Array(active) = self.take(ACTIVE_MAP)? else {
             return Err(XdpError::Missing(ACTIVE_MAP));
         };
@@ -309,7 +343,7 @@ impl DataPlane {
             .take(OVERFLOW_RING)?
             .try_into()
             .map_err(map_error(OVERFLOW_RING))?;
-        Drainer::new(maps, active, barrier, overflow).map_err(XdpError::Drain)
+        Drainer::new(table, maps, active, barrier, overflow).map_err(XdpError::Drain)
     }
 
     /// Takes the `EXPORTS` ring and the per-interface flow counters.
