@@ -5,12 +5,15 @@
 //! packet, so every record of an export lands in the same generation. Keys
 //! whose addresses are all IPv4 take the 32-byte form (`AggKeyV4`) and go
 //! to this program's own table (`flowtally_common::table`: one cache line
-//! per aggregate, no helper call); the rest go to a pair of kernel hash maps.
+//! per aggregate, no helper call), through a short backlog so that the
+//! loads of several slots overlap; the rest go to a pair of kernel hash
+//! maps.
 
 use aya_ebpf::{
     Global,
     bindings::BPF_NOEXIST,
-    helpers::generated::bpf_get_smp_processor_id,
+    cty::c_void,
+    helpers::generated::{bpf_get_smp_processor_id, bpf_loop},
     macros::map,
     maps::{Array, PerCpuHashMap, RingBuf},
 };
@@ -80,41 +83,174 @@ impl Partition {
             mask: 1u32.wrapping_shl(shift).wrapping_sub(1),
         }
     }
-}
 
-/// Adds `value` to the IPv4 aggregate `key` in `partition`, or sends both
-/// through the overflow ring when neither of its runs has room; counts
-/// which happened in `tally`. (Counted here rather than returned: every
-/// outcome then leaves the same verifier state behind, which keeps the
-/// program within the verifier's budget.)
-#[inline(always)]
-pub fn add_v4(partition: &Partition, key: &AggKeyV4, value: &AggValue, tally: &mut Tally) {
-    if place(partition, key, value) {
-        return tally.add(RecordStat::Aggregated, value.bytes);
+    /// The slot at `offset` (wrapped) into this partition.
+    #[inline(always)]
+    fn slot(&self, offset: u32) -> Option<*mut SlotV4> {
+        TABLE_V4.get_ptr_mut(self.base | (offset & self.mask))
     }
-    overflow(value, tally, |slot| *slot = key.unpack());
+
+    /// Starts loading the cache line of the slot at `offset`, without
+    /// waiting for it.
+    #[inline(always)]
+    fn touch(&self, offset: u32) {
+        if let Some(slot) = self.slot(offset) {
+            // SAFETY: a valid slot; a racy read of a counter nobody uses.
+            unsafe { core::ptr::read_volatile(&raw const (*slot).flows) };
+        }
+    }
 }
 
-/// Whether `value` went into `key`'s slot, found or claimed along its two
-/// runs. Slots are freed only by the drain, a whole generation at once, so
-/// the first free slot on the way means the key is not in the table.
+/// Aggregates of one export that wait for their slots ([`Backlog`]): a
+/// NetFlow v5 export's (30 records, up to two aggregates each) all fit. A
+/// power of two, for the index mask.
+const BACKLOG_SLOTS: u32 = 64;
+
+/// An IPv4 aggregate on its way into the table.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Pending {
+    pub key: AggKeyV4,
+    value: AggValue,
+    runs: [u32; 2],
+}
+
+/// The IPv4 aggregates of one export, placed together when the export
+/// ends ([`Backlog::flush`]) after their slots were loaded in one go. A
+/// table far larger than the caches costs a miss per aggregate (on this
+/// virtual machine ~250 ns, with a nested page walk); placed one by one,
+/// each would wait for its own. A load holds up the CPU only once it is
+/// the oldest instruction not yet done, so loads issued back to back
+/// overlap where loads spread between other work do not. (BPF has no
+/// prefetch instruction.)
+#[repr(C)]
+pub struct Backlog {
+    ring: [Pending; BACKLOG_SLOTS as usize],
+    /// Pushes and placements so far; the ring holds `pushed - placed`.
+    pushed: u32,
+    placed: u32,
+}
+
+impl Backlog {
+    #[inline(always)]
+    pub fn clear(&mut self) {
+        self.pushed = 0;
+        self.placed = 0;
+    }
+
+    /// Where the next aggregate's key is to be built, before [`Backlog::push`].
+    #[inline(always)]
+    pub fn next_key(&mut self) -> &mut AggKeyV4 {
+        &mut self.ring[(self.pushed & (BACKLOG_SLOTS - 1)) as usize].key
+    }
+
+    /// Queues `value` for the key built at [`Backlog::next_key`]. When the
+    /// ring is full (an export of more aggregates than it holds), the
+    /// oldest is placed now, without the overlap.
+    #[inline(always)]
+    pub fn push(&mut self, partition: &Partition, value: &AggValue, tally: &mut Tally) {
+        let entry = &mut self.ring[(self.pushed & (BACKLOG_SLOTS - 1)) as usize];
+        entry.value = *value;
+        entry.runs = table::runs(&table::words(&entry.key));
+        self.pushed = self.pushed.wrapping_add(1);
+        if self.pushed.wrapping_sub(self.placed) >= BACKLOG_SLOTS {
+            self.place_oldest(partition, tally);
+        }
+    }
+
+    /// Starts loading the first slot of every waiting aggregate, back to
+    /// back.
+    #[inline(always)]
+    fn touch_waiting(&self, partition: &Partition) {
+        let waiting = self.pushed.wrapping_sub(self.placed).min(BACKLOG_SLOTS);
+        let mut i = 0;
+        while i < waiting {
+            let at = self.placed.wrapping_add(i);
+            partition.touch(self.ring[(at & (BACKLOG_SLOTS - 1)) as usize].runs[0]);
+            i += 1;
+        }
+    }
+
+    /// Places every aggregate still waiting.
+    #[inline(always)]
+    pub fn flush(&mut self, partition: &Partition, tally: &mut Tally) {
+        let mut flush = Flush {
+            backlog: &raw mut *self,
+            partition: &raw const *partition,
+            tally: &raw mut *tally,
+        };
+        let waiting = self.pushed.wrapping_sub(self.placed);
+        // SAFETY: `place_next` has the signature bpf_loop expects; `flush`
+        // outlives the loop.
+        unsafe {
+            bpf_loop(
+                waiting,
+                place_next as *mut c_void,
+                (&raw mut flush).cast(),
+                0,
+            )
+        };
+    }
+
+    /// Adds the oldest waiting aggregate to its slot, or sends it through
+    /// the overflow ring when neither of its runs has room; counts which
+    /// happened in `tally`. (Counted here rather than returned: every
+    /// outcome then leaves the same verifier state behind, which keeps the
+    /// program within the verifier's budget.)
+    #[inline(always)]
+    fn place_oldest(&mut self, partition: &Partition, tally: &mut Tally) {
+        let entry = &self.ring[(self.placed & (BACKLOG_SLOTS - 1)) as usize];
+        self.placed = self.placed.wrapping_add(1);
+        if place(partition, entry) {
+            return tally.add(RecordStat::Aggregated, entry.value.bytes);
+        }
+        overflow(&entry.value, tally, |slot| *slot = entry.key.unpack());
+    }
+}
+
+#[repr(C)]
+struct Flush {
+    backlog: *mut Backlog,
+    partition: *const Partition,
+    tally: *mut Tally,
+}
+
+/// The bpf_loop callback of [`Backlog::flush`]: verified once, however
+/// many aggregates wait.
+extern "C" fn place_next(index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `flush` passes a `Flush` of live, exclusive references.
+    let (backlog, partition, tally) = unsafe {
+        let flush = &*ctx.cast::<Flush>();
+        (&mut *flush.backlog, &*flush.partition, &mut *flush.tally)
+    };
+    if index == 0 {
+        // Here rather than before the loop: here the verifier walks it once.
+        backlog.touch_waiting(partition);
+    }
+    backlog.place_oldest(partition, tally);
+    0
+}
+
+/// Whether `entry`'s value went into its key's slot, found or claimed along
+/// its two runs. Slots are freed only by the drain, a whole generation at
+/// once, so the first free slot on the way means the key is not in the
+/// table.
 #[inline(always)]
-fn place(partition: &Partition, key: &AggKeyV4, value: &AggValue) -> bool {
-    let words = table::words(key);
-    for start in table::runs(&words) {
+fn place(partition: &Partition, entry: &Pending) -> bool {
+    let words = table::words(&entry.key);
+    for start in entry.runs {
         let mut probe = 0;
         while probe < table::RUN {
-            let index = partition.base | (start.wrapping_add(probe) & partition.mask);
-            let Some(slot) = TABLE_V4.get_ptr_mut(index) else {
+            let Some(slot) = partition.slot(start.wrapping_add(probe)) else {
                 return false;
             };
             // SAFETY: a slot of this CPU's partition: no other writer.
             let slot = unsafe { &mut *slot };
             if slot.flows == 0 {
-                return slot.claim(key, value);
+                return slot.claim(&entry.key, &entry.value);
             }
             if table::same_key(&slot.key, &words) {
-                return slot.add(value);
+                return slot.add(&entry.value);
             }
             probe += 1;
         }
@@ -122,8 +258,8 @@ fn place(partition: &Partition, key: &AggKeyV4, value: &AggValue) -> bool {
     false
 }
 
-/// [`add_v4`] for any other key, into the kernel hash map of generation
-/// `active`.
+/// Adds `value` to a key with an IPv6 address (or too wide for the IPv4
+/// table), in the kernel hash map of generation `active`.
 #[inline(always)]
 pub fn add(active: u32, key: &AggKey, value: &AggValue, tally: &mut Tally) {
     let map = if active == 1 {

@@ -13,7 +13,7 @@ use aya_ebpf::{
 use flowtally_common::{
     Counter, MAX_SCOPE_ENTRIES, RecordStat,
     agg::{
-        AggKey, AggKeyV4, AggValue, BucketCache, Direction, FLAG_BILLING_SCOPE, FLAG_CLASSES,
+        AggKey, AggValue, BucketCache, Direction, FLAG_BILLING_SCOPE, FLAG_CLASSES,
         FLAG_INTERFACE_FLOWS, FlowRecord, Ip, KEEP_EXPORTER, NO_CLASS, Profile, ScopeKey, V4Record,
         directions, in_scope, ip_from_v4, peer, peer_is_source,
     },
@@ -23,7 +23,7 @@ use flowtally_common::{
 
 use crate::{
     BUCKET_MS, CLASS_NETS, FLAGS, KEEP_FIELDS, RECORD_STATS, SUBSCRIBER_NETS,
-    aggregate::{self, Partition, Tally},
+    aggregate::{self, Backlog, Partition, Tally},
     count, interfaces,
 };
 
@@ -40,7 +40,6 @@ pub struct Flow {
     pub exporter: Ip,
     pub record: FlowRecord,
     key: AggKey,
-    key_v4: AggKeyV4,
     value: AggValue,
     /// The class of the record's destination and source (by
     /// `peer_is_source`) where a direction needs it, looked up before
@@ -51,6 +50,8 @@ pub struct Flow {
     /// This export's record outcomes: added to `RECORD_STATS` once per
     /// export by [`Flow::finish`], not per record.
     tally: Tally,
+    /// This export's IPv4 aggregates on their way into the table.
+    backlog: Backlog,
     /// The record in hand when every address is IPv4 ([`Flow::aggregate_v4`]).
     pub record_v4: V4Record,
     /// The exporter's IPv4 address, when it has one.
@@ -147,6 +148,7 @@ pub fn begin(exporter: &Ip) -> Option<&'static mut Flow> {
         unsafe { core::ptr::write_volatile(counter, Counter::default()) };
     }
     flow.buckets = BucketCache::default();
+    flow.backlog.clear();
     Some(flow)
 }
 
@@ -180,9 +182,10 @@ impl Flow {
                 &self.exporter,
                 class,
                 bucket,
-                &mut self.key_v4,
+                self.backlog.next_key(),
             ) {
-                aggregate::add_v4(&self.partition, &self.key_v4, &self.value, &mut self.tally);
+                self.backlog
+                    .push(&self.partition, &self.value, &mut self.tally);
             } else {
                 self.add_full_key(dir, class, bucket);
             }
@@ -252,9 +255,10 @@ impl Flow {
                     self.exporter_v4,
                     class,
                     bucket,
-                    &mut self.key_v4,
+                    self.backlog.next_key(),
                 );
-                aggregate::add_v4(&self.partition, &self.key_v4, &self.value, &mut self.tally);
+                self.backlog
+                    .push(&self.partition, &self.value, &mut self.tally);
             } else {
                 // `add_full_key` written out: through the method, this
                 // loop cost the verifier 50k more instructions.
@@ -266,9 +270,11 @@ impl Flow {
         }
     }
 
-    /// Adds this export's record outcomes to `RECORD_STATS`.
+    /// Places the aggregates still waiting, then adds this export's record
+    /// outcomes to `RECORD_STATS`.
     #[inline(always)]
-    pub fn finish(&self) {
+    pub fn finish(&mut self) {
+        self.backlog.flush(&self.partition, &mut self.tally);
         for stat in RecordStat::ALL {
             let tally = &self.tally.0[stat as usize];
             if tally.count != 0 {
