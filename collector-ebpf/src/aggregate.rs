@@ -11,7 +11,7 @@
 
 use aya_ebpf::{
     Global,
-    bindings::BPF_NOEXIST,
+    bindings::{BPF_NOEXIST, BPF_RB_RING_SIZE},
     cty::c_void,
     helpers::generated::{bpf_get_smp_processor_id, bpf_loop},
     macros::map,
@@ -22,6 +22,8 @@ use flowtally_common::{
     agg::{AggKey, AggKeyV4, AggValue, Overflow},
     table::{self, SlotV4},
 };
+
+use crate::wakeup;
 
 type FullMap = PerCpuHashMap<AggKey, AggValue>;
 
@@ -315,7 +317,9 @@ fn overflow(value: &AggValue, tally: &mut Tally, write_key: impl FnOnce(&mut Agg
                 write_key(&mut (*slot).key);
                 (*slot).value = *value;
             }
-            entry.submit(0);
+            // Sized by userspace at load.
+            let size = OVERFLOW.query(u64::from(BPF_RB_RING_SIZE));
+            entry.submit(wakeup::flags(&OVERFLOW, size));
             tally.add(RecordStat::Overflowed, value.bytes);
         }
         None => tally.add(RecordStat::Dropped, value.bytes),

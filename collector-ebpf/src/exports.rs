@@ -13,6 +13,8 @@ use flowtally_common::sequence::{
     DEFAULT_EXPORTS_RING_BYTES, ExportKey, ExportSeen, MAX_EXPORT_DOMAINS,
 };
 
+use crate::wakeup;
+
 #[map(name = "EXPORTS")]
 static EXPORTS: RingBuf = RingBuf::with_byte_size(DEFAULT_EXPORTS_RING_BYTES, 0);
 
@@ -39,7 +41,10 @@ pub fn note(key: &ExportKey, sequence: u32, clock: u32, records: u32) -> bool {
         // Volatile: a plain store becomes a byte-by-byte `memset` call.
         core::ptr::write_volatile(&raw mut (*seen)._pad, [0; 6]);
     }
-    entry.submit(0);
+    entry.submit(wakeup::flags(
+        &EXPORTS,
+        u64::from(DEFAULT_EXPORTS_RING_BYTES),
+    ));
     true
 }
 

@@ -17,6 +17,7 @@ mod interfaces;
 mod sflow;
 mod templated;
 mod v5;
+mod wakeup;
 
 use aya_ebpf::{
     Global,

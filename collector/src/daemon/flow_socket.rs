@@ -11,7 +11,7 @@ use std::{
     collections::{BTreeMap, HashMap, HashSet},
     io,
     net::{IpAddr, SocketAddr, UdpSocket},
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, OnceLock},
 };
 
 use flowtally_common::{
@@ -32,7 +32,7 @@ use crate::{
     nat::Bindings,
     netflow::{TemplateCache, TemplateChange, nat::NatEvent},
     sflow::{self, AgentCounters, Decoded, SourceHealth, Sources},
-    xdp::KernelTemplates,
+    xdp::{ExportRing, KernelTemplates},
 };
 
 /// Binds every address, `threads` sockets each (see `receive.rs`); port 0
@@ -102,6 +102,8 @@ pub struct SocketPath {
     pub aggregator: Mutex<Aggregator>,
     /// Sequence tracking, fed by this path and the kernel's `EXPORTS` ring.
     pub sequences: Mutex<Sequences>,
+    /// That ring, when the XDP program runs ([`SocketPath::track_kernel_first`]).
+    kernel_exports: OnceLock<Arc<Mutex<ExportRing>>>,
     templates: Mutex<Templates>,
     sflow: Mutex<SflowPath>,
     /// Allowed exporters; `None` allows any.
@@ -166,6 +168,7 @@ impl SocketPath {
         Self {
             aggregator: Mutex::new(aggregator),
             sequences: Mutex::default(),
+            kernel_exports: OnceLock::new(),
             templates: Mutex::new(templates),
             sflow: Mutex::default(),
             exporters: (!exporters.is_empty())
@@ -242,10 +245,29 @@ impl SocketPath {
         self.metrics
             .exporters
             .datagram(to_addr(&seen.exporter), now_ms);
-        self.observe(&Seen::from(seen), now_ms);
+        self.track(&Seen::from(seen), now_ms);
     }
 
+    /// Before each export this path notes, reads what the kernel's `ring`
+    /// holds: its reader does not run for every entry, and an exporter's
+    /// exports must reach sequence tracking in the order they arrived,
+    /// whichever path took them (a template export passed up after data
+    /// the kernel took, for one).
+    pub fn track_kernel_first(&self, ring: Arc<Mutex<ExportRing>>) {
+        let _ = self.kernel_exports.set(ring);
+    }
+
+    /// Notes an export this path decoded.
     fn observe(&self, seen: &Seen, now_ms: u64) {
+        if let Some(ring) = self.kernel_exports.get() {
+            ring.lock()
+                .expect("exports ring lock poisoned")
+                .read(|kernel| self.observe_kernel(kernel, now_ms));
+        }
+        self.track(seen, now_ms);
+    }
+
+    fn track(&self, seen: &Seen, now_ms: u64) {
         self.sequences
             .lock()
             .expect("sequences lock poisoned")

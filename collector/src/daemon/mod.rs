@@ -126,6 +126,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         ));
     }
     if let Some(integrity) = &kernel.integrity {
+        socket_path.track_kernel_first(Arc::clone(&integrity.ring));
         let path = Arc::clone(&socket_path);
         overflow.spawn(xdp::read_exports(
             Arc::clone(&integrity.ring),

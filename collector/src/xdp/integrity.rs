@@ -19,7 +19,6 @@ use flowtally_common::{
     interfaces::InterfaceFlows,
     sequence::{ExportKey, ExportSeen},
 };
-use tokio::io::{Interest, unix::AsyncFd};
 
 /// The `EXPORTS` ring.
 pub struct ExportRing(RingBuf<MapData>);
@@ -106,8 +105,8 @@ impl<K: Pod + Eq + std::hash::Hash, V: Pod + Default + std::ops::Add<Output = V>
     }
 }
 
-/// Reads the `EXPORTS` ring whenever the kernel adds to it, handing each
-/// entry to `sink`, until dropped. The flush reads what is left.
+/// Reads the `EXPORTS` ring as the kernel adds to it, handing each entry to
+/// `sink`, until dropped. The flush reads what is left.
 pub async fn read_exports(ring: Arc<Mutex<ExportRing>>, mut sink: impl FnMut(&ExportSeen)) {
     let fd = ring
         .lock()
@@ -115,25 +114,10 @@ pub async fn read_exports(ring: Arc<Mutex<ExportRing>>, mut sink: impl FnMut(&Ex
         .0
         .as_fd()
         .try_clone_to_owned();
-    // SAFETY: the fd is our own duplicate, open until the `AsyncFd` drops.
-    let registered = fd.and_then(|fd| {
-        unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
-            .map_err(|err| err.into_parts().1)
-    });
-    let ready = match registered {
-        Ok(ready) => ready,
-        Err(err) => {
-            tracing::warn!("exports ring read only at flushes: {err}");
-            return;
-        }
-    };
-    loop {
-        let Ok(mut guard) = ready.readable().await else {
-            return;
-        };
-        guard.clear_ready();
+    super::read_ring(fd, "exports ring", || {
         ring.lock()
             .expect("exports ring lock poisoned")
             .read(&mut sink);
-    }
+    })
+    .await;
 }

@@ -14,8 +14,9 @@ use std::{
     collections::BTreeSet,
     fmt, io,
     net::IpAddr,
-    os::fd::AsFd as _,
+    os::fd::{AsFd as _, OwnedFd},
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use aya::{
@@ -46,7 +47,10 @@ use flowtally_common::{
     },
 };
 use ipnet::IpNet;
-use tokio::io::{Interest, unix::AsyncFd};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    time::MissedTickBehavior,
+};
 
 pub use self::{
     drain::{DrainError, Drained, Drainer, OverflowReader},
@@ -290,11 +294,7 @@ impl DataPlane {
     /// Runs the program `repeat` times on `frame` in the kernel and returns
     /// its verdict and the kernel's mean time per run (BPF_PROG_TEST_RUN);
     /// for benchmarks.
-    pub fn time_frame(
-        &self,
-        frame: &[u8],
-        repeat: u32,
-    ) -> Result<(u32, std::time::Duration), ProgramError> {
+    pub fn time_frame(&self, frame: &[u8], repeat: u32) -> Result<(u32, Duration), ProgramError> {
         let program: &Xdp = self
             .ebpf
             .program(PROGRAM)
@@ -543,8 +543,12 @@ fn set_clock<T: std::borrow::BorrowMut<MapData>>(
     clock.set(0, offset as u64, 0)
 }
 
-/// Reads the overflow ring whenever the kernel adds to it, handing each
-/// aggregate to `sink`, until dropped.
+/// How often the rings are read without a wakeup: the kernel wakes their
+/// readers only once a quarter of a ring waits (`collector-ebpf/src/wakeup.rs`).
+const RING_READ_EVERY: Duration = Duration::from_millis(100);
+
+/// Reads the overflow ring as the kernel adds to it, handing each aggregate
+/// to `sink`, until dropped.
 pub async fn read_overflow(
     reader: Arc<Mutex<OverflowReader>>,
     mut sink: impl FnMut(AggKey, &AggValue),
@@ -554,27 +558,42 @@ pub async fn read_overflow(
         .expect("overflow lock poisoned")
         .as_fd()
         .try_clone_to_owned();
+    read_ring(fd, "overflow ring", || {
+        reader
+            .lock()
+            .expect("overflow lock poisoned")
+            .read(&mut sink);
+    })
+    .await;
+}
+
+/// Calls `read` when the ring `fd` wakes its reader and every
+/// [`RING_READ_EVERY`], until dropped.
+pub(crate) async fn read_ring(fd: io::Result<OwnedFd>, what: &str, mut read: impl FnMut()) {
     // SAFETY: the fd is our own duplicate, open until the `AsyncFd` drops.
     let registered = fd.and_then(|fd| {
         unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
             .map_err(|err| err.into_parts().1)
     });
-    let ready = match registered {
-        Ok(ready) => ready,
-        Err(err) => {
-            tracing::warn!("overflow ring read only at flushes: {err}");
-            return;
-        }
-    };
+    let ready = registered
+        .inspect_err(|err| tracing::warn!("{what} read on a timer only: {err}"))
+        .ok();
+    let mut tick = tokio::time::interval(RING_READ_EVERY);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
-        let Ok(mut guard) = ready.readable().await else {
-            return;
-        };
-        guard.clear_ready();
-        reader
-            .lock()
-            .expect("overflow lock poisoned")
-            .read(&mut sink);
+        match &ready {
+            Some(ready) => tokio::select! {
+                woken = ready.readable() => match woken {
+                    Ok(mut guard) => guard.clear_ready(),
+                    Err(_) => return,
+                },
+                _ = tick.tick() => {}
+            },
+            None => {
+                tick.tick().await;
+            }
+        }
+        read();
     }
 }
 
