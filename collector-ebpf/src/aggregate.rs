@@ -319,7 +319,7 @@ fn overflow(value: &AggValue, tally: &mut Tally, write_key: impl FnOnce(&mut Agg
             }
             // Sized by userspace at load.
             let size = OVERFLOW.query(u64::from(BPF_RB_RING_SIZE));
-            entry.submit(wakeup::flags(&OVERFLOW, size));
+            entry.submit(wakeup::flags::<Overflow>(&OVERFLOW, size));
             tally.add(RecordStat::Overflowed, value.bytes);
         }
         None => tally.add(RecordStat::Dropped, value.bytes),

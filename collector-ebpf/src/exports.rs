@@ -41,7 +41,7 @@ pub fn note(key: &ExportKey, sequence: u32, clock: u32, records: u32) -> bool {
         // Volatile: a plain store becomes a byte-by-byte `memset` call.
         core::ptr::write_volatile(&raw mut (*seen)._pad, [0; 6]);
     }
-    entry.submit(wakeup::flags(
+    entry.submit(wakeup::flags::<ExportSeen>(
         &EXPORTS,
         u64::from(DEFAULT_EXPORTS_RING_BYTES),
     ));
