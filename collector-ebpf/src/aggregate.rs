@@ -111,8 +111,8 @@ const BACKLOG_SLOTS: u32 = 64;
 /// An IPv4 aggregate on its way into the table.
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct Pending {
-    pub key: AggKeyV4,
+struct Pending {
+    key: AggKeyV4,
     value: AggValue,
     runs: [u32; 2],
 }

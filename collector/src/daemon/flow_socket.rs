@@ -102,7 +102,7 @@ pub struct SocketPath {
     pub aggregator: Mutex<Aggregator>,
     /// Sequence tracking, fed by this path and the kernel's `EXPORTS` ring.
     pub sequences: Mutex<Sequences>,
-    /// That ring, when the XDP program runs ([`SocketPath::track_kernel_first`]).
+    /// That ring, when the XDP program runs ([`SocketPath::read_kernel_exports`]).
     kernel_exports: OnceLock<Arc<Mutex<ExportRing>>>,
     templates: Mutex<Templates>,
     sflow: Mutex<SflowPath>,
@@ -240,30 +240,36 @@ impl SocketPath {
         }
     }
 
-    /// Notes an export the kernel aggregated (from its `EXPORTS` ring).
-    pub fn observe_kernel(&self, seen: &ExportSeen, now_ms: u64) {
+    /// The kernel's `EXPORTS` ring, when the XDP program runs.
+    pub fn set_kernel_exports(&self, ring: Arc<Mutex<ExportRing>>) {
+        let _ = self.kernel_exports.set(ring);
+    }
+
+    /// Notes every export the kernel's `EXPORTS` ring holds: called by the
+    /// ring's reader, at each flush, and before each export this path
+    /// notes. The reader does not run for every entry, and an exporter's
+    /// exports must reach sequence tracking in the order they arrived,
+    /// whichever path took them (a template export passed up after data
+    /// the kernel took, for one).
+    pub fn read_kernel_exports(&self, now_ms: u64) {
+        if let Some(ring) = self.kernel_exports.get() {
+            ring.lock()
+                .expect("exports ring lock poisoned")
+                .read(|seen| self.observe_kernel(seen, now_ms));
+        }
+    }
+
+    /// Notes an export the kernel aggregated.
+    fn observe_kernel(&self, seen: &ExportSeen, now_ms: u64) {
         self.metrics
             .exporters
             .datagram(to_addr(&seen.exporter), now_ms);
         self.track(&Seen::from(seen), now_ms);
     }
 
-    /// Before each export this path notes, reads what the kernel's `ring`
-    /// holds: its reader does not run for every entry, and an exporter's
-    /// exports must reach sequence tracking in the order they arrived,
-    /// whichever path took them (a template export passed up after data
-    /// the kernel took, for one).
-    pub fn track_kernel_first(&self, ring: Arc<Mutex<ExportRing>>) {
-        let _ = self.kernel_exports.set(ring);
-    }
-
     /// Notes an export this path decoded.
     fn observe(&self, seen: &Seen, now_ms: u64) {
-        if let Some(ring) = self.kernel_exports.get() {
-            ring.lock()
-                .expect("exports ring lock poisoned")
-                .read(|kernel| self.observe_kernel(kernel, now_ms));
-        }
+        self.read_kernel_exports(now_ms);
         self.track(seen, now_ms);
     }
 

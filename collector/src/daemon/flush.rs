@@ -491,14 +491,8 @@ impl Flusher {
             .lock()
             .expect("aggregator lock poisoned")
             .take_interfaces();
-        if let Some(kernel) = &mut p.integrity {
-            // The ring before the tracker, as its reader task locks them.
-            kernel
-                .ring
-                .lock()
-                .expect("exports ring lock poisoned")
-                .read(|seen| p.socket.observe_kernel(seen, now_ms));
-        }
+        // The ring before the tracker, as its reader task locks them.
+        p.socket.read_kernel_exports(now_ms);
         let mut sequences = p.socket.sequences.lock().expect("sequences lock poisoned");
         if let Some(kernel) = &mut p.integrity {
             match kernel.export_bytes() {

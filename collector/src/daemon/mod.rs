@@ -126,14 +126,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         ));
     }
     if let Some(integrity) = &kernel.integrity {
-        socket_path.track_kernel_first(Arc::clone(&integrity.ring));
+        socket_path.set_kernel_exports(Arc::clone(&integrity.ring));
         let path = Arc::clone(&socket_path);
-        overflow.spawn(xdp::read_exports(
-            Arc::clone(&integrity.ring),
-            move |seen| {
-                path.observe_kernel(seen, clock::unix_ms());
-            },
-        ));
+        overflow.spawn(xdp::read_exports(&integrity.ring, move || {
+            path.read_kernel_exports(clock::unix_ms());
+        }));
     }
     if !config.snmp.agents.is_empty() {
         tasks.spawn(snmp_poll::run(

@@ -105,19 +105,17 @@ impl<K: Pod + Eq + std::hash::Hash, V: Pod + Default + std::ops::Add<Output = V>
     }
 }
 
-/// Reads the `EXPORTS` ring as the kernel adds to it, handing each entry to
-/// `sink`, until dropped. The flush reads what is left.
-pub async fn read_exports(ring: Arc<Mutex<ExportRing>>, mut sink: impl FnMut(&ExportSeen)) {
+/// Calls `read` as the kernel adds to the `EXPORTS` ring, until dropped.
+/// The flush reads what is left.
+pub fn read_exports<F: FnMut()>(
+    ring: &Mutex<ExportRing>,
+    read: F,
+) -> impl Future<Output = ()> + use<F> {
     let fd = ring
         .lock()
         .expect("exports ring lock poisoned")
         .0
         .as_fd()
         .try_clone_to_owned();
-    super::read_ring(fd, "exports ring", || {
-        ring.lock()
-            .expect("exports ring lock poisoned")
-            .read(&mut sink);
-    })
-    .await;
+    super::read_ring(fd, "exports ring", read)
 }
