@@ -1,11 +1,12 @@
-//! Draining conserves every byte, on both of the kernel's stores: the IPv4
-//! table read through its mapping (keys of IPv4 addresses from an IPv4
-//! exporter) and the maps of other keys read in batches
-//! (BPF_MAP_LOOKUP_AND_DELETE_BATCH; here keys with an IPv6 exporter). A
-//! full table partition, a full map, batches smaller than the map (and
-//! than a hash bucket), the XDP program writing while both are drained,
-//! and the per-key fallback for kernels without batch operations all hand
-//! over exactly what the program aggregated, no more, no less.
+//! Draining conserves every byte, on all of the kernel's stores: the IPv4
+//! and IPv6 tables read through their mappings (keys of IPv4 addresses from
+//! an IPv4 exporter; keys with an IPv6 exporter) and the maps of IPv6 keys
+//! the IPv6 table had no room for, read in batches
+//! (BPF_MAP_LOOKUP_AND_DELETE_BATCH). A full table partition, a full map,
+//! batches smaller than the map (and than a hash bucket), the XDP program
+//! writing while all are drained, and the per-key fallback for kernels
+//! without batch operations all hand over exactly what the program
+//! aggregated, no more, no less.
 
 mod support;
 
@@ -36,7 +37,7 @@ fn frames(exports: &[Export]) -> Vec<Vec<u8>> {
 }
 
 /// From an IPv6 exporter, which the profile keeps in the key: the keys go
-/// to the maps of full keys.
+/// to the IPv6 table, and those it has no room for to the maps.
 fn frames_v6(exports: &[Export]) -> Vec<Vec<u8>> {
     exports
         .iter()
@@ -58,6 +59,10 @@ fn pin_to_first_cpu() {
         );
     }
 }
+
+/// The IPv6 table at its smallest, one partition of 16 slots per CPU
+/// (`table::shift_for`): the maps take the rest.
+const SMALLEST_V6_TABLE: (u32, u64) = (1, 16);
 
 fn total(table: &Table) -> (u64, u64) {
     table
@@ -108,7 +113,8 @@ fn batches_per_key_and_partial_batches_drain_the_same_table() {
     require_root();
     let exports = exports(300, 0xba7c4);
     let frames = frames_v6(&exports);
-    let config = kernel_config(&[2055], &[SUBSCRIBERS]);
+    let mut config = kernel_config(&[2055], &[SUBSCRIBERS]);
+    config.aggregate_entries_v6 = SMALLEST_V6_TABLE.0;
     let (batched, drained) = run_and_drain(&config, &frames, |d| d);
     assert!(drained.drained.map_entries > 100, "{drained:?}");
     assert!(drained.batched, "this kernel has batch operations");
@@ -134,14 +140,20 @@ fn batches_per_key_and_partial_batches_drain_the_same_table() {
 #[ignore = "needs root: run `cargo xtask test`"]
 fn a_full_map_drains_whole_and_its_overflow_arrives_once() {
     require_root();
+    pin_to_first_cpu();
     let exports = exports(200, 0xf011);
     let frames = frames_v6(&exports);
     let mut config = kernel_config(&[2055], &[SUBSCRIBERS]);
     config.aggregate_entries = 64;
+    config.aggregate_entries_v6 = SMALLEST_V6_TABLE.0;
     let batched: fn(Drainer) -> Drainer = |d| d;
     for shape in [batched, Drainer::without_batch_ops] {
         let (table, drained) = run_and_drain(&config, &frames, shape);
-        assert_eq!(drained.drained.map_entries, 64, "the map was full");
+        assert_eq!(
+            drained.drained.map_entries,
+            SMALLEST_V6_TABLE.1 + 64,
+            "the IPv6 table's partition and the map were full"
+        );
         assert!(drained.drained.overflow_records > 0, "{drained:?}");
         let expected: u64 = expected_bytes(&exports).values().sum();
         assert_eq!(total(&table).0, expected);
@@ -170,6 +182,28 @@ fn a_full_table_partition_drains_whole_and_its_overflow_arrives_once() {
     assert!(
         drained.drained.map_entries <= slots && drained.drained.map_entries > slots / 2,
         "one partition of {slots} slots, mostly used: {drained:?}"
+    );
+}
+
+#[test]
+#[ignore = "needs root: run `cargo xtask test`"]
+fn ipv6_keys_the_ipv6_table_has_no_room_for_go_to_the_map_not_the_ring() {
+    require_root();
+    pin_to_first_cpu();
+    let exports = exports(200, 0x6e16);
+    let frames = frames_v6(&exports);
+    let mut config = kernel_config(&[2055], &[SUBSCRIBERS]);
+    config.aggregate_entries_v6 = SMALLEST_V6_TABLE.0;
+    let (table, drained) = run_and_drain(&config, &frames, |d| d);
+    let expected: u64 = expected_bytes(&exports).values().sum();
+    assert_eq!(total(&table).0, expected);
+    assert_eq!(drained.drained.overflow_records, 0, "{drained:?}");
+    // One CPU: every key once, in the table or the map.
+    assert_eq!(drained.drained.map_entries, table.len() as u64);
+    assert!(
+        table.len() as u64 > 10 * SMALLEST_V6_TABLE.1,
+        "{}",
+        table.len()
     );
 }
 

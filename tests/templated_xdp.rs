@@ -2,7 +2,8 @@
 //! and through the socket path's template cache: for every template shape
 //! the suite generates — field orders and sizes, IPv4 and IPv6, every time
 //! encoding, sampling from options — the kernel aggregates exactly what the
-//! socket path does.
+//! socket path does, whether it answers IPv6 membership from its short list
+//! or its trie, and keeps IPv6 keys in its IPv6 table or its map.
 
 mod support;
 
@@ -19,8 +20,9 @@ use flowtally::{
     xdp::DataPlane,
 };
 use flowtally_common::{
-    XdpStat,
+    DEFAULT_AGGREGATE_ENTRIES_V6, XdpStat,
     agg::{FLAG_SCALE_SAMPLING, FLAG_TIME_FROM_START, KEEP_ALL},
+    members::MAX_LISTED_V6,
     template::ie,
 };
 use support::{frames::udp_v4_frame, kernel_config, require_root, v5gen::Rng};
@@ -253,11 +255,32 @@ fn address(len: u16, subscriber: bool, host: u8) -> Vec<u8> {
 fn xdp_and_socket_paths_agree_for_every_template_shape() {
     require_root();
     let exporter = to_ip(EXPORTER.into());
+    let nets = ["198.18.100.0/24", "2001:db8:100::/48"];
+    // More IPv6 subscriber networks than the program lists (the trie
+    // answers for IPv6 then), with the IPv6 table at its smallest (most
+    // IPv6 keys go to the map).
+    let more: Vec<String> = (1..=MAX_LISTED_V6)
+        .map(|i| format!("2001:db8:f{i:03x}::/48"))
+        .collect();
+    let many: Vec<&str> = nets
+        .into_iter()
+        .chain(more.iter().map(String::as_str))
+        .collect();
+    let variants = [
+        (FLAG_SCALE_SAMPLING, &nets[..], DEFAULT_AGGREGATE_ENTRIES_V6),
+        (
+            FLAG_TIME_FROM_START,
+            &nets[..],
+            DEFAULT_AGGREGATE_ENTRIES_V6,
+        ),
+        (FLAG_SCALE_SAMPLING, &many[..], 1),
+    ];
     for shape in SHAPES {
-        for flags in [FLAG_SCALE_SAMPLING, FLAG_TIME_FROM_START] {
-            let mut config = kernel_config(&[2055], &["198.18.100.0/24", "2001:db8:100::/48"]);
+        for (flags, nets, entries_v6) in variants {
+            let mut config = kernel_config(&[2055], nets);
             config.profile.keep = KEEP_ALL;
             config.flags = flags;
+            config.aggregate_entries_v6 = entries_v6;
             let mut plane = DataPlane::start(&[], &config).expect("the program loads");
             let mut kernel = plane.take_templates().unwrap();
             let mut cache = TemplateCache::new(Limits::default());
@@ -337,12 +360,9 @@ fn xdp_and_socket_paths_agree_for_every_template_shape() {
                 .unwrap();
             let socket = aggregator.take();
             assert!(!xdp.is_empty());
-            assert_eq!(xdp.len(), socket.len(), "{} flags {flags:#x}", shape.name);
-            assert!(
-                xdp == socket,
-                "{} flags {flags:#x}: tables differ",
-                shape.name
-            );
+            let what = format!("{} flags {flags:#x}, {} networks", shape.name, nets.len());
+            assert_eq!(xdp.len(), socket.len(), "{what}");
+            assert!(xdp == socket, "{what}: tables differ");
         }
     }
 }

@@ -4,10 +4,15 @@
 //! (see `collector/src/xdp/drain.rs`): the program reads `ACTIVE` once per
 //! packet, so every record of an export lands in the same generation. Keys
 //! whose addresses are all IPv4 take the 32-byte form (`AggKeyV4`) and go
-//! to this program's own table (`flowtally_common::table`: one cache line
+//! to this program's IPv4 table (`flowtally_common::table`: one cache line
 //! per aggregate, no helper call), through a short backlog so that the
-//! loads of several slots overlap; the rest go to a pair of kernel hash
-//! maps.
+//! loads of several slots overlap; those that find no slot go through the
+//! overflow ring. Keys with an IPv6 address go to the IPv6 table, and those
+//! that find no slot there to a pair of kernel hash maps, which grow as
+//! keys arrive: the IPv6 table is smaller by default, as most networks send
+//! far fewer IPv6 aggregates.
+
+use core::marker::PhantomData;
 
 use aya_ebpf::{
     Global,
@@ -20,7 +25,7 @@ use aya_ebpf::{
 use flowtally_common::{
     Counter, DEFAULT_AGGREGATE_ENTRIES, DEFAULT_OVERFLOW_RING_BYTES, RecordStat,
     agg::{AggKey, AggKeyV4, AggValue, Overflow},
-    table::{self, SlotV4},
+    table::{self, Slot, TableKey},
 };
 
 use crate::wakeup;
@@ -36,13 +41,55 @@ const BPF_F_MMAPABLE: u32 = 1 << 10;
 
 /// Sized by userspace at load (`table::entries`).
 #[map(name = "TABLE_V4")]
-static TABLE_V4: Array<SlotV4> = Array::with_max_entries(1, BPF_F_MMAPABLE);
-/// log2 of the slots per partition, and partitions per generation; set by
-/// userspace at load.
+static TABLE_V4: Array<Slot<AggKeyV4>> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+#[map(name = "TABLE_V6")]
+static TABLE_V6: Array<Slot<AggKey>> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+/// log2 of the slots per partition of each table, and partitions per
+/// generation; set by userspace at load.
 #[unsafe(no_mangle)]
 static TABLE_SHIFT: Global<u32> = Global::new(0);
 #[unsafe(no_mangle)]
+static TABLE_V6_SHIFT: Global<u32> = Global::new(0);
+#[unsafe(no_mangle)]
 static TABLE_CPUS: Global<u32> = Global::new(1);
+
+/// One of the program's tables, by the keys it holds.
+pub trait OwnTable {
+    type Key: TableKey + 'static;
+    fn slots() -> &'static Array<Slot<Self::Key>>;
+    fn shift() -> u32;
+}
+
+pub struct V4;
+pub struct V6;
+
+impl OwnTable for V4 {
+    type Key = AggKeyV4;
+
+    #[inline(always)]
+    fn slots() -> &'static Array<Slot<AggKeyV4>> {
+        &TABLE_V4
+    }
+
+    #[inline(always)]
+    fn shift() -> u32 {
+        TABLE_SHIFT.load()
+    }
+}
+
+impl OwnTable for V6 {
+    type Key = AggKey;
+
+    #[inline(always)]
+    fn slots() -> &'static Array<Slot<AggKey>> {
+        &TABLE_V6
+    }
+
+    #[inline(always)]
+    fn shift() -> u32 {
+        TABLE_V6_SHIFT.load()
+    }
+}
 
 #[map(name = "AGGREGATE_0")]
 static AGGREGATE_0: FullMap =
@@ -65,31 +112,32 @@ pub fn active_index() -> u32 {
     ACTIVE.get(0).copied().unwrap_or(0)
 }
 
-/// This CPU's partition of the table in generation `active`. A program
+/// This CPU's partition of table `T` in generation `active`. A program
 /// run stays on one CPU, so one export's records share it.
 #[repr(C)]
-#[derive(Clone, Copy)]
-pub struct Partition {
+pub struct Partition<T> {
     base: u32,
     mask: u32,
+    table: PhantomData<T>,
 }
 
-impl Partition {
+impl<T: OwnTable> Partition<T> {
     #[inline(always)]
     pub fn of_this_cpu(active: u32) -> Self {
-        let shift = TABLE_SHIFT.load();
+        let shift = T::shift();
         // SAFETY: no arguments, no side effects (and inlined by the verifier).
         let cpu = unsafe { bpf_get_smp_processor_id() };
         Self {
             base: table::partition_base(active, TABLE_CPUS.load(), cpu, shift),
             mask: 1u32.wrapping_shl(shift).wrapping_sub(1),
+            table: PhantomData,
         }
     }
 
     /// The slot at `offset` (wrapped) into this partition.
     #[inline(always)]
-    fn slot(&self, offset: u32) -> Option<*mut SlotV4> {
-        TABLE_V4.get_ptr_mut(self.base | (offset & self.mask))
+    fn slot(&self, offset: u32) -> Option<*mut Slot<T::Key>> {
+        T::slots().get_ptr_mut(self.base | (offset & self.mask))
     }
 
     /// Starts loading the cache line of the slot at `offset`, without
@@ -150,10 +198,10 @@ impl Backlog {
     /// ring is full (an export of more aggregates than it holds), the
     /// oldest is placed now, without the overlap.
     #[inline(always)]
-    pub fn push(&mut self, partition: &Partition, value: &AggValue, tally: &mut Tally) {
+    pub fn push(&mut self, partition: &Partition<V4>, value: &AggValue, tally: &mut Tally) {
         let entry = &mut self.ring[(self.pushed & (BACKLOG_SLOTS - 1)) as usize];
         entry.value = *value;
-        entry.runs = table::runs(&table::words(&entry.key));
+        entry.runs = AggKeyV4::runs(&entry.key.words());
         self.pushed = self.pushed.wrapping_add(1);
         if self.pushed.wrapping_sub(self.placed) >= BACKLOG_SLOTS {
             self.place_oldest(partition, tally);
@@ -163,7 +211,7 @@ impl Backlog {
     /// Starts loading the first slot of every waiting aggregate, back to
     /// back.
     #[inline(always)]
-    fn touch_waiting(&self, partition: &Partition) {
+    fn touch_waiting(&self, partition: &Partition<V4>) {
         let waiting = self.pushed.wrapping_sub(self.placed).min(BACKLOG_SLOTS);
         let mut i = 0;
         while i < waiting {
@@ -175,7 +223,7 @@ impl Backlog {
 
     /// Places every aggregate still waiting.
     #[inline(always)]
-    pub fn flush(&mut self, partition: &Partition, tally: &mut Tally) {
+    pub fn flush(&mut self, partition: &Partition<V4>, tally: &mut Tally) {
         let mut flush = Flush {
             backlog: &raw mut *self,
             partition: &raw const *partition,
@@ -200,10 +248,10 @@ impl Backlog {
     /// outcome then leaves the same verifier state behind, which keeps the
     /// program within the verifier's budget.)
     #[inline(always)]
-    fn place_oldest(&mut self, partition: &Partition, tally: &mut Tally) {
+    fn place_oldest(&mut self, partition: &Partition<V4>, tally: &mut Tally) {
         let entry = &self.ring[(self.placed & (BACKLOG_SLOTS - 1)) as usize];
         self.placed = self.placed.wrapping_add(1);
-        if place(partition, entry) {
+        if place(partition, &entry.key, entry.runs, &entry.value) {
             return tally.add(RecordStat::Aggregated, entry.value.bytes);
         }
         overflow(&entry.value, tally, |slot| *slot = entry.key.unpack());
@@ -213,7 +261,7 @@ impl Backlog {
 #[repr(C)]
 struct Flush {
     backlog: *mut Backlog,
-    partition: *const Partition,
+    partition: *const Partition<V4>,
     tally: *mut Tally,
 }
 
@@ -233,26 +281,24 @@ extern "C" fn place_next(index: u64, ctx: *mut c_void) -> i64 {
     0
 }
 
-/// Whether `entry`'s value went into its key's slot, found or claimed along
-/// its two runs. Slots are freed only by the drain, a whole generation at
-/// once, so the first free slot on the way means the key is not in the
-/// table.
+/// Whether `value` went into `key`'s slot, found or claimed along its two
+/// `runs`. Slots are freed only by the drain, a whole generation at once,
+/// so the first free slot on the way means the key is not in the table.
 #[inline(always)]
-fn place(partition: &Partition, entry: &Pending) -> bool {
-    let words = table::words(&entry.key);
-    for start in entry.runs {
+fn place<T: OwnTable>(
+    partition: &Partition<T>,
+    key: &T::Key,
+    runs: [u32; 2],
+    value: &AggValue,
+) -> bool {
+    let words = key.words();
+    for start in runs {
         let mut probe = 0;
         while probe < table::RUN {
-            let Some(slot) = partition.slot(start.wrapping_add(probe)) else {
-                return false;
-            };
-            // SAFETY: a slot of this CPU's partition: no other writer.
-            let slot = unsafe { &mut *slot };
-            if slot.flows == 0 {
-                return slot.claim(&entry.key, &entry.value);
-            }
-            if table::same_key(&slot.key, &words) {
-                return slot.add(&entry.value);
+            if let Some(placed) =
+                probe_slot(partition, key, &words, start.wrapping_add(probe), value)
+            {
+                return placed;
             }
             probe += 1;
         }
@@ -260,16 +306,104 @@ fn place(partition: &Partition, entry: &Pending) -> bool {
     false
 }
 
-/// Adds `value` to a key with an IPv6 address (or too wide for the IPv4
-/// table), in the kernel hash map of generation `active`.
+/// One probe of [`place`], at `offset`: `Some(whether value went in)` when
+/// the slot there is `key`'s or free, `None` to go on.
 #[inline(always)]
-pub fn add(active: u32, key: &AggKey, value: &AggValue, tally: &mut Tally) {
+fn probe_slot<T: OwnTable>(
+    partition: &Partition<T>,
+    key: &T::Key,
+    words: &<T::Key as TableKey>::Words,
+    offset: u32,
+    value: &AggValue,
+) -> Option<bool> {
+    let Some(slot) = partition.slot(offset) else {
+        return Some(false);
+    };
+    // SAFETY: a slot of this CPU's partition: no other writer.
+    let slot = unsafe { &mut *slot };
+    if slot.flows == 0 {
+        return Some(slot.claim(key, value));
+    }
+    if slot.key.is(words) {
+        return Some(slot.add(value));
+    }
+    None
+}
+
+/// [`place`] for the IPv6 table, each probe a `bpf_loop` iteration
+/// ([`probe_v6`]): the verifier walks a probe once instead of sixteen times
+/// at every place a record is aggregated.
+#[inline(always)]
+fn place_v6(partition: &Partition<V6>, key: &AggKey, value: &AggValue) -> bool {
+    let mut probe = ProbeV6 {
+        partition: &raw const *partition,
+        key: &raw const *key,
+        value: &raw const *value,
+        runs: AggKey::runs(&key.words()),
+        placed: 0,
+    };
+    // SAFETY: `probe_v6` has the signature bpf_loop expects; `probe`
+    // outlives the loop.
+    unsafe {
+        bpf_loop(
+            2 * table::RUN,
+            probe_v6 as *mut c_void,
+            (&raw mut probe).cast(),
+            0,
+        )
+    };
+    probe.placed != 0
+}
+
+#[repr(C)]
+struct ProbeV6 {
+    partition: *const Partition<V6>,
+    key: *const AggKey,
+    value: *const AggValue,
+    runs: [u32; 2],
+    placed: u64,
+}
+
+extern "C" fn probe_v6(index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `place_v6` passes a `ProbeV6` of live references.
+    let (probe, partition, key, value) = unsafe {
+        let probe = &mut *ctx.cast::<ProbeV6>();
+        let (partition, key, value) = (&*probe.partition, &*probe.key, &*probe.value);
+        (probe, partition, key, value)
+    };
+    let index = index as u32;
+    let start = if index < table::RUN {
+        probe.runs[0]
+    } else {
+        probe.runs[1]
+    };
+    let offset = start.wrapping_add(index % table::RUN);
+    match probe_slot(partition, key, &key.words(), offset, value) {
+        Some(placed) => {
+            probe.placed = u64::from(placed);
+            1
+        }
+        None => 0,
+    }
+}
+
+/// Adds `value` to a key with an IPv6 address (or too wide for the IPv4
+/// table): in the IPv6 table's `partition`, else in the kernel hash map of
+/// generation `active`.
+#[inline(always)]
+pub fn add(
+    partition: &Partition<V6>,
+    active: u32,
+    key: &AggKey,
+    value: &AggValue,
+    tally: &mut Tally,
+) {
     let map = if active == 1 {
         &AGGREGATE_1
     } else {
         &AGGREGATE_0
     };
-    if merge_or_insert(map, key, value) {
+    if place_v6(partition, key, value) || merge_or_insert(map, key, value) {
         return tally.add(RecordStat::Aggregated, value.bytes);
     }
     overflow(value, tally, |slot| *slot = *key);

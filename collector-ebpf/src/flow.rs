@@ -18,12 +18,12 @@ use flowtally_common::{
         directions, in_scope, ip_from_v4, peer, peer_is_source,
     },
     class_table::{self, ASK_TRIE},
-    members::{self, INSIDE, OUTSIDE, V4_TABLE_WORDS},
+    members::{self, INSIDE, NetsV6, OUTSIDE, V4_TABLE_WORDS},
 };
 
 use crate::{
     BUCKET_MS, CLASS_NETS, FLAGS, KEEP_FIELDS, RECORD_STATS, SUBSCRIBER_NETS,
-    aggregate::{self, Backlog, Partition, Tally},
+    aggregate::{self, Backlog, Partition, Tally, V4, V6},
     count, interfaces,
 };
 
@@ -34,8 +34,9 @@ use crate::{
 pub struct Flow {
     pub flags: u32,
     pub active: u32,
-    /// This CPU's partition of the IPv4 table in generation `active`.
-    partition: Partition,
+    /// This CPU's partitions of the tables in generation `active`.
+    partition: Partition<V4>,
+    partition_v6: Partition<V6>,
     pub profile: Profile,
     pub exporter: Ip,
     pub record: FlowRecord,
@@ -72,6 +73,10 @@ static BILLING_SCOPE: HashMap<ScopeKey, u8> = HashMap::with_max_entries(MAX_SCOP
 /// Two bits per IPv4 /24 (see `flowtally_common::members`).
 #[map(name = "SUBSCRIBER_V4")]
 static SUBSCRIBER_V4: Array<u64> = Array::with_max_entries(V4_TABLE_WORDS, 0);
+
+/// The IPv6 subscriber networks, when few (see `flowtally_common::members`).
+#[map(name = "SUBSCRIBER_V6")]
+static SUBSCRIBER_V6: Array<NetsV6> = Array::with_max_entries(1, 0);
 
 /// A byte per IPv4 /24 (see `flowtally_common::class_table`).
 #[map(name = "CLASS_V4")]
@@ -130,6 +135,7 @@ pub fn begin(exporter: &Ip) -> Option<&'static mut Flow> {
     flow.flags = FLAGS.load();
     flow.active = aggregate::active_index();
     flow.partition = Partition::of_this_cpu(flow.active);
+    flow.partition_v6 = Partition::of_this_cpu(flow.active);
     flow.profile = Profile {
         keep: KEEP_FIELDS.load(),
         bucket_ms: BUCKET_MS.load(),
@@ -214,7 +220,13 @@ impl Flow {
         self.key = self
             .profile
             .key(&self.record, dir, &self.exporter, class, bucket);
-        aggregate::add(self.active, &self.key, &self.value, &mut self.tally);
+        aggregate::add(
+            &self.partition_v6,
+            self.active,
+            &self.key,
+            &self.value,
+            &mut self.tally,
+        );
     }
 
     /// [`Flow::aggregate`] for `self.record_v4`, whose addresses are IPv4
@@ -265,7 +277,13 @@ impl Flow {
                 self.key = self
                     .profile
                     .key(&self.record, dir, &self.exporter, class, bucket);
-                aggregate::add(self.active, &self.key, &self.value, &mut self.tally);
+                aggregate::add(
+                    &self.partition_v6,
+                    self.active,
+                    &self.key,
+                    &self.value,
+                    &mut self.tally,
+                );
             }
         }
     }
@@ -285,10 +303,15 @@ impl Flow {
 }
 
 /// Whether `ip` is in a subscriber network: the /24 table answers for most
-/// IPv4 addresses, the trie for the rest.
+/// IPv4 addresses, the list of IPv6 networks for IPv6 ones when there are
+/// few, the trie for the rest.
 #[inline(always)]
 fn is_subscriber(ip: &Ip) -> bool {
-    if let Some(inside) = members::v4_of(ip).and_then(subscriber_table) {
+    let listed = match members::v4_of(ip) {
+        Some(v4) => subscriber_table(v4),
+        None => SUBSCRIBER_V6.get(0).and_then(|list| list.contains(ip)),
+    };
+    if let Some(inside) = listed {
         return inside;
     }
     SUBSCRIBER_NETS.get(Key::new(128, *ip)).is_some()

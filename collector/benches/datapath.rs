@@ -29,7 +29,7 @@ use flowtally::{
     xdp::{DataPlane, ExportRing, KernelConfig, KernelTemplates},
 };
 use flowtally_common::{
-    DEFAULT_AGGREGATE_ENTRIES, DEFAULT_OVERFLOW_RING_BYTES,
+    DEFAULT_AGGREGATE_ENTRIES, DEFAULT_AGGREGATE_ENTRIES_V6, DEFAULT_OVERFLOW_RING_BYTES,
     agg::{FLAG_SCALE_SAMPLING, KEEP_ALL, Profile},
     v5::Header,
 };
@@ -65,6 +65,7 @@ fn main() {
         },
         flags: FLAG_SCALE_SAMPLING,
         aggregate_entries: DEFAULT_AGGREGATE_ENTRIES,
+        aggregate_entries_v6: DEFAULT_AGGREGATE_ENTRIES_V6,
         overflow_ring_bytes: DEFAULT_OVERFLOW_RING_BYTES,
         interfaces: Vec::new(),
         log_level: 0,

@@ -30,7 +30,7 @@ use flowtally::{
     xdp::{DataPlane, KernelConfig, KernelTemplates},
 };
 use flowtally_common::{
-    DEFAULT_OVERFLOW_RING_BYTES,
+    DEFAULT_AGGREGATE_ENTRIES_V6, DEFAULT_OVERFLOW_RING_BYTES,
     agg::{FLAG_SCALE_SAMPLING, KEEP_ALL, Profile},
     table,
     v5::Header,
@@ -338,6 +338,7 @@ fn config(aggregate_entries: u32) -> KernelConfig {
         },
         flags: FLAG_SCALE_SAMPLING,
         aggregate_entries,
+        aggregate_entries_v6: DEFAULT_AGGREGATE_ENTRIES_V6,
         overflow_ring_bytes: DEFAULT_OVERFLOW_RING_BYTES,
         interfaces: Vec::new(),
         log_level: 0,

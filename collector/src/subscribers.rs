@@ -2,7 +2,10 @@
 //! `SUBSCRIBER_NETS` trie, matching on the same 16-byte form so that both
 //! data paths classify every address alike.
 
-use flowtally_common::{agg::Ip, members};
+use flowtally_common::{
+    agg::Ip,
+    members::{self, NetsV6},
+};
 use ipnet::IpNet;
 
 use crate::ip::to_prefix;
@@ -30,6 +33,17 @@ impl SubscriberNets {
         let ip = u128::from_be_bytes(*ip);
         self.nets.iter().any(|&(net, mask)| ip & mask == net)
     }
+}
+
+/// The kernel's list of IPv6 subscriber networks (see
+/// `flowtally_common::members`).
+pub fn subscriber_list_v6(nets: &[IpNet]) -> NetsV6 {
+    let v6: Vec<(Ip, u8)> = nets
+        .iter()
+        .filter(|net| matches!(net, IpNet::V6(_)))
+        .map(to_prefix)
+        .collect();
+    NetsV6::new(&v6)
 }
 
 /// The kernel's IPv4 membership table for `nets` (see
@@ -69,6 +83,60 @@ mod tests {
         let nets = SubscriberNets::new(&["0.0.0.0/0".parse().unwrap()]);
         assert!(nets.contains(&to_ip("203.0.113.9".parse().unwrap())));
         assert!(!nets.contains(&to_ip("2001:db8::1".parse().unwrap())));
+    }
+
+    #[test]
+    fn the_kernel_ipv6_list_agrees_with_the_prefix_match() {
+        let nets: Vec<IpNet> = [
+            "100.64.0.0/10",
+            "2001:db8::/32",
+            "2a00:1450:4001::/48",
+            "fd00:1:2:3::/64",
+            "2a02:ff::5/128",
+            "::/1",
+        ]
+        .iter()
+        .map(|n| n.parse().unwrap())
+        .collect();
+        let reference = SubscriberNets::new(&nets);
+        let list = subscriber_list_v6(&nets);
+        let bases: Vec<u128> = nets
+            .iter()
+            .map(|net| u128::from_be_bytes(to_prefix(net).0))
+            .collect();
+        let (mut inside, mut rng) = (0, 0x9e37_79b9_7f4a_7c15u64);
+        for i in 0..100_000u32 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            // Near a network (a few random low bits, or random bits past
+            // its first half), or anywhere; never IPv4-mapped.
+            let base = bases[i as usize % bases.len()];
+            let noise = u128::from(rng) << (rng % 96);
+            let addr = (base ^ noise).to_be_bytes();
+            if members::v4_of(&addr).is_some() {
+                continue;
+            }
+            let expected = reference.contains(&addr);
+            assert_eq!(
+                list.contains(&addr),
+                Some(expected),
+                "{:x}",
+                u128::from_be_bytes(addr)
+            );
+            inside += usize::from(expected);
+        }
+        assert!(inside > 1_000, "{inside} addresses inside");
+
+        let many: Vec<IpNet> = (0..=members::MAX_LISTED_V6)
+            .map(|i| format!("2001:db8:{i:x}::/48").parse().unwrap())
+            .collect();
+        let ip = to_ip("2001:db8::1".parse().unwrap());
+        assert_eq!(
+            subscriber_list_v6(&many).contains(&ip),
+            None,
+            "too many: the trie"
+        );
     }
 
     #[test]

@@ -62,6 +62,10 @@ pub const AGGREGATE_MAPS: [&str; 2] = ["AGGREGATE_0", "AGGREGATE_1"];
 pub const ACTIVE_MAP: &str = "ACTIVE";
 /// Default keys per aggregate map; `maps.aggregate_entries` overrides it.
 pub const DEFAULT_AGGREGATE_ENTRIES: u32 = 65_536;
+/// Default keys per CPU of the IPv6 table; `maps.aggregate_entries_v6`
+/// overrides it. A quarter of the IPv4 default: most networks send far
+/// fewer IPv6 aggregates, and those beyond it go to the IPv6 map.
+pub const DEFAULT_AGGREGATE_ENTRIES_V6: u32 = 16_384;
 
 /// Ring buffer of [`agg::Overflow`] records that did not fit an aggregate map.
 pub const OVERFLOW_RING: &str = "OVERFLOW";

@@ -1,5 +1,6 @@
-//! Subscriber membership of IPv4 addresses through a directly indexed
-//! table, with the LPM trie (`SUBSCRIBER_NETS`) only as the fallback.
+//! Subscriber membership without walking the LPM trie (`SUBSCRIBER_NETS`)
+//! for most addresses: a directly indexed table for IPv4, a short list for
+//! IPv6, the trie only as the fallback.
 //!
 //! The table has two bits per IPv4 /24: [`OUTSIDE`] (no subscriber network
 //! touches it), [`INSIDE`] (a subscriber network of /24 or shorter covers
@@ -9,6 +10,12 @@
 //! rare split /24s still ask the trie. Userspace builds the table from the
 //! same networks it puts in the trie ([`mark_v4`]), and the tests check the
 //! table and trie together against the plain prefix match of the socket path.
+//!
+//! IPv6: a network usually has a handful of IPv6 subscriber prefixes (a /32
+//! or a few /48s), so the program compares an address with each of them
+//! ([`NetsV6`], up to [`MAX_LISTED_V6`]), two masked words per prefix,
+//! instead of walking the trie twice per record. With more prefixes than
+//! that, IPv6 addresses ask the trie.
 
 use crate::agg::Ip;
 
@@ -20,6 +27,11 @@ pub const SLOTS_PER_WORD: u32 = 32;
 pub const V4_TABLE_WORDS: u32 = (1 << 24) / SLOTS_PER_WORD;
 /// The longest prefix the table answers for on its own.
 pub const TABLE_PREFIX_LEN: u8 = 24;
+
+/// The IPv6 list (`Array<NetsV6>`, one entry).
+pub const SUBSCRIBER_V6_MAP: &str = "SUBSCRIBER_V6";
+/// IPv6 subscriber networks the list holds.
+pub const MAX_LISTED_V6: usize = 8;
 
 pub const OUTSIDE: u64 = 0;
 pub const INSIDE: u64 = 1;
@@ -34,6 +46,63 @@ pub fn v4_of(ip: &Ip) -> Option<u32> {
         return None;
     }
     Some(u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]))
+}
+
+/// The IPv6 subscriber networks, when there are few: each as its address
+/// and mask, both as two words of the address's bytes in memory order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetsV6 {
+    /// Networks listed; more than [`MAX_LISTED_V6`]: ask the trie.
+    pub count: u32,
+    pub _pad: u32,
+    pub nets: [[u64; 4]; MAX_LISTED_V6],
+}
+
+impl NetsV6 {
+    /// The list of these IPv6 `(network, prefix length)`s.
+    pub fn new(nets: &[(Ip, u8)]) -> Self {
+        let mut list = Self {
+            count: u32::try_from(nets.len()).unwrap_or(u32::MAX),
+            ..Self::default()
+        };
+        for (slot, (addr, len)) in list.nets.iter_mut().zip(nets) {
+            let mask = u128::MAX.checked_shl(128 - u32::from(*len)).unwrap_or(0);
+            let [mask_high, mask_low] = words(&mask.to_be_bytes());
+            let [high, low] = words(addr);
+            *slot = [high & mask_high, low & mask_low, mask_high, mask_low];
+        }
+        list
+    }
+
+    /// Whether a listed network holds `ip`; `None`: not listed, ask the
+    /// trie. For addresses that are not IPv4-mapped: IPv4 networks are
+    /// not in the list.
+    #[inline(always)]
+    pub fn contains(&self, ip: &Ip) -> Option<bool> {
+        let count = self.count as usize;
+        if count > MAX_LISTED_V6 {
+            return None;
+        }
+        let [high, low] = words(ip);
+        for [net_high, net_low, mask_high, mask_low] in self.nets.iter().take(count) {
+            // Without branches: one per network, not two.
+            if ((high & mask_high) ^ net_high) | ((low & mask_low) ^ net_low) == 0 {
+                return Some(true);
+            }
+        }
+        Some(false)
+    }
+}
+
+/// An address's 16 bytes as two words, in memory order.
+#[inline(always)]
+fn words(ip: &Ip) -> [u64; 2] {
+    let [a, b, c, d, e, f, g, h, i, j, k, l, m, n, o, p] = *ip;
+    [
+        u64::from_ne_bytes([a, b, c, d, e, f, g, h]),
+        u64::from_ne_bytes([i, j, k, l, m, n, o, p]),
+    ]
 }
 
 /// Where the state of `addr`'s /24 lives: word index and bit shift.
@@ -74,8 +143,17 @@ pub fn mark_v4(words: &mut [u64], addr: u32, len: u8) {
     }
 }
 
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: `repr(C)` of integers with an explicit padding field, so no
+    // implicit padding, and every bit pattern is a valid value.
+    unsafe impl aya::Pod for super::NetsV6 {}
+}
+
 #[cfg(test)]
 mod tests {
+    extern crate std;
+
     use super::*;
     use crate::agg::ip_from_v4;
 
@@ -87,6 +165,25 @@ mod tests {
         compat[11] = 0;
         assert_eq!(v4_of(&compat), None, "::a.b.c.d is not IPv4-mapped");
         assert_eq!(v4_of(&[0; 16]), None);
+    }
+
+    #[test]
+    fn the_ipv6_list_matches_its_prefixes_and_defers_when_too_long() {
+        let net = |s: &str, len| {
+            let addr: std::net::Ipv6Addr = s.parse().unwrap();
+            (addr.octets(), len)
+        };
+        let ip = |s: &str| s.parse::<std::net::Ipv6Addr>().unwrap().octets();
+        let list = NetsV6::new(&[net("2001:db8::", 32), net("2a00:1:2:3:4::", 80)]);
+        assert_eq!(list.contains(&ip("2001:db8:ffff::1")), Some(true));
+        assert_eq!(list.contains(&ip("2001:db9::1")), Some(false));
+        assert_eq!(list.contains(&ip("2a00:1:2:3:4:ff::")), Some(true));
+        assert_eq!(list.contains(&ip("2a00:1:2:3:5::")), Some(false));
+        let all = NetsV6::new(&[net("::", 0)]);
+        assert_eq!(all.contains(&ip("fe80::1")), Some(true));
+        assert_eq!(NetsV6::new(&[]).contains(&ip("2001:db8::1")), Some(false));
+        let many = [net("2001:db8::", 48); MAX_LISTED_V6 + 1];
+        assert_eq!(NetsV6::new(&many).contains(&ip("2001:db8::1")), None);
     }
 
     #[test]

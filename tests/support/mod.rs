@@ -69,6 +69,7 @@ pub fn kernel_config(ports: &[u16], subscriber_nets: &[&str]) -> flowtally::xdp:
         },
         flags: FLAG_SCALE_SAMPLING,
         aggregate_entries: flowtally_common::DEFAULT_AGGREGATE_ENTRIES,
+        aggregate_entries_v6: flowtally_common::DEFAULT_AGGREGATE_ENTRIES_V6,
         overflow_ring_bytes: flowtally_common::DEFAULT_OVERFLOW_RING_BYTES,
         interfaces: Vec::new(),
         log_level: 0,

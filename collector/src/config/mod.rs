@@ -532,8 +532,10 @@ pub enum RecordTime {
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MapsConfig {
-    /// Entries of each of the two aggregate maps.
+    /// Keys per CPU of the IPv4 table, and of the IPv6 map in all.
     pub aggregate_entries: u32,
+    /// Keys per CPU of the IPv6 table.
+    pub aggregate_entries_v6: u32,
     /// Bytes of the overflow ring (a power of two, at least 4096).
     pub overflow_ring_bytes: u32,
 }
@@ -609,6 +611,7 @@ impl Default for MapsConfig {
     fn default() -> Self {
         Self {
             aggregate_entries: flowtally_common::DEFAULT_AGGREGATE_ENTRIES,
+            aggregate_entries_v6: flowtally_common::DEFAULT_AGGREGATE_ENTRIES_V6,
             overflow_ring_bytes: flowtally_common::DEFAULT_OVERFLOW_RING_BYTES,
         }
     }
@@ -1312,6 +1315,24 @@ restore_attributes = { "Filter-Id" = "default" }
             err.to_string().contains("maps.overflow_ring_bytes"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn table_sizes_are_bounded_and_read_from_the_file() {
+        let config = Config::from_toml("[maps]\naggregate_entries_v6 = 4096\n").unwrap();
+        assert_eq!(config.maps.aggregate_entries_v6, 4096);
+        config.validate().unwrap();
+        for (entries, entries_v6, name) in [
+            (0, 1, "maps.aggregate_entries"),
+            (1, 0, "maps.aggregate_entries_v6"),
+            (1, (1 << 24) + 1, "maps.aggregate_entries_v6"),
+        ] {
+            let mut config = Config::default();
+            config.maps.aggregate_entries = entries;
+            config.maps.aggregate_entries_v6 = entries_v6;
+            let err = config.validate().unwrap_err();
+            assert!(err.to_string().contains(name), "{err}");
+        }
     }
 
     #[test]

@@ -231,12 +231,13 @@ fn aggregation(aggregation: &AggregationConfig) -> Checked {
 }
 
 fn maps(maps: &MapsConfig) -> Checked {
-    if !(1..=1 << 24).contains(&maps.aggregate_entries) {
-        return invalid(
-            "maps.aggregate_entries",
-            "-",
-            "must be between 1 and 16777216",
-        );
+    for (name, entries) in [
+        ("maps.aggregate_entries", maps.aggregate_entries),
+        ("maps.aggregate_entries_v6", maps.aggregate_entries_v6),
+    ] {
+        if !(1..=1 << 24).contains(&entries) {
+            return invalid(name, "-", "must be between 1 and 16777216");
+        }
     }
     let ring = maps.overflow_ring_bytes;
     if ring < 4096 || !ring.is_power_of_two() {

@@ -379,6 +379,7 @@ fn start_kernel(
         profile: config.aggregation.profile(),
         flags: config.flags(),
         aggregate_entries: config.maps.aggregate_entries,
+        aggregate_entries_v6: config.maps.aggregate_entries_v6,
         overflow_ring_bytes: config.maps.overflow_ring_bytes,
         interfaces: config.reconciled_interfaces(),
         log_level: crate::xdp::kernel_log_level(),

@@ -223,12 +223,12 @@ impl Metrics {
         );
         r.register(
             "aggregate_map_entries",
-            "Aggregates in the kernel's IPv4 table (slots in use, a key once per CPU) and map of other keys at the last drain",
+            "Aggregates in the kernel's IPv4 and IPv6 tables (slots in use, a key once per CPU) and map of IPv6 keys at the last drain",
             self.aggregate_map_entries.clone(),
         );
         r.register(
             "aggregate_map_capacity",
-            "Keys the kernel's IPv4 table holds per CPU, and its map of other keys in all (maps.aggregate_entries)",
+            "Keys the kernel's IPv4 table holds per CPU, and its map of IPv6 keys in all (maps.aggregate_entries)",
             self.aggregate_map_capacity.clone(),
         );
         r.register(

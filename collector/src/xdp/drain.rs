@@ -1,7 +1,7 @@
 //! Draining the kernel's aggregates without losing concurrent updates.
 //!
 //! The XDP program writes the generation `ACTIVE` names (its half of the
-//! IPv4 table and its map of other keys) and reads `ACTIVE` once per
+//! IPv4 and IPv6 tables and its map of other keys) and reads `ACTIVE` once per
 //! packet. To drain, userspace points `ACTIVE` at the other generation,
 //! then waits for an RCU grace period ([`RcuBarrier`]): after it, no
 //! program run can still be writing the old one, so reading and emptying
@@ -9,8 +9,8 @@
 //! overflow ring ([`OverflowReader`], read continuously by the daemon and
 //! once more at every drain).
 //!
-//! The table is read in place through its mapping ([`MappedTable`]); one
-//! key may come once per CPU partition, and the sink merges. The maps are
+//! The tables are read in place through their mappings ([`MappedTable`]);
+//! one key may come once per CPU partition, and the sink merges. The maps are
 //! read and emptied in batches (`BPF_MAP_LOOKUP_AND_DELETE_BATCH`, see
 //! `batch.rs`), their per-CPU partials merged here; on kernels without
 //! batch operations, key by key, with one log line.
@@ -21,7 +21,7 @@ use std::{
 };
 
 use aya::maps::{Array, IterableMap, MapData, PerCpuHashMap, RingBuf};
-use flowtally_common::agg::{AggKey, AggValue, Overflow};
+use flowtally_common::agg::{AggKey, AggKeyV4, AggValue, Overflow};
 
 use super::{
     batch::{BatchError, Batcher},
@@ -29,11 +29,18 @@ use super::{
     table::MappedTable,
 };
 
-/// A generation's map of the keys that are not all IPv4.
+/// A generation's map of the keys with an IPv6 address that found no slot
+/// in the IPv6 table.
 pub type FullMap = PerCpuHashMap<MapData, AggKey, AggValue>;
 
+/// The program's two tables, mapped.
+pub struct Tables {
+    pub v4: MappedTable<AggKeyV4>,
+    pub v6: MappedTable<AggKey>,
+}
+
 pub struct Drainer {
-    table: MappedTable,
+    tables: Tables,
     maps: [FullMap; 2],
     active: Array<MapData, u32>,
     current: u32,
@@ -51,7 +58,7 @@ const BATCH_KEYS: usize = 16_384;
 /// What one drain found.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Drained {
-    /// Aggregates in the generation that was drained: the table's slots
+    /// Aggregates in the generation that was drained: the tables' slots
     /// in use (a key once per CPU that wrote it) and the map's keys.
     pub map_entries: u64,
     pub overflow_records: u64,
@@ -71,7 +78,7 @@ pub enum DrainError {
 
 impl Drainer {
     pub fn new(
-        table: MappedTable,
+        tables: Tables,
         maps: [FullMap; 2],
         mut active: Array<MapData, u32>,
         barrier: RcuBarrier,
@@ -81,7 +88,7 @@ impl Drainer {
         let cpus = aya::util::nr_cpus()
             .map_err(|(file, err)| DrainError::Cpus(format!("{file}: {err}")))?;
         Ok(Self {
-            table,
+            tables,
             maps,
             active,
             current: 0,
@@ -127,7 +134,8 @@ impl Drainer {
         self.active.set(0, self.current, 0)?;
         self.barrier.wait()?;
 
-        let mut map_entries = self.table.drain(old, &mut sink);
+        let mut map_entries = self.tables.v4.drain(old, &mut sink);
+        map_entries += self.tables.v6.drain(old, &mut sink);
         map_entries += drain_map(
             &mut self.batcher,
             &mut self.maps[old as usize],

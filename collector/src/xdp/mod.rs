@@ -37,10 +37,13 @@ use flowtally_common::{
     },
     class_table::{self, CLASS_V4_MAP},
     interfaces::{INTERFACE_FLOWS_MAP, InterfaceFlows},
-    members::SUBSCRIBER_V4_MAP,
+    members::{NetsV6, SUBSCRIBER_V4_MAP, SUBSCRIBER_V6_MAP},
     sequence::{EXPORT_BYTES_MAP, EXPORTS_RING},
     sflow::{self, SourceKey, SourceState},
-    table::{self as agg_table, GLOBAL_TABLE_CPUS, GLOBAL_TABLE_SHIFT, TABLE_V4_MAP},
+    table::{
+        self as agg_table, GLOBAL_TABLE_CPUS, GLOBAL_TABLE_SHIFT, GLOBAL_TABLE_V6_SHIFT,
+        TABLE_V4_MAP, TABLE_V6_MAP, TableKey,
+    },
     template::{
         CompiledTemplate, MAX_RECORD_LEN, MIN_RECORD_LEN, TEMPLATE_SETS_DONE_MAP,
         TEMPLATE_SETS_SEEN_MAP, TEMPLATES_MAP, TemplateKey,
@@ -53,7 +56,7 @@ use tokio::{
 };
 
 pub use self::{
-    drain::{DrainError, Drained, Drainer, OverflowReader},
+    drain::{DrainError, Drained, Drainer, OverflowReader, Tables},
     integrity::{ExportRing, KernelIntegrity, read_exports},
     stats::KernelStats,
 };
@@ -61,7 +64,7 @@ use self::{rcu_barrier::RcuBarrier, table::MappedTable};
 use crate::{
     classes::class_table,
     ip::{to_ip, to_prefix},
-    subscribers::subscriber_table,
+    subscribers::{subscriber_list_v6, subscriber_table},
 };
 
 /// The object `collector/build.rs` compiled from `collector-ebpf`.
@@ -172,7 +175,10 @@ pub struct KernelConfig {
     pub profile: Profile,
     /// `agg::FLAG_*` bits except the allow-list, which `exporters` implies.
     pub flags: u32,
+    /// Keys per CPU of the IPv4 table, and of the IPv6 map in all.
     pub aggregate_entries: u32,
+    /// Keys per CPU of the IPv6 table.
+    pub aggregate_entries_v6: u32,
     pub overflow_ring_bytes: u32,
     /// Interfaces to count flow bytes on (the billed ones); empty: none.
     pub interfaces: Vec<ScopeKey>,
@@ -185,8 +191,9 @@ pub struct KernelConfig {
 pub struct DataPlane {
     ebpf: Ebpf,
     attachments: Vec<Attachment>,
-    /// The IPv4 table's log2 slots per partition, and partitions.
+    /// The tables' log2 slots per partition, and partitions.
     table_shift: u32,
+    table_v6_shift: u32,
     table_cpus: u32,
 }
 
@@ -210,19 +217,32 @@ impl DataPlane {
         }
         let table_cpus = possible_cpus()?;
         let table_shift = agg_table::shift_for(config.aggregate_entries);
-        let table_entries =
-            u32::try_from(agg_table::entries(table_shift, table_cpus)).map_err(|_| {
+        let table_v6_shift = agg_table::shift_for(config.aggregate_entries_v6);
+        let slots = |setting: &str, entries: u32, shift: u32| {
+            u32::try_from(agg_table::entries(shift, table_cpus)).map_err(|_| {
                 XdpError::Table(io::Error::other(format!(
-                    "maps.aggregate_entries = {} on {table_cpus} CPUs needs more than 2^32 slots",
-                    config.aggregate_entries
+                    "{setting} = {entries} on {table_cpus} CPUs needs more than 2^32 slots"
                 )))
-            })?;
+            })
+        };
+        let table_entries = slots(
+            "maps.aggregate_entries",
+            config.aggregate_entries,
+            table_shift,
+        )?;
+        let table_v6_entries = slots(
+            "maps.aggregate_entries_v6",
+            config.aggregate_entries_v6,
+            table_v6_shift,
+        )?;
         let mut loader = EbpfLoader::new();
         loader
             .override_global(aya_log::LEVEL, &log_level, true)
             .override_global(GLOBAL_TABLE_SHIFT, &table_shift, true)
+            .override_global(GLOBAL_TABLE_V6_SHIFT, &table_v6_shift, true)
             .override_global(GLOBAL_TABLE_CPUS, &table_cpus, true)
             .map_max_entries(TABLE_V4_MAP, table_entries)
+            .map_max_entries(TABLE_V6_MAP, table_v6_entries)
             .override_global(GLOBAL_BUCKET_MS, &config.profile.bucket_ms, true)
             .override_global(GLOBAL_KEEP_FIELDS, &config.profile.keep, true)
             .override_global(GLOBAL_FLAGS, &flags, true)
@@ -260,6 +280,7 @@ impl DataPlane {
             ebpf,
             attachments,
             table_shift,
+            table_v6_shift,
             table_cpus,
         })
     }
@@ -323,11 +344,10 @@ impl DataPlane {
     /// for draining.
     pub fn take_drainer(&mut self) -> Result<Drainer, XdpError> {
         let map_error = |map| move |error| XdpError::Map { map, error };
-        let Map::Array(table) = self.take(TABLE_V4_MAP)? else {
-            return Err(XdpError::Missing(TABLE_V4_MAP));
+        let tables = Tables {
+            v4: self.take_table(TABLE_V4_MAP, self.table_shift)?,
+            v6: self.take_table(TABLE_V6_MAP, self.table_v6_shift)?,
         };
-        let table =
-            MappedTable::new(table, self.table_shift, self.table_cpus).map_err(XdpError::Table)?;
         let map = |plane: &mut Self, name| -> Result<_, XdpError> {
             plane.take(name)?.try_into().map_err(map_error(name))
         };
@@ -343,7 +363,18 @@ impl DataPlane {
             .take(OVERFLOW_RING)?
             .try_into()
             .map_err(map_error(OVERFLOW_RING))?;
-        Drainer::new(table, maps, active, barrier, overflow).map_err(XdpError::Drain)
+        Drainer::new(tables, maps, active, barrier, overflow).map_err(XdpError::Drain)
+    }
+
+    fn take_table<K: TableKey>(
+        &mut self,
+        name: &'static str,
+        shift: u32,
+    ) -> Result<MappedTable<K>, XdpError> {
+        let Map::Array(table) = self.take(name)? else {
+            return Err(XdpError::Missing(name));
+        };
+        MappedTable::new(table, shift, self.table_cpus).map_err(XdpError::Table)
     }
 
     /// Takes the `EXPORTS` ring and the per-interface flow counters.
@@ -679,6 +710,12 @@ fn fill_maps(ebpf: &mut Ebpf, config: &KernelConfig) -> Result<(), XdpError> {
             .set(index, word, 0)
             .map_err(map_error(SUBSCRIBER_V4_MAP))?;
     }
+
+    let mut list: Array<_, NetsV6> = map_mut(ebpf, SUBSCRIBER_V6_MAP)?
+        .try_into()
+        .map_err(map_error(SUBSCRIBER_V6_MAP))?;
+    list.set(0, subscriber_list_v6(&config.subscriber_networks), 0)
+        .map_err(map_error(SUBSCRIBER_V6_MAP))?;
 
     let mut clock: Array<_, u64> = map_mut(ebpf, sflow::CLOCK_MAP)?
         .try_into()

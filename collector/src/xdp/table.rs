@@ -1,6 +1,6 @@
-//! The XDP program's IPv4 aggregate table (`flowtally_common::table`),
-//! mapped into this process: a drain reads and frees a generation's slots
-//! in place, without a syscall per key.
+//! The XDP program's aggregate tables (`flowtally_common::table`), mapped
+//! into this process: a drain reads and frees a generation's slots in
+//! place, without a syscall per key.
 
 use std::{
     io,
@@ -11,13 +11,13 @@ use std::{
 use aya::maps::MapData;
 use flowtally_common::{
     agg::{AggKey, AggValue},
-    table::{self, SlotV4},
+    table::{self, Slot, TableKey},
 };
 
-pub struct MappedTable {
+pub struct MappedTable<K> {
     /// Keeps the map, and so the mapping's pages, alive.
     _map: MapData,
-    slots: NonNull<SlotV4>,
+    slots: NonNull<Slot<K>>,
     len: usize,
     /// Slots per generation.
     generation_slots: usize,
@@ -25,14 +25,14 @@ pub struct MappedTable {
 
 // SAFETY: the mapping is owned by this value and only touched through
 // `&mut self`; the kernel writes only the generation not being drained.
-unsafe impl Send for MappedTable {}
+unsafe impl<K> Send for MappedTable<K> {}
 
-impl MappedTable {
+impl<K: TableKey> MappedTable<K> {
     /// Maps `map`, the table loaded with `shift` and `cpus` partitions.
     pub fn new(map: MapData, shift: u32, cpus: u32) -> io::Result<Self> {
         let entries = usize::try_from(table::entries(shift, cpus))
             .map_err(|_| io::Error::other("the aggregate table does not fit this address space"))?;
-        let len = entries * size_of::<SlotV4>();
+        let len = entries * size_of::<Slot<K>>();
         // SAFETY: a shared mapping of a `BPF_F_MMAPABLE` array's value area,
         // exactly its size; the kernel keeps the pages while it is mapped.
         let addr = unsafe {
@@ -77,7 +77,7 @@ impl MappedTable {
                 let copy = slot.read_volatile();
                 std::ptr::addr_of_mut!((*slot).flows).write_volatile(0);
                 if let Some(value) = copy.value() {
-                    sink(copy.key.unpack(), &value);
+                    sink(copy.key.full(), &value);
                     found += 1;
                 }
             }
@@ -86,7 +86,7 @@ impl MappedTable {
     }
 }
 
-impl Drop for MappedTable {
+impl<K> Drop for MappedTable<K> {
     fn drop(&mut self) {
         // SAFETY: the mapping made in `new`, unmapped once.
         unsafe { libc::munmap(self.slots.as_ptr().cast(), self.len) };
