@@ -419,7 +419,9 @@ impl Tally {
     pub fn add(&mut self, stat: RecordStat, bytes: u64) {
         if let Some(counter) = self.0.get_mut(stat as usize) {
             counter.count += 1;
-            counter.bytes += bytes;
+            // Saturating: an export's parsed bytes are its export bytes
+            // (`Flow::finish`), which saturate rather than wrap.
+            counter.bytes = counter.bytes.saturating_add(bytes);
         }
     }
 }

@@ -19,6 +19,7 @@ use flowtally_common::{
     },
     class_table::{self, ASK_TRIE},
     members::{self, INSIDE, NetsV6, OUTSIDE, V4_TABLE_WORDS},
+    table,
 };
 
 use crate::{
@@ -217,9 +218,10 @@ impl Flow {
     /// Adds `self.value` to the 64-byte key of `self.record` for `dir`.
     #[inline(always)]
     fn add_full_key(&mut self, dir: Direction, class: u8, bucket: u64) {
-        self.key = self
+        let key = self
             .profile
             .key(&self.record, dir, &self.exporter, class, bucket);
+        table::store(key, &mut self.key);
         aggregate::add(
             &self.partition_v6,
             self.active,
@@ -274,9 +276,10 @@ impl Flow {
             } else {
                 // `add_full_key` written out: through the method, this
                 // loop cost the verifier 50k more instructions.
-                self.key = self
+                let key = self
                     .profile
                     .key(&self.record, dir, &self.exporter, class, bucket);
+                table::store(key, &mut self.key);
                 aggregate::add(
                     &self.partition_v6,
                     self.active,
@@ -289,9 +292,10 @@ impl Flow {
     }
 
     /// Places the aggregates still waiting, then adds this export's record
-    /// outcomes to `RECORD_STATS`.
+    /// outcomes to `RECORD_STATS`; returns the octets of its records parsed
+    /// (for sequence tracking's export bytes).
     #[inline(always)]
-    pub fn finish(&mut self) {
+    pub fn finish(&mut self) -> u64 {
         self.backlog.flush(&self.partition, &mut self.tally);
         for stat in RecordStat::ALL {
             let tally = &self.tally.0[stat as usize];
@@ -299,6 +303,7 @@ impl Flow {
                 count(&RECORD_STATS, stat as u32, tally.count, tally.bytes);
             }
         }
+        self.tally.0[RecordStat::Parsed as usize].bytes
     }
 }
 

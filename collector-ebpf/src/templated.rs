@@ -69,11 +69,9 @@ struct Export {
     records: u32,
     set_count: u32,
     set_index: u32,
-    /// Header sequence number, domain, and the octets aggregated, for
-    /// sequence tracking.
+    /// Header sequence number and domain, for sequence tracking.
     sequence: u32,
     export_key: ExportKey,
-    bytes: u64,
     /// Steps for the reverse directions of biflow records, and whether
     /// the next step is the reverse of the record at `cursor`.
     reverse_steps: u32,
@@ -184,15 +182,14 @@ pub fn aggregate(
     if !exports::note(&e.export_key, e.sequence, clock, e.records) {
         return XdpStat::PassExportRingFull;
     }
-    e.bytes = 0;
     e.set_index = 0;
     e.cursor = e.sets[0].start;
     // A step per record, another per biflow record, one per set.
     let steps = e.records + e.reverse_steps + e.set_count;
     e.reverse = 0;
     flow::for_each(steps, walk_record as *mut c_void, e, flow);
-    flow.finish();
-    exports::add_bytes(&e.export_key, e.bytes);
+    let bytes = flow.finish();
+    exports::add_bytes(&e.export_key, bytes);
     XdpStat::DropTemplatedAggregated
 }
 
@@ -293,7 +290,6 @@ extern "C" fn walk_record(_index: u64, slots: *mut c_void) -> i64 {
     };
     if counts {
         flow.aggregate();
-        e.bytes = e.bytes.saturating_add(flow.record.bytes);
     }
     0
 }

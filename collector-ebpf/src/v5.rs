@@ -25,9 +25,8 @@ struct Export {
     header: Header,
     /// Room for 32 records: the count mask below can yield up to 32.
     records: [RawRecord; 32],
-    /// Its domain, and the octets of its records aggregated so far.
+    /// Its domain.
     key: ExportKey,
-    bytes: u64,
 }
 
 #[map(name = "V5_SCRATCH")]
@@ -78,10 +77,9 @@ pub fn aggregate(ctx: &XdpContext, payload: usize, len: usize, exporter: &Ip) ->
     if !exports::note(&export.key, sequence, uptime, count) {
         return XdpStat::PassExportRingFull;
     }
-    export.bytes = 0;
     flow::for_each(count, aggregate_record as *mut c_void, export, flow);
-    flow.finish();
-    exports::add_bytes(&export.key, export.bytes);
+    let bytes = flow.finish();
+    exports::add_bytes(&export.key, bytes);
     XdpStat::DropV5Aggregated
 }
 
@@ -103,6 +101,5 @@ extern "C" fn aggregate_record(index: u64, slots: *mut c_void) -> i64 {
     }
     flow.record_v4 = export.header.v4_record(&export.records[i], flow.flags);
     flow.aggregate_v4();
-    export.bytes = export.bytes.saturating_add(flow.record_v4.bytes);
     0
 }

@@ -2,6 +2,8 @@
 //! there. Both data paths call these functions, so XDP and the socket path
 //! cannot disagree about a key.
 
+use crate::table;
+
 /// Addresses are 16 bytes; IPv4 is stored IPv4-mapped (`::ffff:a.b.c.d`).
 pub type Ip = [u8; 16];
 
@@ -403,11 +405,11 @@ impl Profile {
         let Some(subscriber) = mapped_v4(s.subscriber) else {
             return false;
         };
-        out.absent = 0;
-        let mut v4 = |ip: Option<&Ip>, absent: u8, to: &mut [u8; 4]| match ip {
+        let mut absent = 0;
+        let mut v4 = |ip: Option<&Ip>, absent_bit: u8, to: &mut [u8; 4]| match ip {
             Some(ip) => mapped_v4(ip).map(|v4| *to = v4).is_some(),
             None => {
-                out.absent |= absent;
+                absent |= absent_bit;
                 *to = [0; 4];
                 true
             }
@@ -416,16 +418,20 @@ impl Profile {
         if !v4(s.peer, ABSENT_PEER, &mut peer) || !v4(s.exporter, ABSENT_EXPORTER, &mut exporter) {
             return false;
         }
-        out.bucket_start_ms = s.bucket_start_ms;
-        out.subscriber = subscriber;
-        out.peer = peer;
-        out.exporter = exporter;
-        out.subscriber_port = s.subscriber_port;
-        out.peer_port = s.peer_port;
-        out.protocol = s.protocol;
-        out.direction = dir as u8;
-        out.class = class;
-        out._pad2 = 0;
+        let key = AggKeyV4 {
+            bucket_start_ms: s.bucket_start_ms,
+            subscriber,
+            peer,
+            exporter,
+            subscriber_port: s.subscriber_port,
+            peer_port: s.peer_port,
+            protocol: s.protocol,
+            direction: dir as u8,
+            absent,
+            class,
+            _pad2: 0,
+        };
+        table::store(key, out);
         true
     }
 
@@ -460,25 +466,30 @@ impl Profile {
                 0
             }
         };
-        out.peer = kept(peer, KEEP_PEER_IP, ABSENT_PEER).to_be_bytes();
-        out.exporter = kept(exporter, KEEP_EXPORTER, ABSENT_EXPORTER).to_be_bytes();
-        out.absent = absent;
-        out.bucket_start_ms = bucket_start_ms;
-        out.subscriber = subscriber.to_be_bytes();
-        out.subscriber_port = if keep(KEEP_SUBSCRIBER_PORT) {
-            subscriber_port
-        } else {
-            0
+        let peer = kept(peer, KEEP_PEER_IP, ABSENT_PEER).to_be_bytes();
+        let exporter = kept(exporter, KEEP_EXPORTER, ABSENT_EXPORTER).to_be_bytes();
+        let key = AggKeyV4 {
+            bucket_start_ms,
+            subscriber: subscriber.to_be_bytes(),
+            peer,
+            exporter,
+            subscriber_port: if keep(KEEP_SUBSCRIBER_PORT) {
+                subscriber_port
+            } else {
+                0
+            },
+            peer_port: if keep(KEEP_PEER_PORT) { peer_port } else { 0 },
+            protocol: if keep(KEEP_PROTOCOL) {
+                record.protocol
+            } else {
+                0
+            },
+            direction: dir as u8,
+            absent,
+            class,
+            _pad2: 0,
         };
-        out.peer_port = if keep(KEEP_PEER_PORT) { peer_port } else { 0 };
-        out.protocol = if keep(KEEP_PROTOCOL) {
-            record.protocol
-        } else {
-            0
-        };
-        out.direction = dir as u8;
-        out.class = class;
-        out._pad2 = 0;
+        table::store(key, out);
     }
 
     /// The start of the time bucket holding `time_ms`.
