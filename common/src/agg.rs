@@ -473,17 +473,9 @@ impl Profile {
             subscriber: subscriber.to_be_bytes(),
             peer,
             exporter,
-            subscriber_port: if keep(KEEP_SUBSCRIBER_PORT) {
-                subscriber_port
-            } else {
-                0
-            },
-            peer_port: if keep(KEEP_PEER_PORT) { peer_port } else { 0 },
-            protocol: if keep(KEEP_PROTOCOL) {
-                record.protocol
-            } else {
-                0
-            },
+            subscriber_port: self.kept(KEEP_SUBSCRIBER_PORT, subscriber_port),
+            peer_port: self.kept(KEEP_PEER_PORT, peer_port),
+            protocol: self.kept(KEEP_PROTOCOL, record.protocol),
             direction: dir as u8,
             absent,
             class,
@@ -496,6 +488,16 @@ impl Profile {
     #[inline(always)]
     pub fn bucket_start(&self, time_ms: u64) -> u64 {
         time_ms - time_ms % self.bucket_width()
+    }
+
+    /// `value` if the profile keeps the field `bit`, else 0.
+    #[inline(always)]
+    fn kept<T: Default>(&self, bit: u32, value: T) -> T {
+        if self.keep & bit != 0 {
+            value
+        } else {
+            T::default()
+        }
     }
 
     /// A zero bucket width would divide by zero; it is taken as 1 ms.
@@ -528,17 +530,9 @@ impl Profile {
             peer: keep(KEEP_PEER_IP).then_some(peer),
             exporter: keep(KEEP_EXPORTER).then_some(exporter),
             bucket_start_ms,
-            subscriber_port: if keep(KEEP_SUBSCRIBER_PORT) {
-                subscriber_port
-            } else {
-                0
-            },
-            peer_port: if keep(KEEP_PEER_PORT) { peer_port } else { 0 },
-            protocol: if keep(KEEP_PROTOCOL) {
-                record.protocol
-            } else {
-                0
-            },
+            subscriber_port: self.kept(KEEP_SUBSCRIBER_PORT, subscriber_port),
+            peer_port: self.kept(KEEP_PEER_PORT, peer_port),
+            protocol: self.kept(KEEP_PROTOCOL, record.protocol),
         }
     }
 }
