@@ -4,11 +4,10 @@
 //! measured side by side in one
 //! run. Prints a Markdown table; BENCHMARKS.md explains the method.
 
-use std::{
-    hint::black_box,
-    sync::Mutex,
-    time::{Duration, Instant},
-};
+#[path = "support/jit_profile.rs"]
+mod jit_profile;
+
+use std::{hint::black_box, path::PathBuf, sync::Mutex, time::Duration};
 
 use flowtally::{
     aggregate::Aggregator,
@@ -74,7 +73,8 @@ fn main() {
     let mut kernel_templates = plane.take_templates().expect("template map");
     let exports = plane.take_integrity().expect("exports ring").ring;
     // `FLOWTALLY_PROFILE=v5|ipfix4|ipfix6` only runs that export through
-    // the kernel for 10 s, for `perf record` (BENCHMARKS.md, profile).
+    // the kernel, under `perf record`, and prints where its time went
+    // (BENCHMARKS.md, where the time goes).
     if let Ok(which) = std::env::var("FLOWTALLY_PROFILE") {
         return profile(
             &plane,
@@ -250,7 +250,8 @@ fn sflow_datagram(records: usize, raw_header: bool) -> Vec<u8> {
     datagram(std::net::Ipv4Addr::from(EXPORTER).into(), 1, samples).encode()
 }
 
-/// Runs one export through the kernel, over and over, for 10 s.
+/// Runs one export through the kernel, over and over, while `perf`
+/// samples, and prints the program's hottest instructions.
 fn profile(
     plane: &DataPlane,
     exports: &Mutex<ExportRing>,
@@ -268,10 +269,23 @@ fn profile(
         other => panic!("FLOWTALLY_PROFILE: unknown export {other:?}"),
     };
     let frame = udp_frame(&export);
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(10) {
+    let dir = std::env::var_os("FLOWTALLY_BENCH_OUT")
+        .map_or_else(
+            || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench"),
+            PathBuf::from,
+        )
+        .join(format!("profile-{which}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let id = plane.program_id().expect("the program's id");
+    let images = jit_profile::images(id).expect("the program's JIT images (root)");
+    let perf_data = dir.join("perf.data");
+    let mut perf = jit_profile::record(&perf_data, 6)
+        .expect("FLOWTALLY_PROFILE runs `perf` (Debian: linux-perf)");
+    while perf.try_wait().unwrap().is_none() {
         kernel_time(plane, exports, &frame);
     }
+    jit_profile::report(&images, &perf_data, &dir, 10)
+        .expect("`perf script` and `objdump` (Debian: binutils) read the samples");
 }
 
 /// Teaches a template cache the IPFIX template and installs its compiled

@@ -305,6 +305,13 @@ impl DataPlane {
             .collect()
     }
 
+    /// The main program's kernel id, for profiling it
+    /// (`benches/datapath.rs`).
+    pub fn program_id(&self) -> Option<u32> {
+        let info = self.ebpf.program(PROGRAM)?.info().ok()?;
+        Some(info.id())
+    }
+
     /// Runs the program once on `frame` in the kernel (BPF_PROG_TEST_RUN),
     /// as if it had arrived on an interface; returns the XDP action. Used by
     /// the fixture tests and benchmarks.
