@@ -32,11 +32,11 @@ use crate::wakeup;
 
 type FullMap = PerCpuHashMap<AggKey, AggValue>;
 
-/// Maps of full keys allocate elements as keys arrive: most networks send
-/// few IPv6 records, and a preallocated twin of the IPv4 table would double
-/// the kernel memory.
+/// The maps allocate elements as keys arrive: they take the IPv6 keys the
+/// (smaller, preallocated) IPv6 table has no room for, on networks that
+/// send more IPv6 than it was sized for.
 const BPF_F_NO_PREALLOC: u32 = 1;
-/// The table is read by userspace through `mmap`.
+/// The tables are read by userspace through `mmap`.
 const BPF_F_MMAPABLE: u32 = 1 << 10;
 
 /// Sized by userspace at load (`table::entries`).

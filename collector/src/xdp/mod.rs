@@ -131,7 +131,7 @@ pub enum XdpError {
 }
 
 /// Possible CPUs: what `bpf_get_smp_processor_id` stays below, so the
-/// IPv4 table's partitions per generation.
+/// tables' partitions per generation.
 fn possible_cpus() -> Result<u32, XdpError> {
     let cpus = aya::util::nr_cpus()
         .map_err(|(file, error)| XdpError::Table(io::Error::other(format!("{file}: {error}"))))?;
