@@ -17,7 +17,7 @@ use std::{
 
 use flowtally::{
     aggregate::{Table, merge},
-    xdp::{DataPlane, Drainer, KernelConfig},
+    xdp::{DataPlane, Drained, Drainer, KernelConfig},
 };
 use flowtally_common::RecordStat;
 use support::{
@@ -101,9 +101,15 @@ fn run_and_drain(
 }
 
 /// What a drain reported, and whether it still used batch operations.
+///
+/// A run's split between map entries and ring records is not exact: the
+/// IPv6 map is not preallocated, and the kernel allocates its entries
+/// without waiting, from a per-CPU cache it refills behind; when that is dry
+/// (seen once in CI on a freshly booted machine: 17 of 6627 keys) the insert
+/// fails and the record takes the ring, counted, as any overflow does.
 #[derive(Debug, PartialEq)]
 struct Drain {
-    drained: flowtally::xdp::Drained,
+    drained: Drained,
     batched: bool,
 }
 
@@ -126,8 +132,9 @@ fn batches_per_key_and_partial_batches_drain_the_same_table() {
     assert!(batched == partial, "batches of 7 keys");
     assert!(batched == single, "batches of 1 key");
     assert!(batched == per_key, "the per-key fallback");
-    assert_eq!(partial_drained, drained);
-    assert_eq!(per_key_drained.drained, drained.drained);
+    // Each run's split between map and ring may differ (see `Drain`);
+    // the tables above may not.
+    assert!(partial_drained.batched, "{partial_drained:?}");
     assert!(
         !per_key_drained.batched,
         "the refused batch call was noticed"
@@ -197,9 +204,18 @@ fn ipv6_keys_the_ipv6_table_has_no_room_for_go_to_the_map_not_the_ring() {
     let (table, drained) = run_and_drain(&config, &frames, |d| d);
     let expected: u64 = expected_bytes(&exports).values().sum();
     assert_eq!(total(&table).0, expected);
-    assert_eq!(drained.drained.overflow_records, 0, "{drained:?}");
-    // One CPU: every key once, in the table or the map.
-    assert_eq!(drained.drained.map_entries, table.len() as u64);
+    // One CPU: every key once, in the table or the map, but for the few a
+    // dry allocation cache sent through the ring (see `Drain`).
+    let Drained {
+        map_entries,
+        overflow_records,
+    } = drained.drained;
+    assert!(overflow_records * 20 < map_entries, "{drained:?}");
+    assert!(map_entries <= table.len() as u64, "{drained:?}");
+    assert!(
+        map_entries + overflow_records >= table.len() as u64,
+        "{drained:?}"
+    );
     assert!(
         table.len() as u64 > 10 * SMALLEST_V6_TABLE.1,
         "{}",
